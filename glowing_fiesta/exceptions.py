@@ -1,0 +1,171 @@
+"""Every error, one shape: RFC 9457 problem details as `application/problem+json`.
+
+Domain errors are exceptions (subclasses of `Problem`) raised by services; DRF's own exceptions,
+Django's 404/403/400/500 and oversized bodies are mapped here too, so a client parses one format.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, HttpRequest, JsonResponse
+from django_ratelimit.exceptions import Ratelimited
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:glowing-fiesta:problem:"
+
+logger = logging.getLogger(__name__)
+
+
+class Problem(Exception):
+    """A domain error with an HTTP status; subclasses name the problem type."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+def problem_body(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    if extra:
+        body.update(extra)
+    return body
+
+
+def problem_response(problem: Problem) -> Response:
+    body = problem_body(
+        problem.status, problem.slug, problem.title, problem.detail, problem.errors, problem.extra
+    )
+    return Response(
+        body, status=problem.status, headers=problem.headers, content_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+def flatten_errors(detail: Any, path: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
+    """Turn DRF's nested error detail into a flat list of {"field", "message"}."""
+    if isinstance(detail, Mapping):
+        out: list[dict[str, Any]] = []
+        for key, value in detail.items():
+            sub = () if key == "non_field_errors" else (key,)
+            out.extend(flatten_errors(value, path + sub))
+        return out
+    if isinstance(detail, list):
+        if all(isinstance(item, str) for item in detail):
+            field = ".".join(str(p) for p in path) or None
+            return [{"field": field, "message": str(item)} for item in detail]
+        out = []
+        for index, item in enumerate(detail):
+            if item:
+                out.extend(flatten_errors(item, (*path, index)))
+        return out
+    return [{"field": ".".join(str(p) for p in path) or None, "message": str(detail)}]
+
+
+class TooManyRequests(Problem):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+
+class PayloadTooLarge(Problem):
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+def _to_problem(exc: Exception) -> Problem | None:
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, RequestDataTooBig):
+        return PayloadTooLarge("The request body is larger than the 512 KiB limit.")
+    if isinstance(exc, Ratelimited):
+        return TooManyRequests("The rate limit for this API key is exhausted.")
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    if not isinstance(exc, drf_exceptions.APIException):
+        return None
+    problem = Problem(str(exc.detail) if isinstance(exc.detail, str) else "")
+    problem.status = exc.status_code
+    problem.slug = exc.default_code.replace("_", "-")
+    problem.title = str(exc.default_detail).rstrip(".")
+    if isinstance(exc.detail, dict | list):
+        problem.errors = flatten_errors(exc.detail)
+        problem.detail = "; ".join(
+            f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in problem.errors
+        )
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None) is not None:
+        headers["Retry-After"] = str(int(exc.wait))
+    problem.headers = headers
+    return problem
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: any known error becomes problem+json; others become a 500."""
+    problem = _to_problem(exc)
+    if problem is None:
+        return None  # Django's handler500 below renders it, after logging the traceback.
+    return problem_response(problem)
+
+
+def _django_problem(status: int, slug: str, title: str, detail: str) -> JsonResponse:
+    return JsonResponse(
+        problem_body(status, slug, title, detail), status=status, content_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _django_problem(400, "bad-request", "Bad request", "The request could not be read.")
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    if isinstance(exception, Ratelimited):
+        return _django_problem(429, "rate-limited", "Too many requests", "Rate limit exhausted.")
+    return _django_problem(403, "permission-denied", "Forbidden", "You may not do this.")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _django_problem(404, "not-found", "Not found", f"Nothing lives at {request.path}.")
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return _django_problem(
+        500, "server-error", "Internal server error", "The server failed; it has been logged."
+    )

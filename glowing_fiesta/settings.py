@@ -1,0 +1,225 @@
+"""Settings: the one place the application reads its environment.
+
+Every variable is documented in `.env.example`. Bad values stop start-up with a one-line message
+naming the variable, so a misconfigured deploy fails loudly before it serves anything.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import time
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(SystemExit):
+    """Raised at import time for a bad or missing variable; exits with the message alone."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"glowing-fiesta: configuration error: {message}")
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = env_str(name)
+    if not raw:
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int, maximum: int) -> int:
+    raw = env_str(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer from {minimum} to {maximum}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be an integer from {minimum} to {maximum}, not {value}")
+    return value
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DJANGO_DEBUG", default=False)
+
+# Development placeholders are accepted only with DEBUG on; production must set real values.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+API_KEY_PEPPER = env_str("API_KEY_PEPPER")
+for _name, _value in (("DJANGO_SECRET_KEY", SECRET_KEY), ("API_KEY_PEPPER", API_KEY_PEPPER)):
+    if not _value and not DEBUG:
+        raise ConfigError(f"{_name} must be set when DJANGO_DEBUG is off")
+SECRET_KEY = SECRET_KEY or "dev-only-insecure-secret-key"
+API_KEY_PEPPER = API_KEY_PEPPER or "dev-only-insecure-pepper"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+
+DATABASE_URL = env_str("DATABASE_URL")
+REDIS_URL = env_str("REDIS_URL")
+if not DATABASE_URL:
+    raise ConfigError("DATABASE_URL must be set (make run / make test start an embedded one)")
+if not REDIS_URL:
+    raise ConfigError("REDIS_URL must be set (make run / make test start an embedded one)")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "glowing_fiesta",
+    "apikeys",
+    "metrics",
+    "retention",
+]
+
+MIDDLEWARE = [
+    "glowing_fiesta.logging.RequestLogMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "glowing_fiesta.urls"
+WSGI_APPLICATION = "glowing_fiesta.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Persistent connections with health checks rather than a pool: gunicorn sync workers and Celery
+# prefork processes each serve one request/task at a time, so one connection per process is all a
+# pool would hand out, and this keeps the sizing rule simple (docs/DEPLOYMENT.md).
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 300, minimum=0, maximum=86400),
+        conn_health_checks=True,
+    )
+}
+DATABASES["default"].setdefault("OPTIONS", {})
+# Aggregation queries are bounded; a runaway one is cancelled rather than holding a connection.
+DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 5000, minimum=100, maximum=600000)
+DATABASES["default"]["OPTIONS"]["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "gf",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            # Short timeouts: Redis only backs rate limits and caches, and a dead Redis must
+            # cost a request milliseconds, not seconds.
+            "SOCKET_CONNECT_TIMEOUT": 0.25,
+            "SOCKET_TIMEOUT": 0.25,
+        },
+    }
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / ".data" / "static"
+
+# Bodies above this are refused with 413 before they are parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 512 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["apikeys.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "glowing_fiesta.exceptions.problem_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Glowing Fiesta API",
+    "DESCRIPTION": "Ingest counters and values over HTTP; read back aggregated time series.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+}
+
+# API keys
+API_KEY_DEFAULT_RATE_LIMIT = env_int("API_KEY_DEFAULT_RATE_LIMIT", 600, minimum=1, maximum=10**7)
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5, minimum=0, maximum=5)
+
+# Metrics
+METRIC_MAX_SERIES = env_int("METRIC_MAX_SERIES", 1000, minimum=1, maximum=1_000_000)
+
+# Retention: raw points and minute rollups; hour and day rollups are kept longer.
+RETENTION_DAYS = env_int("RETENTION_DAYS", 90, minimum=1, maximum=3650)
+ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 730, minimum=1, maximum=3650)
+if ROLLUP_RETENTION_DAYS < RETENTION_DAYS:
+    raise ConfigError("ROLLUP_RETENTION_DAYS must be at least RETENTION_DAYS")
+_run_at = env_str("RETENTION_RUN_AT", "03:30")
+try:
+    RETENTION_RUN_AT = time.fromisoformat(_run_at)
+except ValueError:
+    raise ConfigError(f"RETENTION_RUN_AT must be HH:MM (UTC), not {_run_at!r}") from None
+
+# Celery: see glowing_fiesta/celery.py for why each setting is what it is.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+QUEUE_MAX_ATTEMPTS = env_int("QUEUE_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
+QUEUE_STALE_SECONDS = env_int("QUEUE_STALE_SECONDS", 60, minimum=5, maximum=86400)
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request": {"()": "glowing_fiesta.logging.RequestContextFilter"}},
+    "formatters": {"json": {"()": "glowing_fiesta.logging.JsonFormatter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json",
+            "filters": ["request"],
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # Our own access log replaces Django's, which would log the query string.
+        "django.server": {"handlers": [], "propagate": False},
+        "django.request": {"level": "ERROR"},
+    },
+}

@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from . import health
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/", include("metrics.urls")),
+]
+
+handler400 = "glowing_fiesta.exceptions.bad_request"
+handler403 = "glowing_fiesta.exceptions.permission_denied"
+handler404 = "glowing_fiesta.exceptions.not_found"
+handler500 = "glowing_fiesta.exceptions.server_error"

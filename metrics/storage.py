@@ -1,0 +1,337 @@
+"""The metrics SQL that Django's ORM cannot say well: COPY, rollup upserts, partitions.
+
+Every write of points goes through `points_write`, from the HTTP endpoints and from the queue
+worker alike, so rollups always equal the raw points. Callers hold a transaction
+(`transaction.atomic`), so points, series and rollups commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+
+# Partitioned tables and how far around "now" their daily partitions must exist. Writes are
+# accepted within ±7 days, so ±8 leaves a day of slack for clocks and a missed maintenance run.
+PARTITIONED_TABLES = ("metric_points", "metric_rollup_minute")
+PARTITION_DAYS_BACK = 8
+PARTITION_DAYS_AHEAD = 8
+
+# Batches above this many points go through COPY (measured ~1.5x faster than INSERT … unnest
+# for large batches); smaller ones ride in the same statement as the rollup upserts, so a
+# single point costs one statement.
+COPY_THRESHOLD = 64
+
+_lock = threading.Lock()
+_known_days: set[date] = set()
+
+
+def partitions_ensure(*, now: datetime, days_back: int = PARTITION_DAYS_BACK,
+                      days_ahead: int = PARTITION_DAYS_AHEAD) -> int:  # fmt: skip
+    """Create any missing daily partition from `days_back` before `now` to `days_ahead` after.
+
+    Returns how many partitions were created. Safe to run concurrently and repeatedly.
+    """
+    today = now.astimezone(UTC).date()
+    return _ensure_days(today - timedelta(days=days_back), today + timedelta(days=days_ahead))
+
+
+def _ensure_days(first: date, last: date) -> int:
+    created = 0
+    with connection.cursor() as cursor:
+        for table in PARTITIONED_TABLES:
+            cursor.execute("SELECT gf_ensure_day_partitions(%s, %s, %s)", [table, first, last])
+            created += cursor.fetchone()[0]
+    return created
+
+
+def partitions_ensure_for(days: Iterable[date]) -> None:
+    """Make sure the partitions for these days exist before a write touches them.
+
+    The set of days already known is kept per process and only grows after a commit, so the
+    common case costs nothing and a rolled-back creation is never remembered.
+    """
+    missing = set(days) - _known_days
+    if not missing:
+        return
+    _ensure_days(min(missing), max(missing))
+
+    def remember() -> None:
+        with _lock:
+            _known_days.update(missing)
+
+    transaction.on_commit(remember)
+
+
+def partitions_forget() -> None:
+    """Forget which partitions exist (after retention dropped some, or in tests)."""
+    with _lock:
+        _known_days.clear()
+
+
+# --- metrics and series --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricRef:
+    id: int
+    name: str
+    type: str
+
+
+_metric_cache: dict[str, MetricRef] = {}
+_series_cache: dict[tuple[int, uuid.UUID], int] = {}
+_CACHE_MAX = 100_000
+
+
+def caches_clear() -> None:
+    """Drop the in-process metric and series caches (after a metric is deleted, or in tests)."""
+    with _lock:
+        _metric_cache.clear()
+        _series_cache.clear()
+
+
+def _cache_after_commit(target: dict, items: Mapping) -> None:
+    # Cached only once committed: a rolled-back first write must not leave an id behind.
+    def store() -> None:
+        with _lock:
+            if len(target) + len(items) > _CACHE_MAX:
+                target.clear()
+            target.update(items)
+
+    transaction.on_commit(store)
+
+
+def canonical_tags(tags: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(tags.items())), separators=(",", ":"), ensure_ascii=False)
+
+
+def tags_hash(tags: Mapping[str, str]) -> uuid.UUID:
+    return uuid.UUID(
+        bytes=hashlib.md5(canonical_tags(tags).encode(), usedforsecurity=False).digest()
+    )
+
+
+def metrics_upsert(wanted: Mapping[str, str]) -> dict[str, MetricRef]:
+    """Return the metric for each name, creating missing ones with the wanted type.
+
+    INSERT … ON CONFLICT DO NOTHING makes concurrent first writes safe: the loser waits for the
+    winner's commit, inserts nothing and then reads the winner's row (and its type).
+    Names are sorted so concurrent batches lock them in the same order.
+    """
+    found = {name: _metric_cache[name] for name in wanted if name in _metric_cache}
+    missing = sorted(name for name in wanted if name not in found)
+    if not missing:
+        return found
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO metrics (name, type, created_at)
+            SELECT name, type, now() FROM unnest(%s::text[], %s::text[]) AS t(name, type)
+            ON CONFLICT (name) DO NOTHING
+            """,
+            [missing, [wanted[name] for name in missing]],
+        )
+        cursor.execute("SELECT id, name, type FROM metrics WHERE name = ANY(%s)", [missing])
+        fresh = {row[1]: MetricRef(*row) for row in cursor.fetchall()}
+    _cache_after_commit(_metric_cache, fresh)
+    return found | fresh
+
+
+class SeriesLimitExceeded(Exception):
+    def __init__(self, metric: MetricRef, limit: int) -> None:
+        super().__init__(metric.name)
+        self.metric = metric
+        self.limit = limit
+
+
+def series_upsert(
+    wanted: Mapping[tuple[int, uuid.UUID], Mapping[str, str]], metrics: Mapping[int, MetricRef]
+) -> dict[tuple[int, uuid.UUID], int]:
+    """Return the series id for each (metric id, tags hash), creating missing series.
+
+    A metric may hold at most METRIC_MAX_SERIES series. Creating series takes a per-metric
+    advisory lock so the count check and the insert are exact under concurrent writers.
+    """
+    found = {key: _series_cache[key] for key in wanted if key in _series_cache}
+    missing = [key for key in wanted if key not in found]
+    if not missing:
+        return found
+    fresh = _series_select(missing)
+    missing = [key for key in missing if key not in fresh]
+    if missing:
+        limit = settings.METRIC_MAX_SERIES
+        metric_ids = sorted({metric_id for metric_id, _ in missing})
+        with connection.cursor() as cursor:
+            for metric_id in metric_ids:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SERIES_LOCK, metric_id])
+            fresh |= _series_select(missing)  # created while we waited for the lock
+            missing = sorted(key for key in missing if key not in fresh)
+            cursor.execute(
+                "SELECT metric_id, count(*) FROM series WHERE metric_id = ANY(%s) GROUP BY 1",
+                [metric_ids],
+            )
+            counts = dict(cursor.fetchall())
+            for metric_id in metric_ids:
+                new = sum(1 for key in missing if key[0] == metric_id)
+                if counts.get(metric_id, 0) + new > limit:
+                    raise SeriesLimitExceeded(metrics[metric_id], limit)
+            if missing:
+                cursor.execute(
+                    """
+                    INSERT INTO series (metric_id, tags, tags_hash, created_at)
+                    SELECT m, t::jsonb, h, now()
+                    FROM unnest(%s::bigint[], %s::text[], %s::uuid[]) AS x(m, t, h)
+                    ON CONFLICT (metric_id, tags_hash) DO NOTHING
+                    """,
+                    [
+                        [key[0] for key in missing],
+                        [canonical_tags(wanted[key]) for key in missing],
+                        [key[1] for key in missing],
+                    ],
+                )
+                fresh |= _series_select(missing)
+    _cache_after_commit(_series_cache, fresh)
+    return found | fresh
+
+
+# Namespace of the advisory locks taken around series creation (first key of the two-key form).
+SERIES_LOCK = 0x6766  # "gf"
+
+
+def _series_select(keys: Sequence[tuple[int, uuid.UUID]]) -> dict[tuple[int, uuid.UUID], int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT s.metric_id, s.tags_hash, s.id
+            FROM series s
+            JOIN unnest(%s::bigint[], %s::uuid[]) AS k(m, h) ON s.metric_id = k.m AND s.tags_hash = k.h
+            """,
+            [[key[0] for key in keys], [key[1] for key in keys]],
+        )
+        return {(m, h): sid for m, h, sid in cursor.fetchall()}
+
+
+# --- points and rollups --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PointRow:
+    metric_id: int
+    series_id: int
+    value: float
+    recorded_at: datetime
+
+
+RESOLUTIONS = (
+    ("metric_rollup_minute", lambda t: t.replace(second=0, microsecond=0)),
+    ("metric_rollup_hour", lambda t: t.replace(minute=0, second=0, microsecond=0)),
+    ("metric_rollup_day", lambda t: t.replace(hour=0, minute=0, second=0, microsecond=0)),
+)
+
+
+def _rollup_rows(points: Sequence[PointRow], truncate) -> list[list]:
+    """Pre-aggregate per (series, bucket), sorted: one row per key, in one lock order for all."""
+    acc: dict[tuple[int, datetime], list] = {}
+    for p in points:
+        key = (p.series_id, truncate(p.recorded_at))
+        cur = acc.get(key)
+        if cur is None:
+            acc[key] = [1, p.value, p.value, p.value]
+        else:
+            cur[0] += 1
+            cur[1] += p.value
+            if p.value < cur[2]:
+                cur[2] = p.value
+            if p.value > cur[3]:
+                cur[3] = p.value
+    columns: list[list] = [[], [], [], [], [], []]
+    for (series_id, bucket), (count, total, low, high) in sorted(acc.items()):
+        for column, value in zip(
+            columns, (series_id, bucket, count, total, low, high), strict=True
+        ):
+            column.append(value)
+    return columns
+
+
+_UPSERT = """
+{name} AS (
+    INSERT INTO {table} AS r (series_id, bucket, count, sum, min, max)
+    SELECT * FROM unnest(%s::bigint[], %s::timestamptz[], %s::bigint[],
+                         %s::float8[], %s::float8[], %s::float8[])
+    ON CONFLICT (series_id, bucket) DO UPDATE SET
+        count = r.count + excluded.count,
+        sum = r.sum + excluded.sum,
+        min = LEAST(r.min, excluded.min),
+        max = GREATEST(r.max, excluded.max)
+)"""
+
+_INSERT_POINTS = """
+points AS (
+    INSERT INTO metric_points (metric_id, series_id, value, recorded_at)
+    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::float8[], %s::timestamptz[])
+)"""
+
+
+def points_write(points: Sequence[PointRow]) -> None:
+    """Append raw points and fold them into the minute, hour and day rollups.
+
+    The rollup upsert adds to what is there (count = count + excluded.count …), so concurrent
+    writers to the same bucket stay exact, and rows are applied in (series, bucket) order so
+    they never deadlock. Must run inside a transaction.
+    """
+    if not points:
+        return
+    partitions_ensure_for({p.recorded_at.astimezone(UTC).date() for p in points})
+    params: list = []
+    ctes = []
+    if len(points) > COPY_THRESHOLD:
+        _copy_points(points)
+    else:
+        ctes.append(_INSERT_POINTS)
+        params += [
+            [p.metric_id for p in points],
+            [p.series_id for p in points],
+            [p.value for p in points],
+            [p.recorded_at for p in points],
+        ]
+    for index, (table, truncate) in enumerate(RESOLUTIONS):
+        ctes.append(_UPSERT.format(name=f"r{index}", table=table))
+        params += _rollup_rows(points, truncate)
+    sql = "WITH " + ",".join(ctes) + " SELECT 1"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _copy_points(points: Sequence[PointRow]) -> None:
+    # COPY is the fastest way into PostgreSQL (binary format skips text parsing).
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # the psycopg cursor under Django's wrapper
+        with raw.copy(
+            "COPY metric_points (metric_id, series_id, value, recorded_at) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "int8", "float8", "timestamptz"])
+            for p in points:
+                copy.write_row((p.metric_id, p.series_id, p.value, p.recorded_at))
+
+
+def metric_delete(metric_id: int) -> None:
+    """Delete a metric with its series, points and rollups, set-wise."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM metric_points WHERE metric_id = %s", [metric_id])
+        for table, _ in RESOLUTIONS:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE series_id IN "  # noqa: S608 - fixed table names
+                "(SELECT id FROM series WHERE metric_id = %s)",
+                [metric_id],
+            )
+        cursor.execute("DELETE FROM series WHERE metric_id = %s", [metric_id])
+        cursor.execute("DELETE FROM metrics WHERE id = %s", [metric_id])
+    transaction.on_commit(caches_clear)

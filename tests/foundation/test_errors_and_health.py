@@ -1,0 +1,51 @@
+import pytest
+from django.db import connection
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_answers_without_auth(client_anon):
+    response = client_anon.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response["X-Request-ID"]
+
+
+def test_readyz_reports_both_dependencies(client_anon):
+    response = client_anon.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"postgresql": "ok", "redis": "ok"}
+
+
+def test_readyz_is_503_naming_the_database_when_it_is_unreachable(client_anon, monkeypatch):
+    params = connection.settings_dict.copy()
+    monkeypatch.setitem(connection.settings_dict, "HOST", "127.0.0.1")
+    monkeypatch.setitem(connection.settings_dict, "PORT", "1")
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", {})
+    connection.close()
+    try:
+        response = client_anon.get("/readyz")
+    finally:
+        connection.settings_dict.update(params)
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 503
+    assert "postgresql" in body["detail"]
+    assert "redis" not in body["detail"]
+
+
+def test_unknown_url_is_a_problem_document(client_anon):
+    response = client_anon.get("/no/such/thing")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 404
+    assert body["type"].endswith(":not-found")
+    assert {"type", "title", "status", "detail"} <= body.keys()
+
+
+def test_openapi_schema_and_docs_are_served(client_anon):
+    schema = client_anon.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    assert client_anon.get("/api/docs/").status_code == 200
