@@ -1,0 +1,114 @@
+"""Writes of metrics: every point, from any endpoint or the queue worker, is stored here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.db import transaction
+
+from glowing_fiesta.exceptions import Problem
+
+from . import storage
+from .models import MetricType
+
+
+@dataclass(frozen=True)
+class PointInput:
+    """One validated point. `timestamp` is timezone-aware; tags are string → string."""
+
+    type: str
+    name: str
+    value: float
+    timestamp: datetime
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class MetricTypeConflict(Problem):
+    status = 409
+    slug = "type-conflict"
+    title = "Metric type conflict"
+
+
+class SeriesLimitExceeded(Problem):
+    status = 422
+    slug = "series-limit"
+    title = "Too many series"
+
+
+def points_ingest(*, points: Sequence[PointInput]) -> int:
+    """Store the points, all or nothing, creating metrics and series on first write.
+
+    Points, series, metrics and their minute/hour/day rollups commit in one transaction, so a
+    query right after the call sees them. Raises MetricTypeConflict (409) when a point's type
+    differs from its metric's, SeriesLimitExceeded (422) past METRIC_MAX_SERIES tag sets.
+    Returns the number of points stored.
+    """
+    if not points:
+        return 0
+    wanted: dict[str, str] = {}
+    conflicts: list[dict] = []
+    for index, point in enumerate(points):
+        first = wanted.setdefault(point.name, point.type)
+        if first != point.type:
+            conflicts.append(_conflict_error(index, point.name, first, point.type))
+    if conflicts:
+        raise MetricTypeConflict(
+            "A batch may not write one metric with two types.", errors=conflicts
+        )
+    with transaction.atomic():
+        metrics = storage.metrics_upsert(wanted)
+        conflicts = [
+            _conflict_error(index, p.name, metrics[p.name].type, p.type)
+            for index, p in enumerate(points)
+            if metrics[p.name].type != p.type
+        ]
+        if conflicts:
+            first = conflicts[0]
+            raise MetricTypeConflict(
+                f"Metric {first['name']!r} is a {first['metric_type']}; "
+                f"it cannot take a {first['point_type']} point.",
+                errors=conflicts,
+            )
+        series_keys = {}
+        point_keys = []
+        for p in points:
+            key = (metrics[p.name].id, storage.tags_hash(p.tags))
+            series_keys.setdefault(key, p.tags)
+            point_keys.append(key)
+        by_id = {ref.id: ref for ref in metrics.values()}
+        try:
+            series = storage.series_upsert(series_keys, by_id)
+        except storage.SeriesLimitExceeded as exc:
+            raise SeriesLimitExceeded(
+                f"Metric {exc.metric.name!r} already has its limit of {exc.limit} tag sets; "
+                "this write would create more.",
+                extra={"metric": exc.metric.name, "limit": exc.limit},
+            ) from None
+        storage.points_write(
+            [
+                storage.PointRow(
+                    metric_id=key[0],
+                    series_id=series[key],
+                    value=float(p.value),
+                    recorded_at=p.timestamp.astimezone(UTC),
+                )
+                for p, key in zip(points, point_keys, strict=True)
+            ]
+        )
+    return len(points)
+
+
+def _conflict_error(index: int, name: str, metric_type: str, point_type: str) -> dict:
+    return {
+        "index": index,
+        "field": "type",
+        "name": name,
+        "metric_type": metric_type,
+        "point_type": point_type,
+        "message": f"metric {name!r} is a {metric_type}, not a {point_type}",
+    }
+
+
+__all__ = ["MetricType", "MetricTypeConflict", "PointInput", "SeriesLimitExceeded", "points_ingest"]
