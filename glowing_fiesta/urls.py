@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("metrics.urls")),
+    path("api/", include("apikeys.urls")),
 ]
 
 handler400 = "glowing_fiesta.exceptions.bad_request"

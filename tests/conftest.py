@@ -1,6 +1,11 @@
+from collections.abc import Callable, Iterable
+
 import pytest
 from rest_framework.test import APIClient
 
+from apikeys import cache as apikeys_cache
+from apikeys.models import ApiKey
+from apikeys.services import apikey_create
 from metrics import storage
 
 
@@ -14,6 +19,51 @@ def _fresh_storage_caches():
     storage.partitions_forget()
 
 
+@pytest.fixture(autouse=True)
+def _redis_not_paused():
+    """A test that made Redis unreachable must not leave the next one skipping Redis."""
+    apikeys_cache.reset()
+    yield
+    apikeys_cache.reset()
+
+
 @pytest.fixture
 def client_anon() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def api_key(db) -> tuple[ApiKey, str]:
+    """A fresh key with both scopes and a high rate limit, and its raw form."""
+    return apikey_create(name="test", scopes=["read", "write"], rate_limit=100_000)
+
+
+@pytest.fixture
+def make_api_client(db) -> Callable[..., APIClient]:
+    """Build an APIClient sending a fresh key; the key is on `client.api_key`, raw on `.raw_key`.
+
+    Every call makes a new key, so rate-limit counters (kept in Redis, outside the test
+    transaction) never carry over between tests.
+    """
+
+    def make(
+        scopes: Iterable[str] = ("read", "write"),
+        rate_limit: int = 100_000,
+        **kwargs,
+    ) -> APIClient:
+        key, raw = apikey_create(
+            name=kwargs.pop("name", "test"), scopes=list(scopes), rate_limit=rate_limit, **kwargs
+        )
+        client = APIClient()
+        client.credentials(HTTP_X_API_KEY=raw)
+        client.api_key = key
+        client.raw_key = raw
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api_client(make_api_client) -> APIClient:
+    """An APIClient with a fresh read+write key and a high rate limit."""
+    return make_api_client()

@@ -1,0 +1,115 @@
+"""Writes to API keys: create, revoke, and the once-a-minute "last used" stamp."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import cache, keyformat
+from .models import ApiKey, Scope
+from .selectors import cache_key
+
+logger = logging.getLogger(__name__)
+
+# last_used_at is for humans ("is this key still in use?"); minute resolution is plenty and
+# spares the database a write per request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+_PREFIX_ATTEMPTS = 5
+
+
+def _check_scopes(scopes: Iterable[str]) -> list[str]:
+    chosen = list(dict.fromkeys(scopes))
+    unknown = [scope for scope in chosen if scope not in Scope.values]
+    if unknown:
+        raise ValueError(f"unknown scope(s): {', '.join(unknown)}; choose from write, read")
+    return chosen
+
+
+def apikey_create(
+    *,
+    name: str,
+    scopes: Iterable[str] | None = None,
+    rate_limit: int | None = None,
+    expires_at: datetime | None = None,
+    now: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key and return it with its raw form, which is never available again.
+
+    `scopes` defaults to write and read, `rate_limit` (requests per minute) to
+    API_KEY_DEFAULT_RATE_LIMIT. Only the prefix and an HMAC of the key are stored.
+    """
+    chosen = _check_scopes(scopes if scopes is not None else Scope.values)
+    limit = settings.API_KEY_DEFAULT_RATE_LIMIT if rate_limit is None else rate_limit
+    if limit < 1:
+        raise ValueError("rate limit must be at least 1 request per minute")
+    if not name.strip():
+        raise ValueError("name must not be empty")
+    for attempt in range(_PREFIX_ATTEMPTS):
+        raw = keyformat.generate()
+        prefix = keyformat.parse(raw).prefix
+        try:
+            # A savepoint, so a prefix collision (1 in 62**8 per key) leaves an outer
+            # transaction usable for the retry.
+            with transaction.atomic():
+                key = ApiKey.objects.create(
+                    name=name.strip(),
+                    prefix=prefix,
+                    key_hash=keyformat.digest(raw),
+                    scopes=chosen,
+                    rate_limit=limit,
+                    expires_at=expires_at,
+                    created_at=now or timezone.now(),
+                )
+        except IntegrityError:
+            if attempt == _PREFIX_ATTEMPTS - 1:
+                raise
+            continue
+        logger.info("api key created", extra={"api_key_id": key.pk, "api_key_prefix": prefix})
+        return key, raw
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def apikey_revoke(*, key: ApiKey, now: datetime | None = None) -> bool:
+    """Revoke `key`; False if it already was. Takes effect at once for this Redis's readers."""
+    now = now or timezone.now()
+    revoked = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now)
+    if revoked:
+        key.revoked_at = now
+        logger.info("api key revoked", extra={"api_key_id": key.pk, "api_key_prefix": key.prefix})
+    # Drop the cached row; other processes' cached copies expire within API_KEY_CACHE_SECONDS.
+    redis = caches["default"]
+    cache.call("apikey forget", lambda: redis.delete(cache_key(key.prefix)), None)
+    return bool(revoked)
+
+
+def apikey_mark_used(*, key: ApiKey, now: datetime | None = None) -> bool:
+    """Stamp last_used_at, at most once a minute per key; True if this call wrote it.
+
+    Three guards keep this off the hot path: the row in hand (fresh or cached) already says
+    whether a minute has passed; a Redis marker lets one request per minute through across
+    processes; the conditional UPDATE settles any race that is left.
+    """
+    now = now or timezone.now()
+    cutoff = now - LAST_USED_RESOLUTION
+    if key.last_used_at is not None and key.last_used_at >= cutoff:
+        return False
+    redis = caches["default"]
+    marker = f"apikey:used:{key.prefix}"
+    timeout = int(LAST_USED_RESOLUTION.total_seconds())
+    if not cache.call("apikey mark used", lambda: redis.add(marker, 1, timeout), True):
+        return False
+    updated = (
+        ApiKey.objects.filter(pk=key.pk)
+        .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=cutoff))
+        .update(last_used_at=now)
+    )
+    if updated:
+        key.last_used_at = now
+    return bool(updated)

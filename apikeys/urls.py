@@ -1,0 +1,7 @@
+from django.urls import path
+
+from .api import KeyMeView
+
+urlpatterns = [
+    path("keys/me", KeyMeView.as_view(), name="apikey-me"),
+]
