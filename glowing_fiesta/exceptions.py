@@ -94,6 +94,14 @@ def flatten_errors(detail: Any, path: tuple[str | int, ...] = ()) -> list[dict[s
     return [{"field": ".".join(str(p) for p in path) or None, "message": str(detail)}]
 
 
+class InvalidInput(Problem):
+    """A request whose fields break the rules; `errors` lists every one of them."""
+
+    status = 400
+    slug = "invalid-input"
+    title = "Invalid input"
+
+
 class TooManyRequests(Problem):
     status = 429
     slug = "rate-limited"

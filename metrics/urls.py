@@ -1,1 +1,9 @@
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("metrics/counter", views.CounterView.as_view(), name="metric-counter"),
+    path("metrics/value", views.ValueView.as_view(), name="metric-value"),
+    path("metrics/batch", views.BatchView.as_view(), name="metric-batch"),
+]

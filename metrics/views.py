@@ -1,0 +1,136 @@
+"""Ingestion endpoints: parse, authorize, call `points_ingest`, render."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apikeys.api import ApiKeyView
+from glowing_fiesta.exceptions import PROBLEM_CONTENT_TYPE, InvalidInput
+
+from . import idempotency
+from .models import MetricType
+from .serializers import (
+    BatchInput,
+    BatchOutput,
+    CounterInput,
+    PointErrors,
+    PointOutput,
+    ValueInput,
+    parse_batch,
+    parse_point,
+)
+from .services import points_ingest
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description=(
+        "Optional, at most 255 characters. A retry with the same key and body within 24 hours "
+        "returns the first response (with Idempotent-Replayed: true) and stores nothing new."
+    ),
+)
+ERRORS = {
+    400: OpenApiResponse(description="Invalid body: problem+json listing every error"),
+    409: OpenApiResponse(description="Metric exists with the other type"),
+    413: OpenApiResponse(description="Body larger than 512 KiB"),
+    415: OpenApiResponse(description="Body is not application/json"),
+    422: OpenApiResponse(description="Too many tag sets, or Idempotency-Key reused"),
+    429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = f"points[{error['index']}]." if "index" in error else ""
+    return f"{where}{error['field'] or 'body'} {error['message']}"
+
+
+def _ingest(request: Request, parse: Callable[[Any, Any], list], render: Callable) -> Response:
+    """Validate with `parse`, then store once per Idempotency-Key and render 201."""
+    now = timezone.now()
+    try:
+        points = parse(request.data, now)
+    except PointErrors as exc:
+        count = len(exc.errors)
+        raise InvalidInput(
+            f"{count} invalid field{'s' if count > 1 else ''}: "
+            + "; ".join(_describe(e) for e in exc.errors[:5])
+            + ("; …" if count > 5 else ""),
+            errors=exc.errors,
+        ) from None
+
+    def action() -> idempotency.Outcome:
+        points_ingest(points=points)
+        return idempotency.Outcome(201, render(points))
+
+    outcome = idempotency.idempotent_run(
+        api_key_id=request.auth.pk,
+        key=request.headers.get("Idempotency-Key"),
+        digest=idempotency.fingerprint(request.method, request.path, request.data),
+        now=now,
+        action=action,
+    )
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    content_type = PROBLEM_CONTENT_TYPE if outcome.status >= 400 else None
+    return Response(outcome.body, status=outcome.status, headers=headers, content_type=content_type)
+
+
+class _PointView(ApiKeyView):
+    required_scope = "write"
+    kind: str
+
+    def post(self, request: Request) -> Response:
+        return _ingest(
+            request,
+            lambda data, now: [parse_point(data, kind=self.kind, now=now)],
+            lambda points: PointOutput(points[0]).data,
+        )
+
+
+class CounterView(_PointView):
+    kind = MetricType.COUNTER
+
+    @extend_schema(
+        summary="Increment a counter",
+        request=CounterInput,
+        responses={201: PointOutput, **ERRORS},
+        parameters=[IDEMPOTENCY_PARAMETER],
+    )
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
+
+class ValueView(_PointView):
+    kind = MetricType.VALUE
+
+    @extend_schema(
+        summary="Record a value",
+        request=ValueInput,
+        responses={201: PointOutput, **ERRORS},
+        parameters=[IDEMPOTENCY_PARAMETER],
+    )
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
+
+class BatchView(ApiKeyView):
+    required_scope = "write"
+
+    @extend_schema(
+        summary="Write 1-1000 points at once, all or nothing",
+        request=BatchInput,
+        responses={201: BatchOutput, **ERRORS},
+        parameters=[IDEMPOTENCY_PARAMETER],
+    )
+    def post(self, request: Request) -> Response:
+        return _ingest(
+            request,
+            lambda data, now: parse_batch(data, now=now),
+            lambda points: {"processed": len(points)},
+        )

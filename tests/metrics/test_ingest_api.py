@@ -1,0 +1,393 @@
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db.models import Sum
+
+from metrics.models import IdempotencyRecord, Metric, MetricPoint, RollupMinute, Series
+
+pytestmark = pytest.mark.django_db
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def frozen_now(monkeypatch):
+    """Pin "now" so window edges (exactly 7 days) are exact."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    monkeypatch.setattr("django.utils.timezone.now", lambda: now)
+    return now
+
+
+def post(client, path, body, **headers):
+    return client.post(path, json.dumps(body), content_type="application/json", headers=headers)
+
+
+def assert_problem(response, status):
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
+    return body
+
+
+def fields_of(body):
+    return {(e.get("index"), e["field"]) for e in body["errors"]}
+
+
+# --- single points ---------------------------------------------------------------------------
+
+
+def test_counter_defaults_to_one_and_returns_the_stored_point(api_client, frozen_now):
+    response = post(api_client, "/api/metrics/counter", {"name": "web.hits", "tags": {"host": "a"}})
+    assert response.status_code == 201
+    assert response.json() == {
+        "name": "web.hits",
+        "type": "counter",
+        "value": 1.0,
+        "timestamp": frozen_now.isoformat().replace("+00:00", "Z"),
+        "tags": {"host": "a"},
+    }
+    point = MetricPoint.objects.get()
+    assert (point.value, point.recorded_at) == (1.0, frozen_now)
+    assert Metric.objects.get().type == "counter"
+    assert Series.objects.get().tags == {"host": "a"}
+
+
+def test_value_is_stored_with_its_timestamp_in_utc(api_client):
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    iso = when.astimezone(datetime.now().astimezone().tzinfo).isoformat()
+    body = {"name": "cpu", "value": 0.75, "timestamp": when.replace(tzinfo=UTC).isoformat()}
+    response = post(api_client, "/api/metrics/value", body)
+    assert response.status_code == 201, response.content
+    assert response.json()["timestamp"] == when.isoformat().replace("+00:00", "Z")
+    assert MetricPoint.objects.get().recorded_at == when
+    assert iso  # any explicit offset parses to the same instant
+
+
+def test_iso_timestamp_with_offset_and_unix_seconds_mean_the_same_instant(api_client):
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    berlin = when.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin")).isoformat()
+    post(api_client, "/api/metrics/value", {"name": "t", "value": 1, "timestamp": berlin})
+    post(api_client, "/api/metrics/value", {"name": "t", "value": 2, "timestamp": when.timestamp()})
+    assert set(MetricPoint.objects.values_list("recorded_at", flat=True)) == {when}
+
+
+def test_value_endpoint_requires_a_value(api_client):
+    body = assert_problem(post(api_client, "/api/metrics/value", {"name": "cpu"}), 400)
+    assert fields_of(body) == {(None, "value")}
+    assert Metric.objects.count() == 0
+
+
+def test_negative_counter_increment_is_a_decrement(api_client):
+    post(api_client, "/api/metrics/counter", {"name": "queue", "value": 5})
+    post(api_client, "/api/metrics/counter", {"name": "queue", "value": -2})
+    assert MetricPoint.objects.aggregate(total=Sum("value"))["total"] == 3
+
+
+def test_type_conflict_is_409_naming_metric_and_type_and_stores_nothing(api_client):
+    post(api_client, "/api/metrics/counter", {"name": "jobs"})
+    body = assert_problem(post(api_client, "/api/metrics/value", {"name": "jobs", "value": 3}), 409)
+    assert "jobs" in body["detail"] and "counter" in body["detail"]
+    assert MetricPoint.objects.count() == 1
+
+
+def test_two_increments_at_one_timestamp_both_count(api_client):
+    when = datetime.now(UTC).replace(microsecond=0).timestamp()
+    for _ in range(2):
+        post(api_client, "/api/metrics/counter", {"name": "c", "timestamp": when})
+    rollup = RollupMinute.objects.get()
+    assert (rollup.count, rollup.sum) == (2, 2.0)
+    assert MetricPoint.objects.count() == 2
+
+
+# --- names, values, tags, timestamps at their edges --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("a" * 191, 201),
+        ("a" * 192, 400),
+        ("", 400),
+        ("svc.api-v2:latency/p_99", 201),
+        ("has space", 400),
+        ("émoji", 400),
+    ],
+)
+def test_name_rules(api_client, name, status):
+    response = post(api_client, "/api/metrics/counter", {"name": name})
+    assert response.status_code == status
+    assert Metric.objects.filter(name=name).exists() == (status == 201)
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        (1e15, 201),
+        (-1e15, 201),
+        (1.000001e15, 400),
+        (True, 400),
+        ("12", 400),
+        (None, 400),
+        ([1], 400),
+        (0, 201),
+        (3, 201),
+    ],
+)
+def test_value_must_be_a_finite_json_number_within_1e15(api_client, value, status):
+    response = post(api_client, "/api/metrics/value", {"name": "v", "value": value})
+    assert response.status_code == status, response.content
+    assert MetricPoint.objects.count() == (status == 201)
+
+
+def test_nan_and_infinity_tokens_are_rejected(api_client):
+    for token in ("NaN", "Infinity", "-Infinity"):
+        raw = '{"name": "v", "value": ' + token + '}'
+        response = api_client.post("/api/metrics/value", raw, content_type="application/json")
+        assert_problem(response, 400)
+    assert MetricPoint.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("offset", "status", "hint"),
+    [
+        (timedelta(days=-7), 201, None),
+        (timedelta(days=-7, seconds=-1), 400, "older"),
+        (timedelta(days=7), 201, None),
+        (timedelta(days=7, seconds=1), 400, "future"),
+    ],
+)
+def test_timestamp_window_is_seven_days_each_way(api_client, frozen_now, offset, status, hint):
+    when = (frozen_now + offset).timestamp()
+    response = post(api_client, "/api/metrics/counter", {"name": "c", "timestamp": when})
+    assert response.status_code == status
+    if hint:
+        assert hint in response.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "hint"),
+    [
+        ("2026-11-29T12:00:00", "offset"),
+        ("2026-11-29", "date alone"),
+        ("yesterday", "ISO 8601"),
+        (True, "Unix seconds"),
+    ],
+)
+def test_ambiguous_or_malformed_timestamps_are_rejected(api_client, timestamp, hint):
+    body = assert_problem(
+        post(api_client, "/api/metrics/counter", {"name": "c", "timestamp": timestamp}), 400
+    )
+    assert hint in body["errors"][0]["message"]
+
+
+def test_a_millisecond_timestamp_is_called_out(api_client):
+    millis = datetime.now(UTC).timestamp() * 1000
+    body = assert_problem(
+        post(api_client, "/api/metrics/counter", {"name": "c", "timestamp": millis}), 400
+    )
+    assert "milliseconds" in body["errors"][0]["message"]
+
+
+def test_ten_tags_are_accepted_and_eleven_are_not(api_client):
+    ten = {f"k{i}": "v" for i in range(10)}
+    assert post(api_client, "/api/metrics/counter", {"name": "c", "tags": ten}).status_code == 201
+    eleven = {**ten, "k10": "v"}
+    body = assert_problem(
+        post(api_client, "/api/metrics/counter", {"name": "c", "tags": eleven}), 400
+    )
+    assert fields_of(body) == {(None, "tags")}
+    assert Series.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("tags", "status"),
+    [
+        ({"_k.v-1": "x" * 191}, 201),
+        ({"k": "x" * 192}, 400),
+        ({"k": ""}, 400),
+        ({"k": "tab\there"}, 400),
+        ({"1k": "v"}, 400),
+        ({"k" * 64: "v"}, 201),
+        ({"k" * 65: "v"}, 400),
+        ({"k": 1}, 400),
+        (["k", "v"], 400),
+    ],
+)
+def test_tag_key_and_value_rules(api_client, tags, status):
+    response = post(api_client, "/api/metrics/counter", {"name": "c", "tags": tags})
+    assert response.status_code == status
+
+
+def test_a_write_past_the_series_limit_is_422_and_stores_nothing(api_client, settings):
+    settings.METRIC_MAX_SERIES = 2
+    for host in ("a", "b"):
+        assert (
+            post(
+                api_client, "/api/metrics/counter", {"name": "c", "tags": {"host": host}}
+            ).status_code
+            == 201
+        )
+    body = assert_problem(
+        post(api_client, "/api/metrics/counter", {"name": "c", "tags": {"host": "c"}}), 422
+    )
+    assert "2" in body["detail"]
+    assert (
+        post(api_client, "/api/metrics/counter", {"name": "c", "tags": {"host": "a"}}).status_code
+        == 201
+    )
+    assert Series.objects.count() == 2
+    assert MetricPoint.objects.count() == 3
+
+
+# --- bodies ---------------------------------------------------------------------------------
+
+
+def test_unknown_fields_are_named(api_client):
+    body = assert_problem(
+        post(api_client, "/api/metrics/counter", {"name": "c", "valu": 2, "extra": 1}), 400
+    )
+    assert fields_of(body) == {(None, "extra"), (None, "valu")}
+
+
+def test_only_json_bodies_are_accepted(api_client):
+    response = api_client.post("/api/metrics/counter", "name=c", content_type="text/plain")
+    assert_problem(response, 415)
+
+
+@pytest.mark.parametrize("raw", ['{"name": ', "[1, 2", "\xff", '"just a string"', "[]"])
+def test_malformed_json_or_a_non_object_is_400(api_client, raw):
+    response = api_client.post("/api/metrics/counter", raw, content_type="application/json")
+    assert_problem(response, 400)
+
+
+def test_absurdly_nested_json_is_400_not_500(api_client):
+    raw = "[" * 100_000 + "]" * 100_000
+    assert_problem(api_client.post("/api/metrics/batch", raw, content_type="application/json"), 400)
+
+
+def test_body_of_exactly_512_kib_is_read_and_one_byte_more_is_413(api_client):
+    limit = 512 * 1024
+    base = '{"name": "c"}'
+    exact = base + " " * (limit - len(base))
+    response = api_client.post("/api/metrics/counter", exact, content_type="application/json")
+    assert response.status_code == 201
+    assert_problem(
+        api_client.post("/api/metrics/counter", exact + " ", content_type="application/json"), 413
+    )
+    assert MetricPoint.objects.count() == 1
+
+
+# --- batches --------------------------------------------------------------------------------
+
+
+def _batch(n, **point):
+    return {"points": [{"type": "counter", "name": "b", **point} for _ in range(n)]}
+
+
+def test_batch_of_1000_is_stored_and_counted(api_client):
+    response = post(api_client, "/api/metrics/batch", _batch(1000, value=2))
+    assert response.status_code == 201
+    assert response.json() == {"processed": 1000}
+    assert MetricPoint.objects.count() == 1000
+    assert RollupMinute.objects.aggregate(n=Sum("count"), s=Sum("sum")) == {"n": 1000, "s": 2000}
+
+
+@pytest.mark.parametrize("n", [0, 1001])
+def test_batch_size_outside_1_to_1000_is_400(api_client, n):
+    body = assert_problem(post(api_client, "/api/metrics/batch", _batch(n)), 400)
+    assert fields_of(body) == {(None, "points")}
+
+
+def test_batch_lists_every_bad_point_and_stores_nothing(api_client):
+    batch = _batch(1000)
+    batch["points"][0]["value"] = "1"
+    batch["points"][500]["name"] = "bad name"
+    batch["points"][999] = {"type": "gauge", "name": "b", "value": 1, "tags": {"k": 2}}
+    body = assert_problem(post(api_client, "/api/metrics/batch", batch), 400)
+    assert fields_of(body) == {(0, "value"), (500, "name"), (999, "type"), (999, "tags")}
+    assert Metric.objects.count() == 0
+    assert MetricPoint.objects.count() == 0
+
+
+def test_batch_with_a_type_conflict_stores_nothing(api_client):
+    post(api_client, "/api/metrics/counter", {"name": "old"})
+    batch = {
+        "points": [
+            {"type": "value", "name": "fresh", "value": 1},
+            {"type": "value", "name": "old", "value": 1},
+        ]
+    }
+    body = assert_problem(post(api_client, "/api/metrics/batch", batch), 409)
+    assert body["errors"][0]["index"] == 1
+    assert not Metric.objects.filter(name="fresh").exists()
+    assert MetricPoint.objects.count() == 1
+
+
+def test_batch_naming_one_metric_with_two_types_is_409(api_client):
+    batch = {
+        "points": [{"type": "value", "name": "m", "value": 1}, {"type": "counter", "name": "m"}]
+    }
+    assert_problem(post(api_client, "/api/metrics/batch", batch), 409)
+    assert Metric.objects.count() == 0
+
+
+# --- idempotent retries ---------------------------------------------------------------------
+
+
+def test_a_retry_with_the_same_key_replays_and_stores_nothing_new(api_client):
+    body = {"name": "paid", "value": 3}
+    first = post(api_client, "/api/metrics/counter", body, **{"Idempotency-Key": "k-1"})
+    again = post(api_client, "/api/metrics/counter", body, **{"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first
+    assert MetricPoint.objects.count() == 1
+
+
+def test_the_same_key_with_another_body_is_422(api_client):
+    post(api_client, "/api/metrics/counter", {"name": "a"}, **{"Idempotency-Key": "k"})
+    assert_problem(
+        post(api_client, "/api/metrics/counter", {"name": "b"}, **{"Idempotency-Key": "k"}), 422
+    )
+    assert MetricPoint.objects.count() == 1
+
+
+def test_keys_are_scoped_to_the_api_key(make_api_client):
+    one, two = make_api_client(), make_api_client()
+    for client in (one, two):
+        response = post(
+            client, "/api/metrics/counter", {"name": "a"}, **{"Idempotency-Key": "same"}
+        )
+        assert response.status_code == 201
+        assert "Idempotent-Replayed" not in response
+    assert MetricPoint.objects.count() == 2
+
+
+def test_a_key_still_in_flight_is_409(api_client):
+    post(api_client, "/api/metrics/counter", {"name": "a"}, **{"Idempotency-Key": "k"})
+    IdempotencyRecord.objects.update(state=IdempotencyRecord.State.IN_FLIGHT, status_code=None)
+    response = post(api_client, "/api/metrics/counter", {"name": "a"}, **{"Idempotency-Key": "k"})
+    assert_problem(response, 409)
+    assert response["Retry-After"] == "1"
+
+
+def test_a_replayed_conflict_keeps_its_status(api_client):
+    post(api_client, "/api/metrics/counter", {"name": "a"})
+    headers = {"Idempotency-Key": "k"}
+    first = post(api_client, "/api/metrics/value", {"name": "a", "value": 1}, **headers)
+    again = post(api_client, "/api/metrics/value", {"name": "a", "value": 1}, **headers)
+    assert_problem(first, 409)
+    assert_problem(again, 409)
+    assert again["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.parametrize(("length", "status"), [(255, 201), (256, 400)])
+def test_idempotency_key_length_limit(api_client, length, status):
+    response = post(
+        api_client, "/api/metrics/counter", {"name": "a"}, **{"Idempotency-Key": "k" * length}
+    )
+    assert response.status_code == status
