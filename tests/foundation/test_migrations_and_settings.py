@@ -1,0 +1,70 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ["metrics", "retention", "apikeys"]
+
+
+def _tables():
+    with connection.cursor() as cursor:
+        return set(connection.introspection.table_names(cursor))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_app_migrates_to_zero_and_back():
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(connection)
+    apps = [app for app in APPS if app in loader.migrated_apps]
+    assert {"metrics", "apikeys"} <= set(apps)
+    assert {"metrics", "metric_points", "metric_rollup_hour", "api_keys"} <= _tables()
+    for app in apps:
+        call_command("migrate", app, "zero", verbosity=0)
+    assert (
+        not {"metrics", "series", "metric_points", "metric_rollup_minute", "api_keys"} & _tables()
+    )
+    call_command("migrate", verbosity=0)
+    assert {"metrics", "series", "metric_points", "metric_rollup_day", "api_keys"} <= _tables()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'metric_points'::regclass"
+        )
+        assert cursor.fetchone()[0] >= 17  # 8 days back, today, 8 days ahead
+
+
+def _start_django(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SECRET_KEY", "API_KEY_PEPPER"}}
+    env.update(env_overrides)
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={**env, "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "API_KEY_PEPPER"])
+def test_production_settings_refuse_to_start_without_a_secret(missing):
+    present = {"DJANGO_SECRET_KEY": "s" * 50, "API_KEY_PEPPER": "p" * 50}
+    present.pop(missing)
+    result = _start_django({"DJANGO_DEBUG": "false", **present})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert missing in lines[0]
+
+
+def test_production_settings_start_with_both_secrets():
+    result = _start_django(
+        {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "s" * 50, "API_KEY_PEPPER": "p" * 50}
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,70 @@
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metrics.services import PointInput, points_ingest
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime.now(UTC)
+
+point_strategy = st.tuples(
+    st.sampled_from(["a", "b"]),  # metric suffix
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+    st.integers(min_value=-3 * 86400, max_value=3 * 86400),  # seconds from now
+    st.sampled_from([{}, {"host": "x"}, {"host": "y", "dc": "eu"}]),
+)
+
+
+def _rollups(table: str, names: list[str]) -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT r.series_id, r.bucket, r.count, r.sum, r.min, r.max FROM {table} r "
+            "JOIN series s ON s.id = r.series_id JOIN metrics m ON m.id = s.metric_id "
+            "WHERE m.name = ANY(%s)",
+            [names],
+        )
+        return {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
+
+
+def _from_raw(unit: str, names: list[str]) -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT p.series_id, date_trunc('{unit}', p.recorded_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', "
+            "count(*), sum(p.value), min(p.value), max(p.value) FROM metric_points p "
+            "JOIN metrics m ON m.id = p.metric_id WHERE m.name = ANY(%s) GROUP BY 1, 2",
+            [names],
+        )
+        return {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(writes=st.lists(st.lists(point_strategy, min_size=1, max_size=150), min_size=1, max_size=4))
+def test_every_rollup_equals_the_aggregate_of_its_raw_points(writes):
+    prefix = uuid.uuid4().hex[:8]
+    names = [f"{prefix}.a", f"{prefix}.b"]
+    for write in writes:
+        points_ingest(
+            points=[
+                PointInput("counter", f"{prefix}.{m}", value, NOW + timedelta(seconds=offset), tags)
+                for m, value, offset, tags in write
+            ]
+        )
+    for table, unit in (
+        ("metric_rollup_minute", "minute"),
+        ("metric_rollup_hour", "hour"),
+        ("metric_rollup_day", "day"),
+    ):
+        rollups, raw = _rollups(table, names), _from_raw(unit, names)
+        assert rollups.keys() == raw.keys()
+        for key, (count, total, low, high) in raw.items():
+            r_count, r_total, r_low, r_high = rollups[key]
+            assert (r_count, r_low, r_high) == (count, low, high)
+            assert math.isclose(r_total, total, rel_tol=1e-9, abs_tol=1e-6)
