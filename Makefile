@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint format bench-ingest bench-query bench-queue bench-retention clean
+.PHONY: run test superuser lint format bench-ingest bench-query bench-queue bench-retention clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -21,6 +21,10 @@ run: $(STAMP)
 ## Run the whole test suite (coverage must stay at or above 80%).
 test: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack test -- $(ARGS)
+
+## Create an admin login for /admin/ (on the embedded database when no DATABASE_URL is set).
+superuser: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) manage.py createsuperuser
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
