@@ -149,3 +149,58 @@ class IdempotencyRecord(models.Model):
             models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_uniq")
         ]
         indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
+
+
+class IngestBatch(models.Model):
+    """Points accepted with `Prefer: respond-async`, waiting for (or done by) the queue worker.
+
+    The table is the outbox: a batch is committed here before its id is sent to Celery, so the
+    broker may lose messages (a Redis restart or flush) without losing points. The worker claims
+    a batch by raising `attempts`, then writes its points and marks it done in one transaction.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    api_key = models.ForeignKey("apikeys.ApiKey", on_delete=models.CASCADE, related_name="+")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    # The validated points: [{"type", "name", "value", "timestamp" (ISO 8601, UTC), "tags"}].
+    payload = models.JSONField()
+    points = models.PositiveIntegerField()
+    # Claims so far; also the fencing token of the current claim (see metrics/queue.py).
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "ingest_batches"
+        verbose_name = "ingest batch"
+        verbose_name_plural = "ingest batches"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(state__in=["pending", "running", "done", "failed"]),
+                name="ingest_batches_state_valid",
+            ),
+        ]
+        indexes = [
+            # The sweeper looks only at unfinished batches; done ones are most of the table.
+            models.Index(
+                fields=["updated_at"],
+                condition=models.Q(state__in=["pending", "running"]),
+                name="ingest_batches_open_idx",
+            ),
+            models.Index(
+                fields=["processed_at"],
+                condition=models.Q(state="done"),
+                name="ingest_batches_done_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} ({self.state}, {self.points} points)"
