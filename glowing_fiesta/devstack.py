@@ -16,7 +16,9 @@ environment only in `glowing_fiesta/settings.py`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -109,10 +111,24 @@ def service_env(stack: contextlib.ExitStack) -> dict[str, str]:
         env["DATABASE_URL"] = start_postgres(stack)
     if not env.get("REDIS_URL"):
         env["REDIS_URL"] = start_redis(stack)
-    # Zero-config runs are development runs: DEBUG allows the placeholder secrets. Production
-    # sets DJANGO_DEBUG=false and must provide DJANGO_SECRET_KEY and API_KEY_PEPPER.
-    env.setdefault("DJANGO_DEBUG", "true")
+    # Zero-config runs get secrets generated once and kept in .data/ (git-ignored), so the
+    # service runs with production settings (DEBUG off) and a demo key keeps working across runs.
+    for name, value in local_secrets().items():
+        if not env.get(name):
+            env[name] = value
     return env
+
+
+def local_secrets() -> dict[str, str]:
+    """DJANGO_SECRET_KEY and API_KEY_PEPPER for this checkout, created on first use."""
+    path = DATA / "secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    DATA.mkdir(parents=True, exist_ok=True)
+    values = {name: secrets.token_urlsafe(48) for name in ("DJANGO_SECRET_KEY", "API_KEY_PEPPER")}
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(values))
+    return values
 
 
 def _manage(env: dict[str, str], *args: str) -> None:
@@ -124,7 +140,7 @@ def run(env: dict[str, str]) -> int:
     _manage(env, "ensure_demo_api_key")
     celery = [sys.executable, "-m", "celery", "-A", "glowing_fiesta"]
     commands = {
-        "web": [sys.executable, str(ROOT / "manage.py"), "runserver", "127.0.0.1:8000", "--noreload"],
+        "web": [sys.executable, str(ROOT / "manage.py"), "runserver", "127.0.0.1:8000", "--noreload", "--insecure"],
         "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"],
         "beat": [
             *celery, "beat", "--loglevel", "INFO",

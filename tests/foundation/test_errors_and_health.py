@@ -49,3 +49,10 @@ def test_openapi_schema_and_docs_are_served(client_anon):
     schema = client_anon.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert schema.status_code == 200
     assert client_anon.get("/api/docs/").status_code == 200
+
+
+def test_wrong_method_is_a_405_problem_document(api_client):
+    response = api_client.put("/api/metrics/batch", {}, format="json")
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["type"].endswith(":method-not-allowed")

@@ -1,0 +1,62 @@
+"""The zero-config launcher behind `make run` / `make test`, run for real."""
+
+import stat
+import sys
+
+import pytest
+
+from glowing_fiesta import devstack
+
+PROBE = (
+    "import os, psycopg, redis;"
+    "r = redis.Redis.from_url(os.environ['REDIS_URL']); r.set('probe', 'ok');"
+    "print('redis', r.get('probe').decode());"
+    "c = psycopg.connect(os.environ['DATABASE_URL']);"
+    "print('postgres', c.execute('select current_database()').fetchone()[0]);"
+    "print('secret', len(os.environ['API_KEY_PEPPER']))"
+)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(devstack, "DATA", tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_exec_embeds_redis_and_postgres_when_no_urls_are_set(data_dir, monkeypatch, capfd):
+    for name in ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "API_KEY_PEPPER"):
+        monkeypatch.delenv(name, raising=False)
+    status = devstack.main(["exec", "--", sys.executable, "-c", PROBE])
+    out = capfd.readouterr().out
+    assert status == 0
+    assert "redis ok" in out
+    assert f"postgres {devstack.DB_NAME}" in out
+    assert "secret 64" in out
+    assert (data_dir / "postgres" / "PG_VERSION").exists()
+
+
+def test_configured_servers_are_used_and_nothing_is_embedded(data_dir, monkeypatch, capfd):
+    from django.conf import settings
+
+    monkeypatch.setenv("DATABASE_URL", settings.DATABASE_URL)
+    monkeypatch.setenv("REDIS_URL", settings.REDIS_URL)
+    probe = PROBE.split("c = psycopg")[0].replace("'probe'", "'gf-devstack-probe'")
+    status = devstack.main(["exec", "--", sys.executable, "-c", probe])
+    assert status == 0
+    assert "redis ok" in capfd.readouterr().out
+    assert not (data_dir / "postgres").exists()
+    assert not (data_dir / "redis").exists()
+
+
+def test_local_secrets_are_created_once_private_and_reused(data_dir):
+    first = devstack.local_secrets()
+    assert set(first) == {"DJANGO_SECRET_KEY", "API_KEY_PEPPER"}
+    assert first["DJANGO_SECRET_KEY"] != first["API_KEY_PEPPER"]
+    assert devstack.local_secrets() == first
+    mode = (data_dir / "secrets.json").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_unknown_command_prints_usage(capsys):
+    assert devstack.main(["fly"]) == 2
+    assert "make run" in capsys.readouterr().err
