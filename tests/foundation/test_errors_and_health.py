@@ -56,3 +56,20 @@ def test_wrong_method_is_a_405_problem_document(api_client):
     assert response.status_code == 405
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["type"].endswith(":method-not-allowed")
+
+
+def test_an_unexpected_failure_is_a_500_problem_document_and_is_logged(
+    api_client, monkeypatch, caplog
+):
+    def explode(**_):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("metrics.views.points_ingest", explode)
+    api_client.raise_request_exception = False
+    response = api_client.post("/api/metrics/counter", {"name": "c"}, format="json")
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 500
+    assert "disk on fire" not in body["detail"]
+    assert any("disk on fire" in (r.exc_text or str(r.exc_info)) for r in caplog.records)
