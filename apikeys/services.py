@@ -76,6 +76,34 @@ def apikey_create(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def apikey_update(
+    *,
+    key: ApiKey,
+    name: str,
+    scopes: Iterable[str],
+    rate_limit: int,
+    expires_at: datetime | None,
+) -> ApiKey:
+    """Change a key's settings (never its secret); takes effect within API_KEY_CACHE_SECONDS."""
+    if rate_limit < 1:
+        raise ValueError("rate limit must be at least 1 request per minute")
+    if not name.strip():
+        raise ValueError("name must not be empty")
+    key.name = name.strip()
+    key.scopes = _check_scopes(scopes)
+    key.rate_limit = rate_limit
+    key.expires_at = expires_at
+    key.save(update_fields=["name", "scopes", "rate_limit", "expires_at"])
+    _forget(key)
+    return key
+
+
+def _forget(key: ApiKey) -> None:
+    # Other processes' cached copies expire within API_KEY_CACHE_SECONDS.
+    redis = caches["default"]
+    cache.call("apikey forget", lambda: redis.delete(cache_key(key.prefix)), None)
+
+
 def apikey_revoke(*, key: ApiKey, now: datetime | None = None) -> bool:
     """Revoke `key`; False if it already was. Takes effect at once for this Redis's readers."""
     now = now or timezone.now()
@@ -83,9 +111,7 @@ def apikey_revoke(*, key: ApiKey, now: datetime | None = None) -> bool:
     if revoked:
         key.revoked_at = now
         logger.info("api key revoked", extra={"api_key_id": key.pk, "api_key_prefix": key.prefix})
-    # Drop the cached row; other processes' cached copies expire within API_KEY_CACHE_SECONDS.
-    redis = caches["default"]
-    cache.call("apikey forget", lambda: redis.delete(cache_key(key.prefix)), None)
+    _forget(key)
     return bool(revoked)
 
 

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from apikeys.models import Scope
+from apikeys.services import apikey_create
+
+
+def parse_scopes(value: str) -> list[str]:
+    scopes = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [scope for scope in scopes if scope not in Scope.values]
+    if unknown or not scopes:
+        raise CommandError(
+            f"--scopes takes a comma-separated list of {', '.join(Scope.values)}; got {value!r}"
+        )
+    return scopes
+
+
+class Command(BaseCommand):
+    help = "Create an API key and print it once. Only a hash is stored: copy it now."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="What the key is for, e.g. 'web-frontend'.")
+        parser.add_argument(
+            "--rate-limit", type=int, default=None, help="Requests per minute (default: setting)."
+        )
+        parser.add_argument(
+            "--scopes", default="write,read", help="Comma-separated: write, read (default both)."
+        )
+        parser.add_argument(
+            "--expires-in", type=int, default=None, metavar="DAYS", help="Expire after DAYS days."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        scopes = parse_scopes(options["scopes"])
+        if options["rate_limit"] is not None and options["rate_limit"] < 1:
+            raise CommandError("--rate-limit must be at least 1 (requests per minute)")
+        if options["expires_in"] is not None and options["expires_in"] < 1:
+            raise CommandError("--expires-in must be at least 1 (days)")
+        now = timezone.now()
+        expires_at = now + timedelta(days=options["expires_in"]) if options["expires_in"] else None
+        try:
+            key, raw = apikey_create(
+                name=options["name"],
+                scopes=scopes,
+                rate_limit=options["rate_limit"],
+                expires_at=expires_at,
+                now=now,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        expiry = key.expires_at.isoformat(timespec="seconds") if key.expires_at else "never"
+        self.stdout.write(
+            f"Created API key {key.pk} {key.name!r}: prefix {key.prefix}, scopes "
+            f"{','.join(key.scopes)}, {key.rate_limit} requests/minute, expires {expiry}."
+        )
+        self.stdout.write("The key, shown only this once:")
+        self.stdout.write(raw)

@@ -1,0 +1,161 @@
+import logging
+import time
+import types
+
+import pytest
+
+from apikeys import cache as apikeys_cache
+from tests.apikeys.test_authentication import ME
+
+pytestmark = pytest.mark.django_db
+
+DEAD_REDIS = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "KEY_PREFIX": "gf",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": 0.25,
+            "SOCKET_TIMEOUT": 0.25,
+        },
+    }
+}
+
+
+def travel(monkeypatch, seconds: int) -> None:
+    """Move django-ratelimit's clock (and so its window) forward."""
+    real = time.time
+    monkeypatch.setattr(
+        "django_ratelimit.core.time", types.SimpleNamespace(time=lambda: real() + seconds)
+    )
+
+
+def test_every_authenticated_response_carries_rate_limit_headers(make_api_client):
+    client = make_api_client(rate_limit=5)
+    before = int(time.time())
+    remaining = []
+    for _ in range(3):
+        response = client.get(ME)
+        assert response.status_code == 200
+        assert response["X-RateLimit-Limit"] == "5"
+        reset = int(response["X-RateLimit-Reset"])
+        assert before <= reset <= int(time.time()) + 60
+        remaining.append(int(response["X-RateLimit-Remaining"]))
+    assert remaining == [4, 3, 2]
+
+
+def test_request_over_the_limit_gets_429_with_retry_after(make_api_client):
+    client = make_api_client(rate_limit=3)
+    for _ in range(3):
+        assert client.get(ME).status_code == 200
+    response = client.get(ME)
+    assert response.status_code == 429
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == "urn:glowing-fiesta:problem:rate-limited"
+    assert body["status"] == 429
+    assert "3 requests per minute" in body["detail"]
+    retry_after = int(response["Retry-After"])
+    assert 1 <= retry_after <= 60
+    assert response["X-RateLimit-Limit"] == "3"
+    assert response["X-RateLimit-Remaining"] == "0"
+    assert abs(int(response["X-RateLimit-Reset"]) - (int(time.time()) + retry_after)) <= 1
+
+
+def test_a_limit_of_one_serves_exactly_one_request(make_api_client):
+    client = make_api_client(rate_limit=1)
+    assert client.get(ME).status_code == 200
+    assert client.get(ME).status_code == 429
+
+
+def test_served_again_after_the_window(make_api_client, monkeypatch):
+    client = make_api_client(rate_limit=2)
+    assert [client.get(ME).status_code for _ in range(3)] == [200, 200, 429]
+    travel(monkeypatch, 60)
+    response = client.get(ME)
+    assert response.status_code == 200
+    assert response["X-RateLimit-Remaining"] == "1"
+
+
+def test_limits_are_per_key(make_api_client):
+    busy = make_api_client(rate_limit=1)
+    other = make_api_client(rate_limit=1)
+    assert busy.get(ME).status_code == 200
+    assert busy.get(ME).status_code == 429
+    assert other.get(ME).status_code == 200
+
+
+def test_refused_method_after_authentication_still_counts_and_has_headers(make_api_client):
+    client = make_api_client(rate_limit=2)
+    response = client.post(ME, {}, format="json")
+    assert response.status_code == 405
+    assert response["X-RateLimit-Remaining"] == "1"
+    assert client.get(ME)["X-RateLimit-Remaining"] == "0"
+
+
+def test_unauthenticated_responses_have_no_rate_limit_headers(client_anon):
+    response = client_anon.get(ME)
+    assert response.status_code == 401
+    assert "X-RateLimit-Limit" not in response
+
+
+def test_raising_a_keys_limit_applies_to_its_next_request(make_api_client):
+    from apikeys.services import apikey_update
+
+    client = make_api_client(rate_limit=1)
+    assert client.get(ME).status_code == 200
+    assert client.get(ME).status_code == 429
+    key = client.api_key
+    apikey_update(key=key, name=key.name, scopes=key.scopes, rate_limit=10, expires_at=None)
+    response = client.get(ME)
+    assert response.status_code == 200
+    assert response["X-RateLimit-Limit"] == "10"
+
+
+@pytest.fixture
+def dead_redis(settings):
+    settings.CACHES = DEAD_REDIS  # pytest-django's settings fixture resets django.core.cache.caches
+    apikeys_cache.reset()
+    yield
+    apikeys_cache.reset()
+
+
+def test_requests_are_served_when_redis_is_down(make_api_client, dead_redis, caplog):
+    client = make_api_client(rate_limit=1)
+    with caplog.at_level(logging.ERROR, logger="apikeys.cache"):
+        responses = [client.get(ME) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert all("X-RateLimit-Limit" not in r for r in responses)
+    errors = [r for r in caplog.records if r.name == "apikeys.cache"]
+    assert errors and errors[0].levelname == "ERROR"
+    assert "redis unavailable" in errors[0].getMessage()
+    assert "ConnectionError" in errors[0].error
+
+
+def test_rejections_still_work_when_redis_is_down(make_api_client, dead_redis):
+    from apikeys.services import apikey_revoke
+
+    client = make_api_client()
+    apikey_revoke(key=client.api_key)
+    response = client.get(ME)
+    assert response.status_code == 401
+    assert response.json()["type"].endswith("api-key-revoked")
+
+
+def test_after_a_redis_failure_redis_is_skipped_for_a_pause(make_api_client, dead_redis, caplog):
+    client = make_api_client()
+    with caplog.at_level(logging.ERROR, logger="apikeys.cache"):
+        started = time.perf_counter()
+        for _ in range(5):
+            assert client.get(ME).status_code == 200
+        elapsed = time.perf_counter() - started
+    assert len([r for r in caplog.records if r.name == "apikeys.cache"]) == 1
+    assert elapsed < 2
+
+
+def test_redis_is_used_again_once_the_pause_ends(make_api_client):
+    client = make_api_client(rate_limit=5)
+    apikeys_cache._paused_until = time.monotonic() - 1  # a pause that has just ended
+    response = client.get(ME)
+    assert response["X-RateLimit-Remaining"] == "4"
