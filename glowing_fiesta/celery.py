@@ -21,6 +21,13 @@ def beat_schedule(settings) -> dict:
             "task": "metrics.partitions_ensure",
             "schedule": crontab(minute=7),
         },
+        # Daily at RETENTION_RUN_AT; the app's time zone is UTC (Celery's default, kept unset).
+        "retention-apply": {
+            "task": "retention.apply",
+            "schedule": crontab(
+                hour=settings.RETENTION_RUN_AT.hour, minute=settings.RETENTION_RUN_AT.minute
+            ),
+        },
     }
 
 

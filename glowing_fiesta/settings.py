@@ -190,9 +190,16 @@ METRIC_MAX_SERIES = env_int("METRIC_MAX_SERIES", 1000, minimum=1, maximum=1_000_
 RETENTION_DAYS = env_int("RETENTION_DAYS", 90, minimum=1, maximum=3650)
 ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 730, minimum=1, maximum=3650)
 if ROLLUP_RETENTION_DAYS < RETENTION_DAYS:
-    raise ConfigError("ROLLUP_RETENTION_DAYS must be at least RETENTION_DAYS")
+    raise ConfigError(
+        f"ROLLUP_RETENTION_DAYS ({ROLLUP_RETENTION_DAYS}) must be at least "
+        f"RETENTION_DAYS ({RETENTION_DAYS})"
+    )
+# Strictly HH:MM: fromisoformat alone would also take seconds or a UTC offset, which the daily
+# schedule (hour and minute, in UTC) would silently ignore.
 _run_at = env_str("RETENTION_RUN_AT", "03:30")
 try:
+    if len(_run_at) != 5 or _run_at[2] != ":":
+        raise ValueError(_run_at)
     RETENTION_RUN_AT = time.fromisoformat(_run_at)
 except ValueError:
     raise ConfigError(f"RETENTION_RUN_AT must be HH:MM (UTC), not {_run_at!r}") from None

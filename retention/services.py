@@ -1,0 +1,187 @@
+"""Retention: what expires, and the one service that removes it.
+
+Each table that expires is one `PruneRule` in `PRUNE_RULES`: a table, the time column, how long
+rows are kept and, for rollups, the bucket width. Adding a table is adding a rule.
+
+Day-partitioned tables lose whole expired days by DROP TABLE on the partition (milliseconds, no
+VACUUM debt) and the remaining expired rows of the one partition that straddles the cutoff by
+DELETE. Plain tables are pruned by DELETE.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+
+from metrics import storage as metrics_storage
+from metrics.idempotency import REMEMBER as IDEMPOTENCY_REMEMBER
+
+from . import storage
+
+logger = logging.getLogger("retention")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    """Rows of `table` whose `column` lies before the cutoff (now - keep) expire.
+
+    `keep` is read when a run starts, so a changed setting applies to the next run.
+    `bucket`: the column starts a rollup bucket of this width. A bucket expires only when it
+    lies entirely before the cutoff; the bucket that straddles the cutoff is kept whole, since
+    part of what it summarises is still within retention.
+    `partitioned`: the table has daily partitions on `column` (named <table>_YYYYMMDD).
+    `where`: an extra SQL condition on the rows that may expire (e.g. finished work only).
+    """
+
+    table: str
+    column: str
+    keep: Callable[[], timedelta]
+    bucket: timedelta | None = None
+    partitioned: bool = False
+    where: str = ""
+
+    def cutoff(self, now: datetime) -> datetime:
+        """Rows with `column` < cutoff expire."""
+        cutoff = now - self.keep()
+        if self.bucket is not None:
+            # Buckets are aligned on the UTC epoch (minute, hour and day all are), so a bucket
+            # starting before the floored cutoff ends at or before the cutoff itself.
+            cutoff = _EPOCH + (cutoff - _EPOCH) // self.bucket * self.bucket
+        return cutoff
+
+    def condition(self, cutoff: datetime) -> tuple[str, list]:
+        sql = f"{self.column} < %s"
+        if self.where:
+            sql += f" AND ({self.where})"
+        return sql, [cutoff]
+
+
+def _days(setting: str) -> Callable[[], timedelta]:
+    return lambda: timedelta(days=getattr(settings, setting))
+
+
+def _fixed(keep: timedelta) -> Callable[[], timedelta]:
+    return lambda: keep
+
+
+# Applied in this order; the result of a run has one count per table.
+PRUNE_RULES: tuple[PruneRule, ...] = (
+    PruneRule("metric_points", "recorded_at", _days("RETENTION_DAYS"), partitioned=True),
+    PruneRule(
+        "metric_rollup_minute", "bucket", _days("RETENTION_DAYS"), bucket=MINUTE, partitioned=True
+    ),
+    PruneRule("metric_rollup_hour", "bucket", _days("ROLLUP_RETENTION_DAYS"), bucket=HOUR),
+    PruneRule("metric_rollup_day", "bucket", _days("ROLLUP_RETENTION_DAYS"), bucket=DAY),
+    # A key is remembered 24 hours from its first request, done or still (long dead) in flight.
+    PruneRule("idempotency_keys", "created_at", _fixed(IDEMPOTENCY_REMEMBER)),
+)
+
+
+def retention_apply(*, now: datetime, dry_run: bool = False) -> dict[str, int]:
+    """Remove everything that has expired at `now`; return the rows removed per table.
+
+    Raw points and minute rollups are kept RETENTION_DAYS, hour and day rollups
+    ROLLUP_RETENTION_DAYS (see `PRUNE_RULES`). After a run, no expired row remains and no newer
+    row was touched. Partitions for the days ahead are created too.
+
+    Runs never overlap: a run that finds another in progress (PostgreSQL advisory lock) does
+    nothing and returns {}. Each table is committed on its own, so an interrupted run keeps what
+    it did and the next run finishes the job. With `dry_run`, counts what would be removed and
+    changes nothing. Logs one JSON line with the counts.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    started = time.perf_counter()
+    if dry_run:
+        counts, partitions = _count_expired(now)
+        _log(now, started, dry_run=True, counts=counts, partitions=partitions)
+        return counts
+    with storage.run_lock() as acquired:
+        if not acquired:
+            logger.info(
+                "retention skipped: another run is in progress",
+                extra={"event": "retention", "skipped": True},
+            )
+            return {}
+        metrics_storage.partitions_ensure(now=now)
+        counts, partitions = _remove_expired(now)
+    _log(now, started, dry_run=False, counts=counts, partitions=partitions)
+    return counts
+
+
+def _droppable(rule: PruneRule, cutoff: datetime, now: datetime) -> list[str]:
+    """The partitions of `rule.table` lying entirely before `cutoff` that may be dropped.
+
+    Days the partition maintenance keeps (metrics.storage.PARTITION_DAYS_BACK) are never
+    dropped, only emptied: the write path may still accept points for them and each process
+    remembers which partitions exist, so dropping one would make such a write fail elsewhere.
+    """
+    first_kept = now.astimezone(UTC).date() - timedelta(days=metrics_storage.PARTITION_DAYS_BACK)
+    return [
+        name
+        for name, day in storage.day_partitions(rule.table)
+        if datetime(day.year, day.month, day.day, tzinfo=UTC) + DAY <= cutoff and day < first_kept
+    ]
+
+
+def _count_expired(now: datetime) -> tuple[dict[str, int], list[str]]:
+    counts: dict[str, int] = {}
+    partitions: list[str] = []
+    for rule in PRUNE_RULES:
+        if not storage.table_exists(rule.table):
+            continue
+        cutoff = rule.cutoff(now)
+        if rule.partitioned:
+            partitions += _droppable(rule, cutoff, now)
+        counts[rule.table] = storage.rows_count(rule.table, *rule.condition(cutoff))
+    return counts, partitions
+
+
+def _remove_expired(now: datetime) -> tuple[dict[str, int], list[str]]:
+    counts: dict[str, int] = {}
+    dropped: list[str] = []
+    for rule in PRUNE_RULES:
+        if not storage.table_exists(rule.table):
+            continue
+        cutoff = rule.cutoff(now)
+        removed = 0
+        if rule.partitioned:
+            for partition in _droppable(rule, cutoff, now):
+                rows = storage.partition_drop(rule.table, partition)
+                if rows is None:
+                    continue  # the parent stayed busy: the DELETE below empties it instead
+                removed += rows
+                dropped.append(partition)
+        # With the expired days gone, partition pruning leaves this DELETE the one partition
+        # that straddles the cutoff (and any a busy table kept from being dropped).
+        removed += storage.rows_delete(rule.table, *rule.condition(cutoff))
+        counts[rule.table] = removed
+    if dropped:
+        metrics_storage.partitions_forget()
+    return counts, dropped
+
+
+def _log(
+    now: datetime, started: float, *, dry_run: bool, counts: dict[str, int], partitions: list[str]
+) -> None:
+    logger.info(
+        "retention dry run" if dry_run else "retention applied",
+        extra={
+            "event": "retention",
+            "dry_run": dry_run,
+            "now": now.isoformat(),
+            ("would_delete" if dry_run else "deleted"): counts,
+            ("would_drop_partitions" if dry_run else "dropped_partitions"): partitions,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )

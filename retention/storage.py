@@ -1,0 +1,122 @@
+"""The retention SQL: daily partitions found and dropped, expired rows counted and deleted.
+
+Table and column names come from the prune rules in `retention.services`, never from input;
+they are still quoted. Every function runs on Django's connection and expects its caller to hold
+a transaction where it says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from datetime import date, datetime
+
+from django.db import OperationalError, connection, transaction
+
+# Namespace of the advisory locks (first key of the two-key form), shared with metrics.storage,
+# and the second key for "a retention run is in progress".
+LOCK_NAMESPACE = 0x6766  # "gf"
+RUN_LOCK = 0x7265  # "re"
+
+# How long a partition drop may wait for the parent table's ACCESS EXCLUSIVE lock. While the
+# drop waits, new writes to the parent queue behind it, so the wait stays short; past it the
+# partition's rows are deleted instead and the empty partition goes on the next run.
+DROP_LOCK_TIMEOUT_MS = 2000
+# Retention statements read or delete a whole day of rows: the per-statement limit that guards
+# the API does not apply to them. Waits for row or table locks are still bounded.
+LOCK_TIMEOUT_MS = 60_000
+
+_PARTITION_NAME = re.compile(r"^(?P<parent>.+)_(?P<day>\d{8})$")
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+@contextlib.contextmanager
+def run_lock() -> Iterator[bool]:
+    """Hold the session-level retention lock if it is free; yield whether we got it.
+
+    Session-level rather than transaction-level: a run commits table by table, so a partition
+    drop holds its table lock for milliseconds, not for the whole run. The lock goes with the
+    connection if the process dies.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, RUN_LOCK])
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, RUN_LOCK])
+
+
+def table_exists(table: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [_q(table)])
+        return cursor.fetchone()[0]
+
+
+def day_partitions(parent: str) -> list[tuple[str, date]]:
+    """The daily partitions of `parent` (named <parent>_YYYYMMDD) with their UTC day, oldest first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = to_regclass(%s)
+            """,
+            [_q(parent)],
+        )
+        names = [row[0] for row in cursor.fetchall()]
+    found = []
+    for name in names:
+        match = _PARTITION_NAME.match(name)
+        if match and match["parent"] == parent:
+            found.append((name, datetime.strptime(match["day"], "%Y%m%d").date()))
+    return sorted(found, key=lambda item: item[1])
+
+
+def set_timeouts() -> None:
+    """Lift the statement timeout and bound lock waits for the current transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 0")
+        cursor.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
+
+
+def partition_drop(parent: str, partition: str) -> int | None:
+    """Count the rows of `partition` and drop it; None if the parent stayed busy too long.
+
+    The parent is locked before counting, so no write can land between the count and the drop
+    and the returned count is exact. Runs in its own transaction.
+    """
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            set_timeouts()
+            cursor.execute(f"SET LOCAL lock_timeout = {DROP_LOCK_TIMEOUT_MS}")
+            cursor.execute(f"LOCK TABLE {_q(parent)} IN ACCESS EXCLUSIVE MODE")
+            cursor.execute(f"SELECT count(*) FROM {_q(partition)}")  # noqa: S608 - fixed names
+            rows = cursor.fetchone()[0]
+            cursor.execute(f"DROP TABLE {_q(partition)}")
+            return rows
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            return None
+        raise
+
+
+def rows_delete(table: str, condition: str, params: list) -> int:
+    """DELETE the rows of `table` matching `condition`, in its own transaction; return how many."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        set_timeouts()
+        cursor.execute(f"DELETE FROM {_q(table)} WHERE {condition}", params)  # noqa: S608
+        return cursor.rowcount
+
+
+def rows_count(table: str, condition: str, params: list) -> int:
+    with transaction.atomic(), connection.cursor() as cursor:
+        set_timeouts()
+        cursor.execute(f"SELECT count(*) FROM {_q(table)} WHERE {condition}", params)  # noqa: S608
+        return cursor.fetchone()[0]
