@@ -21,6 +21,18 @@ def beat_schedule(settings) -> dict:
             "task": "metrics.partitions_ensure",
             "schedule": crontab(minute=7),
         },
+        # Sends again the queued batches whose message was lost (Redis restarted or flushed, a
+        # worker killed). A sweep not started within its interval is dropped, so workers that
+        # were down do not come back to a pile of identical sweeps.
+        "metrics-batches-sweep": {
+            "task": "metrics.batches_sweep",
+            "schedule": 30.0,
+            "options": {"expires": 30},
+        },
+        "metrics-batches-purge": {
+            "task": "metrics.batches_purge",
+            "schedule": crontab(minute=37),
+        },
         # Daily at RETENTION_RUN_AT; the app's time zone is UTC (Celery's default, kept unset).
         "retention-apply": {
             "task": "retention.apply",

@@ -204,10 +204,68 @@ try:
 except ValueError:
     raise ConfigError(f"RETENTION_RUN_AT must be HH:MM (UTC), not {_run_at!r}") from None
 
-# Celery: see glowing_fiesta/celery.py for why each setting is what it is.
+# Celery. The broker carries batch ids only: the ingest_batches table in PostgreSQL is the record
+# of work, and every task is safe to run twice. So each setting below prefers running a task
+# again to losing it (docs/DEPLOYMENT.md, "Queue").
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+# One queue name per installation (or test run): two of them sharing a Redis never take each
+# other's tasks.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "glowing_fiesta")
+# Acknowledge a message when its task has finished, not when it starts: a worker that dies
+# mid-task leaves the message to be delivered again.
+CELERY_TASK_ACKS_LATE = True
+# Likewise when the pool process running a task is killed (OOM killer, SIGKILL): the message goes
+# back on the queue instead of being acknowledged as failed.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Each process reserves only the message it runs: a dead worker holds back no other message, and
+# an idle process always gets the next one rather than a busy neighbour.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A ceiling for every task, so none can hang a process for ever; maintenance tasks may need
+# minutes. The batch task has its own, much tighter limits (QUEUE_TASK_TIME_LIMIT below).
+CELERY_TASK_SOFT_TIME_LIMIT = 25 * 60
+CELERY_TASK_TIME_LIMIT = 30 * 60
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Redis gives an unacknowledged message to another worker after this long. It must exceed the
+    # longest hard time limit, or a task still running would be started a second time.
+    "visibility_timeout": 2 * CELERY_TASK_TIME_LIMIT,
+    # The web process enqueues after its commit; a Redis that cannot be reached costs the request
+    # about a second, and the sweeper enqueues the batch later.
+    "socket_connect_timeout": 1,
+}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+# JSON only: nothing on the broker is ever unpickled, and a message is readable with redis-cli.
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# Outcomes live in ingest_batches (GET /api/batches/<id>); no result backend is configured.
+CELERY_TASK_IGNORE_RESULT = True
+# Workers log through LOGGING below (one JSON object per line), like the web service.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_REDIRECT_STDOUTS = False
+# A worker started before Redis waits for it rather than exiting.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Asynchronous ingestion (metrics/queue.py). A batch is given up after QUEUE_MAX_ATTEMPTS claims;
+# a pending batch not picked up after QUEUE_STALE_SECONDS is sent to the broker again.
 QUEUE_MAX_ATTEMPTS = env_int("QUEUE_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
 QUEUE_STALE_SECONDS = env_int("QUEUE_STALE_SECONDS", 60, minimum=5, maximum=86400)
+# A batch of 1000 points is written in tens of milliseconds; the limits stop a stuck attempt.
+QUEUE_TASK_SOFT_TIME_LIMIT = 50
+QUEUE_TASK_TIME_LIMIT = 60
+# A claim older than the hard limit plus a margin belongs to a worker that has died.
+QUEUE_CLAIM_STALE_SECONDS = QUEUE_TASK_TIME_LIMIT + 30
+# Done batches (and their payloads) are deleted after this many days; failed ones are kept.
+QUEUE_KEEP_DAYS = env_int("QUEUE_KEEP_DAYS", 7, minimum=1, maximum=3650)
+# For tests only: the first attempt at a batch sleeps this long before it commits, so a test can
+# kill the worker mid-batch. Refused outside DEBUG.
+QUEUE_TEST_DELAY_SECONDS = env_int("QUEUE_TEST_DELAY_SECONDS", 0, minimum=0, maximum=40)
+if QUEUE_TEST_DELAY_SECONDS and not DEBUG:
+    raise ConfigError("QUEUE_TEST_DELAY_SECONDS is for tests only; it needs DJANGO_DEBUG=true")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -1,9 +1,10 @@
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
-from . import storage
-from .models import Metric, Series
+from . import queue, storage
+from .models import IngestBatch, Metric, Series
 
 
 class SeriesInline(admin.TabularInline):
@@ -55,3 +56,51 @@ class MetricAdmin(admin.ModelAdmin):
         self.message_user(
             request, f"Deleted {len(names)} metric(s): {', '.join(names)}", messages.SUCCESS
         )
+
+
+@admin.register(IngestBatch)
+class IngestBatchAdmin(admin.ModelAdmin):
+    """Batches queued with Prefer: respond-async; failed ones can be sent again."""
+
+    list_display = ("id", "api_key", "state", "points", "attempts", "created_at", "processed_at")
+    list_filter = ("state",)
+    list_select_related = ("api_key",)
+    search_fields = ("=id", "error")
+    ordering = ("-id",)
+    fields = (
+        "api_key",
+        "state",
+        "points",
+        "attempts",
+        "error",
+        "created_at",
+        "updated_at",
+        "claimed_at",
+        "processed_at",
+        "payload",
+    )
+    readonly_fields = fields
+    actions = ["retry"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # batches come from the API
+
+    def has_change_permission(self, request: HttpRequest, obj: IngestBatch | None = None) -> bool:
+        return False  # state changes only through the worker or the retry action
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        # The retry action changes rows, though the change form is read-only for everyone.
+        actions = super().get_actions(request)
+        if not request.user.has_perm("metrics.change_ingestbatch"):
+            actions.pop("retry", None)
+        return actions
+
+    @admin.action(description="Retry selected failed batches")
+    def retry(self, request: HttpRequest, queryset: QuerySet[IngestBatch]) -> None:
+        selected = list(queryset.values_list("pk", flat=True))
+        retried = queue.batches_retry(batch_ids=selected, now=timezone.now())
+        skipped = len(selected) - len(retried)
+        message = f"{len(retried)} batch(es) queued again"
+        if skipped:
+            message += f"; {skipped} skipped (only failed batches are retried)"
+        self.message_user(request, message, messages.SUCCESS if retried else messages.WARNING)

@@ -1,9 +1,10 @@
 from django.urls import path
 
-from . import views
+from . import views, views_batches
 
 urlpatterns = [
     path("metrics/counter", views.CounterView.as_view(), name="metric-counter"),
     path("metrics/value", views.ValueView.as_view(), name="metric-value"),
     path("metrics/batch", views.BatchView.as_view(), name="metric-batch"),
+    path("batches/<int:batch_id>", views_batches.BatchStatusView.as_view(), name="ingest-batch"),
 ]

@@ -26,6 +26,7 @@ from .serializers import (
     parse_point,
 )
 from .services import points_ingest
+from .views_batches import ACCEPTED, PREFER_PARAMETER, accepted_headers, batch_accept, prefers_async
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
@@ -65,7 +66,11 @@ def _ingest(request: Request, parse: Callable[[Any, Any], list], render: Callabl
             errors=exc.errors,
         ) from None
 
+    respond_async = prefers_async(request)
+
     def action() -> idempotency.Outcome:
+        if respond_async:
+            return batch_accept(api_key_id=request.auth.pk, points=points, now=now)
         points_ingest(points=points)
         return idempotency.Outcome(201, render(points))
 
@@ -77,6 +82,7 @@ def _ingest(request: Request, parse: Callable[[Any, Any], list], render: Callabl
         action=action,
     )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    headers |= accepted_headers(outcome)
     content_type = PROBLEM_CONTENT_TYPE if outcome.status >= 400 else None
     return Response(outcome.body, status=outcome.status, headers=headers, content_type=content_type)
 
@@ -99,8 +105,8 @@ class CounterView(_PointView):
     @extend_schema(
         summary="Increment a counter",
         request=CounterInput,
-        responses={201: PointOutput, **ERRORS},
-        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: PointOutput, **ACCEPTED, **ERRORS},
+        parameters=[IDEMPOTENCY_PARAMETER, PREFER_PARAMETER],
     )
     def post(self, request: Request) -> Response:
         return super().post(request)
@@ -112,8 +118,8 @@ class ValueView(_PointView):
     @extend_schema(
         summary="Record a value",
         request=ValueInput,
-        responses={201: PointOutput, **ERRORS},
-        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: PointOutput, **ACCEPTED, **ERRORS},
+        parameters=[IDEMPOTENCY_PARAMETER, PREFER_PARAMETER],
     )
     def post(self, request: Request) -> Response:
         return super().post(request)
@@ -125,8 +131,8 @@ class BatchView(ApiKeyView):
     @extend_schema(
         summary="Write 1-1000 points at once, all or nothing",
         request=BatchInput,
-        responses={201: BatchOutput, **ERRORS},
-        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: BatchOutput, **ACCEPTED, **ERRORS},
+        parameters=[IDEMPOTENCY_PARAMETER, PREFER_PARAMETER],
     )
     def post(self, request: Request) -> Response:
         return _ingest(

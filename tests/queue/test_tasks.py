@@ -1,0 +1,317 @@
+"""The batch task, the sweeper, the purge and the admin retry, run in this process (task.apply)."""
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.db.models import Sum
+from django.utils import timezone
+
+from glowing_fiesta.celery import app as celery_app
+from glowing_fiesta.celery import beat_schedule
+from metrics import queue
+from metrics.models import IngestBatch, MetricPoint, RollupDay, RollupHour, RollupMinute
+from metrics.tasks import (
+    batches_purge_task,
+    batches_sweep_task,
+    partitions_ensure_task,
+    process_metric_batch,
+)
+
+from .conftest import post, post_async, queued_batch_ids, worker_database_url
+
+pytestmark = pytest.mark.django_db
+
+
+def queue_points(client, points: list[dict]) -> int:
+    response = post_async(client, "/api/metrics/batch", {"points": points})
+    assert response.status_code == 202, response.content
+    return response.json()["batch_id"]
+
+
+def values(count: int, name: str = "load", **tags: str) -> list[dict]:
+    return [{"type": "value", "name": name, "value": float(i), "tags": tags} for i in range(count)]
+
+
+def run(batch_id: int) -> str:
+    return process_metric_batch.apply(args=[batch_id]).get()
+
+
+def test_task_writes_points_and_rollups_and_marks_the_batch_done(api_client):
+    batch_id = queue_points(api_client, values(100, host="a") + values(3, name="other"))
+    assert run(batch_id) == "done"
+    batch = IngestBatch.objects.get()
+    assert (batch.state, batch.attempts, batch.error) == ("done", 1, "")
+    assert batch.processed_at is not None and batch.claimed_at is not None
+    assert MetricPoint.objects.count() == 103
+    assert MetricPoint.objects.aggregate(total=Sum("value"))["total"] == sum(range(100)) + 3
+    for rollup in (RollupMinute, RollupHour, RollupDay):
+        assert rollup.objects.aggregate(n=Sum("count"))["n"] == 103
+    status = api_client.get(f"/api/batches/{batch_id}").json()
+    assert (status["state"], status["attempts"], status["error"]) == ("done", 1, None)
+    assert status["processed_at"] is not None
+
+
+def test_running_the_task_again_stores_nothing_twice(api_client):
+    batch_id = queue_points(api_client, values(5))
+    assert run(batch_id) == "done"
+    assert run(batch_id) == "skipped"
+    assert MetricPoint.objects.count() == 5
+    assert RollupDay.objects.aggregate(n=Sum("count"))["n"] == 5
+    assert IngestBatch.objects.get().attempts == 1
+
+
+def test_a_vanished_batch_is_skipped():
+    assert run(123456) == "skipped"
+
+
+def test_type_conflict_since_validation_fails_the_batch_at_once(api_client):
+    batch_id = queue_points(api_client, [{"type": "counter", "name": "jobs"}])
+    assert post(api_client, "/api/metrics/value", {"name": "jobs", "value": 2}).status_code == 201
+    assert run(batch_id) == "failed"
+    batch = IngestBatch.objects.get()
+    assert (batch.state, batch.attempts) == ("failed", 1)
+    assert "Metric type conflict" in batch.error and "'jobs' is a value" in batch.error
+    assert MetricPoint.objects.count() == 1  # the synchronous point only
+    assert api_client.get(f"/api/batches/{batch_id}").json()["error"] == batch.error
+
+
+def test_series_limit_reached_since_validation_fails_the_batch(api_client, settings):
+    settings.METRIC_MAX_SERIES = 2
+    batch_id = queue_points(
+        api_client, [{"type": "counter", "name": "c", "tags": {"n": str(i)}} for i in range(3)]
+    )
+    assert run(batch_id) == "failed"
+    assert "Too many series" in IngestBatch.objects.get().error
+    assert MetricPoint.objects.count() == 0
+
+
+@pytest.fixture
+def metrics_table_locked():
+    """Another session holds a lock that blocks every insert into `metrics` until teardown."""
+    with psycopg.connect(worker_database_url()) as other:
+        other.execute("SET lock_timeout = '5s'")
+        other.execute("LOCK TABLE metrics IN EXCLUSIVE MODE")
+        yield
+        other.rollback()
+
+
+def test_transient_errors_are_retried_until_the_batch_fails_with_its_error(
+    api_client, settings, metrics_table_locked
+):
+    settings.QUEUE_MAX_ATTEMPTS = 3
+    batch_id = queue_points(api_client, values(2, name="fresh"))
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL lock_timeout = '50ms'")
+    # apply() runs each retry at once, in this process, instead of after the backoff.
+    assert run(batch_id) == "failed"
+    batch = IngestBatch.objects.get()
+    assert (batch.state, batch.attempts) == ("failed", 3)
+    assert batch.error.startswith("OperationalError: ")
+    assert "lock timeout" in batch.error
+    assert MetricPoint.objects.count() == 0
+
+
+def test_transient_error_puts_the_batch_back_to_pending_with_its_error(
+    api_client, metrics_table_locked
+):
+    batch_id = queue_points(api_client, values(1, name="fresh"))
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL lock_timeout = '50ms'")
+    run_ = queue.batch_process(batch_id=batch_id, now=timezone.now())
+    assert run_.result == "retry"
+    assert 1 <= run_.retry_in <= queue.RETRY_BACKOFF_SECONDS
+    batch = IngestBatch.objects.get()
+    assert (batch.state, batch.attempts) == ("pending", 1)
+    assert "lock timeout" in batch.error
+
+
+def test_retry_delay_grows_exponentially_and_is_capped():
+    assert 1 <= queue.retry_delay(1) <= 2
+    assert 4 <= queue.retry_delay(3) <= 8
+    assert 30 <= queue.retry_delay(20) <= queue.RETRY_BACKOFF_MAX_SECONDS
+
+
+def test_a_running_batch_nobody_holds_is_taken_over(api_client):
+    """Its worker died mid-batch: the row is marked running, but no transaction holds it."""
+    batch_id = queue_points(api_client, values(4))
+    IngestBatch.objects.filter(pk=batch_id).update(
+        state="running", attempts=1, claimed_at=timezone.now()
+    )
+    assert run(batch_id) == "done"
+    assert IngestBatch.objects.get().attempts == 2
+    assert MetricPoint.objects.count() == 4
+
+
+def test_an_old_claim_cannot_finish_a_batch_taken_over(api_client):
+    batch_id = queue_points(api_client, values(1))
+    IngestBatch.objects.filter(pk=batch_id).update(state="running", attempts=2)
+    assert queue._end(batch_id, 1, "done", error="", now=timezone.now()) == 0
+    assert IngestBatch.objects.get().state == "running"
+
+
+def test_a_batch_whose_every_attempt_died_is_failed_when_claimed_again(api_client, settings):
+    settings.QUEUE_MAX_ATTEMPTS = 2
+    batch_id = queue_points(api_client, values(1))
+    IngestBatch.objects.filter(pk=batch_id).update(
+        state="running", attempts=2, claimed_at=timezone.now() - timedelta(hours=1)
+    )
+    assert run(batch_id) == "failed"
+    batch = IngestBatch.objects.get()
+    assert (batch.state, batch.attempts) == ("failed", 2)
+    assert batch.error.startswith("Gave up after 2 attempts")
+    assert MetricPoint.objects.count() == 0
+
+
+def make_batch(state: str, *, age: timedelta, claim_age: timedelta | None = None, **fields):
+    from apikeys.services import apikey_create
+
+    key, _ = apikey_create(name="sweep", scopes=["write"], rate_limit=10)
+    now = timezone.now()
+    return IngestBatch.objects.create(
+        api_key=key,
+        state=state,
+        payload=[],
+        points=0,
+        created_at=now - age,
+        updated_at=now - age,
+        claimed_at=now - claim_age if claim_age is not None else None,
+        **fields,
+    )
+
+
+def test_sweeper_sends_again_stale_pending_and_dead_running_batches_only(
+    settings, queue_name, django_capture_on_commit_callbacks
+):
+    stale = timedelta(seconds=settings.QUEUE_STALE_SECONDS + 1)
+    dead = timedelta(seconds=settings.QUEUE_CLAIM_STALE_SECONDS + 1)
+    fresh = timedelta(seconds=1)
+    old_pending = make_batch("pending", age=stale)
+    make_batch("pending", age=fresh)
+    dead_running = make_batch("running", age=dead, claim_age=dead)
+    make_batch("running", age=stale, claim_age=stale)  # claimed recently enough: may be alive
+    make_batch("done", age=dead, claim_age=dead)
+    make_batch("failed", age=dead, claim_age=dead)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert batches_sweep_task.apply().get() == 2
+    assert sorted(queued_batch_ids(queue_name)) == sorted([old_pending.pk, dead_running.pk])
+    # Sent at most once per QUEUE_STALE_SECONDS: an immediate second sweep sends nothing.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert batches_sweep_task.apply().get() == 0
+    # A sweep "now" in the future sees every unfinished batch as stale.
+    later = timezone.now() + stale + dead
+    with django_capture_on_commit_callbacks(execute=True):
+        assert batches_sweep_task.apply(kwargs={"now": later.isoformat()}).get() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_being_written_by_a_live_attempt_is_neither_claimed_nor_swept(
+    api_client, queue_name, clean_point_tables
+):
+    batch_id = queue_points(api_client, values(1))
+    long_ago = timezone.now() - timedelta(hours=1)
+    IngestBatch.objects.filter(pk=batch_id).update(
+        state="running", attempts=1, claimed_at=long_ago, updated_at=long_ago
+    )
+    with psycopg.connect(worker_database_url()) as other:
+        # What a live attempt holds while it writes the points.
+        other.execute("SELECT id FROM ingest_batches WHERE id = %s FOR UPDATE", [batch_id])
+        assert run(batch_id) == "skipped"
+        assert queue.batches_sweep(now=timezone.now()) == []
+        other.rollback()
+    assert IngestBatch.objects.get().attempts == 1
+    assert queue.batches_sweep(now=timezone.now()) == [batch_id]
+    assert run(batch_id) == "done"
+    assert MetricPoint.objects.count() == 1
+
+
+def test_purge_deletes_batches_done_long_ago_and_keeps_failed_ones(settings):
+    keep = timedelta(days=settings.QUEUE_KEEP_DAYS)
+    now = timezone.now()
+    old_done = make_batch("done", age=keep * 2, processed_at=now - keep - timedelta(minutes=1))
+    recent_done = make_batch("done", age=keep * 2, processed_at=now - keep + timedelta(minutes=1))
+    old_failed = make_batch("failed", age=keep * 2)
+    old_pending = make_batch("pending", age=keep * 2)
+    assert batches_purge_task.apply(kwargs={"now": now.isoformat()}).get() == 1
+    assert set(IngestBatch.objects.values_list("pk", flat=True)) == {
+        recent_done.pk,
+        old_failed.pk,
+        old_pending.pk,
+    }
+    assert not IngestBatch.objects.filter(pk=old_done.pk).exists()
+
+
+@pytest.fixture
+def admin_client_logged(client):
+    user = User.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(user)
+    return client
+
+
+def test_admin_lists_batches_and_retry_action_requeues_failed_ones(
+    admin_client_logged, queue_name, django_capture_on_commit_callbacks
+):
+    failed = make_batch("failed", age=timedelta(hours=1), attempts=5, error="Boom: lost")
+    done = make_batch("done", age=timedelta(hours=1), attempts=1)
+    page = admin_client_logged.get("/admin/metrics/ingestbatch/", {"state": "failed"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert f"/admin/metrics/ingestbatch/{failed.pk}/change/" in html
+    assert f"/admin/metrics/ingestbatch/{done.pk}/change/" not in html
+    assert (
+        admin_client_logged.get(f"/admin/metrics/ingestbatch/{failed.pk}/change/").status_code
+        == 200
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_logged.post(
+            "/admin/metrics/ingestbatch/",
+            {"action": "retry", "_selected_action": [failed.pk, done.pk]},
+            follow=True,
+        )
+    assert response.status_code == 200
+    assert "1 batch(es) queued again; 1 skipped" in response.content.decode()
+    failed.refresh_from_db()
+    assert (failed.state, failed.attempts, failed.error) == ("pending", 0, "Boom: lost")
+    assert IngestBatch.objects.get(pk=done.pk).state == "done"
+    assert queued_batch_ids(queue_name) == [failed.pk]
+
+
+def test_retried_batch_is_processed_to_done(api_client, settings):
+    settings.QUEUE_MAX_ATTEMPTS = 1
+    batch_id = queue_points(api_client, values(2))
+    IngestBatch.objects.filter(pk=batch_id).update(state="failed", attempts=1, error="x")
+    assert queue.batches_retry(batch_ids=[batch_id], now=timezone.now()) == [batch_id]
+    assert run(batch_id) == "done"
+    batch = IngestBatch.objects.get()
+    assert (batch.state, batch.attempts, batch.error) == ("done", 1, "")
+
+
+def test_partitions_ensure_task_creates_the_days_ahead():
+    ahead = (datetime.now(UTC) + timedelta(days=8)).strftime("%Y%m%d")
+    assert partitions_ensure_task.apply().get() >= 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", [f"metric_points_{ahead}"])
+        assert cursor.fetchone()[0] is not None
+
+
+def test_beat_runs_the_sweeper_every_30_seconds_and_the_tasks_exist(settings):
+    schedule = beat_schedule(settings)
+    assert schedule["metrics-batches-sweep"]["task"] == "metrics.batches_sweep"
+    assert schedule["metrics-batches-sweep"]["schedule"] == 30.0
+    for entry in schedule.values():
+        if entry["task"].startswith("metrics."):
+            assert entry["task"] in celery_app.tasks
+    assert "metrics.ProcessMetricBatch" in celery_app.tasks
+
+
+def test_celery_is_configured_not_to_lose_tasks():
+    conf = celery_app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_serializer == "json" and conf.accept_content == ["json"]
+    assert conf.task_ignore_result
+    hard_limits = [conf.task_time_limit, process_metric_batch.time_limit]
+    assert conf.broker_transport_options["visibility_timeout"] > max(hard_limits)
+    assert process_metric_batch.soft_time_limit < process_metric_batch.time_limit
