@@ -144,7 +144,7 @@ def test_value_must_be_a_finite_json_number_within_1e15(api_client, value, statu
 
 def test_nan_and_infinity_tokens_are_rejected(api_client):
     for token in ("NaN", "Infinity", "-Infinity"):
-        raw = '{"name": "v", "value": ' + token + '}'
+        raw = '{"name": "v", "value": ' + token + "}"
         response = api_client.post("/api/metrics/value", raw, content_type="application/json")
         assert_problem(response, 400)
     assert MetricPoint.objects.count() == 0
