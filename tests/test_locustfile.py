@@ -1,0 +1,81 @@
+"""The load test sends only valid traffic: a short headless run against a live server fails nothing.
+
+locust is run in a subprocess: importing it here would monkey-patch the test process with gevent.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from apikeys.services import apikey_create
+from metrics.models import Metric, MetricPoint
+
+# The live server answers from another thread, so the key must be committed, not in a test
+# transaction.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+# Django's flush between transactional tests skips these unmanaged tables.
+POINT_TABLES = ("metric_points", "metric_rollup_minute", "metric_rollup_hour", "metric_rollup_day")
+ROUTES = {
+    ("POST", "/api/metrics/counter"),
+    ("POST", "/api/metrics/value"),
+    ("POST", "/api/metrics/batch"),
+    ("GET", "/api/metrics/[name]"),
+}
+
+
+@pytest.fixture(autouse=True)
+def _empty_point_tables():
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(POINT_TABLES)}")
+
+
+def _locust(host: str, key: str) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"),
+        "--host", host, "--headless", "-u", "6", "-r", "6", "-t", "5s",
+        "--stop-timeout", "5", "--json", "--skip-log",
+    ]  # fmt: skip
+    env = {**os.environ, "GF_API_KEY": key}
+    return subprocess.run(  # noqa: S603 - a fixed command line
+        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_locust_mix_runs_against_a_live_server_without_a_failed_request(live_server):
+    _, raw = apikey_create(name="locust", scopes=["read", "write"], rate_limit=1_000_000)
+
+    result = _locust(live_server.url, raw)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = {(row["method"], row["name"]): row for row in json.loads(result.stdout)}
+    assert set(stats) == ROUTES
+    for route, row in stats.items():
+        assert row["num_requests"] > 0, route
+        assert row["num_failures"] == 0, (route, row)
+    assert set(Metric.objects.values_list("type", flat=True)) == {"counter", "value"}
+    batch_metrics = {"queue.depth", "cpu.percent", "memory.used_mb", "jobs.processed"}
+    assert MetricPoint.objects.filter(metric__name__in=batch_metrics).exists()
+
+
+def test_locust_without_a_key_stops_at_once_with_an_error(live_server):
+    env = {k: v for k, v in os.environ.items() if k != "GF_API_KEY"}
+    command = [
+        sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"),
+        "--host", live_server.url, "--headless", "-u", "1", "-r", "1", "-t", "30s",
+    ]  # fmt: skip
+
+    result = subprocess.run(  # noqa: S603 - a fixed command line
+        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=25, check=False
+    )
+
+    assert result.returncode != 0
+    assert "GF_API_KEY is not set" in result.stderr
+    assert not MetricPoint.objects.exists()
