@@ -185,6 +185,12 @@ API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5, minimum=0, maximum=5
 
 # Metrics
 METRIC_MAX_SERIES = env_int("METRIC_MAX_SERIES", 1000, minimum=1, maximum=1_000_000)
+# Queries: percentiles scan raw points and are cut off after this long (503 + Retry-After);
+# any query slower than QUERY_SLOW_MS is logged as a warning with its duration.
+QUERY_PERCENTILE_TIMEOUT_MS = env_int(
+    "QUERY_PERCENTILE_TIMEOUT_MS", 3000, minimum=1, maximum=600000
+)
+QUERY_SLOW_MS = env_int("QUERY_SLOW_MS", 250, minimum=0, maximum=600000)
 
 # Retention: raw points and minute rollups; hour and day rollups are kept longer.
 RETENTION_DAYS = env_int("RETENTION_DAYS", 90, minimum=1, maximum=3650)

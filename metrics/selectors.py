@@ -1,0 +1,499 @@
+"""Reads of metrics: bucketed series from the rollups, percentiles from the raw points.
+
+Buckets are laid out here, in Python, with zoneinfo: a bucket is the set of instants that share
+one local wall-clock minute, hour (and UTC offset, so the repeated hour of a DST fall-back is two
+buckets) or date. Every boundary is a whole Unix second, so the bucket list of any zone, with its
+23- and 25-hour days and half-hour offsets, is exact, and SQL only has to place rows between
+boundaries (`width_bucket` over the boundary array, a binary search per row).
+
+Values come from the coarsest rollup whose UTC buckets tile every query bucket: day rollups for
+UTC days, hour rollups for zones whose offsets are whole hours, minute rollups otherwise. Sums,
+counts, minima and maxima of rollups combine exactly, so an average is Σsum / Σcount over the
+series and rollup rows of a bucket, never an average of averages. Percentiles need the raw values
+and read `metric_points`, bounded by QUERY_PERCENTILE_TIMEOUT_MS.
+
+A bucket is always whole: `start` and `end` choose which buckets are returned (from the one
+holding `start` to the last one starting before `end`), and each bucket aggregates all of its
+points, including those before `start` in the first bucket and at or after `end` in the last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import psycopg.errors
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+
+from glowing_fiesta.exceptions import Problem
+
+from .models import Metric, MetricType
+
+logger = logging.getLogger(__name__)
+
+INTERVALS = ("minute", "hour", "day")
+ROLLUP_AGGREGATIONS = ("sum", "avg", "min", "max", "count", "rate")
+PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+AGGREGATIONS = (*ROLLUP_AGGREGATIONS, *PERCENTILES)
+FILLS = ("null", "zero", "previous")
+
+# One week of minutes: the largest response is then a few hundred kilobytes.
+MAX_BUCKETS = 10_080
+
+# Seconds between the nominal boundaries of each interval, used to refuse absurd ranges before
+# laying out their buckets, and the margin around a range within which a bucket boundary surely
+# lies (a DST day lasts at most 26 hours).
+_NOMINAL = {"minute": 60, "hour": 3600, "day": 86400}
+_MARGIN = {"minute": 120, "hour": 7200, "day": 2 * 86400 + 7200}
+# Offset changes are looked for at this step; no zone changes its offset twice within it.
+_PROBE = 6 * 3600
+
+_ROLLUP_TABLES = (
+    (86400, "metric_rollup_day"),
+    (3600, "metric_rollup_hour"),
+    (60, "metric_rollup_minute"),
+)
+
+# Seconds a client is asked to wait after a query ran out of time.
+RETRY_AFTER_SECONDS = 10
+
+
+class MetricNotFound(Problem):
+    status = 404
+    slug = "metric-not-found"
+    title = "Metric not found"
+
+
+class TooManyBuckets(Problem):
+    status = 400
+    slug = "too-many-buckets"
+    title = "Too many buckets"
+
+
+class QueryTimeout(Problem):
+    status = 503
+    slug = "query-timeout"
+    title = "Query took too long"
+
+
+Value = float | int | None
+
+
+@dataclass(frozen=True)
+class SeriesQuery:
+    """A validated query: which metric, which buckets, how to aggregate and fill them."""
+
+    metric: Metric
+    start: datetime
+    end: datetime
+    interval: str
+    aggregation: str
+    tz: ZoneInfo
+    fill: str
+    # All must match (`tags @> {...}`).
+    tags: Sequence[tuple[str, str]] = ()
+    group_by: str | None = None
+
+
+@dataclass(frozen=True)
+class BucketSeries:
+    """Bucket starts (aware, in the query's zone) and one value per bucket."""
+
+    starts: list[datetime]
+    values: list[Value]
+
+
+@dataclass(frozen=True)
+class SeriesGroup:
+    tags: dict[str, str | None]
+    values: list[Value]
+
+
+@dataclass(frozen=True)
+class GroupedSeries:
+    """Bucket starts shared by every group, and the groups in tag-value order (null last)."""
+
+    starts: list[datetime]
+    groups: list[SeriesGroup] = field(default_factory=list)
+
+
+# --- defaults -------------------------------------------------------------------------------
+
+
+def default_aggregation(metric_type: str) -> str:
+    return "sum" if metric_type == MetricType.COUNTER else "avg"
+
+
+def default_fill(metric_type: str, aggregation: str) -> str:
+    """Zero where "nothing happened" means 0 (counts, counter sums and rates), else null."""
+    if aggregation == "count":
+        return "zero"
+    if metric_type == MetricType.COUNTER and aggregation in {"sum", "rate"}:
+        return "zero"
+    return "null"
+
+
+def metric_get(*, name: str) -> Metric:
+    """The metric called `name`; MetricNotFound (404) when there is none."""
+    metric = Metric.objects.filter(name=name).first()
+    if metric is None:
+        raise MetricNotFound(f"There is no metric named {name!r}.")
+    return metric
+
+
+# --- bucket layout --------------------------------------------------------------------------
+
+
+def _offset(tz: ZoneInfo, second: int) -> int:
+    return int(datetime.fromtimestamp(second, tz).utcoffset().total_seconds())
+
+
+def _segments(lo: int, hi: int, tz: ZoneInfo) -> list[tuple[int, int, int]]:
+    """Split [lo, hi) into (start, end, offset) runs of one UTC offset, to the second."""
+    segments = []
+    start, offset = lo, _offset(tz, lo)
+    probe = lo
+    while probe < hi:
+        nxt = min(probe + _PROBE, hi)
+        if _offset(tz, nxt) != offset:
+            # Binary search for the first second of the new offset within (probe, nxt].
+            a, b = probe, nxt
+            while b - a > 1:
+                mid = (a + b) // 2
+                if _offset(tz, mid) == offset:
+                    a = mid
+                else:
+                    b = mid
+            segments.append((start, b, offset))
+            start, offset = b, _offset(tz, b)
+            nxt = b
+        probe = nxt
+    segments.append((start, hi, offset))
+    return segments
+
+
+def _boundaries(lo: int, hi: int, interval: str, tz: ZoneInfo) -> list[int]:
+    """Every bucket boundary in [lo, hi), as Unix seconds, ascending."""
+    step = _NOMINAL[interval]
+    found: set[int] = set()
+    previous_offset = None
+    for start, end, offset in _segments(lo, hi, tz):
+        # A change of offset starts a new minute or hour bucket (their key holds the offset);
+        # it starts a new day only when the local date changes with it, as when a zone skips
+        # midnight.
+        if previous_offset is not None and (
+            interval != "day" or (start + offset) // 86400 != (start - 1 + previous_offset) // 86400
+        ):
+            found.add(start)
+        # Within one offset, boundaries fall where local time is a whole minute/hour/midnight.
+        first = start + (-(start + offset)) % step
+        found.update(range(first, end, step))
+        previous_offset = offset
+    return sorted(found)
+
+
+def bucket_bounds(*, start: datetime, end: datetime, interval: str, tz: ZoneInfo) -> list[int]:
+    """Boundaries b0 < … < bn (Unix seconds) of the buckets of [start, end); bucket i is
+    [b_i, b_i+1). b0 is the start of the bucket holding `start`, b_n-1 the last start before
+    `end`. Raises TooManyBuckets (400) past MAX_BUCKETS.
+    """
+    s, e = start.timestamp(), end.timestamp()
+    step = _NOMINAL[interval]
+    estimate = (e - s) / step
+    if estimate > MAX_BUCKETS + 2:
+        raise _too_many(interval, math.ceil(estimate), approximate=True)
+    margin = _MARGIN[interval]
+    bounds = _boundaries(math.floor(s) - margin, math.ceil(e) + margin, interval, tz)
+    first = bisect_right(bounds, s) - 1
+    last = bisect_left(bounds, e)
+    bounds = bounds[first : last + 1]
+    if len(bounds) - 1 > MAX_BUCKETS:
+        raise _too_many(interval, len(bounds) - 1, approximate=False)
+    return bounds
+
+
+def _too_many(interval: str, count: int, *, approximate: bool) -> TooManyBuckets:
+    coarser = {"minute": "hour", "hour": "day"}.get(interval)
+    hint = f"Use interval={coarser} or a shorter range." if coarser else "Use a shorter range."
+    about = "about " if approximate else ""
+    message = (
+        f"The range holds {about}{count:,} buckets of interval={interval}; at most "
+        f"{MAX_BUCKETS:,} are allowed. {hint}"
+    )
+    return TooManyBuckets(message, errors=[{"field": "interval", "message": message}])
+
+
+# --- SQL ------------------------------------------------------------------------------------
+
+
+def _utc(second: int) -> datetime:
+    return datetime.fromtimestamp(second, UTC)
+
+
+def _alignment(bounds: Sequence[int]) -> int:
+    """The largest of day/hour/minute that divides every boundary (1 when none does)."""
+    for size, _ in _ROLLUP_TABLES:
+        if all(b % size == 0 for b in bounds):
+            return size
+    return 1
+
+
+def _rollup_table(bounds: Sequence[int]) -> str:
+    size = _alignment(bounds)
+    for table_size, table in _ROLLUP_TABLES:
+        if table_size <= size:
+            return table
+    # Offsets with seconds (local mean time, before ~1900): minute rollups are the closest.
+    return "metric_rollup_minute"
+
+
+def _series_filter(query: SeriesQuery) -> tuple[str, list]:
+    """SQL condition on `s` (series) for the query's tag filter, and its parameters."""
+    if not query.tags:
+        return "", []
+    # One containment per pair, so a key asked for with two values matches nothing.
+    return "AND s.tags @> ALL(%s::jsonb[])", [
+        [json.dumps({key: value}, ensure_ascii=False) for key, value in query.tags]
+    ]
+
+
+def _execute(sql: str, params: list, *, shape: str, query: SeriesQuery, buckets: int) -> list:
+    started = time.perf_counter()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+    except DatabaseError as exc:
+        if isinstance(exc.__cause__, psycopg.errors.QueryCanceled):
+            _log_query(shape, query, buckets, started, timed_out=True)
+            raise QueryTimeout(
+                "The query ran out of time; try a shorter range or a coarser interval.",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from None
+        raise
+    _log_query(shape, query, buckets, started, timed_out=False)
+    return rows
+
+
+def _log_query(
+    shape: str, query: SeriesQuery, buckets: int, started: float, *, timed_out: bool
+) -> None:
+    duration_ms = (time.perf_counter() - started) * 1000
+    if duration_ms < settings.QUERY_SLOW_MS and not timed_out:
+        return
+    logger.warning(
+        "query timed out" if timed_out else "slow query",
+        extra={
+            "shape": shape,
+            "metric": query.metric.name,
+            "interval": query.interval,
+            "aggregation": query.aggregation,
+            "tz": query.tz.key,
+            "buckets": buckets,
+            "tags": len(query.tags),
+            "group_by": query.group_by,
+            "duration_ms": round(duration_ms, 2),
+            "threshold_ms": settings.QUERY_SLOW_MS,
+        },
+    )
+
+
+Stats = tuple[int, float, float, float]  # count, sum, min, max
+
+
+def _rollup_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, dict[int, Stats]]:
+    """{group value: {bucket index: (count, sum, min, max)}}; one group (None) when ungrouped."""
+    table = _rollup_table(bounds)
+    where, where_params = _series_filter(query)
+    group = "s.tags ->> %s" if query.group_by else "NULL::text"
+    # The series of one metric are few (METRIC_MAX_SERIES); each joins its rollup rows through
+    # the (series_id, bucket) primary key, and partitions outside the range are pruned.
+    sql = f"""
+        SELECT {group} AS grp, width_bucket(r.bucket, %s::timestamptz[]) AS i,
+               sum(r.count)::bigint, sum(r.sum), min(r.min), max(r.max)
+        FROM series s
+        JOIN {table} r ON r.series_id = s.id
+        WHERE s.metric_id = %s {where}
+          AND r.bucket >= %s AND r.bucket < %s
+        GROUP BY 1, 2
+    """  # noqa: S608 - table and fragments are constants of this module
+    params: list = [query.group_by] if query.group_by else []
+    utc_bounds = [_utc(b) for b in bounds]
+    params += [utc_bounds, query.metric.pk, *where_params, utc_bounds[0], utc_bounds[-1]]
+    out: dict[str | None, dict[int, Stats]] = {}
+    for grp, index, count, total, low, high in _execute(
+        sql, params, shape=f"rollup:{table}", query=query, buckets=len(bounds) - 1
+    ):
+        out.setdefault(grp, {})[index - 1] = (count, total, low, high)
+    return out
+
+
+def _percentile_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, dict[int, float]]:
+    """{group value: {bucket index: percentile}} from the raw points, under the timeout."""
+    utc_bounds = [_utc(b) for b in bounds]
+    lo, hi = utc_bounds[0], utc_bounds[-1]
+    alignment = _alignment(bounds)
+    params: list = []
+    # Hour-aligned buckets group on the stored UTC hour, so PostgreSQL does not compute a
+    # truncation per row; minute-aligned ones on the minute of recorded_at.
+    if alignment >= 3600:
+        key = "p.bucket_hour"
+    elif alignment >= 60:
+        key = "date_trunc('minute', p.recorded_at)"
+    else:
+        key = "p.recorded_at"
+    where, where_params = _series_filter(query)
+    joined = bool(where) or bool(query.group_by)
+    group = "s.tags ->> %s" if query.group_by else "NULL::text"
+    join = "JOIN series s ON s.id = p.series_id" if joined else ""
+    if query.group_by:
+        params.append(query.group_by)
+    # recorded_at bounds the scan to the range's daily partitions (the partition key).
+    sql = f"""
+        SELECT {group} AS grp, width_bucket({key}, %s::timestamptz[]) AS i,
+               percentile_cont(%s) WITHIN GROUP (ORDER BY p.value)
+        FROM metric_points p {join}
+        WHERE p.metric_id = %s AND p.recorded_at >= %s AND p.recorded_at < %s {where}
+        GROUP BY 1, 2
+    """  # noqa: S608 - fragments are constants of this module
+    params += [utc_bounds, PERCENTILES[query.aggregation], query.metric.pk, lo, hi]
+    params += where_params
+    out: dict[str | None, dict[int, float]] = {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Transaction-local (SET LOCAL), so it ends with this transaction; when the caller
+        # already holds a transaction the previous limit is put back explicitly.
+        cursor.execute(
+            "SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)",
+            [f"{settings.QUERY_PERCENTILE_TIMEOUT_MS}ms"],
+        )
+        previous = cursor.fetchone()[0]
+        rows = _execute(sql, params, shape="percentile", query=query, buckets=len(bounds) - 1)
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+    for grp, index, value in rows:
+        out.setdefault(grp, {})[index - 1] = value
+    return out
+
+
+# --- values and fill ------------------------------------------------------------------------
+
+
+def _values(query: SeriesQuery, bounds: list[int], stats: Mapping[int, Stats]) -> list[Value]:
+    aggregation = query.aggregation
+    values: list[Value] = []
+    for index in range(len(bounds) - 1):
+        row = stats.get(index)
+        if row is None:
+            values.append(None)
+            continue
+        count, total, low, high = row
+        if aggregation == "sum":
+            values.append(total)
+        elif aggregation == "avg":
+            values.append(total / count)
+        elif aggregation == "min":
+            values.append(low)
+        elif aggregation == "max":
+            values.append(high)
+        elif aggregation == "count":
+            values.append(int(count))
+        else:  # rate: per second of this bucket, whose length varies across DST
+            values.append(total / (bounds[index + 1] - bounds[index]))
+    return values
+
+
+def _fill(values: list[Value], fill: str, aggregation: str) -> list[Value]:
+    if fill == "zero":
+        zero = 0 if aggregation == "count" else 0.0
+        return [zero if v is None else v for v in values]
+    if fill == "previous":
+        # Before the first value there is nothing to carry: those buckets stay null.
+        out: list[Value] = []
+        last: Value = None
+        for v in values:
+            if v is not None:
+                last = v
+            out.append(last)
+        return out
+    return values
+
+
+def _starts(bounds: list[int], tz: ZoneInfo) -> list[datetime]:
+    return [datetime.fromtimestamp(b, tz) for b in bounds[:-1]]
+
+
+def _group_order(value: str | None) -> tuple[bool, str]:
+    return (value is None, value or "")
+
+
+# --- query shapes ---------------------------------------------------------------------------
+
+
+def series_aggregate(*, query: SeriesQuery) -> BucketSeries:
+    """sum/avg/min/max/count/rate per bucket over all matching series, from the rollups."""
+    bounds = bucket_bounds(start=query.start, end=query.end, interval=query.interval, tz=query.tz)
+    stats = _rollup_rows(query, bounds).get(None, {})
+    values = _fill(_values(query, bounds, stats), query.fill, query.aggregation)
+    return BucketSeries(starts=_starts(bounds, query.tz), values=values)
+
+
+def series_aggregate_grouped(*, query: SeriesQuery) -> GroupedSeries:
+    """As series_aggregate, one series per value of tag `query.group_by`.
+
+    Series without that tag form the group {key: null}. Groups without points in the buckets
+    are left out.
+    """
+    bounds = bucket_bounds(start=query.start, end=query.end, interval=query.interval, tz=query.tz)
+    rows = _rollup_rows(query, bounds)
+    groups = [
+        SeriesGroup(
+            tags={query.group_by: grp},
+            values=_fill(_values(query, bounds, rows[grp]), query.fill, query.aggregation),
+        )
+        for grp in sorted(rows, key=_group_order)
+    ]
+    return GroupedSeries(starts=_starts(bounds, query.tz), groups=groups)
+
+
+def series_percentiles(*, query: SeriesQuery) -> BucketSeries:
+    """The exact percentile (percentile_cont) of the raw values of each bucket.
+
+    Raises QueryTimeout (503, Retry-After) past QUERY_PERCENTILE_TIMEOUT_MS.
+    """
+    bounds = bucket_bounds(start=query.start, end=query.end, interval=query.interval, tz=query.tz)
+    found = _percentile_rows(query, bounds).get(None, {})
+    values = [found.get(index) for index in range(len(bounds) - 1)]
+    return BucketSeries(
+        starts=_starts(bounds, query.tz), values=_fill(values, query.fill, query.aggregation)
+    )
+
+
+def series_percentiles_grouped(*, query: SeriesQuery) -> GroupedSeries:
+    """As series_percentiles, one series per value of tag `query.group_by` (null for none)."""
+    bounds = bucket_bounds(start=query.start, end=query.end, interval=query.interval, tz=query.tz)
+    rows = _percentile_rows(query, bounds)
+    groups = []
+    for grp in sorted(rows, key=_group_order):
+        values = [rows[grp].get(index) for index in range(len(bounds) - 1)]
+        groups.append(
+            SeriesGroup(
+                tags={query.group_by: grp}, values=_fill(values, query.fill, query.aggregation)
+            )
+        )
+    return GroupedSeries(starts=_starts(bounds, query.tz), groups=groups)
+
+
+def series_query(*, query: SeriesQuery) -> BucketSeries | GroupedSeries:
+    """Run the query shape that fits: rollups or raw points, grouped or not."""
+    if query.aggregation in PERCENTILES:
+        shape = series_percentiles_grouped if query.group_by else series_percentiles
+    else:
+        shape = series_aggregate_grouped if query.group_by else series_aggregate
+    return shape(query=query)
