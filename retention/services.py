@@ -84,6 +84,9 @@ PRUNE_RULES: tuple[PruneRule, ...] = (
     PruneRule("metric_rollup_day", "bucket", _days("ROLLUP_RETENTION_DAYS"), bucket=DAY),
     # A key is remembered 24 hours from its first request, done or still (long dead) in flight.
     PruneRule("idempotency_keys", "created_at", _fixed(IDEMPOTENCY_REMEMBER)),
+    # Finished queue batches, after the queue's own keep period (its hourly purge removes them
+    # in slices; this run removes whatever is left). Failed and unfinished batches stay.
+    PruneRule("ingest_batches", "processed_at", _days("QUEUE_KEEP_DAYS"), where="state = 'done'"),
 )
 
 
@@ -123,8 +126,9 @@ def _droppable(rule: PruneRule, cutoff: datetime, now: datetime) -> list[str]:
     """The partitions of `rule.table` lying entirely before `cutoff` that may be dropped.
 
     Days the partition maintenance keeps (metrics.storage.PARTITION_DAYS_BACK) are never
-    dropped, only emptied: the write path may still accept points for them and each process
-    remembers which partitions exist, so dropping one would make such a write fail elsewhere.
+    dropped, only emptied, whatever RETENTION_DAYS: the hourly maintenance would create them
+    again, and every process remembers which partitions exist, so a late write (a queued batch)
+    in another process would fail on a partition dropped under it.
     """
     first_kept = now.astimezone(UTC).date() - timedelta(days=metrics_storage.PARTITION_DAYS_BACK)
     return [

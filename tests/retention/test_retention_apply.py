@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from glowing_fiesta.logging import JsonFormatter
-from metrics.models import MetricPoint, RollupDay, RollupHour, RollupMinute
+from metrics.models import IngestBatch, MetricPoint, RollupDay, RollupHour, RollupMinute
 from retention import storage as retention_storage
 from retention.services import retention_apply
 
@@ -89,8 +89,8 @@ def test_a_dropped_day_can_be_written_again_in_the_same_process(
 
 
 def test_days_inside_the_write_window_are_emptied_not_dropped(now, settings):
-    # With a retention shorter than the ±8 days of partitions kept for writes, an expired day
-    # may still receive points, so its partition stays and only its rows go.
+    # With a retention shorter than the 8 days back whose partitions are kept for late writes,
+    # an expired day keeps its partition and loses only its rows.
     settings.RETENTION_DAYS = 2
     settings.ROLLUP_RETENTION_DAYS = 2
     old = now - timedelta(days=4)
@@ -259,3 +259,31 @@ def test_a_run_while_another_holds_the_lock_is_skipped_and_touches_nothing(now, 
     ]
     # The lock went with the other session: the next run does the work.
     assert retention_apply(now=now)["metric_points"] == 1
+
+
+def test_done_queue_batches_expire_after_the_queue_keep_period_and_others_stay(
+    api_key, now, settings
+):
+    key, _ = api_key
+    cutoff = now - timedelta(days=settings.QUEUE_KEEP_DAYS)
+    old = cutoff - timedelta(days=30)
+
+    def batch(state, processed_at=None):
+        return IngestBatch.objects.create(
+            api_key=key, state=state, payload=[], points=0,
+            created_at=old, updated_at=old, processed_at=processed_at,
+        ).pk  # fmt: skip
+
+    gone = batch("done", cutoff - SECOND)
+    kept = [
+        batch("done", cutoff + SECOND),
+        batch("failed"),
+        batch("pending"),
+        batch("running"),
+    ]
+
+    counts = retention_apply(now=now)
+
+    assert counts["ingest_batches"] == 1
+    assert not IngestBatch.objects.filter(pk=gone).exists()
+    assert sorted(IngestBatch.objects.values_list("pk", flat=True)) == sorted(kept)
