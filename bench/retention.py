@@ -29,9 +29,11 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The repository root instead of this script's folder, so that a script here named like a
+# standard module (bench/queue.py) does not shadow it for the libraries.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench import _common
+from bench import _common  # noqa: E402
 
 DATABASE_NAME = "gf_bench_retention"
 SERIES = 100
