@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -61,6 +61,10 @@ _ROLLUP_TABLES = (
     (3600, "metric_rollup_hour"),
     (60, "metric_rollup_minute"),
 )
+
+# Sort memory of a percentile query: a day of a busy metric (a few hundred thousand values)
+# sorts in memory instead of spilling to disk. One query per worker process at a time.
+PERCENTILE_WORK_MEM = "64MB"
 
 # Seconds a client is asked to wait after a query ran out of time.
 RETRY_AFTER_SECONDS = 10
@@ -238,6 +242,15 @@ def _utc(second: int) -> datetime:
     return datetime.fromtimestamp(second, UTC)
 
 
+# The boundaries travel as one literal of Unix seconds and become a timestamptz[] once per
+# query (an InitPlan): adapting thousands of datetimes one by one cost more than the query.
+_BOUNDS = "(SELECT array_agg(to_timestamp(x) ORDER BY x) FROM unnest(%s::float8[]) AS x)"
+
+
+def _bounds_literal(bounds: Sequence[int]) -> str:
+    return "{" + ",".join(map(str, bounds)) + "}"
+
+
 def _alignment(bounds: Sequence[int]) -> int:
     """The largest of day/hour/minute that divides every boundary (1 when none does)."""
     for size, _ in _ROLLUP_TABLES:
@@ -306,19 +319,29 @@ def _log_query(
     )
 
 
-Stats = tuple[int, float, float, float]  # count, sum, min, max
+# What each aggregation reads of the rollups: sums, counts, minima and maxima combine exactly
+# across series and rollup rows. A rate is the sum, divided by the bucket's length afterwards.
+_ROLLUP_VALUE = {
+    "sum": "sum(r.sum)",
+    "avg": "sum(r.sum) / sum(r.count)::float8",
+    "min": "min(r.min)",
+    "max": "max(r.max)",
+    "count": "sum(r.count)::bigint",
+    "rate": "sum(r.sum)",
+}
 
 
-def _rollup_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, dict[int, Stats]]:
-    """{group value: {bucket index: (count, sum, min, max)}}; one group (None) when ungrouped."""
+def _rollup_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, list[Value]]:
+    """{group value: one value or None per bucket}; a single group (None) when ungrouped."""
     table = _rollup_table(bounds)
     where, where_params = _series_filter(query)
     group = "s.tags ->> %s" if query.group_by else "NULL::text"
     # The series of one metric are few (METRIC_MAX_SERIES); each joins its rollup rows through
-    # the (series_id, bucket) primary key, and partitions outside the range are pruned.
+    # the (series_id, bucket) primary key, and partitions outside the range are pruned. Only
+    # the final value per bucket comes back: fewer columns to convert in Python.
     sql = f"""
-        SELECT {group} AS grp, width_bucket(r.bucket, %s::timestamptz[]) AS i,
-               sum(r.count)::bigint, sum(r.sum), min(r.min), max(r.max)
+        SELECT {group} AS grp, width_bucket(r.bucket, {_BOUNDS}) AS i,
+               {_ROLLUP_VALUE[query.aggregation]}
         FROM series s
         JOIN {table} r ON r.series_id = s.id
         WHERE s.metric_id = %s {where}
@@ -326,20 +349,32 @@ def _rollup_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, dict
         GROUP BY 1, 2
     """  # noqa: S608 - table and fragments are constants of this module
     params: list = [query.group_by] if query.group_by else []
-    utc_bounds = [_utc(b) for b in bounds]
-    params += [utc_bounds, query.metric.pk, *where_params, utc_bounds[0], utc_bounds[-1]]
-    out: dict[str | None, dict[int, Stats]] = {}
-    for grp, index, count, total, low, high in _execute(
-        sql, params, shape=f"rollup:{table}", query=query, buckets=len(bounds) - 1
-    ):
-        out.setdefault(grp, {})[index - 1] = (count, total, low, high)
+    params += [_bounds_literal(bounds), query.metric.pk, *where_params]
+    params += [_utc(bounds[0]), _utc(bounds[-1])]
+    rows = _execute(sql, params, shape=f"rollup:{table}", query=query, buckets=len(bounds) - 1)
+    out = _place(rows, len(bounds) - 1)
+    if query.aggregation == "rate":
+        # Per second of each bucket, whose length varies across DST changes.
+        for values in out.values():
+            for index, value in enumerate(values):
+                if value is not None:
+                    values[index] = value / (bounds[index + 1] - bounds[index])
     return out
 
 
-def _percentile_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, dict[int, float]]:
-    """{group value: {bucket index: percentile}} from the raw points, under the timeout."""
-    utc_bounds = [_utc(b) for b in bounds]
-    lo, hi = utc_bounds[0], utc_bounds[-1]
+def _place(rows: Sequence[tuple], buckets: int) -> dict[str | None, list[Value]]:
+    out: dict[str | None, list[Value]] = {}
+    for grp, index, value in rows:
+        values = out.get(grp)
+        if values is None:
+            values = out[grp] = [None] * buckets
+        values[index - 1] = value
+    return out
+
+
+def _percentile_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, list[Value]]:
+    """{group value: percentile or None per bucket} from the raw points, under the timeout."""
+    lo, hi = _utc(bounds[0]), _utc(bounds[-1])
     alignment = _alignment(bounds)
     params: list = []
     # Hour-aligned buckets group on the stored UTC hour, so PostgreSQL does not compute a
@@ -358,55 +393,32 @@ def _percentile_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, 
         params.append(query.group_by)
     # recorded_at bounds the scan to the range's daily partitions (the partition key).
     sql = f"""
-        SELECT {group} AS grp, width_bucket({key}, %s::timestamptz[]) AS i,
+        SELECT {group} AS grp, width_bucket({key}, {_BOUNDS}) AS i,
                percentile_cont(%s) WITHIN GROUP (ORDER BY p.value)
         FROM metric_points p {join}
         WHERE p.metric_id = %s AND p.recorded_at >= %s AND p.recorded_at < %s {where}
         GROUP BY 1, 2
     """  # noqa: S608 - fragments are constants of this module
-    params += [utc_bounds, PERCENTILES[query.aggregation], query.metric.pk, lo, hi]
+    params += [_bounds_literal(bounds), PERCENTILES[query.aggregation], query.metric.pk, lo, hi]
     params += where_params
-    out: dict[str | None, dict[int, float]] = {}
     with transaction.atomic(), connection.cursor() as cursor:
-        # Transaction-local (SET LOCAL), so it ends with this transaction; when the caller
-        # already holds a transaction the previous limit is put back explicitly.
+        # Transaction-local (SET LOCAL), so they end with this transaction; when the caller
+        # already holds a transaction the previous values are put back explicitly.
         cursor.execute(
-            "SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)",
-            [f"{settings.QUERY_PERCENTILE_TIMEOUT_MS}ms"],
+            "SELECT current_setting('statement_timeout'), current_setting('work_mem'),"
+            " set_config('statement_timeout', %s, true), set_config('work_mem', %s, true)",
+            [f"{settings.QUERY_PERCENTILE_TIMEOUT_MS}ms", PERCENTILE_WORK_MEM],
         )
-        previous = cursor.fetchone()[0]
+        timeout, work_mem = cursor.fetchone()[:2]
         rows = _execute(sql, params, shape="percentile", query=query, buckets=len(bounds) - 1)
-        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
-    for grp, index, value in rows:
-        out.setdefault(grp, {})[index - 1] = value
-    return out
+        cursor.execute(
+            "SELECT set_config('statement_timeout', %s, true), set_config('work_mem', %s, true)",
+            [timeout, work_mem],
+        )
+    return _place(rows, len(bounds) - 1)
 
 
 # --- values and fill ------------------------------------------------------------------------
-
-
-def _values(query: SeriesQuery, bounds: list[int], stats: Mapping[int, Stats]) -> list[Value]:
-    aggregation = query.aggregation
-    values: list[Value] = []
-    for index in range(len(bounds) - 1):
-        row = stats.get(index)
-        if row is None:
-            values.append(None)
-            continue
-        count, total, low, high = row
-        if aggregation == "sum":
-            values.append(total)
-        elif aggregation == "avg":
-            values.append(total / count)
-        elif aggregation == "min":
-            values.append(low)
-        elif aggregation == "max":
-            values.append(high)
-        elif aggregation == "count":
-            values.append(int(count))
-        else:  # rate: per second of this bucket, whose length varies across DST
-            values.append(total / (bounds[index + 1] - bounds[index]))
-    return values
 
 
 def _fill(values: list[Value], fill: str, aggregation: str) -> list[Value]:
@@ -436,12 +448,32 @@ def _group_order(value: str | None) -> tuple[bool, str]:
 # --- query shapes ---------------------------------------------------------------------------
 
 
+def _layout(query: SeriesQuery) -> list[int]:
+    return bucket_bounds(start=query.start, end=query.end, interval=query.interval, tz=query.tz)
+
+
+def _single(query: SeriesQuery, bounds: list[int], rows: dict) -> BucketSeries:
+    values = rows.get(None) or [None] * (len(bounds) - 1)
+    return BucketSeries(
+        starts=_starts(bounds, query.tz), values=_fill(values, query.fill, query.aggregation)
+    )
+
+
+def _grouped(query: SeriesQuery, bounds: list[int], rows: dict) -> GroupedSeries:
+    groups = [
+        SeriesGroup(
+            tags={query.group_by: grp},
+            values=_fill(rows[grp], query.fill, query.aggregation),
+        )
+        for grp in sorted(rows, key=_group_order)
+    ]
+    return GroupedSeries(starts=_starts(bounds, query.tz), groups=groups)
+
+
 def series_aggregate(*, query: SeriesQuery) -> BucketSeries:
     """sum/avg/min/max/count/rate per bucket over all matching series, from the rollups."""
-    bounds = bucket_bounds(start=query.start, end=query.end, interval=query.interval, tz=query.tz)
-    stats = _rollup_rows(query, bounds).get(None, {})
-    values = _fill(_values(query, bounds, stats), query.fill, query.aggregation)
-    return BucketSeries(starts=_starts(bounds, query.tz), values=values)
+    bounds = _layout(query)
+    return _single(query, bounds, _rollup_rows(query, bounds))
 
 
 def series_aggregate_grouped(*, query: SeriesQuery) -> GroupedSeries:
@@ -450,16 +482,8 @@ def series_aggregate_grouped(*, query: SeriesQuery) -> GroupedSeries:
     Series without that tag form the group {key: null}. Groups without points in the buckets
     are left out.
     """
-    bounds = bucket_bounds(start=query.start, end=query.end, interval=query.interval, tz=query.tz)
-    rows = _rollup_rows(query, bounds)
-    groups = [
-        SeriesGroup(
-            tags={query.group_by: grp},
-            values=_fill(_values(query, bounds, rows[grp]), query.fill, query.aggregation),
-        )
-        for grp in sorted(rows, key=_group_order)
-    ]
-    return GroupedSeries(starts=_starts(bounds, query.tz), groups=groups)
+    bounds = _layout(query)
+    return _grouped(query, bounds, _rollup_rows(query, bounds))
 
 
 def series_percentiles(*, query: SeriesQuery) -> BucketSeries:
@@ -467,27 +491,14 @@ def series_percentiles(*, query: SeriesQuery) -> BucketSeries:
 
     Raises QueryTimeout (503, Retry-After) past QUERY_PERCENTILE_TIMEOUT_MS.
     """
-    bounds = bucket_bounds(start=query.start, end=query.end, interval=query.interval, tz=query.tz)
-    found = _percentile_rows(query, bounds).get(None, {})
-    values = [found.get(index) for index in range(len(bounds) - 1)]
-    return BucketSeries(
-        starts=_starts(bounds, query.tz), values=_fill(values, query.fill, query.aggregation)
-    )
+    bounds = _layout(query)
+    return _single(query, bounds, _percentile_rows(query, bounds))
 
 
 def series_percentiles_grouped(*, query: SeriesQuery) -> GroupedSeries:
     """As series_percentiles, one series per value of tag `query.group_by` (null for none)."""
-    bounds = bucket_bounds(start=query.start, end=query.end, interval=query.interval, tz=query.tz)
-    rows = _percentile_rows(query, bounds)
-    groups = []
-    for grp in sorted(rows, key=_group_order):
-        values = [rows[grp].get(index) for index in range(len(bounds) - 1)]
-        groups.append(
-            SeriesGroup(
-                tags={query.group_by: grp}, values=_fill(values, query.fill, query.aggregation)
-            )
-        )
-    return GroupedSeries(starts=_starts(bounds, query.tz), groups=groups)
+    bounds = _layout(query)
+    return _grouped(query, bounds, _percentile_rows(query, bounds))
 
 
 def series_query(*, query: SeriesQuery) -> BucketSeries | GroupedSeries:
