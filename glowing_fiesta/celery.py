@@ -29,10 +29,6 @@ def beat_schedule(settings) -> dict:
             "schedule": 30.0,
             "options": {"expires": 30},
         },
-        "metrics-batches-purge": {
-            "task": "metrics.batches_purge",
-            "schedule": crontab(minute=37),
-        },
         # Daily at RETENTION_RUN_AT; the app's time zone is UTC (Celery's default, kept unset).
         "retention-apply": {
             "task": "retention.apply",

@@ -265,7 +265,8 @@ QUEUE_TASK_SOFT_TIME_LIMIT = 50
 QUEUE_TASK_TIME_LIMIT = 60
 # A claim older than the hard limit plus a margin belongs to a worker that has died.
 QUEUE_CLAIM_STALE_SECONDS = QUEUE_TASK_TIME_LIMIT + 30
-# Done batches (and their payloads) are deleted after this many days; failed ones are kept.
+# Done batches (and their payloads) are deleted after this many days by the retention run;
+# failed ones are kept.
 QUEUE_KEEP_DAYS = env_int("QUEUE_KEEP_DAYS", 7, minimum=1, maximum=3650)
 # For tests only: the first attempt at a batch sleeps this long before it commits, so a test can
 # kill the worker mid-batch. Refused outside DEBUG.

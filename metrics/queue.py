@@ -29,7 +29,7 @@ from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q, Subquery
+from django.db.models import Q
 from django.utils import timezone
 
 from glowing_fiesta.exceptions import Problem
@@ -54,7 +54,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 RETRY_BACKOFF_SECONDS = 2
 RETRY_BACKOFF_MAX_SECONDS = 60
 SWEEP_LIMIT = 500
-PURGE_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -207,7 +206,7 @@ def _claim(batch_id: int, now: datetime) -> int | BatchRun:
             .only("state", "attempts", "error")
             .first()
         )
-        if batch is None:  # purged, or being written by a live worker right now
+        if batch is None:  # deleted by retention, or being written by a live worker right now
             return BatchRun(batch_id, "skipped")
         if batch.state in (State.DONE, State.FAILED):
             return BatchRun(batch_id, "skipped", attempts=batch.attempts)
@@ -287,16 +286,6 @@ def batches_retry(*, batch_ids: Iterable[int], now: datetime) -> list[int]:
         )
         transaction.on_commit(lambda: _dispatch_all(ids))
     return ids
-
-
-def batches_purge(*, now: datetime, limit: int = PURGE_LIMIT) -> int:
-    """Delete up to `limit` batches done more than QUEUE_KEEP_DAYS ago; failed ones stay."""
-    cutoff = now - timedelta(days=settings.QUEUE_KEEP_DAYS)
-    oldest = IngestBatch.objects.filter(state=State.DONE, processed_at__lt=cutoff).order_by(
-        "processed_at"
-    )[:limit]
-    deleted, _ = IngestBatch.objects.filter(pk__in=Subquery(oldest.values("pk"))).delete()
-    return deleted
 
 
 def _dispatch_all(ids: Iterable[int]) -> None:

@@ -79,12 +79,6 @@ def batches_sweep_task(now: str | None = None) -> int:
     return len(ids)
 
 
-@shared_task(name="metrics.batches_purge")
-def batches_purge_task(now: str | None = None) -> int:
-    """Delete batches done more than QUEUE_KEEP_DAYS ago (celery beat, hourly)."""
-    return queue.batches_purge(now=_now(now))
-
-
 @shared_task(name="metrics.partitions_ensure")
 def partitions_ensure_task() -> int:
     """Create the daily partitions around today that are missing (celery beat, hourly)."""

@@ -1,4 +1,4 @@
-"""The batch task, the sweeper, the purge and the admin retry, run in this process (task.apply)."""
+"""The batch task, the sweeper and the admin retry, run in this process (task.apply)."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +14,6 @@ from glowing_fiesta.celery import beat_schedule
 from metrics import queue
 from metrics.models import IngestBatch, MetricPoint, RollupDay, RollupHour, RollupMinute
 from metrics.tasks import (
-    batches_purge_task,
     batches_sweep_task,
     partitions_ensure_task,
     process_metric_batch,
@@ -225,22 +224,6 @@ def test_a_batch_being_written_by_a_live_attempt_is_neither_claimed_nor_swept(
     assert queue.batches_sweep(now=timezone.now()) == [batch_id]
     assert run(batch_id) == "done"
     assert MetricPoint.objects.count() == 1
-
-
-def test_purge_deletes_batches_done_long_ago_and_keeps_failed_ones(settings):
-    keep = timedelta(days=settings.QUEUE_KEEP_DAYS)
-    now = timezone.now()
-    old_done = make_batch("done", age=keep * 2, processed_at=now - keep - timedelta(minutes=1))
-    recent_done = make_batch("done", age=keep * 2, processed_at=now - keep + timedelta(minutes=1))
-    old_failed = make_batch("failed", age=keep * 2)
-    old_pending = make_batch("pending", age=keep * 2)
-    assert batches_purge_task.apply(kwargs={"now": now.isoformat()}).get() == 1
-    assert set(IngestBatch.objects.values_list("pk", flat=True)) == {
-        recent_done.pk,
-        old_failed.pk,
-        old_pending.pk,
-    }
-    assert not IngestBatch.objects.filter(pk=old_done.pk).exists()
 
 
 @pytest.fixture
