@@ -215,7 +215,7 @@ class SeriesQueryView(ApiKeyView):
             group_by=p.get("group_by"),
         )
         result = selectors.series_query(query=query)
-        starts = [start.isoformat() for start in result.starts]
+        starts = result.starts
         body: dict[str, Any] = {
             "metric": metric.name,
             "type": metric.type,

@@ -524,6 +524,20 @@ def test_kolkata_days_start_at_local_midnight(reader, base):
     assert values(response) == [1.0, 2.0]
 
 
+def test_an_offset_with_seconds_still_gives_local_whole_hours(reader, base):
+    ingest("counter", "lmt", (1, base))
+    # Amsterdam kept local mean time, +00:19:32, until 1937.
+    response = query(
+        reader,
+        "lmt",
+        from_="1925-01-01T00:00:00+00:19:32",
+        to="1925-01-01T02:00:00+00:19:32",
+        tz="Europe/Amsterdam",
+    )
+    assert starts(response) == ["1925-01-01T00:00:00+00:19:32", "1925-01-01T01:00:00+00:19:32"]
+    assert values(response) == [0.0, 0.0]
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 
