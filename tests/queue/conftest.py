@@ -77,12 +77,18 @@ def queue_name() -> Iterator[str]:
     broker().delete(name)
 
 
-@pytest.fixture
-def clean_point_tables() -> Iterator[None]:
-    """For `transaction=True` tests: Django's flush skips the unmanaged point and rollup tables."""
-    yield
+def _truncate_point_tables() -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {', '.join(POINT_TABLES)}")
+
+
+@pytest.fixture
+def clean_point_tables() -> Iterator[None]:
+    """For `transaction=True` tests: Django's flush skips the unmanaged point and rollup tables,
+    so they are emptied before (whatever an earlier test left) and after."""
+    _truncate_point_tables()
+    yield
+    _truncate_point_tables()
 
 
 def worker_database_url() -> str:

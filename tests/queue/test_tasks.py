@@ -1,6 +1,10 @@
 """The batch task, the sweeper and the admin retry, run in this process (task.apply)."""
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -8,7 +12,9 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
+from apikeys.services import apikey_create
 from glowing_fiesta.celery import app as celery_app
 from glowing_fiesta.celery import beat_schedule
 from metrics import queue
@@ -165,8 +171,6 @@ def test_a_batch_whose_every_attempt_died_is_failed_when_claimed_again(api_clien
 
 
 def make_batch(state: str, *, age: timedelta, claim_age: timedelta | None = None, **fields):
-    from apikeys.services import apikey_create
-
     key, _ = apikey_create(name="sweep", scopes=["write"], rate_limit=10)
     now = timezone.now()
     return IngestBatch.objects.create(
@@ -298,3 +302,54 @@ def test_celery_is_configured_not_to_lose_tasks():
     hard_limits = [conf.task_time_limit, process_metric_batch.time_limit]
     assert conf.broker_transport_options["visibility_timeout"] > max(hard_limits)
     assert process_metric_batch.soft_time_limit < process_metric_batch.time_limit
+
+
+def test_a_batch_that_cannot_be_read_fails_with_the_error(api_client):
+    batch_id = queue_points(api_client, values(1))
+    IngestBatch.objects.filter(pk=batch_id).update(payload=[{"type": "value"}])
+    assert run(batch_id) == "failed"
+    batch = IngestBatch.objects.get()
+    assert (batch.state, batch.attempts, batch.error) == ("failed", 1, "KeyError: 'name'")
+
+
+def test_a_202_is_answered_when_the_broker_is_down_and_the_sweeper_sends_it_later(
+    api_client, queue_name, settings, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    def broker_down(*args, **kwargs):
+        raise BrokerError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(celery_app, "send_task", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_async(api_client, "/api/metrics/counter", {"name": "n"})
+    assert response.status_code == 202
+    batch_id = response.json()["batch_id"]
+    assert "batch not enqueued; the sweeper will retry" in caplog.text
+    assert IngestBatch.objects.get().state == "pending"
+    monkeypatch.undo()
+    later = timezone.now() + timedelta(seconds=settings.QUEUE_STALE_SECONDS + 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert queue.batches_sweep(now=later) == [batch_id]
+    assert queued_batch_ids(queue_name) == [batch_id]
+
+
+@pytest.mark.parametrize(("debug", "refused"), [("false", True), ("true", False)])
+def test_the_test_delay_is_refused_outside_debug(debug, refused):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings",
+        "DJANGO_DEBUG": debug,
+        "DJANGO_SECRET_KEY": "s" * 50,
+        "API_KEY_PEPPER": "p" * 50,
+        "QUEUE_TEST_DELAY_SECONDS": "5",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode != 0) == refused, result.stderr
+    assert ("QUEUE_TEST_DELAY_SECONDS is for tests only" in result.stderr) == refused
