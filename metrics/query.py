@@ -14,7 +14,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -41,6 +47,7 @@ def _zone_names() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class TimestampField(serializers.Field):
     """ISO 8601 with an explicit offset, or Unix seconds (integer or fractional)."""
 
@@ -169,10 +176,15 @@ _BUCKET = inline_serializer(
 
 
 class SeriesQueryView(ApiKeyView):
+    """Every bucket from the one holding `from` to the last one starting before `to`, aligned to
+    the interval in `tz`, each aggregating all of its points; `groups` instead of `buckets` with
+    `group_by`. Needs the read scope."""
+
     required_scope = Scope.READ
 
     @extend_schema(
         summary="Read a metric's aggregated time series",
+        operation_id="metrics_query",
         parameters=[SeriesQueryInput],
         responses={
             200: inline_serializer(
@@ -193,7 +205,14 @@ class SeriesQueryView(ApiKeyView):
                         many=True,
                     ),
                 },
-            )
+            ),
+            400: OpenApiResponse(
+                description="Bad or unknown parameter, or more than 10,080 buckets: "
+                "problem+json naming the parameter"
+            ),
+            404: OpenApiResponse(description="No metric of that name"),
+            429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
+            503: OpenApiResponse(description="A percentile query ran out of time (Retry-After)"),
         },
     )
     def get(self, request: Request, name: str) -> Response:
