@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 import redis
@@ -92,13 +92,21 @@ def clean_point_tables() -> Iterator[None]:
 
 
 def worker_database_url() -> str:
+    """A DATABASE_URL for the test database, over TCP or a Unix socket (the embedded server)."""
     db = connection.settings_dict
     credentials = quote(db["USER"] or "", safe="")
     if db["PASSWORD"]:
         credentials += ":" + quote(db["PASSWORD"], safe="")
-    host = db["HOST"] or "localhost"
+    host = db["HOST"] or ""
+    query = {}
+    socket_dir = db.get("OPTIONS", {}).get("host")
+    if host.startswith("/"):
+        host, socket_dir = "", host
+    if socket_dir:
+        query["host"] = socket_dir
     port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgresql://{credentials}@{host}{port}/{db['NAME']}"
+    url = f"postgresql://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}"
+    return f"{url}?{urlencode(query)}" if query else url
 
 
 @dataclass
