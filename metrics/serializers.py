@@ -31,6 +31,8 @@ TIMESTAMP_WINDOW = timedelta(days=7)
 # A Unix timestamp in seconds passes 1e11 only in the year 5138; such a number is milliseconds.
 MILLISECONDS_HINT = 1e11
 
+POINT_TYPES = frozenset(MetricType.values)  # built once: Enum.values rebuilds its list per call
+VALUE = MetricType.VALUE.value
 POINT_FIELDS = {"name", "value", "timestamp", "tags"}
 BATCH_POINT_FIELDS = POINT_FIELDS | {"type"}
 
@@ -69,7 +71,7 @@ def parse_timestamp(raw: Any, *, now: datetime) -> datetime:
             raise ValueError("looks like milliseconds; send Unix seconds (e.g. divide by 1000)")
         when = datetime.fromtimestamp(number, UTC)
     elif isinstance(raw, str):
-        if DATE_ONLY_RE.match(raw):
+        if DATE_ONLY_RE.fullmatch(raw):
             raise ValueError("is a date alone, which is ambiguous; send a date-time with offset")
         try:
             when = datetime.fromisoformat(raw)
@@ -97,7 +99,7 @@ def parse_tags(raw: Any) -> dict[str, str]:
     if len(raw) > TAGS_MAX:
         raise ValueError(f"may hold at most {TAGS_MAX} tags, not {len(raw)}")
     for key, value in raw.items():
-        if not TAG_KEY_RE.match(key):
+        if not TAG_KEY_RE.fullmatch(key):
             raise ValueError(f"key {key[:70]!r} must match [A-Za-z_][A-Za-z0-9_.-]{{0,63}}")
         if not isinstance(value, str):
             raise ValueError(f"value of {key!r} must be a string")
@@ -130,10 +132,10 @@ def parse_point(
     point_type = kind
     if kind is None:
         point_type = raw.get("type")
-        if point_type not in MetricType.values:
+        if not isinstance(point_type, str) or point_type not in POINT_TYPES:
             fail("type", "is required: 'counter' or 'value'")
     name = raw.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         if name is None:
             fail("name", "is required")
         elif not isinstance(name, str):
@@ -146,7 +148,7 @@ def parse_point(
             value = parse_value(raw["value"])
         except ValueError as exc:
             fail("value", str(exc))
-    elif point_type != MetricType.COUNTER:
+    elif point_type == VALUE:
         fail("value", "is required for a value metric")
     when = now
     if raw.get("timestamp") is not None:
