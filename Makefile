@@ -41,7 +41,7 @@ bench-query: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/query.py $(ARGS)
 
 bench-queue: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/queue.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/async_ingest.py $(ARGS)
 
 bench-retention: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/retention.py $(ARGS)

@@ -39,8 +39,8 @@ from pathlib import Path
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/queue.py would shadow the
-# standard library's queue module (which psycopg imports): the project root goes there instead.
+# Run as a script, Python puts bench/ first on sys.path; the project root goes there instead, so
+# the project's packages import and no script here can shadow a standard module.
 if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 else:

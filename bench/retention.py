@@ -29,8 +29,8 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-# The repository root instead of this script's folder, so that a script here named like a
-# standard module (bench/queue.py) does not shadow it for the libraries.
+# The repository root instead of this script's folder: the project's packages import, and no
+# script here can shadow a standard module.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench import _common  # noqa: E402

@@ -15,6 +15,7 @@ from glowing_fiesta.exceptions import PROBLEM_CONTENT_TYPE, InvalidInput
 
 from . import idempotency
 from .models import MetricType
+from .query import SeriesQueryView
 from .serializers import (
     BatchInput,
     BatchOutput,
@@ -87,8 +88,23 @@ def _ingest(request: Request, parse: Callable[[Any, Any], list], render: Callabl
     return Response(outcome.body, status=outcome.status, headers=headers, content_type=content_type)
 
 
-class _PointView(ApiKeyView):
+class _IngestView(ApiKeyView):
+    """POST writes points (scope write). GET reads the metric named like the path's last part
+    (scope read), so metrics called "counter", "value" or "batch" can be queried too."""
+
     required_scope = "write"
+    reserved_name: str
+
+    def check_permissions(self, request: Request) -> None:
+        self.required_scope = "read" if request.method == "GET" else "write"
+        super().check_permissions(request)
+
+    @extend_schema(exclude=True)  # documented once, as GET /api/metrics/{name}
+    def get(self, request: Request) -> Response:
+        return SeriesQueryView.get(self, request, name=self.reserved_name)
+
+
+class _PointView(_IngestView):
     kind: str
 
     def post(self, request: Request) -> Response:
@@ -101,6 +117,7 @@ class _PointView(ApiKeyView):
 
 class CounterView(_PointView):
     kind = MetricType.COUNTER
+    reserved_name = "counter"
 
     @extend_schema(
         summary="Increment a counter",
@@ -114,6 +131,7 @@ class CounterView(_PointView):
 
 class ValueView(_PointView):
     kind = MetricType.VALUE
+    reserved_name = "value"
 
     @extend_schema(
         summary="Record a value",
@@ -125,8 +143,8 @@ class ValueView(_PointView):
         return super().post(request)
 
 
-class BatchView(ApiKeyView):
-    required_scope = "write"
+class BatchView(_IngestView):
+    reserved_name = "batch"
 
     @extend_schema(
         summary="Write 1-1000 points at once, all or nothing",

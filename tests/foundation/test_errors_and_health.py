@@ -73,3 +73,25 @@ def test_an_unexpected_failure_is_a_500_problem_document_and_is_logged(
     assert body["status"] == 500
     assert "disk on fire" not in body["detail"]
     assert any("disk on fire" in (r.exc_text or str(r.exc_info)) for r in caplog.records)
+
+
+def test_openapi_schema_is_valid_and_lists_every_endpoint_with_the_key_scheme(tmp_path):
+    import yaml
+    from django.core.management import call_command
+
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    schema = yaml.safe_load(out.read_text())
+    assert {
+        "/api/metrics/counter",
+        "/api/metrics/value",
+        "/api/metrics/batch",
+        "/api/metrics/{name}",
+        "/api/batches/{batch_id}",
+        "/api/keys/me",
+    } <= set(schema["paths"])
+    schemes = schema["components"]["securitySchemes"]
+    assert any(s.get("in") == "header" and s.get("name") == "X-API-Key" for s in schemes.values())
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            assert operation.get("security"), path

@@ -402,3 +402,16 @@ def test_idempotency_key_length_limit(api_client, length, status):
         api_client, "/api/metrics/counter", {"name": "a"}, **{"Idempotency-Key": "k" * length}
     )
     assert response.status_code == status
+
+
+@pytest.mark.parametrize("name", ["counter", "batch"])
+def test_a_metric_named_like_an_ingestion_path_can_still_be_queried(make_api_client, name):
+    writer, reader = make_api_client(scopes=["write"]), make_api_client(scopes=["read"])
+    batch = {"points": [{"type": "counter", "name": name, "value": 3}]}
+    assert post(writer, "/api/metrics/batch", batch).status_code == 201
+    response = reader.get(f"/api/metrics/{name}", {"aggregation": "sum", "interval": "day"})
+    assert response.status_code == 200
+    assert response.json()["metric"] == name
+    assert sum(b["value"] for b in response.json()["buckets"]) == 3
+    assert writer.get(f"/api/metrics/{name}").status_code == 403
+    assert post(reader, "/api/metrics/batch", batch).status_code == 403

@@ -1,7 +1,7 @@
 """Asynchronous ingestion: how fast a 202 comes back, and how fast workers drain the queue.
 
     make bench-queue                          # or, with DATABASE_URL and REDIS_URL set:
-    python bench/queue.py --batches 300
+    python bench/async_ingest.py --batches 300
 
 For each number of Celery worker processes (--worker-counts, default 1 and 2):
 
