@@ -15,6 +15,7 @@ environment only in `glowing_fiesta/settings.py`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -50,7 +51,14 @@ def start_postgres(stack: contextlib.ExitStack) -> str:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    stack.callback(server.cleanup)
+
+    def stop() -> None:
+        server.cleanup()
+        # pgserver registers the same cleanup with atexit; once done here it must not run again
+        # (at exit it would log to streams that are already closed).
+        atexit.unregister(server._cleanup)
+
+    stack.callback(stop)
     _log(f"embedded PostgreSQL {server.psql('SHOW server_version;').split()[2]} in {pgdata}")
     return f"postgresql://postgres@/{DB_NAME}?host={socket_dir}"
 
