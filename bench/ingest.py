@@ -33,9 +33,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script, Python puts bench/ first on sys.path, where bench/queue.py would shadow the
+# standard library's queue module; the repository root takes its place.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench import _common
+from bench import _common  # noqa: E402
 
 DATABASE_NAME = "gf_bench_ingest"
 BATCH_SIZE = 1000
@@ -297,23 +299,27 @@ def _percentiles(tally: Tally) -> tuple[float, float, float]:
 
 
 def run_round(args: argparse.Namespace, env: dict, bare_env: dict, key: str) -> Round:
+    """The four phases in the order of their ratios, so each pair sees the same machine."""
     duration, warmup = args.duration, args.warmup
-    with _common.gunicorn(env, workers=args.workers, threads=args.threads) as (host, port):
+    # Both services stay up for the whole round; an idle sync worker costs no CPU.
+    with (
+        _common.gunicorn(env, workers=args.workers, threads=args.threads) as (host, port),
+        _common.gunicorn(bare_env, workers=args.workers, threads=args.threads) as bare_address,
+    ):
         _common.log(f"(1) HTTP batches, {args.clients} clients")
         batch_http = run_batch_http(host, port, key, args.clients, _window(warmup, duration))
         _check("(1) HTTP batches", batch_http)
+        _common.log(f"(2) storage ceiling, {args.clients} processes")
+        direct = run_batch_direct(env, args.clients, _window(warmup, duration))
+        _check("(2) storage ceiling", direct)
         _common.log(f"(3) HTTP single counters, {args.connections} connections")
         single = run_single(
             host, port, "/api/metrics/counter", key, args.connections, _window(warmup, duration)
         )
         _check("(3) HTTP single counters", single)
-    _common.log(f"(2) storage ceiling, {args.clients} processes")
-    direct = run_batch_direct(env, args.clients, _window(warmup, duration))
-    _check("(2) storage ceiling", direct)
-    with _common.gunicorn(bare_env, workers=args.workers, threads=args.threads) as (host, port):
         _common.log(f"(4) bare ceiling, {args.connections} connections")
         bare = run_single(
-            host, port, "/bare/counter", "", args.connections, _window(warmup, duration)
+            *bare_address, "/bare/counter", "", args.connections, _window(warmup, duration)
         )
         _check("(4) bare ceiling", bare)
     return Round(
