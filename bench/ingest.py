@@ -358,13 +358,13 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
         "",
         f"(1) HTTP batch of 1000         {med('batch_http'):>10,.0f} points/s",
         f"(2) storage ceiling            {med('batch_direct'):>10,.0f} points/s",
-        f"    (1)/(2) = {batch_ratio:.0%}   target ≥ {TARGET_BATCH_RATIO:.0%}: "
+        f"    (1)/(2) = {batch_ratio:.1%}   target ≥ {TARGET_BATCH_RATIO:.0%}: "
         f"{_verdict(batch_ratio >= TARGET_BATCH_RATIO)}",
         f"(3) HTTP single counter        {med('single'):>10,.0f} req/s   "
         f"p50 {med('single_p', 0):.1f} ms  p95 {p95:.1f} ms  p99 {med('single_p', 2):.1f} ms",
         f"(4) bare DRF + one INSERT      {med('bare'):>10,.0f} req/s   "
         f"p50 {med('bare_p', 0):.1f} ms  p95 {med('bare_p', 1):.1f} ms  p99 {med('bare_p', 2):.1f} ms",
-        f"    (3)/(4) = {single_ratio:.0%}   target ≥ {TARGET_SINGLE_RATIO:.0%}: "
+        f"    (3)/(4) = {single_ratio:.1%}   target ≥ {TARGET_SINGLE_RATIO:.0%}: "
         f"{_verdict(single_ratio >= TARGET_SINGLE_RATIO)}; "
         f"p95 ≤ {TARGET_P95_MS:g} ms: {_verdict(p95 <= TARGET_P95_MS)}",
     ]

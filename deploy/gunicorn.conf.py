@@ -13,11 +13,11 @@ wsgi_app = "glowing_fiesta.wsgi:application"
 bind = "127.0.0.1:8000"
 
 # Sync workers: each process serves one request at a time with one persistent PostgreSQL
-# connection (DB_CONN_MAX_AGE), so connections = workers, and a slow request cannot starve
-# others in the same process of the GIL. The work per request is short and mostly CPU (JSON,
-# validation) plus a few milliseconds of database round trips, so 2 x cores processes keep the
-# cores busy while some wait on PostgreSQL. Measured against 2 workers x threads in
-# docs/PERFORMANCE.md ("Ingestion").
+# connection (DB_CONN_MAX_AGE), so connections = workers. A request is short and mostly CPU (JSON,
+# validation) with a few round trips to PostgreSQL and Redis, so 2 x cores processes keep the
+# cores busy while some wait. On 2 cores, 4 sync workers beat 2, 3 and 6, and 2 workers x 4
+# threads matched them for single points with a 50% higher p95 (GIL queueing) and fewer batch
+# points/s: docs/PERFORMANCE.md, "Ingestion".
 worker_class = "sync"
 workers = 4
 threads = 1
