@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 # last_used_at is for humans ("is this key still in use?"); minute resolution is plenty and
 # spares the database a write per request.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
+# Per process: when this process last stamped, or learned another had stamped, each key.
+_stamp_seen: dict[int, datetime] = {}
 _PREFIX_ATTEMPTS = 5
 
 
@@ -118,17 +120,24 @@ def apikey_revoke(*, key: ApiKey, now: datetime | None = None) -> bool:
 def apikey_mark_used(*, key: ApiKey, now: datetime | None = None) -> bool:
     """Stamp last_used_at, at most once a minute per key; True if this call wrote it.
 
-    Three guards keep this off the hot path: the row in hand (fresh or cached) already says
-    whether a minute has passed; a Redis marker lets one request per minute through across
-    processes; the conditional UPDATE settles any race that is left.
+    Four guards keep this off the hot path: the row in hand (fresh or cached) already says
+    whether a minute has passed; so does what this process last learned; a Redis marker lets
+    one request per minute through across processes; the conditional UPDATE settles any race
+    that is left.
     """
     now = now or timezone.now()
     cutoff = now - LAST_USED_RESOLUTION
     if key.last_used_at is not None and key.last_used_at >= cutoff:
         return False
+    # A cached row keeps an old last_used_at after another process stamped it; what this
+    # process last learned spares Redis a round trip on every request of that minute.
+    seen = _stamp_seen.get(key.pk)
+    if seen is not None and seen >= cutoff:
+        return False
     redis = caches["default"]
     marker = f"apikey:used:{key.prefix}"
     timeout = int(LAST_USED_RESOLUTION.total_seconds())
+    _stamp_seen[key.pk] = now
     if not cache.call("apikey mark used", lambda: redis.add(marker, 1, timeout), True):
         return False
     updated = (

@@ -113,15 +113,18 @@ def idempotent_run(
     *,
     api_key_id: int,
     key: str | None,
-    digest: str,
+    digest: Callable[[], str],
     now: datetime,
     action: Callable[[], Outcome],
 ) -> Outcome:
-    """Run `action` at most once per (API key, Idempotency-Key); replay its outcome after."""
+    """Run `action` at most once per (API key, Idempotency-Key); replay its outcome after.
+
+    `digest` is called only when there is a key: fingerprinting a large body costs milliseconds.
+    """
     if key is None:
         return action()
     check_key(key)
-    saved = _claim(api_key_id=api_key_id, key=key, digest=digest, now=now)
+    saved = _claim(api_key_id=api_key_id, key=key, digest=digest(), now=now)
     if saved is not None:
         return saved
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -61,8 +62,23 @@ def parse_value(raw: Any) -> float:
     return number
 
 
-def parse_timestamp(raw: Any, *, now: datetime) -> datetime:
+@dataclass(frozen=True)
+class Window:
+    """The accepted timestamps around `now`: ±7 days, and never older than retention keeps."""
+
+    now: datetime
+    oldest: datetime
+    newest: datetime
+
+    @classmethod
+    def around(cls, now: datetime) -> Window:
+        back = min(TIMESTAMP_WINDOW, timedelta(days=settings.RETENTION_DAYS))
+        return cls(now=now, oldest=now - back, newest=now + TIMESTAMP_WINDOW)
+
+
+def parse_timestamp(raw: Any, *, now: datetime, window: Window | None = None) -> datetime:
     """Unix seconds or ISO 8601 with an explicit offset, within the accepted window of `now`."""
+    window = window or Window.around(now)
     number = _number(raw)
     if number is not None:
         if not math.isfinite(number):
@@ -84,12 +100,12 @@ def parse_timestamp(raw: Any, *, now: datetime) -> datetime:
         when = when.astimezone(UTC)
     else:
         raise ValueError("must be Unix seconds (number) or an ISO 8601 string")
-    oldest = now - min(TIMESTAMP_WINDOW, timedelta(days=settings.RETENTION_DAYS))
-    if when < oldest:
-        raise ValueError(f"is older than the accepted window (not before {oldest.isoformat()})")
-    if when > now + TIMESTAMP_WINDOW:
-        newest = now + TIMESTAMP_WINDOW
-        raise ValueError(f"is too far in the future (not after {newest.isoformat()})")
+    if when < window.oldest:
+        raise ValueError(
+            f"is older than the accepted window (not before {window.oldest.isoformat()})"
+        )
+    if when > window.newest:
+        raise ValueError(f"is too far in the future (not after {window.newest.isoformat()})")
     return when
 
 
@@ -109,7 +125,12 @@ def parse_tags(raw: Any) -> dict[str, str]:
 
 
 def parse_point(
-    raw: Any, *, kind: str | None, now: datetime, index: int | None = None
+    raw: Any,
+    *,
+    kind: str | None,
+    now: datetime,
+    index: int | None = None,
+    window: Window | None = None,
 ) -> PointInput:
     """Validate one point; raise PointErrors listing every bad field.
 
@@ -153,7 +174,7 @@ def parse_point(
     when = now
     if raw.get("timestamp") is not None:
         try:
-            when = parse_timestamp(raw["timestamp"], now=now)
+            when = parse_timestamp(raw["timestamp"], now=now, window=window)
         except ValueError as exc:
             fail("timestamp", str(exc))
     tags: dict[str, str] = {}
@@ -188,9 +209,10 @@ def parse_batch(raw: Any, *, now: datetime) -> list[PointInput]:
         )
     parsed: list[PointInput] = []
     errors: list[dict[str, Any]] = []
+    window = Window.around(now)
     for index, item in enumerate(points):
         try:
-            parsed.append(parse_point(item, kind=None, now=now, index=index))
+            parsed.append(parse_point(item, kind=None, now=now, index=index, window=window))
         except PointErrors as exc:
             errors.extend(exc.errors)
     if errors:

@@ -72,6 +72,11 @@ def partitions_ensure_for(days: Iterable[date]) -> None:
     transaction.on_commit(remember)
 
 
+def partitions_known(days: Iterable[date]) -> bool:
+    """True when this process has seen every one of these days' partitions committed."""
+    return _known_days.issuperset(days)
+
+
 def partitions_forget() -> None:
     """Forget which partitions exist (after retention dropped some, or in tests)."""
     with _lock:
@@ -125,6 +130,14 @@ def _tags_hash(items: tuple[tuple[str, str], ...]) -> uuid.UUID:
     return uuid.UUID(
         bytes=hashlib.md5(canonical_tags(dict(items)).encode(), usedforsecurity=False).digest()
     )
+
+
+def metric_cached(name: str) -> MetricRef | None:
+    return _metric_cache.get(name)
+
+
+def series_cached(key: tuple[int, uuid.UUID]) -> int | None:
+    return _series_cache.get(key)
 
 
 def metrics_upsert(wanted: Mapping[str, str]) -> dict[str, MetricRef]:
@@ -334,7 +347,8 @@ def points_write(points: Sequence[PointRow]) -> None:
 
     The rollup upsert adds to what is there (count = count + excluded.count …), so concurrent
     writers to the same bucket stay exact, and rows are applied in (series, bucket) order so
-    they never deadlock. Must run inside a transaction.
+    they never deadlock. Above COPY_THRESHOLD points it takes two statements and must run in
+    a transaction; up to it, points and rollups go in one statement, atomic on its own.
     """
     if not points:
         return

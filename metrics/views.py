@@ -78,7 +78,7 @@ def _ingest(request: Request, parse: Callable[[Any, Any], list], render: Callabl
     outcome = idempotency.idempotent_run(
         api_key_id=request.auth.pk,
         key=request.headers.get("Idempotency-Key"),
-        digest=idempotency.fingerprint(request.method, request.path, request.data),
+        digest=lambda: idempotency.fingerprint(request.method, request.path, request.data),
         now=now,
         action=action,
     )

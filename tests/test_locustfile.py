@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from apikeys.services import apikey_create
 from metrics.models import Metric, MetricPoint
+from tests.helpers import truncate_point_tables
 
 # The live server answers from another thread, so the key must be committed, not in a test
 # transaction.
@@ -21,7 +21,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 # Django's flush between transactional tests skips these unmanaged tables.
-POINT_TABLES = ("metric_points", "metric_rollup_minute", "metric_rollup_hour", "metric_rollup_day")
 ROUTES = {
     ("POST", "/api/metrics/counter"),
     ("POST", "/api/metrics/value"),
@@ -33,8 +32,7 @@ ROUTES = {
 @pytest.fixture(autouse=True)
 def _empty_point_tables():
     yield
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {', '.join(POINT_TABLES)}")
+    truncate_point_tables()
 
 
 def _locust(host: str, key: str) -> subprocess.CompletedProcess:

@@ -6,8 +6,16 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from metrics.models import Metric, MetricPoint
+from tests.helpers import truncate_point_tables
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _empty_point_tables():
+    truncate_point_tables()
+    yield
+    truncate_point_tables()
 
 
 def test_concurrent_first_writes_with_different_types_one_wins_one_409(make_api_client):
@@ -41,3 +49,25 @@ def test_concurrent_first_writes_with_different_types_one_wins_one_409(make_api_
     assert sorted(set(statuses)) == [201, 409]
     assert statuses.count(201) == 4 and statuses.count(409) == 4
     assert MetricPoint.objects.filter(metric_id=metric.id).count() == 4
+
+
+def test_a_write_needing_nothing_new_is_one_statement_without_a_transaction(
+    make_api_client, monkeypatch
+):
+    client = make_api_client()
+    body = json.dumps({"name": "fast", "value": 2, "tags": {"h": "a"}})
+    first = client.post("/api/metrics/counter", body, content_type="application/json")
+    assert first.status_code == 201  # creates the metric and series, in a transaction
+
+    def no_transaction(*args, **kwargs):
+        raise AssertionError("the known-series path must not open a transaction")
+
+    monkeypatch.setattr("metrics.services.transaction.atomic", no_transaction)
+    for _ in range(3):
+        again = client.post("/api/metrics/counter", body, content_type="application/json")
+        assert again.status_code == 201
+    from metrics.models import RollupHour
+
+    assert MetricPoint.objects.filter(metric_id=Metric.objects.get(name="fast").id).count() == 4
+    rollup = RollupHour.objects.get()
+    assert (rollup.count, rollup.sum) == (4, 8.0)

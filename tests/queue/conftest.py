@@ -21,9 +21,9 @@ from django.conf import settings
 from django.db import connection
 
 from glowing_fiesta.celery import app as celery_app
+from tests.helpers import truncate_point_tables
 
 ROOT = Path(__file__).resolve().parents[2]
-POINT_TABLES = ("metric_points", "metric_rollup_minute", "metric_rollup_hour", "metric_rollup_day")
 WORKER_START_SECONDS = 60
 
 
@@ -77,18 +77,13 @@ def queue_name() -> Iterator[str]:
     broker().delete(name)
 
 
-def _truncate_point_tables() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {', '.join(POINT_TABLES)}")
-
-
 @pytest.fixture
 def clean_point_tables() -> Iterator[None]:
     """For `transaction=True` tests: Django's flush skips the unmanaged point and rollup tables,
     so they are emptied before (whatever an earlier test left) and after."""
-    _truncate_point_tables()
+    truncate_point_tables()
     yield
-    _truncate_point_tables()
+    truncate_point_tables()
 
 
 def worker_database_url() -> str:

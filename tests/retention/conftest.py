@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 
-from .helpers import POINT_TABLES
+from tests.helpers import truncate_point_tables
 
 
 @pytest.fixture
@@ -17,8 +17,8 @@ def clean_point_tables():
     """For `transaction=True` tests: empty the hand-made tables and drop old partitions after."""
     yield
     first_kept = datetime.now(UTC).date() - timedelta(days=8)
+    truncate_point_tables()
     with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {', '.join(POINT_TABLES)}")
         for parent in ("metric_points", "metric_rollup_minute"):
             cursor.execute(
                 """

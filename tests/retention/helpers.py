@@ -5,9 +5,9 @@ from datetime import date, datetime
 from django.db import connection
 
 from metrics.services import PointInput, points_ingest
+from tests.helpers import POINT_TABLES
 
-# Unmanaged (hand-made) tables: Django's flush after a transactional test leaves them alone.
-POINT_TABLES = ("metric_points", "metric_rollup_minute", "metric_rollup_hour", "metric_rollup_day")
+__all__ = ["POINT_TABLES"]
 
 
 def ingest(*moments: datetime, name: str = "cpu", value: float = 1.0) -> None:
