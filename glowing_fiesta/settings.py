@@ -265,9 +265,9 @@ QUEUE_TASK_SOFT_TIME_LIMIT = 50
 QUEUE_TASK_TIME_LIMIT = 60
 # A claim older than the hard limit plus a margin belongs to a worker that has died.
 QUEUE_CLAIM_STALE_SECONDS = QUEUE_TASK_TIME_LIMIT + 30
-# Done batches (and their payloads) are deleted after this many days by the retention run;
-# failed ones are kept.
-QUEUE_KEEP_DAYS = env_int("QUEUE_KEEP_DAYS", 7, minimum=1, maximum=3650)
+# Done batches (and their payloads) are deleted after this many days by the retention run
+# (default: a day, as long as an Idempotency-Key is remembered); failed ones are kept.
+QUEUE_KEEP_DAYS = env_int("QUEUE_KEEP_DAYS", 1, minimum=1, maximum=3650)
 # For tests only: the first attempt at a batch sleeps this long before it commits, so a test can
 # kill the worker mid-batch. Refused outside DEBUG.
 QUEUE_TEST_DELAY_SECONDS = env_int("QUEUE_TEST_DELAY_SECONDS", 0, minimum=0, maximum=40)
@@ -275,6 +275,10 @@ if QUEUE_TEST_DELAY_SECONDS and not DEBUG:
     raise ConfigError("QUEUE_TEST_DELAY_SECONDS is for tests only; it needs DJANGO_DEBUG=true")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ConfigError(
+        f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -68,3 +68,15 @@ def test_production_settings_start_with_both_secrets():
         {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "s" * 50, "API_KEY_PEPPER": "p" * 50}
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("LOG_LEVEL", "LOUD"), ("API_KEY_DEFAULT_RATE_LIMIT", "0"), ("DJANGO_DEBUG", "maybe")],
+)
+def test_a_bad_setting_stops_start_up_with_a_message_naming_it(variable, value):
+    result = _start_django({"DJANGO_DEBUG": "true", variable: value})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert variable in lines[0]
