@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test superuser lint format bench-ingest bench-query bench-queue bench-retention clean
+.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-queue bench-retention clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -25,6 +25,10 @@ test: $(STAMP)
 ## Create an admin login for /admin/ (on the embedded database when no DATABASE_URL is set).
 superuser: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) manage.py createsuperuser
+
+## Create an API key: make api-key NAME=my-service [ARGS="--scopes write --rate-limit 6000"].
+api-key: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) manage.py create_api_key $(or $(NAME),local) $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

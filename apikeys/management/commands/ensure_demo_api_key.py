@@ -17,7 +17,7 @@ class Command(BaseCommand):
         if ApiKey.objects.exists():
             self.stdout.write(
                 "An API key already exists (keys are shown only when created); "
-                "create another with: python manage.py create_api_key NAME"
+                "create another with: make api-key NAME=... (python manage.py create_api_key NAME)"
             )
             return
         key, raw = apikey_create(name=DEMO_NAME)
