@@ -15,7 +15,6 @@ import os
 import platform
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from glowing_fiesta.devstack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
@@ -126,12 +127,6 @@ def api_key_create(env: Mapping[str, str], *, name: str, rate_limit: int) -> str
     if not candidates:
         raise SystemExit(f"bench: no key in the output of create_api_key:\n{out}")
     return candidates[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

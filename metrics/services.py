@@ -93,17 +93,15 @@ def points_ingest(*, points: Sequence[PointInput]) -> int:
                 extra={"metric": exc.metric.name, "limit": exc.limit},
             ) from None
         storage.points_write(
-            [
-                storage.PointRow(
-                    metric_id=key[0],
-                    series_id=series[key],
-                    value=float(p.value),
-                    recorded_at=p.timestamp.astimezone(UTC),
-                )
-                for p, key in zip(points, point_keys, strict=True)
-            ]
+            [_row(p, key[0], series[key]) for p, key in zip(points, point_keys, strict=True)]
         )
     return len(points)
+
+
+def _row(point: PointInput, metric_id: int, series_id: int) -> storage.PointRow:
+    return storage.PointRow(
+        metric_id, series_id, float(point.value), point.timestamp.astimezone(UTC)
+    )
 
 
 def _rows_if_all_known(points: Sequence[PointInput]) -> list[storage.PointRow] | None:
@@ -118,9 +116,7 @@ def _rows_if_all_known(points: Sequence[PointInput]) -> list[storage.PointRow] |
         series_id = storage.series_cached((metric.id, storage.tags_hash(p.tags)))
         if series_id is None:
             return None
-        rows.append(
-            storage.PointRow(metric.id, series_id, float(p.value), p.timestamp.astimezone(UTC))
-        )
+        rows.append(_row(p, metric.id, series_id))
     if not storage.partitions_known({row.recorded_at.date() for row in rows}):
         return None
     return rows
