@@ -1,7 +1,9 @@
-"""X-API-Key authentication for DRF.
+"""API-key authentication for DRF.
 
-The key is read from the `X-API-Key` header only. Keys in URLs are refused outright: URLs end up
-in proxy logs, browser history and Referer headers, so such a key must be treated as leaked.
+The key is read from the `X-API-Key` header, or from `Authorization: Bearer <key>` (what
+Prometheus scrape configs and OpenTelemetry exporters send) or `Authorization: Token <key>` (what
+InfluxDB clients and Telegraf send). Keys in URLs are refused outright: URLs end up in proxy
+logs, browser history and Referer headers, so such a key must be treated as leaked.
 """
 
 from __future__ import annotations
@@ -22,12 +24,17 @@ logger = logging.getLogger(__name__)
 
 HEADER = "X-API-Key"
 _META_HEADER = "HTTP_X_API_KEY"
+# Authorization schemes that carry the raw key, compared case-insensitively (RFC 9110 11.1).
+_AUTHORIZATION_SCHEMES = frozenset({"bearer", "token"})
 # Query parameters that clients commonly use for keys; any value shaped like a key is refused too.
 _URL_KEY_PARAMS = frozenset({"api_key", "apikey", "api-key", "x-api-key", "key"})
 
 
 class ApiKeyMissing(exceptions.NotAuthenticated):
-    default_detail = "The API key is missing: send it in the X-API-Key header."
+    default_detail = (
+        "The API key is missing: send it in the X-API-Key header "
+        "(or as Authorization: Bearer <key>)."
+    )
     default_code = "api_key_missing"
 
 
@@ -61,6 +68,17 @@ _REJECTIONS: dict[str, type[exceptions.AuthenticationFailed]] = {
 }
 
 
+def raw_key_from(request: Request) -> str:
+    """The key the request carries: X-API-Key first, else a Bearer or Token Authorization."""
+    raw = request.META.get(_META_HEADER, "").strip()
+    if raw:
+        return raw
+    scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+    if scheme.lower() in _AUTHORIZATION_SCHEMES:
+        return credentials.strip()
+    return ""
+
+
 def _key_in_url(request: Request) -> bool:
     params = request.query_params
     if any(name.lower() in _URL_KEY_PARAMS for name in params):
@@ -69,9 +87,9 @@ def _key_in_url(request: Request) -> bool:
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    """Authenticate a request by its X-API-Key header; the ApiKey becomes user and auth.
+    """Authenticate a request by its key (`raw_key_from`); the ApiKey becomes user and auth.
 
-    Returns None when the header is absent, so views that allow anonymous access keep working;
+    Returns None when no key is sent, so views that allow anonymous access keep working;
     views that need a key refuse with 401 "missing" from their permission check. A key that
     is malformed or has a bad checksum is refused without a database query; otherwise the cost
     is at most one indexed lookup by prefix (none while the row is cached in Redis), plus an
@@ -82,7 +100,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         if _key_in_url(request):
             logger.warning("api key refused in url", extra={"path": request.path})
             raise ApiKeyInUrl()
-        raw = request.META.get(_META_HEADER, "").strip()
+        raw = raw_key_from(request)
         if not raw:
             return None
         now = timezone.now()

@@ -246,3 +246,31 @@ def test_schema_declares_the_api_key_scheme_on_every_operation(client_anon):
     assert operations
     assert all(op["security"] == [{"ApiKeyAuth": []}] for op in operations)
     assert "/api/keys/me" in schema["paths"]
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "Token", "bearer", "TOKEN"])
+def test_key_in_an_authorization_header_is_accepted(scheme):
+    key, raw = apikey_create(name="scraper", scopes=["read"], rate_limit=42)
+    response = APIClient().get(ME, HTTP_AUTHORIZATION=f"{scheme} {raw}")
+    assert response.status_code == 200, response.content
+    assert response.json()["prefix"] == key.prefix
+
+
+def test_wrong_key_in_an_authorization_header_gets_401_invalid():
+    response = APIClient().get(
+        ME, HTTP_AUTHORIZATION=f"Bearer {wrong_secret(ApiKeyFactory().raw_key)}"
+    )
+    assert_problem(response, 401, "api-key-invalid", "invalid")
+
+
+def test_other_authorization_schemes_count_as_missing():
+    _, raw = apikey_create(name="basic", scopes=["read"])
+    response = APIClient().get(ME, HTTP_AUTHORIZATION=f"Basic {raw}")
+    assert_problem(response, 401, "api-key-missing", "missing")
+
+
+def test_x_api_key_wins_over_authorization():
+    key, raw = apikey_create(name="both", scopes=["read"])
+    response = APIClient().get(ME, HTTP_X_API_KEY=raw, HTTP_AUTHORIZATION="Bearer gf_nonsense")
+    assert response.status_code == 200
+    assert response.json()["prefix"] == key.prefix
