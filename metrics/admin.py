@@ -3,7 +3,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import queue, storage
+from . import batches, storage
 from .models import IngestBatch, Metric, Series
 
 
@@ -98,7 +98,7 @@ class IngestBatchAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected failed batches")
     def retry(self, request: HttpRequest, queryset: QuerySet[IngestBatch]) -> None:
         selected = list(queryset.values_list("pk", flat=True))
-        retried = queue.batches_retry(batch_ids=selected, now=timezone.now())
+        retried = batches.batches_retry(batch_ids=selected, now=timezone.now())
         skipped = len(selected) - len(retried)
         message = f"{len(retried)} batch(es) queued again"
         if skipped:

@@ -170,7 +170,7 @@ class IngestBatch(models.Model):
     # The validated points: [{"type", "name", "value", "timestamp" (ISO 8601, UTC), "tags"}].
     payload = models.JSONField()
     points = models.PositiveIntegerField()
-    # Claims so far; also the fencing token of the current claim (see metrics/queue.py).
+    # Claims so far; also the fencing token of the current claim (see metrics/batches.py).
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField()

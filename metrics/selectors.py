@@ -36,7 +36,7 @@ from django.db import DatabaseError, connection, transaction
 from glowing_fiesta.exceptions import Problem
 
 from . import storage
-from .models import Metric, MetricType
+from .models import IngestBatch, Metric, MetricType
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,11 @@ def default_fill(metric_type: str, aggregation: str) -> str:
     if metric_type == MetricType.COUNTER and aggregation in {"sum", "rate"}:
         return "zero"
     return "null"
+
+
+def batch_get_for_key(*, api_key_id: int, batch_id: int) -> IngestBatch | None:
+    """The batch if this API key created it; another key's batch is None, as if absent."""
+    return IngestBatch.objects.filter(pk=batch_id, api_key_id=api_key_id).defer("payload").first()
 
 
 def metric_get(*, name: str) -> Metric:

@@ -1,4 +1,4 @@
-"""Request and response shapes of the ingestion endpoints.
+"""Request and response shapes of every metrics endpoint: ingestion, queries and batches.
 
 Validation is plain Python (`parse_point`) rather than DRF field machinery: a 1000-point batch
 is validated in about a millisecond instead of tens, and every invalid point is reported with
@@ -8,16 +8,21 @@ field with its limits.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
-from .models import MetricType
+from . import selectors
+from .models import IngestBatch, Metric, MetricType
 from .services import PointInput
 
 NAME_MAX = 191
@@ -280,3 +285,194 @@ class PointOutput(serializers.Serializer):
 
 class BatchOutput(serializers.Serializer):
     processed = serializers.IntegerField()
+
+
+# --- queries -------------------------------------------------------------------------------
+
+DEFAULT_RANGE = timedelta(hours=24)
+PARAMETERS = ("from", "to", "interval", "aggregation", "tz", "fill", "tag", "group_by")
+REPEATABLE = {"tag"}
+# Years outside this range are refused rather than risk overflow in date arithmetic.
+YEAR_MIN, YEAR_MAX = 1900, 9000
+UNIX_RE = re.compile(r"^-?\d+(\.\d+)?$")
+# "+02:00" arrives as " 02:00" when a client does not percent-encode the "+".
+SPACE_OFFSET_RE = re.compile(r"^(\d{4}-?\d\d-?\d\dT[\d:.]+) (\d\d(:?\d\d)?)$")
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class TimestampField(serializers.Field):
+    """ISO 8601 with an explicit offset, or Unix seconds (integer or fractional)."""
+
+    default_error_messages = {
+        "invalid": "Must be ISO 8601 with an offset (2026-03-29T00:00:00+01:00) or Unix seconds.",
+        "naive": "Has no UTC offset; add one (Z or +01:00), a local time is ambiguous.",
+        "range": f"Must lie between the years {YEAR_MIN} and {YEAR_MAX}.",
+    }
+
+    def to_internal_value(self, data: Any) -> datetime:
+        raw = str(data).strip()
+        if UNIX_RE.match(raw):
+            number = float(raw)
+            if not math.isfinite(number) or abs(number) > 2e11:
+                self.fail("range")
+            when = datetime.fromtimestamp(number, UTC)
+        else:
+            raw = SPACE_OFFSET_RE.sub(r"\1+\2", raw)
+            try:
+                when = datetime.fromisoformat(raw)
+            except ValueError:
+                self.fail("invalid")
+            if when.tzinfo is None or when.utcoffset() is None:
+                self.fail("naive")
+        # Checked before converting: year 1 or 9999 with an offset would overflow.
+        if not YEAR_MIN <= when.year <= YEAR_MAX:
+            self.fail("range")
+        return when.astimezone(UTC)
+
+
+class TagFilterField(serializers.CharField):
+    """key:value (the value may itself hold colons)."""
+
+    def to_internal_value(self, data: Any) -> tuple[str, str]:
+        text = super().to_internal_value(data)
+        key, sep, value = text.partition(":")
+        if not sep:
+            raise serializers.ValidationError(f"{text[:70]!r} is not key:value.")
+        if not TAG_KEY_RE.match(key):
+            raise serializers.ValidationError(
+                f"Key {key[:70]!r} must match [A-Za-z_][A-Za-z0-9_.-]{{0,63}}."
+            )
+        if not 1 <= len(value) <= TAG_VALUE_MAX:
+            raise serializers.ValidationError(f"The value must be 1-{TAG_VALUE_MAX} characters.")
+        return key, value
+
+
+class SeriesQueryInput(serializers.Serializer):
+    """The query string of GET /api/metrics/{name}; needs the metric in context["metric"]."""
+
+    start = TimestampField(required=False, help_text="Default: `to` minus 24 hours.")
+    to = TimestampField(required=False, help_text="Default: now.")
+    interval = serializers.ChoiceField(choices=selectors.INTERVALS, default="hour")
+    aggregation = serializers.ChoiceField(
+        choices=selectors.AGGREGATIONS,
+        required=False,
+        help_text="Default: sum for counters, avg for values. rate is for counters only.",
+    )
+    tz = serializers.CharField(default="UTC", help_text="IANA time zone, e.g. Europe/Berlin.")
+    fill = serializers.ChoiceField(
+        choices=selectors.FILLS,
+        required=False,
+        help_text="Empty buckets. Default: zero for count and a counter's sum and rate, else null.",
+    )
+    tag = serializers.ListField(
+        child=TagFilterField(allow_blank=False, trim_whitespace=False),
+        required=False,
+        help_text="key:value, repeatable; every one must match.",
+    )
+    group_by = serializers.RegexField(
+        TAG_KEY_RE, required=False, help_text="A tag key: one series per value of it."
+    )
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # "from" is a Python keyword, so the field is declared as `start` and renamed here.
+        fields = super().get_fields()
+        fields["from"] = fields.pop("start")
+        return {name: fields[name] for name in PARAMETERS}
+
+    def validate_tz(self, value: str) -> zoneinfo.ZoneInfo:
+        # Checked against the list of zones rather than by trying to load it, so a value can
+        # never name a file outside the zone database.
+        if value not in _zone_names():
+            raise serializers.ValidationError(
+                f"Unknown time zone {value!r}; use an IANA name such as Europe/Berlin."
+            )
+        return zoneinfo.ZoneInfo(value)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        metric: Metric = self.context["metric"]
+        end = attrs.get("to") or self.context["now"]
+        start = attrs.get("from") or end - DEFAULT_RANGE
+        if start >= end:
+            raise serializers.ValidationError({"from": "Must be earlier than `to`."})
+        aggregation = attrs.get("aggregation") or selectors.default_aggregation(metric.type)
+        if aggregation == "rate" and metric.type != MetricType.COUNTER:
+            raise serializers.ValidationError(
+                {"aggregation": f"rate is for counters; {metric.name!r} is a {metric.type}."}
+            )
+        return {
+            **attrs,
+            "from": start,
+            "to": end,
+            "aggregation": aggregation,
+            "fill": attrs.get("fill") or selectors.default_fill(metric.type, aggregation),
+        }
+
+
+def series_query_data(params: Any) -> dict[str, Any]:
+    """The query string (a QueryDict) as SeriesQueryInput data; unknown or repeated names refused."""
+    unknown = sorted(set(params) - set(PARAMETERS))
+    repeated = sorted(k for k in params if k not in REPEATABLE and len(params.getlist(k)) > 1)
+    errors = {name: "Unknown parameter." for name in unknown}
+    errors |= {name: "May be given only once." for name in repeated}
+    if errors:
+        raise serializers.ValidationError(errors)
+    return {k: params.getlist(k) if k in REPEATABLE else params[k] for k in params}
+
+
+_BUCKET = inline_serializer(
+    "Bucket",
+    {"start": serializers.CharField(), "value": serializers.FloatField(allow_null=True)},
+)
+
+SeriesQueryOutput = inline_serializer(
+    "SeriesQueryOutput",
+    {
+        "metric": serializers.CharField(),
+        "type": serializers.CharField(),
+        "interval": serializers.CharField(),
+        "aggregation": serializers.CharField(),
+        "tz": serializers.CharField(),
+        "fill": serializers.CharField(),
+        "from": serializers.CharField(),
+        "to": serializers.CharField(),
+        "buckets": _BUCKET,
+        "groups": inline_serializer(
+            "SeriesGroup",
+            {"tags": serializers.DictField(), "buckets": _BUCKET},
+            many=True,
+        ),
+    },
+)
+
+
+# --- batches --------------------------------------------------------------------------------
+
+
+class BatchAcceptedOutput(serializers.Serializer):
+    batch_id = serializers.IntegerField()
+    status_url = serializers.CharField(help_text="GET it for the batch's state.")
+
+
+class BatchStatusOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.ChoiceField(
+        choices=IngestBatch.State.choices,
+        help_text="pending → running → done; failed after QUEUE_MAX_ATTEMPTS or a permanent error.",
+    )
+    points = serializers.IntegerField()
+    attempts = serializers.IntegerField()
+    error = serializers.CharField(
+        allow_null=True, help_text="The last error, if any; null once done."
+    )
+    created_at = serializers.DateTimeField()
+    processed_at = serializers.DateTimeField(allow_null=True)
+
+    def to_representation(self, instance: IngestBatch) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["error"] = instance.error or None
+        return data

@@ -1,6 +1,6 @@
 """Celery entry points for metrics: process a queued batch, sweep the outbox, keep partitions.
 
-Tasks take ids (never points), call a service in metrics/queue.py or metrics/storage.py, and are
+Tasks take ids (never points), call a service in metrics/batches.py or metrics/storage.py, and are
 the only place that retries. Every one of them is safe to run twice.
 """
 
@@ -14,14 +14,14 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from . import queue, storage
+from . import batches, storage
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(
     bind=True,
-    name=queue.PROCESS_TASK,
+    name=batches.PROCESS_TASK,
     # Attempts are counted in the batch row (QUEUE_MAX_ATTEMPTS), which survives lost messages.
     max_retries=None,
     soft_time_limit=settings.QUEUE_TASK_SOFT_TIME_LIMIT,
@@ -30,20 +30,20 @@ logger = logging.getLogger(__name__)
     reject_on_worker_lost=True,
 )
 def process_metric_batch(self: Task, batch_id: int) -> str:
-    """Write one queued batch (see `queue.batch_process`); retry transient errors with backoff.
+    """Write one queued batch (see `batches.batch_process`); retry transient errors with backoff.
 
     Logs one JSON line per run with the batch's points, attempts and duration.
     """
     started = time.perf_counter()
     try:
-        run = queue.batch_process(batch_id=batch_id, now=timezone.now())
-    except queue.TRANSIENT_ERRORS as exc:
+        run = batches.batch_process(batch_id=batch_id, now=timezone.now())
+    except batches.TRANSIENT_ERRORS as exc:
         # Failed before the batch could be claimed (the database is unreachable): nothing was
         # counted against the batch. Past a few tries the message is dropped; the batch stays
         # pending and the sweeper sends it again.
         raise self.retry(
             exc=exc,
-            countdown=queue.retry_delay(self.request.retries + 1),
+            countdown=batches.retry_delay(self.request.retries + 1),
             max_retries=settings.QUEUE_MAX_ATTEMPTS,
         ) from None
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -73,7 +73,7 @@ def _now(now: str | None) -> datetime:
 @shared_task(name="metrics.batches_sweep")
 def batches_sweep_task(now: str | None = None) -> int:
     """Send again the batches whose message may have been lost (celery beat, every 30 s)."""
-    ids = queue.batches_sweep(now=_now(now))
+    ids = batches.batches_sweep(now=_now(now))
     if ids:
         logger.info("batches sent again", extra={"batches": len(ids), "batch_ids": ids[:20]})
     return len(ids)

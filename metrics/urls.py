@@ -1,13 +1,12 @@
 from django.urls import path
 
-from . import views, views_batches
-from .query import SeriesQueryView
+from .views import batches, ingest, series
 
 urlpatterns = [
-    path("metrics/counter", views.CounterView.as_view(), name="metric-counter"),
-    path("metrics/value", views.ValueView.as_view(), name="metric-value"),
-    path("metrics/batch", views.BatchView.as_view(), name="metric-batch"),
-    path("batches/<int:batch_id>", views_batches.BatchStatusView.as_view(), name="ingest-batch"),
+    path("metrics/counter", ingest.CounterView.as_view(), name="metric-counter"),
+    path("metrics/value", ingest.ValueView.as_view(), name="metric-value"),
+    path("metrics/batch", ingest.BatchView.as_view(), name="metric-batch"),
+    path("batches/<int:batch_id>", batches.BatchStatusView.as_view(), name="ingest-batch"),
     # Last: any other metrics/... route above wins over a metric of the same name.
-    path("metrics/<path:name>", SeriesQueryView.as_view(), name="metric-query"),
+    path("metrics/<path:name>", series.SeriesQueryView.as_view(), name="metric-query"),
 ]

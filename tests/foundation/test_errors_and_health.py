@@ -64,7 +64,7 @@ def test_an_unexpected_failure_is_a_500_problem_document_and_is_logged(
     def explode(**_):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("metrics.views.points_ingest", explode)
+    monkeypatch.setattr("metrics.views.ingest.points_ingest", explode)
     api_client.raise_request_exception = False
     response = api_client.post("/api/metrics/counter", {"name": "c"}, format="json")
     assert response.status_code == 500

@@ -17,7 +17,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from apikeys.services import apikey_create
 from glowing_fiesta.celery import app as celery_app
 from glowing_fiesta.celery import beat_schedule
-from metrics import queue
+from metrics import batches
 from metrics.models import IngestBatch, MetricPoint, RollupDay, RollupHour, RollupMinute
 from metrics.tasks import (
     batches_sweep_task,
@@ -125,18 +125,18 @@ def test_transient_error_puts_the_batch_back_to_pending_with_its_error(
     batch_id = queue_points(api_client, values(1, name="fresh"))
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL lock_timeout = '50ms'")
-    run_ = queue.batch_process(batch_id=batch_id, now=timezone.now())
+    run_ = batches.batch_process(batch_id=batch_id, now=timezone.now())
     assert run_.result == "retry"
-    assert 1 <= run_.retry_in <= queue.RETRY_BACKOFF_SECONDS
+    assert 1 <= run_.retry_in <= batches.RETRY_BACKOFF_SECONDS
     batch = IngestBatch.objects.get()
     assert (batch.state, batch.attempts) == ("pending", 1)
     assert "lock timeout" in batch.error
 
 
 def test_retry_delay_grows_exponentially_and_is_capped():
-    assert 1 <= queue.retry_delay(1) <= 2
-    assert 4 <= queue.retry_delay(3) <= 8
-    assert 30 <= queue.retry_delay(20) <= queue.RETRY_BACKOFF_MAX_SECONDS
+    assert 1 <= batches.retry_delay(1) <= 2
+    assert 4 <= batches.retry_delay(3) <= 8
+    assert 30 <= batches.retry_delay(20) <= batches.RETRY_BACKOFF_MAX_SECONDS
 
 
 def test_a_running_batch_nobody_holds_is_taken_over(api_client):
@@ -153,7 +153,7 @@ def test_a_running_batch_nobody_holds_is_taken_over(api_client):
 def test_an_old_claim_cannot_finish_a_batch_taken_over(api_client):
     batch_id = queue_points(api_client, values(1))
     IngestBatch.objects.filter(pk=batch_id).update(state="running", attempts=2)
-    assert queue._end(batch_id, 1, "done", error="", now=timezone.now()) == 0
+    assert batches._end(batch_id, 1, "done", error="", now=timezone.now()) == 0
     assert IngestBatch.objects.get().state == "running"
 
 
@@ -222,10 +222,10 @@ def test_a_batch_being_written_by_a_live_attempt_is_neither_claimed_nor_swept(
         # What a live attempt holds while it writes the points.
         other.execute("SELECT id FROM ingest_batches WHERE id = %s FOR UPDATE", [batch_id])
         assert run(batch_id) == "skipped"
-        assert queue.batches_sweep(now=timezone.now()) == []
+        assert batches.batches_sweep(now=timezone.now()) == []
         other.rollback()
     assert IngestBatch.objects.get().attempts == 1
-    assert queue.batches_sweep(now=timezone.now()) == [batch_id]
+    assert batches.batches_sweep(now=timezone.now()) == [batch_id]
     assert run(batch_id) == "done"
     assert MetricPoint.objects.count() == 1
 
@@ -269,7 +269,7 @@ def test_retried_batch_is_processed_to_done(api_client, settings):
     settings.QUEUE_MAX_ATTEMPTS = 1
     batch_id = queue_points(api_client, values(2))
     IngestBatch.objects.filter(pk=batch_id).update(state="failed", attempts=1, error="x")
-    assert queue.batches_retry(batch_ids=[batch_id], now=timezone.now()) == [batch_id]
+    assert batches.batches_retry(batch_ids=[batch_id], now=timezone.now()) == [batch_id]
     assert run(batch_id) == "done"
     batch = IngestBatch.objects.get()
     assert (batch.state, batch.attempts, batch.error) == ("done", 1, "")
@@ -328,7 +328,7 @@ def test_a_202_is_answered_when_the_broker_is_down_and_the_sweeper_sends_it_late
     monkeypatch.undo()
     later = timezone.now() + timedelta(seconds=settings.QUEUE_STALE_SECONDS + 1)
     with django_capture_on_commit_callbacks(execute=True):
-        assert queue.batches_sweep(now=later) == [batch_id]
+        assert batches.batches_sweep(now=later) == [batch_id]
     assert queued_batch_ids(queue_name) == [batch_id]
 
 

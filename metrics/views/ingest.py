@@ -1,4 +1,4 @@
-"""Ingestion endpoints: parse, authorize, call `points_ingest`, render."""
+"""Ingestion endpoints: parse, store (or queue) once per Idempotency-Key, render."""
 
 from __future__ import annotations
 
@@ -6,17 +6,21 @@ from collections.abc import Callable
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys.api import ApiKeyView
 from glowing_fiesta.exceptions import PROBLEM_CONTENT_TYPE, InvalidInput
 
-from . import idempotency
-from .models import MetricType
-from .query import SeriesQueryView
-from .serializers import (
+from .. import batches, idempotency
+from ..models import MetricType
+from ..serializers import (
     BatchInput,
     BatchOutput,
     CounterInput,
@@ -26,8 +30,9 @@ from .serializers import (
     parse_batch,
     parse_point,
 )
-from .services import points_ingest
-from .views_batches import ACCEPTED, PREFER_PARAMETER, accepted_headers, batch_accept, prefers_async
+from ..services import PointInput, points_ingest
+from .batches import ACCEPTED, PREFER_PARAMETER, accepted_body, accepted_headers, prefers_async
+from .series import series_respond
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
@@ -53,8 +58,12 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where}{error['field'] or 'body'} {error['message']}"
 
 
-def _ingest(request: Request, parse: Callable[[Any, Any], list], render: Callable) -> Response:
-    """Validate with `parse`, then store once per Idempotency-Key and render 201."""
+def _ingest(
+    request: Request,
+    parse: Callable[[Any, Any], list[PointInput]],
+    render: Callable[[list[PointInput]], dict[str, Any]],
+) -> Response:
+    """Validate with `parse`, then store (or queue) once per Idempotency-Key and render."""
     now = timezone.now()
     try:
         points = parse(request.data, now)
@@ -71,7 +80,8 @@ def _ingest(request: Request, parse: Callable[[Any, Any], list], render: Callabl
 
     def action() -> idempotency.Outcome:
         if respond_async:
-            return batch_accept(api_key_id=request.auth.pk, points=points, now=now)
+            batch = batches.batch_create(api_key_id=request.auth.pk, points=points, now=now)
+            return idempotency.Outcome(202, accepted_body(batch))
         points_ingest(points=points)
         return idempotency.Outcome(201, render(points))
 
@@ -83,7 +93,7 @@ def _ingest(request: Request, parse: Callable[[Any, Any], list], render: Callabl
         action=action,
     )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
-    headers |= accepted_headers(outcome)
+    headers |= accepted_headers(outcome.status, outcome.body)
     content_type = PROBLEM_CONTENT_TYPE if outcome.status >= 400 else None
     return Response(outcome.body, status=outcome.status, headers=headers, content_type=content_type)
 
@@ -101,7 +111,7 @@ class _IngestView(ApiKeyView):
 
     @extend_schema(exclude=True)  # documented once, as GET /api/metrics/{name}
     def get(self, request: Request) -> Response:
-        return SeriesQueryView.get(self, request, name=self.reserved_name)
+        return series_respond(request, self.reserved_name)
 
 
 class _PointView(_IngestView):
@@ -115,43 +125,33 @@ class _PointView(_IngestView):
         )
 
 
+def _ingest_schema(summary: str, request: type, created: type) -> Any:
+    return extend_schema_view(
+        post=extend_schema(
+            summary=summary,
+            request=request,
+            responses={201: created, **ACCEPTED, **ERRORS},
+            parameters=[IDEMPOTENCY_PARAMETER, PREFER_PARAMETER],
+        )
+    )
+
+
+@_ingest_schema("Increment a counter", CounterInput, PointOutput)
 class CounterView(_PointView):
     kind = MetricType.COUNTER
     reserved_name = "counter"
 
-    @extend_schema(
-        summary="Increment a counter",
-        request=CounterInput,
-        responses={201: PointOutput, **ACCEPTED, **ERRORS},
-        parameters=[IDEMPOTENCY_PARAMETER, PREFER_PARAMETER],
-    )
-    def post(self, request: Request) -> Response:
-        return super().post(request)
 
-
+@_ingest_schema("Record a value", ValueInput, PointOutput)
 class ValueView(_PointView):
     kind = MetricType.VALUE
     reserved_name = "value"
 
-    @extend_schema(
-        summary="Record a value",
-        request=ValueInput,
-        responses={201: PointOutput, **ACCEPTED, **ERRORS},
-        parameters=[IDEMPOTENCY_PARAMETER, PREFER_PARAMETER],
-    )
-    def post(self, request: Request) -> Response:
-        return super().post(request)
 
-
+@_ingest_schema("Write 1-1000 points at once, all or nothing", BatchInput, BatchOutput)
 class BatchView(_IngestView):
     reserved_name = "batch"
 
-    @extend_schema(
-        summary="Write 1-1000 points at once, all or nothing",
-        request=BatchInput,
-        responses={201: BatchOutput, **ACCEPTED, **ERRORS},
-        parameters=[IDEMPOTENCY_PARAMETER, PREFER_PARAMETER],
-    )
     def post(self, request: Request) -> Response:
         return _ingest(
             request,

@@ -291,11 +291,3 @@ def batches_retry(*, batch_ids: Iterable[int], now: datetime) -> list[int]:
 def _dispatch_all(ids: Iterable[int]) -> None:
     for batch_id in ids:
         batch_dispatch(batch_id=batch_id)
-
-
-# --- selectors -------------------------------------------------------------------------------
-
-
-def batch_get_for_key(*, api_key_id: int, batch_id: int) -> IngestBatch | None:
-    """The batch if this API key created it; another key's batch is None, as if absent."""
-    return IngestBatch.objects.filter(pk=batch_id, api_key_id=api_key_id).defer("payload").first()

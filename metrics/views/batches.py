@@ -1,54 +1,25 @@
 """Asynchronous ingestion over HTTP: `Prefer: respond-async` (RFC 7240) and the batch status.
 
 Any ingestion endpoint answers 202 with a status URL instead of 201 when the client prefers it;
-the points are validated first, exactly as in the synchronous path, and stored by a worker.
+the points are validated first, exactly as in the synchronous path, and stored by a worker
+(`metrics.batches`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys.api import ApiKeyView
 
-from . import queue
-from .idempotency import Outcome
-from .models import IngestBatch
-from .services import PointInput
-
-
-class BatchAcceptedOutput(serializers.Serializer):
-    batch_id = serializers.IntegerField()
-    status_url = serializers.CharField(help_text="GET it for the batch's state.")
-
-
-class BatchStatusOutput(serializers.Serializer):
-    id = serializers.IntegerField()
-    state = serializers.ChoiceField(
-        choices=IngestBatch.State.choices,
-        help_text="pending → running → done; failed after QUEUE_MAX_ATTEMPTS or a permanent error.",
-    )
-    points = serializers.IntegerField()
-    attempts = serializers.IntegerField()
-    error = serializers.CharField(
-        allow_null=True, help_text="The last error, if any; null once done."
-    )
-    created_at = serializers.DateTimeField()
-    processed_at = serializers.DateTimeField(allow_null=True)
-
-    def to_representation(self, instance: IngestBatch) -> dict[str, Any]:
-        data = super().to_representation(instance)
-        data["error"] = instance.error or None
-        return data
-
+from .. import selectors
+from ..models import IngestBatch
+from ..serializers import BatchAcceptedOutput, BatchStatusOutput
 
 PREFER_PARAMETER = OpenApiParameter(
     "Prefer",
@@ -75,22 +46,18 @@ def prefers_async(request: Request) -> bool:
     return False
 
 
-def batch_accept(*, api_key_id: int, points: Sequence[PointInput], now: datetime) -> Outcome:
-    """Queue the validated points as one batch; the 202 outcome (replayed on a retry)."""
-    batch = queue.batch_create(api_key_id=api_key_id, points=points, now=now)
-    return Outcome(
-        202,
-        {
-            "batch_id": batch.pk,
-            "status_url": reverse("ingest-batch", kwargs={"batch_id": batch.pk}),
-        },
-    )
+def accepted_body(batch: IngestBatch) -> dict[str, Any]:
+    """The 202 body of a queued batch (saved with the Idempotency-Key, replayed on a retry)."""
+    return {
+        "batch_id": batch.pk,
+        "status_url": reverse("ingest-batch", kwargs={"batch_id": batch.pk}),
+    }
 
 
-def accepted_headers(outcome: Outcome) -> dict[str, str]:
-    if outcome.status != 202:
+def accepted_headers(status: int, body: dict[str, Any]) -> dict[str, str]:
+    if status != 202:
         return {}
-    return {"Preference-Applied": "respond-async", "Location": outcome.body["status_url"]}
+    return {"Preference-Applied": "respond-async", "Location": body["status_url"]}
 
 
 class BatchStatusView(ApiKeyView):
@@ -107,7 +74,7 @@ class BatchStatusView(ApiKeyView):
         },
     )
     def get(self, request: Request, batch_id: int) -> Response:
-        batch = queue.batch_get_for_key(api_key_id=request.auth.pk, batch_id=batch_id)
+        batch = selectors.batch_get_for_key(api_key_id=request.auth.pk, batch_id=batch_id)
         if batch is None:
             raise NotFound(f"No batch {batch_id} for this API key.")
         return Response(BatchStatusOutput(batch).data)
