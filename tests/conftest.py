@@ -1,3 +1,5 @@
+pytest_plugins = ["tests.browser"]
+
 from collections.abc import Callable, Iterable
 
 import pytest
