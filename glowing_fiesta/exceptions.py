@@ -7,10 +7,14 @@ Django's 404/403/400/500 and oversized bodies are mapped here too, so a client p
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg.errors
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions as drf_exceptions
@@ -114,11 +118,40 @@ class PayloadTooLarge(Problem):
     title = "Payload too large"
 
 
+class DatabaseUnavailable(Problem):
+    """PostgreSQL is unreachable, or a statement or lock wait ran out of time: retry later."""
+
+    status = 503
+    slug = "database-unavailable"
+    title = "Database unavailable"
+
+
+# Seconds a client is asked to wait after the database failed it: about how long a restart or
+# a failover takes, and long enough for a lock holder to finish.
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+def _database_problem(exc: Exception) -> DatabaseUnavailable:
+    # Raised through Django's cursors (wrapped) or psycopg's own (the cause, or the error itself).
+    cause = exc.__cause__ if isinstance(exc.__cause__, psycopg.Error) else exc
+    if isinstance(cause, psycopg.errors.LockNotAvailable):
+        detail = "The write waited too long for a database lock; retry shortly."
+    elif isinstance(cause, psycopg.errors.QueryCanceled):
+        detail = "The database took too long to answer; retry shortly."
+    else:
+        detail = "The database cannot be reached right now; retry shortly."
+    logger.warning("database unavailable", extra={"error": type(cause).__name__}, exc_info=exc)
+    return DatabaseUnavailable(detail, headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
 def _to_problem(exc: Exception) -> Problem | None:
     if isinstance(exc, Problem):
         return exc
+    if isinstance(exc, OperationalError | InterfaceError | psycopg.OperationalError):
+        return _database_problem(exc)
     if isinstance(exc, RequestDataTooBig):
-        return PayloadTooLarge("The request body is larger than the 512 KiB limit.")
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024
+        return PayloadTooLarge(f"The request body is larger than the {limit} KiB limit.")
     if isinstance(exc, Ratelimited):
         return TooManyRequests("The rate limit for this API key is exhausted.")
     if isinstance(exc, Http404):
@@ -174,6 +207,15 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
 
 
 def server_error(request: HttpRequest) -> JsonResponse:
+    # Django calls this while handling the exception: a database outage outside a DRF view
+    # (a session lookup in the admin, say) is a 503 too, not a 500.
+    exc = sys.exc_info()[1]
+    if isinstance(exc, OperationalError | InterfaceError | psycopg.OperationalError):
+        problem = _database_problem(exc)
+        response = _django_problem(problem.status, problem.slug, problem.title, problem.detail)
+        for name, value in problem.headers.items():
+            response[name] = value
+        return response
     return _django_problem(
         500, "server-error", "Internal server error", "The server failed; it has been logged."
     )

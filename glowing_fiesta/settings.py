@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "glowing_fiesta",
     "apikeys",
+    "idempotency",
     "metrics",
     "retention",
 ]
@@ -131,7 +132,14 @@ DATABASES = {
 DATABASES["default"].setdefault("OPTIONS", {})
 # Aggregation queries are bounded; a runaway one is cancelled rather than holding a connection.
 DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 5000, minimum=100, maximum=600000)
-DATABASES["default"]["OPTIONS"]["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
+# A write waiting behind a lock (a long migration, a manual LOCK TABLE) gives up after this and
+# is answered 503 with Retry-After, rather than holding its worker for the whole statement
+# timeout while requests pile up behind it. Also how long a retry waits for the first request
+# with the same Idempotency-Key before it is told 409 "in flight".
+DB_LOCK_TIMEOUT_MS = env_int("DB_LOCK_TIMEOUT_MS", 1000, minimum=10, maximum=600000)
+DATABASES["default"]["OPTIONS"]["options"] = (
+    f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS} -c lock_timeout={DB_LOCK_TIMEOUT_MS}"
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
@@ -234,10 +242,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Redis gives an unacknowledged message to another worker after this long. It must exceed the
     # longest hard time limit, or a task still running would be started a second time.
     "visibility_timeout": 2 * CELERY_TASK_TIME_LIMIT,
-    # The web process enqueues after its commit; a Redis that cannot be reached costs the request
-    # about a second, and the sweeper enqueues the batch later.
+    # The web process enqueues after its commit; a Redis that cannot be reached, or that accepts
+    # the connection and then hangs (a paused or overloaded server), costs the request about a
+    # second per try, well inside gunicorn's timeout, and the sweeper enqueues the batch later.
     "socket_connect_timeout": 1,
+    "socket_timeout": 1,
 }
+CELERY_BROKER_CONNECTION_TIMEOUT = 1
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 1,
     "interval_start": 0,

@@ -123,34 +123,6 @@ class RollupDay(Rollup):
         db_table = "metric_rollup_day"
 
 
-class IdempotencyRecord(models.Model):
-    """The remembered outcome of a request sent with an Idempotency-Key, for 24 hours.
-
-    Scoped to the API key: two clients may use the same Idempotency-Key value independently.
-    """
-
-    class State(models.TextChoices):
-        IN_FLIGHT = "in_flight", "in flight"
-        DONE = "done", "done"
-
-    api_key = models.ForeignKey("apikeys.ApiKey", on_delete=models.CASCADE, related_name="+")
-    key = models.CharField(max_length=255)
-    # sha256 of the method, path and canonical JSON body: a retry must send the same request.
-    fingerprint = models.CharField(max_length=64)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.IN_FLIGHT)
-    status_code = models.PositiveSmallIntegerField(null=True)
-    response = models.JSONField(null=True)
-    created_at = models.DateTimeField()
-    updated_at = models.DateTimeField()
-
-    class Meta:
-        db_table = "idempotency_keys"
-        constraints = [
-            models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_uniq")
-        ]
-        indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
-
-
 class IngestBatch(models.Model):
     """Points accepted with `Prefer: respond-async`, waiting for (or done by) the queue worker.
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from glowing_fiesta.exceptions import Problem
 
-from . import storage
+from . import caches, storage
 from .models import MetricType
 
 
@@ -43,10 +44,19 @@ def points_ingest(*, points: Sequence[PointInput]) -> int:
     Points, series, metrics and their minute/hour/day rollups commit in one transaction, so a
     query right after the call sees them. Raises MetricTypeConflict (409) when a point's type
     differs from its metric's, SeriesLimitExceeded (422) past METRIC_MAX_SERIES tag sets.
-    Returns the number of points stored.
+    Returns the number of points stored. Ids cached by this process that another process has
+    deleted since are found out by the write itself, which is then redone from the database.
     """
     if not points:
         return 0
+    try:
+        return _ingest(points)
+    except storage.RefsGone:
+        caches.caches_clear()
+        return _ingest(points)
+
+
+def _ingest(points: Sequence[PointInput]) -> int:
     wanted: dict[str, str] = {}
     conflicts: list[dict] = []
     for index, point in enumerate(points):
@@ -60,8 +70,11 @@ def points_ingest(*, points: Sequence[PointInput]) -> int:
     rows = _rows_if_all_known(points)
     if rows is not None:
         # Metrics, series and partitions all exist (committed, cached): the write is one
-        # statement, atomic by itself, so it skips the BEGIN and COMMIT round trips.
-        storage.points_write(rows)
+        # statement, atomic by itself, so it skips the BEGIN and COMMIT round trips. Inside a
+        # caller's transaction it gets a savepoint, so a RefsGone leaves that transaction usable.
+        savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+        with savepoint:
+            storage.points_write(rows)
         return len(points)
     with transaction.atomic():
         metrics = storage.metrics_upsert(wanted)
@@ -86,7 +99,7 @@ def points_ingest(*, points: Sequence[PointInput]) -> int:
         by_id = {ref.id: ref for ref in metrics.values()}
         try:
             series = storage.series_upsert(series_keys, by_id)
-        except storage.SeriesLimitExceeded as exc:
+        except storage.SeriesLimitReached as exc:
             raise SeriesLimitExceeded(
                 f"Metric {exc.metric.name!r} already has its limit of {exc.limit} tag sets; "
                 "this write would create more.",
@@ -110,10 +123,10 @@ def _rows_if_all_known(points: Sequence[PointInput]) -> list[storage.PointRow] |
         return None
     rows = []
     for p in points:
-        metric = storage.metric_cached(p.name)
+        metric = caches.metric_cached(p.name)
         if metric is None or metric.type != p.type:
             return None
-        series_id = storage.series_cached((metric.id, storage.tags_hash(p.tags)))
+        series_id = caches.series_cached((metric.id, storage.tags_hash(p.tags)))
         if series_id is None:
             return None
         rows.append(_row(p, metric.id, series_id))

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
+
+from glowing_fiesta import locks
+
+from . import caches
+from .caches import MetricRef
 
 # Partitioned tables and how far around "now" their daily partitions must exist. Writes are
 # accepted within ±7 days, so ±8 leaves a day of slack for clocks and a missed maintenance run.
@@ -86,36 +92,6 @@ def partitions_forget() -> None:
 # --- metrics and series --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MetricRef:
-    id: int
-    name: str
-    type: str
-
-
-_metric_cache: dict[str, MetricRef] = {}
-_series_cache: dict[tuple[int, uuid.UUID], int] = {}
-_CACHE_MAX = 100_000
-
-
-def caches_clear() -> None:
-    """Drop the in-process metric and series caches (after a metric is deleted, or in tests)."""
-    with _lock:
-        _metric_cache.clear()
-        _series_cache.clear()
-
-
-def _cache_after_commit(target: dict, items: Mapping) -> None:
-    # Cached only once committed: a rolled-back first write must not leave an id behind.
-    def store() -> None:
-        with _lock:
-            if len(target) + len(items) > _CACHE_MAX:
-                target.clear()
-            target.update(items)
-
-    transaction.on_commit(store)
-
-
 def canonical_tags(tags: Mapping[str, str]) -> str:
     return json.dumps(dict(sorted(tags.items())), separators=(",", ":"), ensure_ascii=False)
 
@@ -132,14 +108,6 @@ def _tags_hash(items: tuple[tuple[str, str], ...]) -> uuid.UUID:
     )
 
 
-def metric_cached(name: str) -> MetricRef | None:
-    return _metric_cache.get(name)
-
-
-def series_cached(key: tuple[int, uuid.UUID]) -> int | None:
-    return _series_cache.get(key)
-
-
 def metrics_upsert(wanted: Mapping[str, str]) -> dict[str, MetricRef]:
     """Return the metric for each name, creating missing ones with the wanted type.
 
@@ -147,7 +115,7 @@ def metrics_upsert(wanted: Mapping[str, str]) -> dict[str, MetricRef]:
     winner's commit, inserts nothing and then reads the winner's row (and its type).
     Names are sorted so concurrent batches lock them in the same order.
     """
-    found = {name: _metric_cache[name] for name in wanted if name in _metric_cache}
+    found = {name: caches.metrics[name] for name in wanted if name in caches.metrics}
     missing = sorted(name for name in wanted if name not in found)
     if not missing:
         return found
@@ -162,11 +130,13 @@ def metrics_upsert(wanted: Mapping[str, str]) -> dict[str, MetricRef]:
         )
         cursor.execute("SELECT id, name, type FROM metrics WHERE name = ANY(%s)", [missing])
         fresh = {row[1]: MetricRef(*row) for row in cursor.fetchall()}
-    _cache_after_commit(_metric_cache, fresh)
+    caches.remember_after_commit(caches.metrics, fresh)
     return found | fresh
 
 
-class SeriesLimitExceeded(Exception):
+class SeriesLimitReached(Exception):
+    """Creating the series would take a metric past METRIC_MAX_SERIES (services: 422)."""
+
     def __init__(self, metric: MetricRef, limit: int) -> None:
         super().__init__(metric.name)
         self.metric = metric
@@ -174,14 +144,14 @@ class SeriesLimitExceeded(Exception):
 
 
 def series_upsert(
-    wanted: Mapping[tuple[int, uuid.UUID], Mapping[str, str]], metrics: Mapping[int, MetricRef]
+    wanted: Mapping[tuple[int, uuid.UUID], Mapping[str, str]], metric_refs: Mapping[int, MetricRef]
 ) -> dict[tuple[int, uuid.UUID], int]:
     """Return the series id for each (metric id, tags hash), creating missing series.
 
     A metric may hold at most METRIC_MAX_SERIES series. Creating series takes a per-metric
     advisory lock so the count check and the insert are exact under concurrent writers.
     """
-    found = {key: _series_cache[key] for key in wanted if key in _series_cache}
+    found = {key: caches.series[key] for key in wanted if key in caches.series}
     missing = [key for key in wanted if key not in found]
     if not missing:
         return found
@@ -192,7 +162,9 @@ def series_upsert(
         metric_ids = sorted({metric_id for metric_id, _ in missing})
         with connection.cursor() as cursor:
             for metric_id in metric_ids:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SERIES_LOCK, metric_id])
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)", [locks.SERIES_NAMESPACE, metric_id]
+                )
             fresh |= _series_select(missing)  # created while we waited for the lock
             missing = sorted(key for key in missing if key not in fresh)
             cursor.execute(
@@ -203,7 +175,7 @@ def series_upsert(
             for metric_id in metric_ids:
                 new = sum(1 for key in missing if key[0] == metric_id)
                 if counts.get(metric_id, 0) + new > limit:
-                    raise SeriesLimitExceeded(metrics[metric_id], limit)
+                    raise SeriesLimitReached(metric_refs[metric_id], limit)
             if missing:
                 cursor.execute(
                     """
@@ -219,12 +191,8 @@ def series_upsert(
                     ],
                 )
                 fresh |= _series_select(missing)
-    _cache_after_commit(_series_cache, fresh)
+    caches.remember_after_commit(caches.series, fresh)
     return found | fresh
-
-
-# Namespace of the advisory locks taken around series creation (first key of the two-key form).
-SERIES_LOCK = 0x6766  # "gf"
 
 
 def _series_select(keys: Sequence[tuple[int, uuid.UUID]]) -> dict[tuple[int, uuid.UUID], int]:
@@ -342,19 +310,37 @@ points AS (
 )"""
 
 
+class RefsGone(OperationalError):
+    """A metric or series id of the write no longer exists: deleted by another process since it
+    was cached. Nothing was written; retry from the database (an OperationalError, so a second
+    failure is a 503 or a worker retry, like any transient database error)."""
+
+
+# SQLSTATE raised by gf_assert_refs (migration 0005).
+_REFS_GONE = "GF001"
+
+_ASSERT_REFS = """
+refs AS (SELECT gf_assert_refs(%s::bigint[], %s::bigint[]))"""
+
+
 def points_write(points: Sequence[PointRow]) -> None:
     """Append raw points and fold them into the minute, hour and day rollups.
 
     The rollup upsert adds to what is there (count = count + excluded.count …), so concurrent
     writers to the same bucket stay exact, and rows are applied in (series, bucket) order so
     they never deadlock. Above COPY_THRESHOLD points it takes two statements and must run in
-    a transaction; up to it, points and rollups go in one statement, atomic on its own.
+    a transaction; up to it, points and rollups go in one statement, atomic on its own. The
+    statement also checks that every metric and series id still exists (RefsGone if not: see
+    metrics/caches.py), so ids cached before a delete in another process write nothing.
     """
     if not points:
         return
     partitions_ensure_for({p.recorded_at.astimezone(UTC).date() for p in points})
-    params: list = []
-    ctes = []
+    params: list = [
+        _pg_array(sorted({p.metric_id for p in points})),
+        _pg_array(sorted({p.series_id for p in points})),
+    ]
+    ctes = [_ASSERT_REFS]
     if len(points) > COPY_THRESHOLD:
         _copy_points(points)
     else:
@@ -370,8 +356,13 @@ def points_write(points: Sequence[PointRow]) -> None:
     ):
         ctes.append(_UPSERT.format(name=f"r{index}", table=table))
         params += columns
-    sql = "WITH " + ",".join(ctes) + " SELECT 1"
-    _execute_server_bound(sql, params)
+    sql = "WITH " + ",".join(ctes) + " SELECT 1 FROM refs"  # noqa: S608 - constants of this module
+    try:
+        _execute_server_bound(sql, params)
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == _REFS_GONE:
+            raise RefsGone(str(exc.__cause__)) from exc
+        raise
 
 
 def _execute_server_bound(sql: str, params: Sequence) -> None:
@@ -379,16 +370,17 @@ def _execute_server_bound(sql: str, params: Sequence) -> None:
 
     Django's psycopg cursors bind client-side, escaping each parameter into the SQL text; these
     parameters are large array literals, sent as they are. The raw connection is the one
-    Django's transaction is open on, so atomicity is unchanged.
+    Django's transaction is open on, so atomicity is unchanged, and its errors are wrapped as
+    Django's (OperationalError for a lost connection or a timeout) like any other query's.
     """
     connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params)
 
 
 def _copy_points(points: Sequence[PointRow]) -> None:
     # COPY is the fastest way into PostgreSQL (binary format skips text parsing).
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, connection.wrap_database_errors:
         raw = cursor.cursor  # the psycopg cursor under Django's wrapper
         with raw.copy(
             "COPY metric_points (metric_id, series_id, value, recorded_at) FROM STDIN (FORMAT BINARY)"
@@ -398,9 +390,29 @@ def _copy_points(points: Sequence[PointRow]) -> None:
                 copy.write_row((p.metric_id, p.series_id, p.value, p.recorded_at))
 
 
+# How long a delete waits for the transactions that were open when it committed (a write in
+# one of them may still add rows for the deleted ids). Statements end within the statement
+# timeout; a transaction idle for longer than this is not waited for.
+DELETE_SETTLE_SECONDS = 10
+
+
 def metric_delete(metric_id: int) -> None:
-    """Delete a metric with its series, points and rollups, set-wise."""
-    with transaction.atomic(), connection.cursor() as cursor:
+    """Delete a metric with its series, points and rollups, set-wise, in one transaction.
+
+    A write that checked the metric's ids just before the commit may still land after it (its
+    snapshot predates the delete). Once committed, the delete waits for the transactions older
+    than its commit and deletes whatever rows they added under the old ids: the ids are never
+    reused, so those rows are orphans by definition. Writes after the commit find the ids gone
+    (RefsGone) and recreate the metric under a new id.
+    """
+    with transaction.atomic():
+        _metric_rows_delete(metric_id)
+        transaction.on_commit(caches.caches_clear)
+        transaction.on_commit(lambda: _metric_rows_settle(metric_id))
+
+
+def _metric_rows_delete(metric_id: int) -> None:
+    with connection.cursor() as cursor:
         cursor.execute("DELETE FROM metric_points WHERE metric_id = %s", [metric_id])
         for table, _ in ROLLUP_TABLES:
             cursor.execute(
@@ -410,4 +422,21 @@ def metric_delete(metric_id: int) -> None:
             )
         cursor.execute("DELETE FROM series WHERE metric_id = %s", [metric_id])
         cursor.execute("DELETE FROM metrics WHERE id = %s", [metric_id])
-    transaction.on_commit(caches_clear)
+
+
+def _metric_rows_settle(metric_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        committed = cursor.fetchone()[0]
+        deadline = time.monotonic() + DELETE_SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND xact_start < %s",
+                [committed],
+            )
+            if not cursor.fetchone()[0]:
+                break
+            time.sleep(0.02)
+    with transaction.atomic():
+        _metric_rows_delete(metric_id)

@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
+from idempotency.services import REMEMBER as IDEMPOTENCY_REMEMBER
 from metrics import storage as metrics_storage
-from metrics.idempotency import REMEMBER as IDEMPOTENCY_REMEMBER
 
 from . import storage
 

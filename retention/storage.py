@@ -14,10 +14,7 @@ from datetime import date, datetime
 
 from django.db import OperationalError, connection, transaction
 
-# Namespace of the advisory locks (first key of the two-key form), shared with metrics.storage,
-# and the second key for "a retention run is in progress".
-LOCK_NAMESPACE = 0x6766  # "gf"
-RUN_LOCK = 0x7265  # "re"
+from glowing_fiesta import locks
 
 # How long a partition drop may wait for the parent table's ACCESS EXCLUSIVE lock. While the
 # drop waits, new writes to the parent queue behind it, so the wait stays short; past it the
@@ -44,14 +41,18 @@ def run_lock() -> Iterator[bool]:
     connection if the process dies.
     """
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, RUN_LOCK])
+        cursor.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", [locks.NAMESPACE, locks.RETENTION_RUN]
+        )
         acquired = cursor.fetchone()[0]
     try:
         yield acquired
     finally:
         if acquired:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, RUN_LOCK])
+                cursor.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)", [locks.NAMESPACE, locks.RETENTION_RUN]
+                )
 
 
 def table_exists(table: str) -> bool:

@@ -67,7 +67,9 @@ class Browser:
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

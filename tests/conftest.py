@@ -1,6 +1,4 @@
-pytest_plugins = ["tests.browser"]
-
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 from rest_framework.test import APIClient
@@ -8,16 +6,19 @@ from rest_framework.test import APIClient
 from apikeys import cache as apikeys_cache
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
-from metrics import storage
+from metrics import caches, storage
+from tests.helpers import truncate_point_tables
+
+pytest_plugins = ["tests.browser", "tests.processes"]
 
 
 @pytest.fixture(autouse=True)
 def _fresh_storage_caches():
     """In-process caches must not carry ids across tests whose transactions were rolled back."""
-    storage.caches_clear()
+    caches.caches_clear()
     storage.partitions_forget()
     yield
-    storage.caches_clear()
+    caches.caches_clear()
     storage.partitions_forget()
 
 
@@ -69,3 +70,12 @@ def make_api_client(db) -> Callable[..., APIClient]:
 def api_client(make_api_client) -> APIClient:
     """An APIClient with a fresh read+write key and a high rate limit."""
     return make_api_client()
+
+
+@pytest.fixture
+def clean_point_tables() -> Iterator[None]:
+    """For `transaction=True` tests: Django's flush skips the unmanaged point and rollup tables,
+    so they are emptied before (whatever an earlier test left) and after."""
+    truncate_point_tables()
+    yield
+    truncate_point_tables()

@@ -1,6 +1,18 @@
-"""Helpers shared by test folders."""
+"""Helpers shared by every test folder: requests, problem checks, points, polling."""
 
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import pytest
 from django.db import connection
+
+from glowing_fiesta.exceptions import PROBLEM_CONTENT_TYPE, TYPE_PREFIX
+from metrics.services import PointInput, points_ingest
+
+PROBLEM = PROBLEM_CONTENT_TYPE
 
 # Unmanaged (hand-made) tables: Django's flush after a transactional test leaves them alone.
 POINT_TABLES = ("metric_points", "metric_rollup_minute", "metric_rollup_hour", "metric_rollup_day")
@@ -10,3 +22,55 @@ def truncate_point_tables() -> None:
     """Empty the point and rollup tables (for `transaction=True` tests, before and after)."""
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {', '.join(POINT_TABLES)}")
+
+
+def post(client, path: str, body, **headers: str):
+    """POST `body` as JSON with extra headers (`Idempotency-Key="k"`)."""
+    return client.post(path, json.dumps(body), content_type="application/json", headers=headers)
+
+
+def post_async(client, path: str, body, **headers: str):
+    return post(client, path, body, Prefer="respond-async", **headers)
+
+
+def assert_problem(
+    response,
+    status: int,
+    slug: str | None = None,
+    word: str | None = None,
+    *,
+    field: str | None = None,
+) -> dict:
+    """Assert an RFC 9457 problem of `status` (and type `slug`, a `word` in its detail, an error
+    naming `field`); return its body."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
+    if slug is not None:
+        assert body["type"] == TYPE_PREFIX + slug, body
+    if word is not None:
+        assert word in body["detail"], body
+    if field is not None:
+        assert field in {e["field"] for e in body["errors"]}, body
+        assert field in body["detail"], body
+    return body
+
+
+def ingest(kind: str, name: str, *points: tuple) -> None:
+    """Write through the real write path; points: (value, when) or (value, when, tags)."""
+    points_ingest(points=[PointInput(kind, name, p[0], p[1], *p[2:]) for p in points])
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float, what: str, log=None) -> object:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            details = f"\n--- log ---\n{log()}" if log else ""
+            pytest.fail(f"timed out after {timeout} s waiting for {what}{details}")
+        time.sleep(0.1)

@@ -54,9 +54,7 @@ def accepted_body(batch: IngestBatch) -> dict[str, Any]:
     }
 
 
-def accepted_headers(status: int, body: dict[str, Any]) -> dict[str, str]:
-    if status != 202:
-        return {}
+def accepted_headers(body: dict[str, Any]) -> dict[str, str]:
     return {"Preference-Applied": "respond-async", "Location": body["status_url"]}
 
 

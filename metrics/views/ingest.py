@@ -1,10 +1,11 @@
-"""Ingestion endpoints: parse, store (or queue) once per Idempotency-Key, render."""
+"""Ingestion endpoints: parse, store or queue (once per Idempotency-Key), render."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -16,9 +17,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys.api import ApiKeyView
-from glowing_fiesta.exceptions import PROBLEM_CONTENT_TYPE, InvalidInput
+from glowing_fiesta.exceptions import InvalidInput
+from idempotency.decorators import idempotent
 
-from .. import batches, idempotency
+from .. import batches
 from ..models import MetricType
 from ..serializers import (
     BatchInput,
@@ -46,7 +48,9 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 ERRORS = {
     400: OpenApiResponse(description="Invalid body: problem+json listing every error"),
     409: OpenApiResponse(description="Metric exists with the other type"),
-    413: OpenApiResponse(description="Body larger than 512 KiB"),
+    413: OpenApiResponse(
+        description=f"Body larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KiB"
+    ),
     415: OpenApiResponse(description="Body is not application/json"),
     422: OpenApiResponse(description="Too many tag sets, or Idempotency-Key reused"),
     429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
@@ -63,7 +67,7 @@ def _ingest(
     parse: Callable[[Any, Any], list[PointInput]],
     render: Callable[[list[PointInput]], dict[str, Any]],
 ) -> Response:
-    """Validate with `parse`, then store (or queue) once per Idempotency-Key and render."""
+    """Validate with `parse`, then store or queue the points, and render."""
     now = timezone.now()
     try:
         points = parse(request.data, now)
@@ -75,27 +79,23 @@ def _ingest(
             + ("; …" if count > 5 else ""),
             errors=exc.errors,
         ) from None
+    return _store(request, points, render, now=now)
 
-    respond_async = prefers_async(request)
 
-    def action() -> idempotency.Outcome:
-        if respond_async:
-            batch = batches.batch_create(api_key_id=request.auth.pk, points=points, now=now)
-            return idempotency.Outcome(202, accepted_body(batch))
-        points_ingest(points=points)
-        return idempotency.Outcome(201, render(points))
-
-    outcome = idempotency.idempotent_run(
-        api_key_id=request.auth.pk,
-        key=request.headers.get("Idempotency-Key"),
-        digest=lambda: idempotency.fingerprint(request.method, request.path, request.data),
-        now=now,
-        action=action,
-    )
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
-    headers |= accepted_headers(outcome.status, outcome.body)
-    content_type = PROBLEM_CONTENT_TYPE if outcome.status >= 400 else None
-    return Response(outcome.body, status=outcome.status, headers=headers, content_type=content_type)
+@idempotent
+def _store(
+    request: Request,
+    points: list[PointInput],
+    render: Callable[[list[PointInput]], dict[str, Any]],
+    *,
+    now: Any,
+) -> Response:
+    if prefers_async(request):
+        batch = batches.batch_create(api_key_id=request.auth.pk, points=points, now=now)
+        body = accepted_body(batch)
+        return Response(body, status=202, headers=accepted_headers(body))
+    points_ingest(points=points)
+    return Response(render(points), status=201)
 
 
 class _IngestView(ApiKeyView):

@@ -13,6 +13,7 @@ from apikeys.selectors import KeyRejected, apikey_get_active, cache_key
 from apikeys.services import apikey_create, apikey_mark_used, apikey_revoke
 from tests.apikeys.helpers import with_valid_checksum, wrong_secret
 from tests.factories import ApiKeyFactory
+from tests.helpers import assert_problem
 
 pytestmark = pytest.mark.django_db
 
@@ -24,15 +25,6 @@ def get_me(raw: str | None, path: str = ME) -> object:
     if raw is not None:
         client.credentials(HTTP_X_API_KEY=raw)
     return client.get(path)
-
-
-def assert_problem(response, status: int, slug: str, word: str) -> None:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status
-    assert body["type"] == f"urn:glowing-fiesta:problem:{slug}"
-    assert word in body["detail"]
 
 
 def test_valid_key_is_served_and_describes_itself():

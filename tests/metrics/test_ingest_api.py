@@ -1,14 +1,12 @@
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db.models import Sum
 
-from metrics.models import IdempotencyRecord, Metric, MetricPoint, RollupMinute, Series
+from metrics.models import Metric, MetricPoint, RollupMinute, Series
+from tests.helpers import assert_problem, post
 
 pytestmark = pytest.mark.django_db
-
-PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
@@ -17,19 +15,6 @@ def frozen_now(monkeypatch):
     now = datetime.now(UTC).replace(microsecond=0)
     monkeypatch.setattr("django.utils.timezone.now", lambda: now)
     return now
-
-
-def post(client, path, body, **headers):
-    return client.post(path, json.dumps(body), content_type="application/json", headers=headers)
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == PROBLEM
-    body = response.json()
-    assert body["status"] == status
-    assert {"type", "title", "detail"} <= body.keys()
-    return body
 
 
 def fields_of(body):
@@ -343,65 +328,6 @@ def test_batch_naming_one_metric_with_two_types_is_409(api_client):
     }
     assert_problem(post(api_client, "/api/metrics/batch", batch), 409)
     assert Metric.objects.count() == 0
-
-
-# --- idempotent retries ---------------------------------------------------------------------
-
-
-def test_a_retry_with_the_same_key_replays_and_stores_nothing_new(api_client):
-    body = {"name": "paid", "value": 3}
-    first = post(api_client, "/api/metrics/counter", body, **{"Idempotency-Key": "k-1"})
-    again = post(api_client, "/api/metrics/counter", body, **{"Idempotency-Key": "k-1"})
-    assert first.status_code == again.status_code == 201
-    assert again.json() == first.json()
-    assert again["Idempotent-Replayed"] == "true"
-    assert "Idempotent-Replayed" not in first
-    assert MetricPoint.objects.count() == 1
-
-
-def test_the_same_key_with_another_body_is_422(api_client):
-    post(api_client, "/api/metrics/counter", {"name": "a"}, **{"Idempotency-Key": "k"})
-    assert_problem(
-        post(api_client, "/api/metrics/counter", {"name": "b"}, **{"Idempotency-Key": "k"}), 422
-    )
-    assert MetricPoint.objects.count() == 1
-
-
-def test_keys_are_scoped_to_the_api_key(make_api_client):
-    one, two = make_api_client(), make_api_client()
-    for client in (one, two):
-        response = post(
-            client, "/api/metrics/counter", {"name": "a"}, **{"Idempotency-Key": "same"}
-        )
-        assert response.status_code == 201
-        assert "Idempotent-Replayed" not in response
-    assert MetricPoint.objects.count() == 2
-
-
-def test_a_key_still_in_flight_is_409(api_client):
-    post(api_client, "/api/metrics/counter", {"name": "a"}, **{"Idempotency-Key": "k"})
-    IdempotencyRecord.objects.update(state=IdempotencyRecord.State.IN_FLIGHT, status_code=None)
-    response = post(api_client, "/api/metrics/counter", {"name": "a"}, **{"Idempotency-Key": "k"})
-    assert_problem(response, 409)
-    assert response["Retry-After"] == "1"
-
-
-def test_a_replayed_conflict_keeps_its_status(api_client):
-    post(api_client, "/api/metrics/counter", {"name": "a"})
-    headers = {"Idempotency-Key": "k"}
-    first = post(api_client, "/api/metrics/value", {"name": "a", "value": 1}, **headers)
-    again = post(api_client, "/api/metrics/value", {"name": "a", "value": 1}, **headers)
-    assert_problem(first, 409)
-    assert_problem(again, 409)
-    assert again["Idempotent-Replayed"] == "true"
-
-
-@pytest.mark.parametrize(("length", "status"), [(255, 201), (256, 400)])
-def test_idempotency_key_length_limit(api_client, length, status):
-    response = post(
-        api_client, "/api/metrics/counter", {"name": "a"}, **{"Idempotency-Key": "k" * length}
-    )
-    assert response.status_code == status
 
 
 @pytest.mark.parametrize("name", ["counter", "batch"])

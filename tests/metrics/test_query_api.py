@@ -11,11 +11,10 @@ from django.db import connection
 from django.test import override_settings
 
 from metrics.models import Metric, RollupHour, Series
-from metrics.services import PointInput, points_ingest
+from tests.helpers import assert_problem, ingest
 
 pytestmark = pytest.mark.django_db
 
-PROBLEM = "application/problem+json"
 BERLIN = ZoneInfo("Europe/Berlin")
 KOLKATA = ZoneInfo("Asia/Kolkata")
 
@@ -29,11 +28,6 @@ def reader(make_api_client):
 def base():
     """Midnight UTC two days ago: inside the ±7-day write window, with whole days around it."""
     return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
-
-
-def ingest(kind, name, *points):
-    """points: (value, when) or (value, when, tags)."""
-    points_ingest(points=[PointInput(kind, name, p[0], p[1], *p[2:]) for p in points])
 
 
 def query(client, name, **params):
@@ -54,17 +48,6 @@ def values(response):
 
 def starts(response):
     return [bucket["start"] for bucket in ok(response)["buckets"]]
-
-
-def assert_problem(response, status, field=None):
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == PROBLEM
-    body = response.json()
-    assert body["status"] == status
-    if field is not None:
-        assert field in {e["field"] for e in body["errors"]}, body
-        assert field in body["detail"]
-    return body
 
 
 # --- shape, defaults, auth ------------------------------------------------------------------
@@ -213,7 +196,7 @@ def test_rate_is_the_sum_per_second_of_the_bucket(reader, base):
 
 
 def test_rate_of_a_value_metric_is_400(reader, latencies):
-    body = assert_problem(query(reader, "latency", aggregation="rate"), 400, "aggregation")
+    body = assert_problem(query(reader, "latency", aggregation="rate"), 400, field="aggregation")
     assert "counter" in body["detail"]
 
 
@@ -574,12 +557,12 @@ def test_unknown_metric_is_404_problem(reader):
 )
 def test_bad_parameters_are_400_naming_them(reader, base, params, field):
     ingest("value", "cpu", (1, base))
-    assert_problem(reader.get("/api/metrics/cpu", params), 400, field)
+    assert_problem(reader.get("/api/metrics/cpu", params), 400, field=field)
 
 
 def test_a_parameter_given_twice_is_400(reader, base):
     ingest("value", "cpu", (1, base))
-    assert_problem(reader.get("/api/metrics/cpu?interval=hour&interval=day"), 400, "interval")
+    assert_problem(reader.get("/api/metrics/cpu?interval=hour&interval=day"), 400, field="interval")
 
 
 def test_unknown_parameters_are_all_named(reader, base):
@@ -600,14 +583,14 @@ def test_10080_buckets_are_served_and_10081_refused_with_a_coarser_interval(read
     refused = assert_problem(
         query(reader, "many", from_=first, to=first + timedelta(minutes=10081), interval="minute"),
         400,
-        "interval",
+        field="interval",
     )
     assert "10,081" in refused["detail"]
     assert "interval=hour" in refused["detail"]
     days = query(
         reader, "many", from_="1990-01-01T00:00:00Z", to="2030-01-01T00:00:00Z", interval="day"
     )
-    assert "shorter range" in assert_problem(days, 400, "interval")["detail"]
+    assert "shorter range" in assert_problem(days, 400, field="interval")["detail"]
 
 
 # --- limits and logging ---------------------------------------------------------------------

@@ -8,9 +8,9 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from glowing_fiesta import locks
 from glowing_fiesta.logging import JsonFormatter
 from metrics.models import IngestBatch, MetricPoint, RollupDay, RollupHour, RollupMinute
-from retention import storage as retention_storage
 from retention.services import retention_apply
 
 from .helpers import buckets, ingest, partition_exists, point_times, row_counts
@@ -250,7 +250,7 @@ def test_a_run_while_another_holds_the_lock_is_skipped_and_touches_nothing(now, 
     with _other_session() as other:
         other.execute(
             "SELECT pg_advisory_lock(%s, %s)",
-            [retention_storage.LOCK_NAMESPACE, retention_storage.RUN_LOCK],
+            [locks.NAMESPACE, locks.RETENTION_RUN],
         )
         assert retention_apply(now=now) == {}
     assert point_times() == [cutoff - SECOND]

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from metrics.models import IngestBatch, MetricPoint, RollupDay, RollupMinute
 from metrics.tasks import batches_sweep_task
-
-from .conftest import broker, post_async, queued_batch_ids, wait_for, worker_database_url
+from tests.helpers import post_async, wait_for
+from tests.processes import broker, queued_batch_ids, worker_database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

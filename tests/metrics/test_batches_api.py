@@ -5,12 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from metrics.models import IngestBatch, Metric, MetricPoint
-
-from .conftest import post, post_async, queued_batch_ids
+from tests.helpers import PROBLEM, post, post_async
+from tests.processes import queued_batch_ids
 
 pytestmark = pytest.mark.django_db
-
-PROBLEM = "application/problem+json"
 
 
 def test_batch_with_respond_async_gets_202_status_url_and_one_pending_row(

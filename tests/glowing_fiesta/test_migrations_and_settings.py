@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ["metrics", "retention", "apikeys"]
+APPS = ["metrics", "idempotency", "retention", "apikeys"]
 
 
 def _tables():

@@ -1,4 +1,6 @@
-"""Fixtures for the queue: a unique Celery queue per test, a real worker process, helpers."""
+"""Real processes for tests: Celery workers on the test database and this test's own queue.
+
+The fixtures (`queue_name`, `start_worker`) are registered in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,31 +22,10 @@ from django.conf import settings
 from django.db import connection
 
 from glowing_fiesta.celery import app as celery_app
-from tests.helpers import truncate_point_tables
+from tests.helpers import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 WORKER_START_SECONDS = 60
-
-
-def post(client, path: str, body: dict, **headers: str):
-    return client.post(path, json.dumps(body), content_type="application/json", headers=headers)
-
-
-def post_async(client, path: str, body: dict, **headers: str):
-    return post(client, path, body, Prefer="respond-async", **headers)
-
-
-def wait_for(predicate: Callable[[], object], *, timeout: float, what: str, log=None) -> object:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            details = f"\n--- worker log ---\n{log()}" if log else ""
-            pytest.fail(f"timed out after {timeout} s waiting for {what}{details}")
-        time.sleep(0.1)
 
 
 def broker() -> redis.Redis:
@@ -75,15 +55,6 @@ def queue_name() -> Iterator[str]:
     yield name
     celery_app.conf.task_default_queue = previous
     broker().delete(name)
-
-
-@pytest.fixture
-def clean_point_tables() -> Iterator[None]:
-    """For `transaction=True` tests: Django's flush skips the unmanaged point and rollup tables,
-    so they are emptied before (whatever an earlier test left) and after."""
-    truncate_point_tables()
-    yield
-    truncate_point_tables()
 
 
 def worker_database_url() -> str:

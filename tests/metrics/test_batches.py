@@ -24,8 +24,8 @@ from metrics.tasks import (
     partitions_ensure_task,
     process_metric_batch,
 )
-
-from .conftest import post, post_async, queued_batch_ids, worker_database_url
+from tests.helpers import post, post_async
+from tests.processes import queued_batch_ids, worker_database_url
 
 pytestmark = pytest.mark.django_db
 

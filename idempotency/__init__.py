@@ -1,0 +1,1 @@
+"""Idempotent retries over HTTP: one outcome per (API key, Idempotency-Key), replayed for 24 h."""
