@@ -26,11 +26,14 @@ _stamp_seen: dict[int, datetime] = {}
 _PREFIX_ATTEMPTS = 5
 
 
-def _check_scopes(scopes: Iterable[str]) -> list[str]:
+def scopes_check(scopes: Iterable[str]) -> list[str]:
+    """The scopes without repeats, in order; ValueError naming any that does not exist."""
     chosen = list(dict.fromkeys(scopes))
     unknown = [scope for scope in chosen if scope not in Scope.values]
     if unknown:
-        raise ValueError(f"unknown scope(s): {', '.join(unknown)}; choose from write, read")
+        raise ValueError(
+            f"unknown scope(s): {', '.join(unknown)}; choose from {', '.join(Scope.values)}"
+        )
     return chosen
 
 
@@ -47,7 +50,7 @@ def apikey_create(
     `scopes` defaults to write and read, `rate_limit` (requests per minute) to
     API_KEY_DEFAULT_RATE_LIMIT. Only the prefix and an HMAC of the key are stored.
     """
-    chosen = _check_scopes(scopes if scopes is not None else Scope.values)
+    chosen = scopes_check(scopes if scopes is not None else Scope.values)
     limit = settings.API_KEY_DEFAULT_RATE_LIMIT if rate_limit is None else rate_limit
     if limit < 1:
         raise ValueError("rate limit must be at least 1 request per minute")
@@ -92,7 +95,7 @@ def apikey_update(
     if not name.strip():
         raise ValueError("name must not be empty")
     key.name = name.strip()
-    key.scopes = _check_scopes(scopes)
+    key.scopes = scopes_check(scopes)
     key.rate_limit = rate_limit
     key.expires_at = expires_at
     key.save(update_fields=["name", "scopes", "rate_limit", "expires_at"])

@@ -1,10 +1,7 @@
 """Reads of metrics: bucketed series from the rollups, percentiles from the raw points.
 
-Buckets are laid out here, in Python, with zoneinfo: a bucket is the set of instants that share
-one local wall-clock minute, hour (and UTC offset, so the repeated hour of a DST fall-back is two
-buckets) or date. Every boundary is a whole Unix second, so the bucket list of any zone, with its
-23- and 25-hour days and half-hour offsets, is exact, and SQL only has to place rows between
-boundaries (`width_bucket` over the boundary array, a binary search per row).
+Buckets are laid out in Python by `metrics.buckets` (any zone, exact to the second); the SQL
+here only places rows between their boundaries.
 
 Values come from the coarsest rollup whose UTC buckets tile every query bucket: day rollups for
 UTC days, hour rollups for zones whose offsets are whole hours, minute rollups otherwise. Sums,
@@ -21,12 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import psycopg.errors
@@ -35,7 +30,7 @@ from django.db import DatabaseError, connection, transaction
 
 from glowing_fiesta.exceptions import Problem
 
-from . import storage
+from . import buckets, storage
 from .models import IngestBatch, Metric, MetricType
 
 logger = logging.getLogger(__name__)
@@ -45,17 +40,6 @@ ROLLUP_AGGREGATIONS = ("sum", "avg", "min", "max", "count", "rate")
 PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 AGGREGATIONS = (*ROLLUP_AGGREGATIONS, *PERCENTILES)
 FILLS = ("null", "zero", "previous")
-
-# One week of minutes: the largest response is then a few hundred kilobytes.
-MAX_BUCKETS = 10_080
-
-# Seconds between the nominal boundaries of each interval, used to refuse absurd ranges before
-# laying out their buckets, and the margin around a range within which a bucket boundary surely
-# lies (a DST day lasts at most 26 hours).
-_NOMINAL = {"minute": 60, "hour": 3600, "day": 86400}
-_MARGIN = {"minute": 120, "hour": 7200, "day": 2 * 86400 + 7200}
-# Offset changes are looked for at this step; no zone changes its offset twice within it.
-_PROBE = 6 * 3600
 
 # (width, table), coarsest first: the write path's tables, read in the other direction.
 _ROLLUP_TABLES = tuple((width, table) for table, width in reversed(storage.ROLLUP_TABLES))
@@ -72,12 +56,6 @@ class MetricNotFound(Problem):
     status = 404
     slug = "metric-not-found"
     title = "Metric not found"
-
-
-class TooManyBuckets(Problem):
-    status = 400
-    slug = "too-many-buckets"
-    title = "Too many buckets"
 
 
 class QueryTimeout(Problem):
@@ -154,88 +132,6 @@ def metric_get(*, name: str) -> Metric:
     if metric is None:
         raise MetricNotFound(f"There is no metric named {name!r}.")
     return metric
-
-
-# --- bucket layout --------------------------------------------------------------------------
-
-
-def _offset(tz: ZoneInfo, second: int) -> int:
-    return int(datetime.fromtimestamp(second, tz).utcoffset().total_seconds())
-
-
-def _segments(lo: int, hi: int, tz: ZoneInfo) -> list[tuple[int, int, int]]:
-    """Split [lo, hi) into (start, end, offset) runs of one UTC offset, to the second."""
-    segments = []
-    start, offset = lo, _offset(tz, lo)
-    probe = lo
-    while probe < hi:
-        nxt = min(probe + _PROBE, hi)
-        if _offset(tz, nxt) != offset:
-            # Binary search for the first second of the new offset within (probe, nxt].
-            a, b = probe, nxt
-            while b - a > 1:
-                mid = (a + b) // 2
-                if _offset(tz, mid) == offset:
-                    a = mid
-                else:
-                    b = mid
-            segments.append((start, b, offset))
-            start, offset = b, _offset(tz, b)
-            nxt = b
-        probe = nxt
-    segments.append((start, hi, offset))
-    return segments
-
-
-def _boundaries(lo: int, hi: int, interval: str, tz: ZoneInfo) -> list[int]:
-    """Every bucket boundary in [lo, hi), as Unix seconds, ascending."""
-    step = _NOMINAL[interval]
-    found: set[int] = set()
-    previous_offset = None
-    for start, end, offset in _segments(lo, hi, tz):
-        # A change of offset starts a new minute or hour bucket (their key holds the offset);
-        # it starts a new day only when the local date changes with it, as when a zone skips
-        # midnight.
-        if previous_offset is not None and (
-            interval != "day" or (start + offset) // 86400 != (start - 1 + previous_offset) // 86400
-        ):
-            found.add(start)
-        # Within one offset, boundaries fall where local time is a whole minute/hour/midnight.
-        first = start + (-(start + offset)) % step
-        found.update(range(first, end, step))
-        previous_offset = offset
-    return sorted(found)
-
-
-def bucket_bounds(*, start: datetime, end: datetime, interval: str, tz: ZoneInfo) -> list[int]:
-    """Boundaries b0 < … < bn (Unix seconds) of the buckets of [start, end); bucket i is
-    [b_i, b_i+1). b0 is the start of the bucket holding `start`, b_n-1 the last start before
-    `end`. Raises TooManyBuckets (400) past MAX_BUCKETS.
-    """
-    s, e = start.timestamp(), end.timestamp()
-    step = _NOMINAL[interval]
-    estimate = (e - s) / step
-    if estimate > MAX_BUCKETS + 2:
-        raise _too_many(interval, math.ceil(estimate), approximate=True)
-    margin = _MARGIN[interval]
-    bounds = _boundaries(math.floor(s) - margin, math.ceil(e) + margin, interval, tz)
-    first = bisect_right(bounds, s) - 1
-    last = bisect_left(bounds, e)
-    bounds = bounds[first : last + 1]
-    if len(bounds) - 1 > MAX_BUCKETS:
-        raise _too_many(interval, len(bounds) - 1, approximate=False)
-    return bounds
-
-
-def _too_many(interval: str, count: int, *, approximate: bool) -> TooManyBuckets:
-    coarser = {"minute": "hour", "hour": "day"}.get(interval)
-    hint = f"Use interval={coarser} or a shorter range." if coarser else "Use a shorter range."
-    about = "about " if approximate else ""
-    message = (
-        f"The range holds {about}{count:,} buckets of interval={interval}; at most "
-        f"{MAX_BUCKETS:,} are allowed. {hint}"
-    )
-    return TooManyBuckets(message, errors=[{"field": "interval", "message": message}])
 
 
 # --- SQL ------------------------------------------------------------------------------------
@@ -440,60 +336,28 @@ def _fill(values: list[Value], fill: str, aggregation: str) -> list[Value]:
     return values
 
 
-_CLOCK = [f"{h:02d}:{m:02d}:00" for h in range(24) for m in range(60)]
-_EPOCH = date(1970, 1, 1)
-
-
-def _starts(bounds: list[int], tz: ZoneInfo) -> list[str]:
-    """The ISO 8601 start of each bucket with the zone's offset, as datetime.isoformat() has it.
-
-    Built from the boundaries' offsets and a table of clock times: six times faster than a
-    datetime per bucket, which dominated the time of a 1,440-bucket answer.
-    """
-    segments = _segments(bounds[0], bounds[-1], tz)
-    out: list[str] = []
-    days: dict[int, str] = {}
-    suffixes: dict[int, str] = {}
-    segment = 0
-    for b in bounds[:-1]:
-        while b >= segments[segment][1]:
-            segment += 1
-        offset = segments[segment][2]
-        local = b + offset
-        if local % 60 or offset % 60:  # local mean time of old zones: seconds in the offset
-            out.append(datetime.fromtimestamp(b, tz).isoformat())
-            continue
-        day, second = divmod(local, 86400)
-        prefix = days.get(day)
-        if prefix is None:
-            prefix = days[day] = f"{_EPOCH + timedelta(days=day)}T"
-        suffix = suffixes.get(offset)
-        if suffix is None:
-            sign, minutes = ("-", -offset // 60) if offset < 0 else ("+", offset // 60)
-            suffix = suffixes[offset] = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
-        out.append(prefix + _CLOCK[second // 60] + suffix)
-    return out
-
-
 def _group_order(value: str | None) -> tuple[bool, str]:
     return (value is None, value or "")
 
 
-# --- query shapes ---------------------------------------------------------------------------
+# --- the query ------------------------------------------------------------------------------
 
 
-def _layout(query: SeriesQuery) -> list[int]:
-    return bucket_bounds(start=query.start, end=query.end, interval=query.interval, tz=query.tz)
-
-
-def _single(query: SeriesQuery, bounds: list[int], rows: dict) -> BucketSeries:
-    values = rows.get(None) or [None] * (len(bounds) - 1)
-    return BucketSeries(
-        starts=_starts(bounds, query.tz), values=_fill(values, query.fill, query.aggregation)
+def series_query(*, query: SeriesQuery) -> BucketSeries | GroupedSeries:
+    """The query's buckets, one value each: sum/avg/min/max/count/rate from the rollups, exact
+    percentiles (percentile_cont) from the raw points under QUERY_PERCENTILE_TIMEOUT_MS
+    (QueryTimeout, 503, past it). With `group_by`, one series per value of that tag: series
+    without it form the group {key: null}; groups without points in the buckets are left out.
+    """
+    bounds = buckets.bucket_bounds(
+        start=query.start, end=query.end, interval=query.interval, tz=query.tz
     )
-
-
-def _grouped(query: SeriesQuery, bounds: list[int], rows: dict) -> GroupedSeries:
+    read = _percentile_rows if query.aggregation in PERCENTILES else _rollup_rows
+    rows = read(query, bounds)
+    starts = buckets.bucket_starts(bounds, query.tz)
+    if not query.group_by:
+        values = rows.get(None) or [None] * (len(bounds) - 1)
+        return BucketSeries(starts=starts, values=_fill(values, query.fill, query.aggregation))
     groups = [
         SeriesGroup(
             tags={query.group_by: grp},
@@ -501,44 +365,4 @@ def _grouped(query: SeriesQuery, bounds: list[int], rows: dict) -> GroupedSeries
         )
         for grp in sorted(rows, key=_group_order)
     ]
-    return GroupedSeries(starts=_starts(bounds, query.tz), groups=groups)
-
-
-def series_aggregate(*, query: SeriesQuery) -> BucketSeries:
-    """sum/avg/min/max/count/rate per bucket over all matching series, from the rollups."""
-    bounds = _layout(query)
-    return _single(query, bounds, _rollup_rows(query, bounds))
-
-
-def series_aggregate_grouped(*, query: SeriesQuery) -> GroupedSeries:
-    """As series_aggregate, one series per value of tag `query.group_by`.
-
-    Series without that tag form the group {key: null}. Groups without points in the buckets
-    are left out.
-    """
-    bounds = _layout(query)
-    return _grouped(query, bounds, _rollup_rows(query, bounds))
-
-
-def series_percentiles(*, query: SeriesQuery) -> BucketSeries:
-    """The exact percentile (percentile_cont) of the raw values of each bucket.
-
-    Raises QueryTimeout (503, Retry-After) past QUERY_PERCENTILE_TIMEOUT_MS.
-    """
-    bounds = _layout(query)
-    return _single(query, bounds, _percentile_rows(query, bounds))
-
-
-def series_percentiles_grouped(*, query: SeriesQuery) -> GroupedSeries:
-    """As series_percentiles, one series per value of tag `query.group_by` (null for none)."""
-    bounds = _layout(query)
-    return _grouped(query, bounds, _percentile_rows(query, bounds))
-
-
-def series_query(*, query: SeriesQuery) -> BucketSeries | GroupedSeries:
-    """Run the query shape that fits: rollups or raw points, grouped or not."""
-    if query.aggregation in PERCENTILES:
-        shape = series_percentiles_grouped if query.group_by else series_percentiles
-    else:
-        shape = series_aggregate_grouped if query.group_by else series_aggregate
-    return shape(query=query)
+    return GroupedSeries(starts=starts, groups=groups)

@@ -82,10 +82,10 @@ PRUNE_RULES: tuple[PruneRule, ...] = (
     ),
     PruneRule("metric_rollup_hour", "bucket", _days("ROLLUP_RETENTION_DAYS"), bucket=HOUR),
     PruneRule("metric_rollup_day", "bucket", _days("ROLLUP_RETENTION_DAYS"), bucket=DAY),
-    # A key is remembered 24 hours from its first request, done or still (long dead) in flight.
+    # A key is remembered 24 hours from its first request.
     PruneRule("idempotency_keys", "created_at", _fixed(IDEMPOTENCY_REMEMBER)),
-    # Finished queue batches, after the queue's own keep period (its hourly purge removes them
-    # in slices; this run removes whatever is left). Failed and unfinished batches stay.
+    # Finished batches of the outbox, after QUEUE_KEEP_DAYS. Failed and unfinished batches stay
+    # until an operator retries or deletes them.
     PruneRule("ingest_batches", "processed_at", _days("QUEUE_KEEP_DAYS"), where="state = 'done'"),
 )
 

@@ -9,6 +9,8 @@ from factory.django import DjangoModelFactory
 
 from apikeys import keyformat
 from apikeys.models import ApiKey
+from metrics import storage
+from metrics.models import Metric, MetricType, Series
 
 
 class ApiKeyFactory(DjangoModelFactory):
@@ -30,3 +32,24 @@ class ApiKeyFactory(DjangoModelFactory):
         key = super()._create(model_class, *args, **kwargs)
         key.raw_key = raw
         return key
+
+
+class MetricFactory(DjangoModelFactory):
+    """A metric row with no points (write points through `tests.helpers.ingest`)."""
+
+    class Meta:
+        model = Metric
+
+    name = factory.Sequence(lambda n: f"metric.{n}")
+    type = MetricType.COUNTER
+
+
+class SeriesFactory(DjangoModelFactory):
+    """A series of a metric, its tags hashed as the write path hashes them."""
+
+    class Meta:
+        model = Series
+
+    metric = factory.SubFactory(MetricFactory)
+    tags = factory.LazyFunction(dict)
+    tags_hash = factory.LazyAttribute(lambda series: storage.tags_hash(series.tags))

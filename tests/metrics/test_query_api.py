@@ -10,7 +10,8 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from metrics.models import Metric, RollupHour, Series
+from metrics.models import RollupHour
+from tests.factories import MetricFactory, SeriesFactory
 from tests.helpers import assert_problem, ingest
 
 pytestmark = pytest.mark.django_db
@@ -395,10 +396,7 @@ def test_percentile_with_a_tag_filter_at_minute_resolution(reader, latencies):
 
 def _hour_rollups(name, kind, first, last, value=1.0):
     """Hour rollup rows (not partitioned, so any date works) for every UTC hour in [first, last)."""
-    metric = Metric.objects.create(name=name, type=kind)
-    series = Series.objects.create(
-        metric=metric, tags={}, tags_hash="00000000-0000-0000-0000-000000000000"
-    )
+    series = SeriesFactory(metric=MetricFactory(name=name, type=kind))
     # Stepped in UTC: an hour added to a Berlin wall-clock time can land on the same instant.
     rows, t, last = [], first.astimezone(UTC), last.astimezone(UTC)
     while t < last:
@@ -598,7 +596,7 @@ def test_10080_buckets_are_served_and_10081_refused_with_a_coarser_interval(read
 
 @override_settings(QUERY_PERCENTILE_TIMEOUT_MS=50)
 def test_a_percentile_query_past_its_timeout_is_503_with_retry_after(reader, base):
-    Metric.objects.create(name="slow", type="value")
+    MetricFactory(name="slow", type="value")
     settings = connection.settings_dict
     # Another session holds the points table, so the query waits until its timeout cancels it.
     with psycopg.connect(

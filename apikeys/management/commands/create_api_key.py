@@ -7,13 +7,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from apikeys.models import Scope
-from apikeys.services import apikey_create
+from apikeys.services import apikey_create, scopes_check
 
 
 def parse_scopes(value: str) -> list[str]:
-    scopes = [part.strip() for part in value.split(",") if part.strip()]
-    unknown = [scope for scope in scopes if scope not in Scope.values]
-    if unknown or not scopes:
+    try:
+        scopes = scopes_check(part.strip() for part in value.split(",") if part.strip())
+    except ValueError:
+        scopes = []
+    if not scopes:
         raise CommandError(
             f"--scopes takes a comma-separated list of {', '.join(Scope.values)}; got {value!r}"
         )
