@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -246,23 +246,30 @@ def _end_quietly(batch_id: int, attempt: int, state: str, error: str) -> None:
         )
 
 
-def batches_sweep(*, now: datetime, limit: int = SWEEP_LIMIT) -> list[int]:
-    """Send again the batches whose message may have been lost; return their ids.
-
-    Pending batches untouched for QUEUE_STALE_SECONDS (Redis flushed or restarted, an enqueue
-    that failed after the commit), and running ones claimed more than QUEUE_CLAIM_STALE_SECONDS
-    ago (their worker died after the broker gave up on it). Each batch is sent at most once per
-    QUEUE_STALE_SECONDS, so a long backlog is not flooded with copies; a copy is harmless anyway.
-    """
+def _stale(now: datetime) -> Q:
+    """Batches whose message may have been lost: pending ones untouched for QUEUE_STALE_SECONDS
+    (Redis flushed or restarted, an enqueue that failed after the commit), and running ones
+    claimed more than QUEUE_CLAIM_STALE_SECONDS ago (their worker died after the broker gave up
+    on it)."""
     stale = now - timedelta(seconds=settings.QUEUE_STALE_SECONDS)
     claim_stale = now - timedelta(seconds=settings.QUEUE_CLAIM_STALE_SECONDS)
+    return Q(state=State.PENDING, updated_at__lt=stale) | Q(
+        state=State.RUNNING, updated_at__lt=stale, claimed_at__lt=claim_stale
+    )
+
+
+def batches_sweep(*, now: datetime, limit: int = SWEEP_LIMIT) -> list[int]:
+    """Send again the batches whose message may have been lost (`_stale`); return their ids.
+
+    Each batch is sent at most once per QUEUE_STALE_SECONDS, so a long backlog is not flooded
+    with copies; a copy is harmless anyway. The limit bounds one sweep's messages, not how fast
+    a backlog drains: each worker that runs one of them goes on with the other stale batches
+    (`batches_drain`), so recovery runs at the workers' pace.
+    """
     with transaction.atomic():
         ids = list(
             IngestBatch.objects.select_for_update(skip_locked=True)
-            .filter(
-                Q(state=State.PENDING, updated_at__lt=stale)
-                | Q(state=State.RUNNING, updated_at__lt=stale, claimed_at__lt=claim_stale)
-            )
+            .filter(_stale(now))
             .order_by("updated_at")
             .values_list("pk", flat=True)[:limit]
         )
@@ -270,6 +277,30 @@ def batches_sweep(*, now: datetime, limit: int = SWEEP_LIMIT) -> list[int]:
             IngestBatch.objects.filter(pk__in=ids).update(updated_at=now)
             transaction.on_commit(lambda: _dispatch_all(ids))
     return ids
+
+
+def batches_drain(*, now: Callable[[], datetime], until: float) -> list[BatchRun]:
+    """Process stale batches one after another until none is left or `until` (monotonic) passes.
+
+    Run by a worker after its own batch: when messages were lost (a flushed broker), the batches
+    behind them are written at the worker's pace instead of waiting for the sweeper to send
+    each one. Claims skip batches another worker holds, so workers drain side by side.
+    """
+    runs: list[BatchRun] = []
+    while time.monotonic() < until:
+        batch_id = (
+            IngestBatch.objects.filter(_stale(now()))
+            .order_by("updated_at")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if batch_id is None:
+            break
+        run = batch_process(batch_id=batch_id, now=now())
+        runs.append(run)
+        if run.result == "retry":
+            break  # the database is failing: the retry's backoff applies to the rest too
+    return runs
 
 
 def batches_retry(*, batch_ids: Iterable[int], now: datetime) -> list[int]:

@@ -62,6 +62,15 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
     )
     if run.result == "retry":
         raise self.retry(countdown=run.retry_in)
+    # Messages may have been lost with their batches still pending: write those too, within
+    # half of this task's time limit.
+    until = time.monotonic() + settings.QUEUE_TASK_SOFT_TIME_LIMIT / 2
+    drained = batches.batches_drain(now=timezone.now, until=until)
+    if drained:
+        logger.info(
+            "stale batches drained",
+            extra={"batches": len(drained), "results": sorted({r.result for r in drained})},
+        )
     return run.result
 
 

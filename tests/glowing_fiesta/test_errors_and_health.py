@@ -95,3 +95,53 @@ def test_openapi_schema_is_valid_and_lists_every_endpoint_with_the_key_scheme(tm
     for path, operations in schema["paths"].items():
         for operation in operations.values():
             assert operation.get("security"), path
+
+
+@pytest.fixture
+def database_unreachable(monkeypatch):
+    """Django's connection points at a closed port until teardown, as in a database outage."""
+    params = connection.settings_dict.copy()
+    monkeypatch.setitem(connection.settings_dict, "HOST", "127.0.0.1")
+    monkeypatch.setitem(connection.settings_dict, "PORT", "1")
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", {})
+    connection.close()
+    yield
+    connection.settings_dict.update(params)
+    connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_during_a_database_outage_is_503_with_retry_after(api_client, request):
+    request.getfixturevalue("database_unreachable")
+    response = api_client.post("/api/metrics/counter", {"name": "c"}, format="json")
+    assert response.status_code == 503, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["type"].endswith(":database-unavailable")
+    assert response["Retry-After"] == "2"
+    # The liveness probe never touches the database.
+    assert api_client.get("/healthz").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_behind_a_table_lock_is_503_within_the_lock_timeout(
+    api_client, settings, clean_point_tables
+):
+    import time
+
+    import psycopg
+
+    from tests.processes import worker_database_url
+
+    assert api_client.post("/api/metrics/counter", {"name": "c"}, format="json").status_code == 201
+    with psycopg.connect(worker_database_url()) as other:
+        other.execute("LOCK TABLE metric_points IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        response = api_client.post("/api/metrics/counter", {"name": "c"}, format="json")
+        waited = time.monotonic() - started
+        other.rollback()
+    assert response.status_code == 503, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert "lock" in response.json()["detail"]
+    assert response["Retry-After"] == "2"
+    # DB_LOCK_TIMEOUT_MS (1 s), not the 5 s statement timeout.
+    assert settings.DB_LOCK_TIMEOUT_MS / 1000 <= waited < settings.DB_STATEMENT_TIMEOUT_MS / 1000

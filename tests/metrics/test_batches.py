@@ -119,6 +119,33 @@ def test_transient_errors_are_retried_until_the_batch_fails_with_its_error(
     assert MetricPoint.objects.count() == 0
 
 
+@pytest.fixture
+def points_table_locked():
+    """Another session holds metric_points until teardown: writes of known series block on it
+    in the write path's own raw psycopg statements (COPY and the server-bound upsert)."""
+    with psycopg.connect(worker_database_url()) as other:
+        other.execute("LOCK TABLE metric_points IN ACCESS EXCLUSIVE MODE")
+        yield
+        other.rollback()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("count", [1, 100], ids=["one-statement", "copy"])
+def test_a_lock_timeout_in_the_raw_write_path_is_retried_not_failed(
+    api_client, count, request, clean_point_tables
+):
+    # The metric and series exist (committed and cached) before the lock is taken.
+    assert post(api_client, "/api/metrics/value", {"name": "known", "value": 1}).status_code == 201
+    batch_id = queue_points(api_client, [{"type": "value", "name": "known", "value": 2}] * count)
+    request.getfixturevalue("points_table_locked")
+    # Waits DB_LOCK_TIMEOUT_MS for the lock, then gives up with a lock timeout.
+    run_ = batches.batch_process(batch_id=batch_id, now=timezone.now())
+    assert run_.result == "retry", run_
+    batch = IngestBatch.objects.get()
+    assert (batch.state, batch.attempts) == ("pending", 1)
+    assert "lock timeout" in batch.error
+
+
 def test_transient_error_puts_the_batch_back_to_pending_with_its_error(
     api_client, metrics_table_locked
 ):
@@ -353,3 +380,18 @@ def test_the_test_delay_is_refused_outside_debug(debug, refused):
     )
     assert (result.returncode != 0) == refused, result.stderr
     assert ("QUEUE_TEST_DELAY_SECONDS is for tests only" in result.stderr) == refused
+
+
+def test_a_worker_drains_the_stale_batches_whose_messages_were_lost(api_client, settings):
+    """After a broker flush, the first message a worker gets is enough: it goes on with every
+    stale batch, at its own pace, instead of one message per batch from the sweeper."""
+    ids = [queue_points(api_client, values(2, name=f"lost.{i}")) for i in range(6)]
+    stale = timezone.now() - timedelta(seconds=settings.QUEUE_STALE_SECONDS + 1)
+    IngestBatch.objects.filter(pk__in=ids[1:]).update(updated_at=stale)
+    fresh = queue_points(api_client, values(2, name="fresh"))
+    assert run(ids[0]) == "done"
+    states = dict(IngestBatch.objects.values_list("pk", "state"))
+    assert {pk: states[pk] for pk in ids} == dict.fromkeys(ids, "done")
+    # A batch whose message is surely still on its way is left to it.
+    assert states[fresh] == "pending"
+    assert MetricPoint.objects.count() == 12
