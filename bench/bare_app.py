@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from glowing_fiesta import health
 from glowing_fiesta.exceptions import Problem
 from metrics.models import MetricType
-from metrics.serializers import PointErrors, parse_point
+from metrics.points import PointErrors, parse_point
 
 
 class BareCounterView(APIView):

@@ -22,16 +22,8 @@ from idempotency.decorators import idempotent
 
 from .. import batches
 from ..models import MetricType
-from ..serializers import (
-    BatchInput,
-    BatchOutput,
-    CounterInput,
-    PointErrors,
-    PointOutput,
-    ValueInput,
-    parse_batch,
-    parse_point,
-)
+from ..points import PointErrors, parse_batch, parse_point
+from ..serializers import BatchInput, BatchOutput, CounterInput, PointOutput, ValueInput
 from ..services import PointInput, points_ingest
 from .batches import ACCEPTED, PREFER_PARAMETER, accepted_body, accepted_headers, prefers_async
 from .series import series_respond
