@@ -339,3 +339,69 @@ def test_a_metric_named_like_an_ingestion_path_can_still_be_queried(make_api_cli
     assert sum(b["value"] for b in response.json()["buckets"]) == 3
     assert writer.get(f"/api/metrics/{name}").status_code == 403
     assert post(reader, "/api/metrics/batch", batch).status_code == 403
+
+
+def test_a_batch_validates_every_point_the_same_as_a_single_point(api_client, frozen_now):
+    """The batch's quick check and the full one agree on edge cases, valid and invalid alike."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from metrics.points import PointErrors, parse_batch, parse_point
+
+    week = 7 * 86400
+    stamps = st.one_of(
+        st.none(),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-(10**12), 10**12),
+        st.sampled_from(
+            [frozen_now.timestamp() + d for d in (-week, -week + 1, 0, week - 1, week)]
+        ),
+        st.sampled_from(["2026-01-01", "2026-01-01T00:00:00", frozen_now.isoformat(), "x"]),
+    )
+    values = st.one_of(
+        st.none(), st.booleans(), st.integers(-(10**16), 10**16), st.floats(), st.just("1")
+    )
+    tags = st.one_of(
+        st.none(),
+        st.just([]),
+        st.dictionaries(
+            st.sampled_from(["host", "1bad", "a" * 64, "a" * 65]),
+            st.one_of(st.sampled_from(["x", "", "\x00", "y" * 191, "y" * 192]), st.integers()),
+            max_size=3,
+        ),
+    )
+    edges = {
+        "type": st.sampled_from(["counter", "value", "gauge", None, ["value"]]),
+        "name": st.sampled_from(["cpu", "a b", "", "x" * 191, "x" * 192, None, 5]),
+        "value": values,
+        "timestamp": stamps,
+        "tags": tags,
+        "extra": st.just(1),
+    }
+    valid = {"type": "value", "name": "cpu", "value": 1.5, "timestamp": frozen_now.timestamp()}
+
+    @st.composite
+    def point(draw):
+        # A valid point with one or two fields changed (or dropped), so each edge is reached.
+        raw = dict(valid)
+        for field in draw(st.lists(st.sampled_from(sorted(edges)), min_size=1, max_size=2)):
+            if draw(st.booleans()) and field in raw:
+                del raw[field]
+            else:
+                raw[field] = draw(edges[field])
+        return raw
+
+    @settings(max_examples=400, deadline=None)
+    @given(raw=point())
+    def agree(raw):
+        try:
+            alone = ("ok", parse_point(raw, kind=None, now=frozen_now, index=0))
+        except PointErrors as exc:
+            alone = ("errors", exc.errors)
+        try:
+            batched = ("ok", parse_batch({"points": [raw]}, now=frozen_now)[0])
+        except PointErrors as exc:
+            batched = ("errors", exc.errors)
+        assert batched == alone
+
+    agree()
