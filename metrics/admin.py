@@ -77,7 +77,7 @@ class IngestBatchAdmin(admin.ModelAdmin):
         "updated_at",
         "claimed_at",
         "processed_at",
-        "payload",
+        "first_points",
     )
     readonly_fields = fields
     actions = ["retry"]
@@ -94,6 +94,17 @@ class IngestBatchAdmin(admin.ModelAdmin):
         if not request.user.has_perm("metrics.change_ingestbatch"):
             actions.pop("retry", None)
         return actions
+
+    @admin.display(description="points (the first 20)")
+    def first_points(self, obj: IngestBatch) -> str:
+        points = batches.batch_points(obj)
+        lines = [
+            f"{p.timestamp.isoformat()} {p.type} {p.name} {p.value!r} {dict(p.tags)}"
+            for p in points[:20]
+        ]
+        if len(points) > 20:
+            lines.append(f"… and {len(points) - 20} more")
+        return "\n".join(lines)
 
     @admin.action(description="Retry selected failed batches")
     def retry(self, request: HttpRequest, queryset: QuerySet[IngestBatch]) -> None:

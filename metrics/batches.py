@@ -17,9 +17,13 @@ Running a batch twice never stores a point twice:
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import struct
+import sys
 import time
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,22 +74,73 @@ class BatchRun:
 
 # --- payload ---------------------------------------------------------------------------------
 
+# points_pack's layout, little-endian: version (u8), header length (u32), point count (u32), the
+# header (JSON: [[type, name, tags], …] for each distinct series), then one array per column:
+# series index (u32), value (f64), timestamp (i64 microseconds since the Unix epoch, UTC).
+_PACK_VERSION = 1
+_PACK_HEAD = struct.Struct("<BII")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
-def points_encode(points: Sequence[PointInput]) -> list[dict[str, Any]]:
-    """Validated points as JSON; floats and ISO 8601 timestamps round-trip exactly."""
+
+def points_pack(points: Sequence[PointInput]) -> bytes:
+    """Validated points as bytes: each distinct series named once, then columns of numbers.
+
+    Floats and microsecond timestamps round-trip exactly; packing 1000 points is a fraction of a
+    millisecond, and PostgreSQL stores the bytes without parsing them (unlike jsonb).
+    """
+    keys: dict[tuple, int] = {}
+    series: list[list] = []
+    index = array("I")
+    values = array("d")
+    stamps = array("q")
+    for p in points:
+        key = (p.type, p.name, *p.tags.items())
+        position = keys.get(key)
+        if position is None:
+            position = keys[key] = len(series)
+            series.append([p.type, p.name, dict(p.tags)])
+        index.append(position)
+        values.append(p.value)
+        stamps.append((p.timestamp - _EPOCH) // _MICROSECOND)
+    header = json.dumps(series, separators=(",", ":"), ensure_ascii=False).encode()
+    columns = [index, values, stamps]
+    if sys.byteorder != "little":
+        for column in columns:
+            column.byteswap()
+    return b"".join(
+        [_PACK_HEAD.pack(_PACK_VERSION, len(header), len(points)), header]
+        + [column.tobytes() for column in columns]
+    )
+
+
+def points_unpack(packed: bytes) -> list[PointInput]:
+    """The points of `points_pack`, in their order."""
+    version, header_length, count = _PACK_HEAD.unpack_from(packed)
+    if version != _PACK_VERSION:
+        raise ValueError(f"unknown packed batch version {version}")
+    offset = _PACK_HEAD.size
+    series = json.loads(packed[offset : offset + header_length])
+    offset += header_length
+    columns = []
+    for code in "Idq":
+        column = array(code)
+        end = offset + column.itemsize * count
+        column.frombytes(packed[offset:end])
+        offset = end
+        columns.append(column)
+    if sys.byteorder != "little":
+        for column in columns:
+            column.byteswap()
+    index, values, stamps = columns
     return [
-        {
-            "type": p.type,
-            "name": p.name,
-            "value": p.value,
-            "timestamp": p.timestamp.astimezone(UTC).isoformat(),
-            "tags": dict(p.tags),
-        }
-        for p in points
+        PointInput(series[i][0], series[i][1], v, _EPOCH + _MICROSECOND * us, series[i][2])
+        for i, v, us in zip(index, values, stamps, strict=True)
     ]
 
 
 def points_decode(payload: Iterable[dict[str, Any]]) -> list[PointInput]:
+    """The points of a batch queued as JSON, before batches were packed."""
     return [
         PointInput(
             type=item["type"],
@@ -96,6 +151,13 @@ def points_decode(payload: Iterable[dict[str, Any]]) -> list[PointInput]:
         )
         for item in payload
     ]
+
+
+def batch_points(batch: IngestBatch) -> list[PointInput]:
+    """The points of a queued batch, packed or (queued before packing) JSON."""
+    if batch.packed is not None:
+        return points_unpack(bytes(batch.packed))
+    return points_decode(batch.payload)
 
 
 # --- services --------------------------------------------------------------------------------
@@ -110,7 +172,7 @@ def batch_create(*, api_key_id: int, points: Sequence[PointInput], now: datetime
     """
     batch = IngestBatch.objects.create(
         api_key_id=api_key_id,
-        payload=points_encode(points),
+        packed=points_pack(points),
         points=len(points),
         created_at=now,
         updated_at=now,
@@ -149,12 +211,12 @@ def batch_process(*, batch_id: int, now: datetime) -> BatchRun:
             batch = (
                 IngestBatch.objects.select_for_update()
                 .filter(pk=batch_id, state=State.RUNNING, attempts=attempt)
-                .only("payload")
+                .only("packed", "payload")
                 .first()
             )
             if batch is None:
                 return BatchRun(batch_id, "skipped", attempts=attempt, error="claim taken over")
-            stored = points_ingest(points=points_decode(batch.payload))
+            stored = points_ingest(points=batch_points(batch))
             if settings.QUEUE_TEST_DELAY_SECONDS and attempt == 1:
                 time.sleep(settings.QUEUE_TEST_DELAY_SECONDS)
             _end(batch_id, attempt, State.DONE, error="", now=timezone.now())

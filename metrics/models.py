@@ -139,8 +139,11 @@ class IngestBatch(models.Model):
 
     api_key = models.ForeignKey("apikeys.ApiKey", on_delete=models.CASCADE, related_name="+")
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
-    # The validated points: [{"type", "name", "value", "timestamp" (ISO 8601, UTC), "tags"}].
-    payload = models.JSONField()
+    # The validated points, packed (metrics.batches.points_pack): one short INSERT of bytes that
+    # PostgreSQL stores without parsing. `payload` holds batches queued before packing existed:
+    # [{"type", "name", "value", "timestamp" (ISO 8601, UTC), "tags"}].
+    packed = models.BinaryField(null=True)
+    payload = models.JSONField(null=True)
     points = models.PositiveIntegerField()
     # Claims so far; also the fencing token of the current claim (see metrics/batches.py).
     attempts = models.PositiveSmallIntegerField(default=0)

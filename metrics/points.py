@@ -237,7 +237,7 @@ class _FastBatch:
         self.tags: dict[tuple, dict[str, str] | None] = {}
 
     def point(self, raw: Any) -> PointInput | None:
-        if type(raw) is not dict or not raw.keys() <= BATCH_POINT_FIELDS:
+        if type(raw) is not dict or not BATCH_POINT_FIELDS.issuperset(raw):
             return None
         point_type = raw.get("type")
         name = raw.get("name")

@@ -123,7 +123,11 @@ def default_fill(metric_type: str, aggregation: str) -> str:
 
 def batch_get_for_key(*, api_key_id: int, batch_id: int) -> IngestBatch | None:
     """The batch if this API key created it; another key's batch is None, as if absent."""
-    return IngestBatch.objects.filter(pk=batch_id, api_key_id=api_key_id).defer("payload").first()
+    return (
+        IngestBatch.objects.filter(pk=batch_id, api_key_id=api_key_id)
+        .defer("packed", "payload")
+        .first()
+    )
 
 
 def metric_get(*, name: str) -> Metric:

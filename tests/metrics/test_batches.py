@@ -12,6 +12,8 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
 from kombu.exceptions import OperationalError as BrokerError
 
 from apikeys.services import apikey_create
@@ -19,6 +21,7 @@ from glowing_fiesta.celery import app as celery_app
 from glowing_fiesta.celery import beat_schedule
 from metrics import batches
 from metrics.models import IngestBatch, MetricPoint, RollupDay, RollupHour, RollupMinute
+from metrics.services import PointInput
 from metrics.tasks import (
     batches_sweep_task,
     partitions_ensure_task,
@@ -333,10 +336,48 @@ def test_celery_is_configured_not_to_lose_tasks():
 
 def test_a_batch_that_cannot_be_read_fails_with_the_error(api_client):
     batch_id = queue_points(api_client, values(1))
-    IngestBatch.objects.filter(pk=batch_id).update(payload=[{"type": "value"}])
+    IngestBatch.objects.filter(pk=batch_id).update(packed=b"\x07garbage")
     assert run(batch_id) == "failed"
     batch = IngestBatch.objects.get()
-    assert (batch.state, batch.attempts, batch.error) == ("failed", 1, "KeyError: 'name'")
+    assert (batch.state, batch.attempts) == ("failed", 1)
+    assert batch.error.startswith("error: unpack_from requires a buffer")
+
+
+def test_a_batch_queued_as_json_before_packing_is_still_written(api_client):
+    key = api_client.api_key
+    now = timezone.now()
+    batch = IngestBatch.objects.create(
+        api_key=key, state="pending", points=2, created_at=now, updated_at=now,
+        payload=[
+            {"type": "value", "name": "old", "value": 1.5, "timestamp": now.isoformat(), "tags": {}},
+            {"type": "counter", "name": "old.c", "value": 2.0, "timestamp": now.isoformat(),
+             "tags": {"h": "a"}},
+        ],
+    )  # fmt: skip
+    assert run(batch.pk) == "done"
+    assert sorted(MetricPoint.objects.values_list("value", flat=True)) == [1.5, 2.0]
+
+
+@given(
+    points=st.lists(
+        st.builds(
+            PointInput,
+            type=st.sampled_from(["counter", "value"]),
+            name=st.sampled_from(["a", "b.c", "ünï"]),
+            value=st.floats(allow_nan=False, allow_infinity=False, width=64),
+            timestamp=st.datetimes(
+                min_value=datetime(2000, 1, 1),
+                max_value=datetime(2100, 1, 1),
+                timezones=st.just(UTC),
+            ),
+            tags=st.dictionaries(st.sampled_from(["h", "z"]), st.text(min_size=1, max_size=5)),
+        ),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_packed_points_round_trip_exactly(points):
+    assert batches.points_unpack(batches.points_pack(points)) == points
 
 
 def test_a_202_is_answered_when_the_broker_is_down_and_the_sweeper_sends_it_later(

@@ -4,7 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from metrics.batches import batch_points
 from metrics.models import IngestBatch, Metric, MetricPoint
+from metrics.services import PointInput
 from tests.helpers import PROBLEM, post, post_async
 from tests.processes import queued_batch_ids
 
@@ -35,14 +37,13 @@ def test_batch_with_respond_async_gets_202_status_url_and_one_pending_row(
         0,
         api_client.api_key.pk,
     )
-    assert batch.payload == [
-        {"type": "counter", "name": "jobs.done", "value": 1.0,
-         "timestamp": batch.payload[0]["timestamp"], "tags": {"queue": "mail"}},
-        {"type": "value", "name": "jobs.seconds", "value": 0.25,
-         "timestamp": now.isoformat(), "tags": {}},
-        {"type": "value", "name": "jobs.seconds", "value": -3.5,
-         "timestamp": now.isoformat(), "tags": {}},
-    ]  # fmt: skip
+    stored = batch_points(batch)
+    assert batch.payload is None
+    assert stored == [
+        PointInput("counter", "jobs.done", 1.0, stored[0].timestamp, {"queue": "mail"}),
+        PointInput("value", "jobs.seconds", 0.25, now, {}),
+        PointInput("value", "jobs.seconds", -3.5, now, {}),
+    ]
     # Nothing is written yet, and the task is only sent once the request's transaction commits.
     assert MetricPoint.objects.count() == 0
     assert Metric.objects.count() == 0
@@ -61,8 +62,8 @@ def test_single_point_endpoints_accept_respond_async(api_client, path, body, val
     assert response.status_code == 202, response.content
     batch = IngestBatch.objects.get(pk=response.json()["batch_id"])
     assert batch.points == 1
-    assert batch.payload[0]["name"] == body["name"]
-    assert batch.payload[0]["value"] == value
+    [point] = batch_points(batch)
+    assert (point.name, point.value) == (body["name"], value)
     assert MetricPoint.objects.count() == 0
 
 
