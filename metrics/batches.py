@@ -17,27 +17,24 @@ Running a batch twice never stores a point twice:
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import struct
-import sys
 import time
-from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from glowing_fiesta.exceptions import Problem
 
+from . import packing
 from .models import IngestBatch
 from .services import PointInput, points_ingest
 
@@ -58,6 +55,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 RETRY_BACKOFF_SECONDS = 2
 RETRY_BACKOFF_MAX_SECONDS = 60
 SWEEP_LIMIT = 500
+# A deep queue is written in groups of batches of at most this many points (and batches).
+GROUP_POINTS = 10_000
+GROUP_BATCHES = 50
 
 
 @dataclass(frozen=True)
@@ -70,94 +70,15 @@ class BatchRun:
     attempts: int = 0
     error: str = ""
     retry_in: float = 0.0
-
-
-# --- payload ---------------------------------------------------------------------------------
-
-# points_pack's layout, little-endian: version (u8), header length (u32), point count (u32), the
-# header (JSON: [[type, name, tags], …] for each distinct series), then one array per column:
-# series index (u32), value (f64), timestamp (i64 microseconds since the Unix epoch, UTC).
-_PACK_VERSION = 1
-_PACK_HEAD = struct.Struct("<BII")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def points_pack(points: Sequence[PointInput]) -> bytes:
-    """Validated points as bytes: each distinct series named once, then columns of numbers.
-
-    Floats and microsecond timestamps round-trip exactly; packing 1000 points is a fraction of a
-    millisecond, and PostgreSQL stores the bytes without parsing them (unlike jsonb).
-    """
-    keys: dict[tuple, int] = {}
-    series: list[list] = []
-    index = array("I")
-    values = array("d")
-    stamps = array("q")
-    for p in points:
-        key = (p.type, p.name, *p.tags.items())
-        position = keys.get(key)
-        if position is None:
-            position = keys[key] = len(series)
-            series.append([p.type, p.name, dict(p.tags)])
-        index.append(position)
-        values.append(p.value)
-        stamps.append((p.timestamp - _EPOCH) // _MICROSECOND)
-    header = json.dumps(series, separators=(",", ":"), ensure_ascii=False).encode()
-    columns = [index, values, stamps]
-    if sys.byteorder != "little":
-        for column in columns:
-            column.byteswap()
-    return b"".join(
-        [_PACK_HEAD.pack(_PACK_VERSION, len(header), len(points)), header]
-        + [column.tobytes() for column in columns]
-    )
-
-
-def points_unpack(packed: bytes) -> list[PointInput]:
-    """The points of `points_pack`, in their order."""
-    version, header_length, count = _PACK_HEAD.unpack_from(packed)
-    if version != _PACK_VERSION:
-        raise ValueError(f"unknown packed batch version {version}")
-    offset = _PACK_HEAD.size
-    series = json.loads(packed[offset : offset + header_length])
-    offset += header_length
-    columns = []
-    for code in "Idq":
-        column = array(code)
-        end = offset + column.itemsize * count
-        column.frombytes(packed[offset:end])
-        offset = end
-        columns.append(column)
-    if sys.byteorder != "little":
-        for column in columns:
-            column.byteswap()
-    index, values, stamps = columns
-    return [
-        PointInput(series[i][0], series[i][1], v, _EPOCH + _MICROSECOND * us, series[i][2])
-        for i, v, us in zip(index, values, stamps, strict=True)
-    ]
-
-
-def points_decode(payload: Iterable[dict[str, Any]]) -> list[PointInput]:
-    """The points of a batch queued as JSON, before batches were packed."""
-    return [
-        PointInput(
-            type=item["type"],
-            name=item["name"],
-            value=float(item["value"]),
-            timestamp=datetime.fromisoformat(item["timestamp"]),
-            tags=item["tags"],
-        )
-        for item in payload
-    ]
+    # Other batches written in the same transaction.
+    companions: int = 0
 
 
 def batch_points(batch: IngestBatch) -> list[PointInput]:
     """The points of a queued batch, packed or (queued before packing) JSON."""
     if batch.packed is not None:
-        return points_unpack(bytes(batch.packed))
-    return points_decode(batch.payload)
+        return packing.points_unpack(bytes(batch.packed))
+    return packing.points_decode(batch.payload)
 
 
 # --- services --------------------------------------------------------------------------------
@@ -172,7 +93,7 @@ def batch_create(*, api_key_id: int, points: Sequence[PointInput], now: datetime
     """
     batch = IngestBatch.objects.create(
         api_key_id=api_key_id,
-        packed=points_pack(points),
+        packed=packing.points_pack(points),
         points=len(points),
         created_at=now,
         updated_at=now,
@@ -199,40 +120,39 @@ def batch_dispatch(*, batch_id: int) -> bool:
 def batch_process(*, batch_id: int, now: datetime) -> BatchRun:
     """Claim the batch, write its points with `points_ingest` and mark it done, exactly once.
 
-    Returns what happened; the caller (the Celery task) retries when `result` is "retry".
-    After QUEUE_MAX_ATTEMPTS claims the batch is failed with its last error.
+    When other batches are pending (a deep queue), they are claimed with it, up to GROUP_POINTS
+    points, and all are written in one transaction: one COPY, one rollup upsert and one commit
+    instead of one each. Their own messages then find them done. If the group is refused (one of
+    its batches breaks a rule), each batch is written alone, so one bad batch fails only itself.
+
+    Returns what happened to `batch_id`; the caller (the Celery task) retries when `result` is
+    "retry". After QUEUE_MAX_ATTEMPTS claims a batch is failed with its last error.
     """
     claim = _claim(batch_id, now)
     if isinstance(claim, BatchRun):
         return claim
-    attempt = claim
+    group = {batch_id: claim[0], **_claim_companions(batch_id, claim[1], now)}
+    if len(group) > 1:
+        try:
+            written = _write(group)
+        except TRANSIENT_ERRORS as exc:
+            runs = {pk: _transient(pk, attempt, exc) for pk, attempt in group.items()}
+            return runs[batch_id]
+        except Exception:
+            _drop_broken_connection()
+            logger.info("batch group refused; writing its batches one by one",
+                        extra={"batch_id": batch_id, "batches": len(group)})  # fmt: skip
+        else:
+            return _done_or_skipped(batch_id, group[batch_id], written, companions=len(group) - 1)
+    runs = {pk: _process_alone(pk, attempt) for pk, attempt in group.items()}
+    return runs[batch_id]
+
+
+def _process_alone(batch_id: int, attempt: int) -> BatchRun:
     try:
-        with transaction.atomic():
-            batch = (
-                IngestBatch.objects.select_for_update()
-                .filter(pk=batch_id, state=State.RUNNING, attempts=attempt)
-                .only("packed", "payload")
-                .first()
-            )
-            if batch is None:
-                return BatchRun(batch_id, "skipped", attempts=attempt, error="claim taken over")
-            stored = points_ingest(points=batch_points(batch))
-            if settings.QUEUE_TEST_DELAY_SECONDS and attempt == 1:
-                time.sleep(settings.QUEUE_TEST_DELAY_SECONDS)
-            _end(batch_id, attempt, State.DONE, error="", now=timezone.now())
-        return BatchRun(batch_id, "done", points=stored, attempts=attempt)
+        written = _write({batch_id: attempt})
     except TRANSIENT_ERRORS as exc:
-        error = f"{type(exc).__name__}: {exc}".strip()
-        _drop_broken_connection()
-        if attempt >= settings.QUEUE_MAX_ATTEMPTS:
-            _end_quietly(batch_id, attempt, State.FAILED, error)
-            return BatchRun(batch_id, "failed", attempts=attempt, error=error)
-        # Back to pending with the error shown; if even that fails (the database is away), the
-        # retry can still claim the batch, since no transaction holds its row.
-        _end_quietly(batch_id, attempt, State.PENDING, error)
-        return BatchRun(
-            batch_id, "retry", attempts=attempt, error=error, retry_in=retry_delay(attempt)
-        )
+        return _transient(batch_id, attempt, exc)
     except Problem as problem:
         error = f"{problem.title}: {problem.detail}"
         _end_quietly(batch_id, attempt, State.FAILED, error)
@@ -243,6 +163,55 @@ def batch_process(*, batch_id: int, now: datetime) -> BatchRun:
         _drop_broken_connection()
         _end_quietly(batch_id, attempt, State.FAILED, error)
         return BatchRun(batch_id, "failed", attempts=attempt, error=error)
+    return _done_or_skipped(batch_id, attempt, written)
+
+
+def _write(group: dict[int, int]) -> dict[int, int]:
+    """Write the points of the batches still held by these claims ({id: attempt}) and mark them
+    done, in one transaction; return {id: points} of those written."""
+    with transaction.atomic():
+        held = [
+            batch
+            for batch in IngestBatch.objects.select_for_update()
+            .filter(pk__in=list(group), state=State.RUNNING)
+            .only("attempts", "points", "packed", "payload")
+            .order_by("pk")
+            # Fenced by the claim's number: a batch taken over by a newer claim is not written.
+            if batch.attempts == group[batch.pk]
+        ]
+        if not held:
+            return {}
+        points_ingest(points=[point for batch in held for point in batch_points(batch)])
+        if settings.QUEUE_TEST_DELAY_SECONDS and min(group.values()) == 1:
+            time.sleep(settings.QUEUE_TEST_DELAY_SECONDS)
+        now = timezone.now()
+        # The rows are locked by this transaction, so no other claim can have changed them.
+        IngestBatch.objects.filter(pk__in=[batch.pk for batch in held]).update(
+            state=State.DONE, error="", updated_at=now, processed_at=now
+        )
+    return {batch.pk: batch.points for batch in held}
+
+
+def _done_or_skipped(
+    batch_id: int, attempt: int, written: dict[int, int], companions: int = 0
+) -> BatchRun:
+    if batch_id not in written:
+        return BatchRun(batch_id, "skipped", attempts=attempt, error="claim taken over")
+    return BatchRun(
+        batch_id, "done", points=written[batch_id], attempts=attempt, companions=companions
+    )
+
+
+def _transient(batch_id: int, attempt: int, exc: BaseException) -> BatchRun:
+    error = f"{type(exc).__name__}: {exc}".strip()
+    _drop_broken_connection()
+    if attempt >= settings.QUEUE_MAX_ATTEMPTS:
+        _end_quietly(batch_id, attempt, State.FAILED, error)
+        return BatchRun(batch_id, "failed", attempts=attempt, error=error)
+    # Back to pending with the error shown; if even that fails (the database is away), the
+    # retry can still claim the batch, since no transaction holds its row.
+    _end_quietly(batch_id, attempt, State.PENDING, error)
+    return BatchRun(batch_id, "retry", attempts=attempt, error=error, retry_in=retry_delay(attempt))
 
 
 def retry_delay(attempt: int) -> float:
@@ -259,13 +228,14 @@ def _drop_broken_connection() -> None:
         connection.close_if_unusable_or_obsolete()
 
 
-def _claim(batch_id: int, now: datetime) -> int | BatchRun:
-    """Take the batch for one attempt; return the attempt's number, or why not."""
+def _claim(batch_id: int, now: datetime) -> tuple[int, int] | BatchRun:
+    """Take the batch for one attempt; return the attempt's number and the batch's points, or
+    why not."""
     with transaction.atomic():
         batch = (
             IngestBatch.objects.select_for_update(skip_locked=True)
             .filter(pk=batch_id)
-            .only("state", "attempts", "error")
+            .only("state", "attempts", "error", "points")
             .first()
         )
         if batch is None:  # deleted by retention, or being written by a live worker right now
@@ -285,7 +255,34 @@ def _claim(batch_id: int, now: datetime) -> int | BatchRun:
         IngestBatch.objects.filter(pk=batch_id).update(
             state=State.RUNNING, attempts=attempt, claimed_at=now, updated_at=now
         )
-    return attempt
+    return attempt, batch.points
+
+
+def _claim_companions(batch_id: int, points: int, now: datetime) -> dict[int, int]:
+    """Claim other pending batches to write with `batch_id`, oldest first, while the group
+    holds at most GROUP_POINTS points; return {id: attempt}. Batches held by another worker are
+    skipped, and so are batches near their last attempt (they get a run of their own)."""
+    if points >= GROUP_POINTS:
+        return {}
+    with transaction.atomic():
+        candidates = (
+            IngestBatch.objects.select_for_update(skip_locked=True)
+            .filter(state=State.PENDING, attempts__lt=settings.QUEUE_MAX_ATTEMPTS - 1)
+            .exclude(pk=batch_id)
+            .order_by("pk")
+            .values_list("pk", "points", "attempts")[:GROUP_BATCHES]
+        )
+        chosen: dict[int, int] = {}
+        for pk, size, attempts in candidates:
+            if points + size > GROUP_POINTS:
+                break
+            points += size
+            chosen[pk] = attempts + 1
+        if chosen:
+            IngestBatch.objects.filter(pk__in=list(chosen)).update(
+                state=State.RUNNING, attempts=F("attempts") + 1, claimed_at=now, updated_at=now
+            )
+    return chosen
 
 
 def _end(batch_id: int, attempt: int, state: str, *, error: str, now: datetime) -> int:

@@ -56,6 +56,7 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
             "result": run.result,
             "points": run.points,
             "attempts": run.attempts,
+            "companions": run.companions,
             "duration_ms": duration_ms,
             **({"error": run.error} if run.error else {}),
         },

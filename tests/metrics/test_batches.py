@@ -19,7 +19,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from apikeys.services import apikey_create
 from glowing_fiesta.celery import app as celery_app
 from glowing_fiesta.celery import beat_schedule
-from metrics import batches
+from metrics import batches, packing
 from metrics.models import IngestBatch, MetricPoint, RollupDay, RollupHour, RollupMinute
 from metrics.services import PointInput
 from metrics.tasks import (
@@ -377,7 +377,7 @@ def test_a_batch_queued_as_json_before_packing_is_still_written(api_client):
     )
 )
 def test_packed_points_round_trip_exactly(points):
-    assert batches.points_unpack(batches.points_pack(points)) == points
+    assert packing.points_unpack(packing.points_pack(points)) == points
 
 
 def test_a_202_is_answered_when_the_broker_is_down_and_the_sweeper_sends_it_later(
@@ -423,9 +423,12 @@ def test_the_test_delay_is_refused_outside_debug(debug, refused):
     assert ("QUEUE_TEST_DELAY_SECONDS is for tests only" in result.stderr) == refused
 
 
-def test_a_worker_drains_the_stale_batches_whose_messages_were_lost(api_client, settings):
+def test_a_worker_drains_the_stale_batches_whose_messages_were_lost(
+    api_client, settings, monkeypatch
+):
     """After a broker flush, the first message a worker gets is enough: it goes on with every
     stale batch, at its own pace, instead of one message per batch from the sweeper."""
+    monkeypatch.setattr(batches, "GROUP_POINTS", 2)  # one batch at a time: the drain alone
     ids = [queue_points(api_client, values(2, name=f"lost.{i}")) for i in range(6)]
     stale = timezone.now() - timedelta(seconds=settings.QUEUE_STALE_SECONDS + 1)
     IngestBatch.objects.filter(pk__in=ids[1:]).update(updated_at=stale)
@@ -436,3 +439,37 @@ def test_a_worker_drains_the_stale_batches_whose_messages_were_lost(api_client, 
     # A batch whose message is surely still on its way is left to it.
     assert states[fresh] == "pending"
     assert MetricPoint.objects.count() == 12
+
+
+def test_a_deep_queue_is_written_in_groups_in_one_transaction(api_client):
+    ids = [queue_points(api_client, values(3, name=f"deep.{i}")) for i in range(5)]
+    assert run(ids[0]) == "done"
+    batches_ = IngestBatch.objects.order_by("pk")
+    assert [(b.state, b.attempts) for b in batches_] == [("done", 1)] * 5
+    # One commit for all: the same processed_at.
+    assert len({b.processed_at for b in batches_}) == 1
+    assert MetricPoint.objects.count() == 15
+    # The others' own messages find them done.
+    assert [run(pk) for pk in ids[1:]] == ["skipped"] * 4
+    assert MetricPoint.objects.count() == 15
+
+
+def test_a_group_is_bounded_by_its_points(api_client, monkeypatch):
+    monkeypatch.setattr(batches, "GROUP_POINTS", 5)
+    ids = [queue_points(api_client, values(2, name=f"g.{i}")) for i in range(4)]
+    assert run(ids[0]) == "done"
+    states = list(IngestBatch.objects.order_by("pk").values_list("state", flat=True))
+    assert states == ["done", "done", "pending", "pending"]
+
+
+def test_one_refused_batch_in_a_group_fails_alone(api_client):
+    good = queue_points(api_client, values(2, name="fine"))
+    bad = queue_points(api_client, values(1, name="clash"))
+    also_good = queue_points(api_client, values(2, name="fine.too"))
+    # Since it was accepted, "clash" became a counter: its batch can no longer be written.
+    post(api_client, "/api/metrics/counter", {"name": "clash"})
+    assert run(good) == "done"
+    states = dict(IngestBatch.objects.values_list("pk", "state"))
+    assert states == {good: "done", bad: "failed", also_good: "done"}
+    assert "type conflict" in IngestBatch.objects.get(pk=bad).error.lower()
+    assert MetricPoint.objects.filter(metric__name__startswith="fine").count() == 4
