@@ -14,6 +14,10 @@ For each number of Celery worker processes (--worker-counts, default 1 and 2):
       the points of those batches over the time from the first claim to the last commit, both
       read from ingest_batches.
 
+Each figure is printed beside its ceiling from the same run: the 202 against the synchronous 201
+of the same bodies, the drain against the storage ceiling (`points_ingest` in-process, COPY and
+rollup upserts, from 2 processes, as bench/ingest.py measures it).
+
 Everything runs against a database of its own (gf_bench_queue, dropped at exit) and a Celery queue
 name of its own on the Redis named by REDIS_URL, with the service under gunicorn
 (deploy/gunicorn.conf.py, DEBUG off).
@@ -41,7 +45,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench import _common  # noqa: E402
-from bench.ingest import BATCH_SIZE, batch_points  # noqa: E402
+from bench.ingest import BATCH_SIZE, batch_points, run_batch_direct, window_after  # noqa: E402
 
 DATABASE_NAME = "gf_bench_queue"
 BODIES = 16
@@ -232,6 +236,9 @@ def main(argv: list[str]) -> int:
             sync = post_all(
                 host, port, key, bodies, args.batches, args.connections, respond_async=False
             )
+            _common.log("storage ceiling: points_ingest in-process from 2 processes")
+            ceiling = run_batch_direct(env, 2, window_after(3.0, 10.0))
+            ceiling_rate = ceiling.done / 10.0
             last_id = 0
             for workers in counts:
                 _common.log(f"({workers} worker process(es)) acknowledging {args.batches} batches")
@@ -258,13 +265,22 @@ def main(argv: list[str]) -> int:
         f"synchronous 201 (for scale)   {sync.ok / sync.seconds:>7,.1f} batches/s   "
         f"p50 {sync.p(50):.1f} ms  p95 {sync.p(95):.1f} ms  p99 {sync.p(99):.1f} ms",
     ]
+    lines.append(
+        f"storage ceiling (2 processes) {ceiling_rate:>10,.0f} points/s"
+        + (f"   ({ceiling.errors} errors: {ceiling.first_error})" if ceiling.errors else "")
+    )
+    sync_rate = sync.ok / sync.seconds
     for run in runs:
+        ack_rate = run.ack.ok / run.ack.seconds
+        drain_rate = run.points / run.drain_seconds
         lines += [
             f"[{run.workers} worker process(es)]",
-            f"  202 acknowledgement         {run.ack.ok / run.ack.seconds:>7,.1f} batches/s   "
+            f"  202 acknowledgement         {ack_rate:>7,.1f} batches/s   "
             f"p50 {run.ack.p(50):.1f} ms  p95 {run.ack.p(95):.1f} ms  p99 {run.ack.p(99):.1f} ms",
-            f"  drain                       {run.points / run.drain_seconds:>10,.0f} points/s "
+            f"  ratio 202 / 201             {ack_rate / sync_rate:>7.2f}x",
+            f"  drain                       {drain_rate:>10,.0f} points/s "
             f"({run.points:,} points in {run.drain_seconds:.1f} s)",
+            f"  ratio drain / ceiling       {drain_rate / ceiling_rate:>7.2f}",
         ]
     print("\n".join(lines), flush=True)
     return 0

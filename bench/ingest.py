@@ -281,7 +281,7 @@ class Round:
     bare_p: tuple[float, float, float]
 
 
-def _window(warmup: float, duration: float) -> Window:
+def window_after(warmup: float, duration: float) -> Window:
     # A little slack for the pool to fork before the warm-up starts.
     start = time.time() + 0.5 + warmup
     return Window(start=start, end=start + duration)
@@ -307,19 +307,24 @@ def run_round(args: argparse.Namespace, env: dict, bare_env: dict, key: str) -> 
         _common.gunicorn(bare_env, workers=args.workers, threads=args.threads) as bare_address,
     ):
         _common.log(f"(1) HTTP batches, {args.clients} clients")
-        batch_http = run_batch_http(host, port, key, args.clients, _window(warmup, duration))
+        batch_http = run_batch_http(host, port, key, args.clients, window_after(warmup, duration))
         _check("(1) HTTP batches", batch_http)
         _common.log(f"(2) storage ceiling, {args.clients} processes")
-        direct = run_batch_direct(env, args.clients, _window(warmup, duration))
+        direct = run_batch_direct(env, args.clients, window_after(warmup, duration))
         _check("(2) storage ceiling", direct)
         _common.log(f"(3) HTTP single counters, {args.connections} connections")
         single = run_single(
-            host, port, "/api/metrics/counter", key, args.connections, _window(warmup, duration)
+            host,
+            port,
+            "/api/metrics/counter",
+            key,
+            args.connections,
+            window_after(warmup, duration),
         )
         _check("(3) HTTP single counters", single)
         _common.log(f"(4) bare ceiling, {args.connections} connections")
         bare = run_single(
-            *bare_address, "/bare/counter", "", args.connections, _window(warmup, duration)
+            *bare_address, "/bare/counter", "", args.connections, window_after(warmup, duration)
         )
         _check("(4) bare ceiling", bare)
     return Round(
