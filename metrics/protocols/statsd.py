@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from metrics import storage
 from metrics.models import Metric, MetricType, Series
@@ -430,6 +430,9 @@ class WriteOutcome:
 class FlushWriter:
     """Stores flushes with one `points_ingest` call each, from one thread other than the loop.
 
+    The caller owns that thread's database connection (`close_old_connections` around each
+    write, so one broken by an error or older than CONN_MAX_AGE is replaced).
+
     Names whose type conflicts with an existing metric are found first with one query and dropped
     for the flush; a metric past METRIC_MAX_SERIES keeps its existing series and as many new ones
     as fit, the other new series' points are dropped. When the database cannot be reached the
@@ -451,8 +454,6 @@ class FlushWriter:
         self._kept = []
         if not pending:
             return outcome
-        # A connection older than CONN_MAX_AGE or broken by an earlier error is replaced.
-        close_old_connections()
         try:
             pending = _drop_type_conflicts(pending, outcome)
             outcome.stored = _ingest(pending, outcome)
@@ -468,8 +469,6 @@ class FlushWriter:
             outcome.lost = len(pending)
             outcome.error = str(exc).strip()[:500]
             logger.exception("statsd flush failed; its points are dropped")
-        finally:
-            close_old_connections()
         return outcome
 
 

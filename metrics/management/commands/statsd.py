@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import connections
+from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from metrics.protocols.statsd import Aggregator, Flush, FlushWriter, WriteOutcome
@@ -167,10 +167,19 @@ async def serve(*, host: str, port: int, interval: int) -> None:
         },
     )
 
+    def store(points: list) -> WriteOutcome:
+        # In the flush thread: a connection broken by an earlier error, or older than
+        # CONN_MAX_AGE, is replaced before the write and let go after it when due.
+        close_old_connections()
+        try:
+            return writer.write(points)
+        finally:
+            close_old_connections()
+
     async def write(final: bool) -> None:
         flush = aggregator.flush(now=timezone.now())
         started = time.perf_counter()
-        outcome = await asyncio.to_thread(writer.write, flush.points)
+        outcome = await asyncio.to_thread(store, flush.points)
         log_flush(flush, outcome, time.perf_counter() - started, final=final)
 
     try:
