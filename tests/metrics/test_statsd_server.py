@@ -442,6 +442,25 @@ def test_a_bad_statsd_bind_stops_start_up_with_one_line(raw):
     assert "STATSD_BIND" in lines[0]
 
 
+def test_a_port_already_taken_is_a_clear_error():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        env = {**os.environ, "DJANGO_DEBUG": "true", "STATSD_BIND": f"127.0.0.1:{port}"}
+        result = subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+            [sys.executable, str(ROOT / "manage.py"), "statsd"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on STATSD_BIND=127.0.0.1:{port}" in result.stderr
+    assert "Address already in use" in result.stderr
+
+
 def test_a_flush_interval_below_one_second_stops_start_up():
     env = {**os.environ, "DJANGO_DEBUG": "true", "STATSD_FLUSH_SECONDS": "0"}
     result = subprocess.run(

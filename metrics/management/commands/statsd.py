@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
@@ -45,18 +45,25 @@ class StatsdProtocol(asyncio.DatagramProtocol):
         logger.warning("statsd socket error: %s", exc)
 
 
+class BindError(Exception):
+    """The UDP socket could not be bound (the cause is the OSError)."""
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A non-blocking UDP socket bound to host:port, with a large receive buffer."""
-    family, _, _, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP
-    )[0]
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP
+        )[0]
+    except OSError as exc:
+        raise BindError from exc
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         sock.bind(address)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise BindError from exc
     sock.setblocking(False)
     return sock
 
@@ -139,6 +146,7 @@ def log_flush(flush: Flush, outcome: WriteOutcome, seconds: float, *, final: boo
 
 async def serve(*, host: str, port: int, interval: int) -> None:
     """Receive until SIGTERM or SIGINT, storing a flush every `interval` seconds, then the last."""
+    sock = bind_socket(host, port)
     loop = asyncio.get_running_loop()
     # One thread for every database write: flushes never overlap, and the thread's Django
     # connection is reused from flush to flush (and closed at the end).
@@ -152,7 +160,6 @@ async def serve(*, host: str, port: int, interval: int) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    sock = bind_socket(host, port)
     protocol = StatsdProtocol(aggregator)
     transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
     logger.info(
@@ -209,4 +216,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         host, port = settings.STATSD_BIND
-        asyncio.run(serve(host=host, port=port, interval=settings.STATSD_FLUSH_SECONDS))
+        try:
+            asyncio.run(serve(host=host, port=port, interval=settings.STATSD_FLUSH_SECONDS))
+        except BindError as exc:
+            raise CommandError(
+                f"cannot listen on STATSD_BIND={host}:{port}: {exc.__cause__}; "
+                "another StatsD server (a Datadog agent?) may hold the port: set STATSD_BIND"
+            ) from None
