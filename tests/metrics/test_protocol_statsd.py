@@ -376,3 +376,14 @@ def test_a_metric_past_its_series_limit_keeps_existing_and_fitting_series(settin
     shards = Series.objects.filter(metric__name="hits").values_list("tags__shard", flat=True)
     assert sorted(shards) == ["0", "1", "2"]
     assert any("has its limit of 3 tag sets" in r.message for r in caplog.records)
+
+
+@pytest.mark.django_db
+def test_a_database_error_that_is_not_a_lost_connection_drops_the_flush_and_not_later_ones():
+    writer = FlushWriter(max_kept=100)
+    # Longer than the name column: refused by PostgreSQL (no parser would let it through).
+    outcome = writer.write([point("counter", "x" * 300), point("counter", "fine")])
+    assert (outcome.stored, outcome.lost, outcome.kept) == (0, 2, 0)
+    assert "too long" in outcome.error
+    assert writer.kept == 0
+    assert writer.write([point("counter", "fine")]).stored == 1

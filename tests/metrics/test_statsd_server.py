@@ -116,7 +116,7 @@ class Server:
     def in_one_interval(self) -> int:
         """Sleep to just after a flush boundary; return how many flushes were logged by then."""
         phase = time.time() % self.flush_seconds
-        time.sleep(self.flush_seconds - phase + 0.25)
+        time.sleep(self.flush_seconds - phase + 0.5)
         return len(self.flushes())
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
@@ -130,7 +130,7 @@ def start_statsd(transactional_db, tmp_path: Path) -> Iterator[Callable[..., Ser
     truncate_point_tables()
     servers: list[Server] = []
 
-    def start(flush_seconds: int = 2, **extra_env: str) -> Server:
+    def start(flush_seconds: int = 3, **extra_env: str) -> Server:
         port = free_udp_port()
         env = dict(os.environ)
         env.update(
@@ -196,7 +196,7 @@ class KeptDraws:
 def test_statsd_and_dogstatsd_clients_are_stored_exactly_after_one_flush(
     start_statsd, make_api_client, monkeypatch
 ):
-    server = start_statsd(flush_seconds=2)
+    server = start_statsd()
     client = make_api_client(scopes=["read"])
     pystatsd = statsd.StatsClient("127.0.0.1", server.port)
     dog = datadog.DogStatsd(host="127.0.0.1", port=server.port, disable_telemetry=True)
@@ -280,7 +280,7 @@ def test_statsd_and_dogstatsd_clients_are_stored_exactly_after_one_flush(
 
 
 def test_binary_garbage_and_a_64_kb_datagram_do_not_kill_it(start_statsd, make_api_client):
-    server = start_statsd(flush_seconds=2)
+    server = start_statsd()
     client = make_api_client(scopes=["read"])
     rng = random.Random(64)
     garbage = [rng.randbytes(rng.randint(1, 4000)) for _ in range(100)]
@@ -302,7 +302,7 @@ def test_ten_thousand_series_in_one_flush_hold_the_limits_and_say_what_was_dropp
     start_statsd, make_api_client
 ):
     # 9,992 names and 8 tag sets of one metric: exactly STATSD_MAX_SERIES_PER_FLUSH; then 30 more.
-    server = start_statsd(flush_seconds=3, METRIC_MAX_SERIES="5")
+    server = start_statsd(flush_seconds=4, METRIC_MAX_SERIES="5")
     client = make_api_client(scopes=["read"])
     lines = [f"n.{i}:1|c" for i in range(9_992)]
     lines += [f"tagged:1|c|#shard:{i}" for i in range(8)]
@@ -338,7 +338,7 @@ def test_a_counter_whose_name_is_a_value_metric_is_dropped_and_the_others_stored
     start_statsd, make_api_client
 ):
     points_ingest(points=[PointInput("value", "shop.checkout", 5.0, timezone.now())])
-    server = start_statsd(flush_seconds=2)
+    server = start_statsd()
     client = make_api_client(scopes=["read"])
     pystatsd = statsd.StatsClient("127.0.0.1", server.port)
     before = server.in_one_interval()

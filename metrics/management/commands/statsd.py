@@ -130,7 +130,14 @@ def log_flush(flush: Flush, outcome: WriteOutcome, seconds: float, *, final: boo
             ", ".join(names[:10]) + (" …" if len(names) > 10 else ""),
             extra=fields,
         )
-    if outcome.error:
+    if outcome.error and final:
+        logger.error(
+            "statsd final flush not stored (%s): %d points lost at exit",
+            outcome.error.splitlines()[0],
+            outcome.kept + outcome.lost,
+            extra=fields,
+        )
+    elif outcome.error:
         level = logging.WARNING if outcome.kept else logging.ERROR
         logger.log(
             level,
