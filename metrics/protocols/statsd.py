@@ -18,7 +18,7 @@ point takes the flush time. Events (`_e{…}`) and service checks (`_sc|…`) ar
 are refused like any invalid line.
 
 Names are cleaned as Etsy's statsd does (runs of white space become `_`, `/` becomes `-`, other
-characters outside the service's name charset are dropped); a line that still cannot be stored
+characters outside the service's name charset, `metrics.points.NAME_RE`, are dropped); a line that still cannot be stored
 (no name left, a bad value, a tag outside the service's rules) is counted and logged at most once
 a minute per name. Nothing here raises on input: the UDP server must never die of a datagram.
 
@@ -43,7 +43,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 
 from metrics import storage
 from metrics.models import Metric, MetricType, Series
-from metrics.serializers import NAME_MAX, NAME_RE, TAG_KEY_RE, TAG_VALUE_MAX, TAGS_MAX, VALUE_MAX
+from metrics.points import NAME_MAX, NAME_RE, TAG_KEY_RE, TAG_VALUE_MAX, TAGS_MAX, VALUE_MAX
 from metrics.services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
 
 logger = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from metrics.models import Metric, MetricPoint, Series
+from metrics.points import NAME_RE
 from metrics.protocols.statsd import (
     GAUGE_MEMORY,
     LOG_PER_MINUTE,
@@ -19,7 +20,6 @@ from metrics.protocols.statsd import (
     clean_name,
     parse_line,
 )
-from metrics.serializers import NAME_RE
 from metrics.services import PointInput, points_ingest
 
 NOW = datetime(2026, 11, 30, 12, 0, 10, tzinfo=UTC)

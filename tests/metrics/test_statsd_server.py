@@ -19,20 +19,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode
 
 import datadog
 import pytest
 import statsd
 import statsd.client.base
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from glowing_fiesta.settings import env_host_port
 from metrics.models import Metric, MetricPoint, Series
 from metrics.services import PointInput, points_ingest
-from tests.helpers import truncate_point_tables
+from tests.processes import worker_database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.statsd]
 
@@ -45,23 +43,6 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def database_url() -> str:
-    """The test database as a DATABASE_URL, over TCP or a Unix socket."""
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    host, query = db["HOST"] or "", {}
-    socket_dir = db.get("OPTIONS", {}).get("host")
-    if host.startswith("/"):
-        host, socket_dir = "", host
-    if socket_dir:
-        query["host"] = socket_dir
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    url = f"postgresql://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}"
-    return f"{url}?{urlencode(query)}" if query else url
 
 
 @dataclass
@@ -125,16 +106,17 @@ class Server:
 
 
 @pytest.fixture
-def start_statsd(transactional_db, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+def start_statsd(
+    transactional_db, clean_point_tables, tmp_path: Path
+) -> Iterator[Callable[..., Server]]:
     """Start `manage.py statsd` on the test database; killed at teardown if still running."""
-    truncate_point_tables()
     servers: list[Server] = []
 
     def start(flush_seconds: int = 3, **extra_env: str) -> Server:
         port = free_udp_port()
         env = dict(os.environ)
         env.update(
-            DATABASE_URL=database_url(),
+            DATABASE_URL=worker_database_url(),
             REDIS_URL=settings.REDIS_URL,
             DJANGO_DEBUG="true",
             DJANGO_SETTINGS_MODULE="glowing_fiesta.settings",
@@ -161,7 +143,6 @@ def start_statsd(transactional_db, tmp_path: Path) -> Iterator[Callable[..., Ser
         if server.process.poll() is None:
             server.process.kill()
         server.process.wait(10)
-    truncate_point_tables()
 
 
 def total(client, name: str, aggregation: str, **params: str) -> float:
