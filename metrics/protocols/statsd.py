@@ -149,6 +149,32 @@ def _tags(raw: str, name: str, tags: dict[str, str]) -> None:
         raise InvalidLine(f"a point may carry at most {TAGS_MAX} tags, not {len(tags)}", name)
 
 
+def _shape(raw_name: str, meta: str) -> tuple[str, str, Tags, float]:
+    """(type, clean name, sorted tags, sample rate) of a line's name and `type|…` part."""
+    name = clean_name(raw_name)
+    fields = meta.split("|")
+    kind = fields[0]
+    if kind not in TYPES:
+        raise InvalidLine(f"unknown type {kind[:10]!r} (c, g, ms, h, d or s)", name)
+    rate = 1.0
+    tags: dict[str, str] = {}
+    for extra in fields[1:]:
+        if extra.startswith("@"):
+            rate = _rate(extra[1:], name)
+        elif extra.startswith("#"):
+            _tags(extra[1:], name, tags)
+        # Other DogStatsD fields (c: container id, e: external data, card:, T timestamp) are
+        # about the sender or its clock, not the point: ignored.
+    return kind, name, tuple(sorted(tags.items())), rate
+
+
+# Senders repeat a few thousand name-and-tags shapes with new values: each shape is parsed once
+# (cleaning, tag rules, sorting are most of a line's cost). Errors are kept as (message, name),
+# never as exception objects, whose tracebacks would grow with every raise.
+_shapes: dict[tuple[str, str], tuple | tuple[str, str, None]] = {}
+SHAPE_CACHE = 50_000
+
+
 def parse_line(line: str) -> Sample:
     """Parse one line; raise InvalidLine saying why it cannot be stored."""
     if line.startswith(("_e{", "_sc|")):
@@ -156,33 +182,32 @@ def parse_line(line: str) -> Sample:
     raw_name, sep, rest = line.partition(":")
     if not sep:
         raise InvalidLine("no ':' between the name and the value", "", line[:80])
-    name = clean_name(raw_name)
-    fields = rest.split("|")
-    if len(fields) < 2:
-        raise InvalidLine("no '|type' after the value", name)
-    raw_value, kind = fields[0], fields[1]
-    if kind not in TYPES:
-        raise InvalidLine(f"unknown type {kind[:10]!r} (c, g, ms, h, d or s)", name)
-    rate = 1.0
-    tags: dict[str, str] = {}
-    for extra in fields[2:]:
-        if extra.startswith("@"):
-            rate = _rate(extra[1:], name)
-        elif extra.startswith("#"):
-            _tags(extra[1:], name, tags)
-        # Other DogStatsD fields (c: container id, e: external data, card:, T timestamp) are
-        # about the sender or its clock, not the point: ignored.
-    tag_items = tuple(sorted(tags.items()))
+    raw_value, bar, meta = rest.partition("|")
+    if not bar:
+        raise InvalidLine("no '|type' after the value", clean_name(raw_name))
+    key = (raw_name, meta)
+    shape = _shapes.get(key)
+    if shape is None:
+        try:
+            shape = _shape(raw_name, meta)
+        except InvalidLine as exc:
+            shape = (str(exc), exc.name, None)
+        if len(_shapes) >= SHAPE_CACHE:
+            _shapes.clear()
+        _shapes[key] = shape
+    if len(shape) == 3:
+        raise InvalidLine(shape[0], shape[1])
+    kind, name, tags, rate = shape
     if kind == "s":
         if not raw_value:
             raise InvalidLine("a set member may not be empty", name)
-        return Sample("s", name, 0.0, tag_items, member=raw_value)
+        return Sample("s", name, 0.0, tags, member=raw_value)
     value = _number(raw_value, name)
     if kind == "c":
-        return Sample("c", name, value / rate, tag_items)
+        return Sample("c", name, value / rate, tags)
     if kind == "g":
-        return Sample("g", name, value, tag_items, delta=raw_value[:1] in ("+", "-"))
-    return Sample(kind, name, value, tag_items)
+        return Sample("g", name, value, tags, delta=raw_value[:1] in ("+", "-"))
+    return Sample(kind, name, value, tags)
 
 
 def split_lines(data: bytes) -> Iterable[str | InvalidLine]:

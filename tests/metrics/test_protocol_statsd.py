@@ -9,6 +9,7 @@ import pytest
 
 from metrics.models import Metric, MetricPoint, Series
 from metrics.points import NAME_RE
+from metrics.protocols import statsd as statsd_protocol
 from metrics.protocols.statsd import (
     GAUGE_MEMORY,
     LOG_PER_MINUTE,
@@ -109,6 +110,24 @@ def test_a_line_is_parsed(line, sample):
 def test_an_invalid_line_is_refused_with_its_reason(line, reason):
     with pytest.raises(InvalidLine, match=reason.replace("(", r"\(").replace(")", r"\)")):
         parse_line(line)
+
+
+def test_a_shape_seen_before_parses_the_same_and_its_errors_are_raised_again():
+    for _ in range(3):
+        assert parse_line("t:1|ms|#a:1") == Sample("ms", "t", 1.0, (("a", "1"),))
+        assert parse_line("t:2|ms|#a:1") == Sample("ms", "t", 2.0, (("a", "1"),))
+        with pytest.raises(InvalidLine, match="given twice") as caught:
+            parse_line("t:1|c|#a:1,a:2")
+        assert caught.value.name == "t"
+        with pytest.raises(InvalidLine, match="not a number"):
+            parse_line("t:x|ms|#a:1")
+
+
+def test_the_shape_cache_is_bounded():
+    for i in range(statsd_protocol.SHAPE_CACHE + 10):
+        parse_line(f"s{i}:1|c")
+    assert len(statsd_protocol._shapes) <= statsd_protocol.SHAPE_CACHE
+    assert parse_line("s0:1|c") == Sample("c", "s0", 1.0)
 
 
 def test_ten_tags_are_accepted_and_a_191_character_name_too():
