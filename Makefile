@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-queue bench-retention clean
+.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-queue bench-retention bench-statsd clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-## Serve the API on http://127.0.0.1:8000 with a Celery worker and beat (Ctrl-C stops all).
+## Serve the API on http://127.0.0.1:8000 with a Celery worker, beat and StatsD on UDP 8125 (Ctrl-C stops all).
 run: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack run
 
@@ -49,6 +49,9 @@ bench-queue: $(STAMP)
 
 bench-retention: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/retention.py $(ARGS)
+
+bench-statsd: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/statsd.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

@@ -8,7 +8,7 @@ servers are used and nothing is embedded.
 This module is a development tool, not part of the application: the application itself reads its
 environment only in `glowing_fiesta/settings.py`.
 
-    python -m glowing_fiesta.devstack run            # migrate, seed a demo key, serve + worker + beat
+    python -m glowing_fiesta.devstack run            # migrate, demo key, serve + worker + beat + statsd
     python -m glowing_fiesta.devstack test -- ARGS   # pytest ARGS
     python -m glowing_fiesta.devstack exec -- CMD    # any command with the services' URLs set
 """
@@ -158,6 +158,8 @@ def run(env: dict[str, str]) -> int:
     commands = {
         "web": [sys.executable, str(ROOT / "manage.py"), "runserver", "127.0.0.1:8000", "--noreload", "--insecure"],
         "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"],
+        # StatsD/DogStatsD over UDP on STATSD_BIND (default 127.0.0.1:8125).
+        "statsd": [sys.executable, str(ROOT / "manage.py"), "statsd"],
         "beat": [
             *celery, "beat", "--loglevel", "INFO",
             "--schedule", str(DATA / "celerybeat-schedule"),

@@ -6,7 +6,9 @@ naming the variable, so a misconfigured deploy fails loudly before it serves any
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from datetime import time
 from pathlib import Path
 
@@ -52,6 +54,28 @@ def env_int(name: str, default: int, *, minimum: int, maximum: int) -> int:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_host_port(raw: str) -> tuple[str, int]:
+    """HOST:PORT or [IPv6]:PORT as (host, port); ValueError saying what is wrong."""
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host:
+        raise ValueError("no host")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    elif ":" in host:
+        raise ValueError("an IPv6 address goes in brackets")
+    elif not _HOST_RE.fullmatch(host):
+        raise ValueError("the host is not an IPv4 address or a host name")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("the port must be 1 to 65535")
+    return host, int(port)
+
+
+_HOST_RE = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
 
 DEBUG = env_bool("DJANGO_DEBUG", default=False)
@@ -284,6 +308,24 @@ QUEUE_KEEP_DAYS = env_int("QUEUE_KEEP_DAYS", 1, minimum=1, maximum=3650)
 QUEUE_TEST_DELAY_SECONDS = env_int("QUEUE_TEST_DELAY_SECONDS", 0, minimum=0, maximum=40)
 if QUEUE_TEST_DELAY_SECONDS and not DEBUG:
     raise ConfigError("QUEUE_TEST_DELAY_SECONDS is for tests only; it needs DJANGO_DEBUG=true")
+
+# StatsD/DogStatsD over UDP (`manage.py statsd`, metrics/protocols/statsd.py).
+_statsd_bind = env_str("STATSD_BIND", "127.0.0.1:8125")
+try:
+    STATSD_BIND = env_host_port(_statsd_bind)
+except ValueError as exc:
+    raise ConfigError(
+        f"STATSD_BIND must be HOST:PORT or [IPv6]:PORT, not {_statsd_bind!r}: {exc}"
+    ) from None
+STATSD_FLUSH_SECONDS = env_int("STATSD_FLUSH_SECONDS", 10, minimum=1, maximum=3600)
+# Per flush interval: distinct series (type, name, tag set) held, and timer samples plus set
+# members held; what comes past either is dropped, counted and logged with the flush.
+STATSD_MAX_SERIES_PER_FLUSH = env_int(
+    "STATSD_MAX_SERIES_PER_FLUSH", 10_000, minimum=1, maximum=1_000_000
+)
+STATSD_MAX_SAMPLES_PER_FLUSH = env_int(
+    "STATSD_MAX_SAMPLES_PER_FLUSH", 100_000, minimum=1, maximum=10_000_000
+)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

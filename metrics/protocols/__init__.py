@@ -1,0 +1,1 @@
+"""Wire formats of other tools, turned into PointInputs for points_ingest."""
