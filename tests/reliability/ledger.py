@@ -52,7 +52,7 @@ class Attempt:
         retry = f", Retry-After {self.retry_after}" if self.retry_after else ""
         return (
             f"{self.status} {self.content_type or '(no content type)'}{retry} "
-            f"after {self.seconds:.1f} s: {self.body[:160]!r}"
+            f"after {self.seconds:.1f} s: {self.body[:110]!r}"
         )
 
 
@@ -246,7 +246,9 @@ class Ledger:
             for w in self.writes
             for a in w.attempts
         )
-        return ", ".join(f"{kind} {status}: {n}" for (kind, status), n in sorted(counts.items()))
+        return ", ".join(
+            f"{kind} {status}: {n}" for (kind, status), n in sorted(counts.items(), key=str)
+        )
 
     def batches_settle(self, conn: psycopg.Connection, *, timeout: float) -> dict[int, tuple]:
         """Wait until every acknowledged batch is done or failed; return {id: (state, error)}."""
@@ -276,7 +278,7 @@ class Ledger:
         for write in self.writes:
             stored = rows.get(write.number, 0)
             final = write.final
-            history = "; ".join(a.describe() for a in write.attempts[-4:])
+            history = "; ".join(a.describe() for a in write.attempts[-3:])
             if not write.resolved:
                 found.append(
                     f"{write.describe()}: no 2xx or 4xx within {self.retry_for:.0f} s of "

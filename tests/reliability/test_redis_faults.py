@@ -1,0 +1,70 @@
+"""Redis (broker, rate limits, key cache) hung by SIGSTOP, or shut down and started empty."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .harness import wait_until
+from .ledger import Ledger
+from .reporting import Promises
+
+pytestmark = pytest.mark.fault(timeout=170)
+
+# A request may wait this long on a broken broker: its connect and socket timeouts, one retry.
+BROKER_WAIT_SECONDS = 5
+
+
+@pytest.mark.parametrize(
+    ("fault", "seconds"),
+    [
+        # Longer than gunicorn's 30 s worker timeout: a request that waits on Redis is killed.
+        ("SIGSTOP", 35),
+        ("shutdown", 10),
+    ],
+)
+def test_broker_fault_keeps_the_ledger_exact(start_stack, fault: str, seconds: int):
+    stack = start_stack()
+    ledger = Ledger(stack.base_url, stack.api_key, retry_for=seconds + 30, request_timeout=40)
+    promises = Promises(ledger)
+    # More async clients than gunicorn workers: if a request waits on the hung broker, nothing
+    # else is served.
+    with ledger.probing("/healthz"), ledger.load(sync=2, asynchronous=4):
+        wait_until(lambda: len(ledger.writes) >= 10, timeout=20, what="writes before the fault")
+        began = time.monotonic()
+        if fault == "SIGSTOP":
+            stack.redis.pause()
+        else:
+            stack.redis.shutdown()
+        time.sleep(seconds)  # the fault itself: its length is the point
+        ended = time.monotonic()
+        if fault == "SIGSTOP":
+            stack.redis.resume()
+        else:
+            stack.redis.start()
+        wait_until(lambda: time.monotonic() > ended + 5, timeout=30, what="load after the fault")
+
+    health = [p for p in ledger.probes if began < p.started < ended]
+    sick = [p for p in health if p.status != 200]
+    promises.check(
+        health and not sick,
+        f"/healthz answers while Redis is down ({fault}): {len(sick)} of {len(health)} probes "
+        f"failed, e.g. {sick[0].describe() if sick else 'no probe ran'}",
+    )
+    slow = [
+        a
+        for a in ledger.attempts()
+        if a.ended > began
+        and a.started < ended
+        and (a.status is None or a.seconds > BROKER_WAIT_SECONDS)
+    ]
+    promises.check(
+        not slow,
+        f"a hung or missing broker costs a request at most {BROKER_WAIT_SECONDS} s (and the "
+        f"service answers before gunicorn's timeout): {len(slow)} requests during the {fault} "
+        f"took longer, e.g. {slow[0].describe() if slow else ''}",
+    )
+    with stack.pg.connect() as conn:
+        promises.ledger_exact(ledger.problems(conn, settle=60))
+    promises.assert_kept()
