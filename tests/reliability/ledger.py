@@ -176,10 +176,13 @@ class Ledger:
         return self.send(self.new_write(points=points, respond_async=respond_async))
 
     @contextlib.contextmanager
-    def load(self, *, sync: int = 2, asynchronous: int = 2, batch_every: int = 3) -> Iterator[None]:
-        """Keep `sync` + `asynchronous` clients writing back to back while the block runs; every
-        `batch_every`-th write of a client is a batch of 20 points. On exit no new write starts,
-        and the block waits for the writes under way to resolve or spend their budget."""
+    def load(
+        self, *, sync: int = 2, asynchronous: int = 2, batch_every: int = 3, pace: float = 0
+    ) -> Iterator[None]:
+        """Keep `sync` + `asynchronous` clients writing while the block runs, each waiting `pace`
+        s between writes; every `batch_every`-th write of a client is a batch of 20 points. On
+        exit no new write starts, and the block waits for the writes under way to resolve or
+        spend their budget."""
         stop = threading.Event()
 
         def client(respond_async: bool) -> None:
@@ -187,6 +190,7 @@ class Ledger:
                 if stop.is_set():
                     return
                 self.write(points=20 if n % batch_every == 0 else 1, respond_async=respond_async)
+                stop.wait(pace)
 
         threads = [
             threading.Thread(target=client, args=(False,), daemon=True) for _ in range(sync)
