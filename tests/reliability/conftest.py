@@ -23,7 +23,10 @@ Each test is marked `fault(timeout=SECONDS)`: past that it fails, and the server
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
+import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,18 +45,31 @@ def pg_template() -> Iterator[PgCluster]:
 
 
 @pytest.fixture
-def start_stack(pg_template: PgCluster, tmp_path: Path, request: pytest.FixtureRequest):
-    """`start_stack(worker=True, web_workers=4, env={...})` starts one stack for this test."""
+def start_stack(pg_template: PgCluster, request: pytest.FixtureRequest):
+    """`start_stack(worker=True, web_workers=4, env={...})` starts one stack for this test.
+
+    Its logs go to a directory of its own (pytest's temporary directories are pruned by any later
+    run on the machine), deleted when the test passes and kept, with its path in the failure
+    report, when it fails."""
+    stacks: list[Stack] = []
+    workdir = Path(tempfile.mkdtemp(prefix=f"gf-fault-{request.node.name[:40]}-"))
     with contextlib.ExitStack() as contexts:
 
         def start(**options) -> Stack:
-            stack = contexts.enter_context(running_stack(pg_template, tmp_path, **options))
+            stack = contexts.enter_context(running_stack(pg_template, workdir, **options))
             request.node._fault_stack = stack
+            stacks.append(stack)
             return stack
 
         yield start
         # The hard timeout must not interrupt the teardown that kills the servers.
         signal.setitimer(signal.ITIMER_REAL, 0)
+    if not getattr(request.node, "_fault_failed", False):
+        shutil.rmtree(workdir, ignore_errors=True)
+    for stack in stacks:
+        for restart in stack.restarts:
+            # Not a broken promise (systemd restarts them too), but worth knowing.
+            warnings.warn(f"a process died by itself: {restart}", stacklevel=1)
 
 
 class FaultTimeout(Exception):
@@ -81,6 +97,10 @@ def _hard_timeout(request: pytest.FixtureRequest) -> Iterator[None]:
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     report = outcome.get_result()
+    if report.failed:
+        item._fault_failed = True
     stack = getattr(item, "_fault_stack", None)
     if report.failed and stack is not None and report.when == "call":
-        report.sections.append(("server logs (last lines)", stack.logs()))
+        report.sections.append(
+            ("server logs (last lines; all kept in the paths shown)", stack.logs())
+        )

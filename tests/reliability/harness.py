@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +34,8 @@ from glowing_fiesta.devstack import free_port
 ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = "gf"
 START_SECONDS = 60
+# RestartSec of the worker and beat units in deploy/systemd.
+SYSTEMD_RESTART_SECONDS = 5
 
 
 def wait_until(predicate: Callable[[], object], *, timeout: float, what: str) -> object:
@@ -265,8 +268,11 @@ class Service:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen | None = None
+    # Killed on purpose (by the test or at teardown): not to be restarted.
+    killed: bool = False
 
     def start(self) -> None:
+        self.killed = False
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
                 self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -288,6 +294,7 @@ class Service:
 
     def kill(self) -> None:
         """SIGKILL the whole process group at once, as a crash or the OOM killer would."""
+        self.killed = True
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -307,6 +314,32 @@ class Stack:
     web: Service
     services: list[Service] = field(default_factory=list)
     api_key: str = ""
+    # Worker and beat processes that exited by themselves, and were started again.
+    restarts: list[str] = field(default_factory=list)
+    _supervising: threading.Event = field(default_factory=threading.Event)
+
+    def supervise(self) -> None:
+        """Start again a worker or beat that exited by itself, after RestartSec, as the systemd
+        units in deploy/systemd do (Restart=on-failure); each restart is listed in `restarts`."""
+        self._supervising.set()
+
+        def loop() -> None:
+            while self._supervising.is_set():
+                time.sleep(0.5)
+                for service in list(self.services):
+                    if service.killed or service.alive():
+                        continue
+                    last = [line for line in tail(service.log_path, 400).splitlines() if
+                            "CRITICAL" in line or "Error" in line][-1:]  # fmt: skip
+                    self.restarts.append(
+                        f"{service.name} exited with {service.process.returncode} "
+                        f"({last[0][:300] if last else 'no error logged'}); started again"
+                    )
+                    time.sleep(SYSTEMD_RESTART_SECONDS)
+                    if self._supervising.is_set() and not service.killed:
+                        service.start()
+
+        threading.Thread(target=loop, daemon=True).start()
 
     @property
     def base_url(self) -> str:
@@ -384,7 +417,9 @@ class Stack:
         return key
 
     def logs(self, lines: int = 40) -> str:
-        parts = [f"--- {s.name} ({s.log_path}) ---\n{tail(s.log_path, lines)}" for s in self.all()]
+        parts = [f"restarted: {r}" for r in self.restarts] + [
+            f"--- {s.name} ({s.log_path}) ---\n{tail(s.log_path, lines)}" for s in self.all()
+        ]
         parts.append(f"--- postgres ({self.pg.log_path}) ---\n{tail(self.pg.log_path, lines)}")
         parts.append(f"--- redis ({self.redis.log_path}) ---\n{tail(self.redis.log_path, lines)}")
         return "\n".join(parts)
@@ -393,6 +428,7 @@ class Stack:
         return [self.web, *self.services]
 
     def stop(self) -> None:
+        self._supervising.clear()
         for service in self.all():
             service.kill()
         self.redis.shutdown()
@@ -462,6 +498,7 @@ def running_stack(
         stack.start_beat()
         if worker:
             stack.start_worker()
+        stack.supervise()
         yield stack
     finally:
         stack.stop()

@@ -201,10 +201,12 @@ class Ledger:
             thread.start()
         try:
             yield
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(self.retry_for + self.request_timeout + 5)
+        except BaseException:
+            stop.set()  # a failing test (or its hard timeout) does not wait for the clients
+            raise
+        stop.set()
+        for thread in threads:
+            thread.join(self.retry_for + self.request_timeout + 5)
 
     @contextlib.contextmanager
     def probing(self, path: str = "/healthz", *, every: float = 0.5, timeout: float = 2.0):

@@ -61,6 +61,11 @@ def test_database_outage_answers_503_and_recovers_exactly(start_stack):
         f"a database outage answers 503 problem+json with Retry-After: {len(wrong)} of "
         f"{len(during)} requests during it did not, e.g. {wrong[0].describe() if wrong else ''}",
     )
+    promises.check(
+        any(a.status and a.status < 300 and a.ended < started + RECOVERY_SECONDS
+            for a in ledger.attempts() if a.started > started),
+        f"2xx again within {RECOVERY_SECONDS} s of the restart: none came",
+    )  # fmt: skip
     late = [
         a
         for a in ledger.attempts()
