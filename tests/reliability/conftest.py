@@ -23,6 +23,7 @@ Each test is marked `fault(timeout=SECONDS)`: past that it fails, and the server
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 import tempfile
@@ -52,7 +53,8 @@ def start_stack(pg_template: PgCluster, request: pytest.FixtureRequest):
     run on the machine), deleted when the test passes and kept, with its path in the failure
     report, when it fails."""
     stacks: list[Stack] = []
-    workdir = Path(tempfile.mkdtemp(prefix=f"gf-fault-{request.node.name[:40]}-"))
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[-60:]
+    workdir = Path(tempfile.mkdtemp(prefix=f"gf-fault-{name}-"))
     with contextlib.ExitStack() as contexts:
 
         def start(**options) -> Stack:
