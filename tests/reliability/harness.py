@@ -329,8 +329,10 @@ class Stack:
                 for service in list(self.services):
                     if service.killed or service.alive():
                         continue
-                    last = [line for line in tail(service.log_path, 400).splitlines() if
-                            "CRITICAL" in line or "Error" in line][-1:]  # fmt: skip
+                    lines = tail(service.log_path, 400).splitlines()
+                    last = [x for x in lines if "CRITICAL" in x][-1:] or [
+                        x for x in lines if "Error" in x
+                    ][-1:]
                     self.restarts.append(
                         f"{service.name} exited with {service.process.returncode} "
                         f"({last[0][:300] if last else 'no error logged'}); started again"
