@@ -298,8 +298,6 @@ QUEUE_STALE_SECONDS = env_int("QUEUE_STALE_SECONDS", 60, minimum=5, maximum=8640
 # A batch of 1000 points is written in tens of milliseconds; the limits stop a stuck attempt.
 QUEUE_TASK_SOFT_TIME_LIMIT = 50
 QUEUE_TASK_TIME_LIMIT = 60
-# A claim older than the hard limit plus a margin belongs to a worker that has died.
-QUEUE_CLAIM_STALE_SECONDS = QUEUE_TASK_TIME_LIMIT + 30
 # Done batches (and their payloads) are deleted after this many days by the retention run
 # (default: a day, as long as an Idempotency-Key is remembered); failed ones are kept.
 QUEUE_KEEP_DAYS = env_int("QUEUE_KEEP_DAYS", 1, minimum=1, maximum=3650)

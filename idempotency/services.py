@@ -133,31 +133,33 @@ def idempotent_run(
     check_key(key)
     fingerprint_ = digest()
     refused: Problem | None = None
-    try:
-        with transaction.atomic():
+    with transaction.atomic():
+        try:
             saved = _claim(api_key_id=api_key_id, key=key, digest=fingerprint_, now=now)
-            if saved is not None:
-                return saved
-            try:
-                with transaction.atomic():
-                    outcome = action()
-            except Problem as problem:
-                if problem.status >= 500:
-                    raise
-                refused = problem
-                body = problem_body(
-                    problem.status, problem.slug, problem.title, problem.detail,
-                    problem.errors, problem.extra,
-                )  # fmt: skip
-                outcome = Outcome(problem.status, body, problem.headers)
-            _save(api_key_id, key, outcome, now)
-    except OperationalError as exc:
-        if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable) and refused is None:
-            raise IdempotencyInFlight(
-                "The first request with this Idempotency-Key has not finished; retry shortly.",
-                headers={"Retry-After": "1"},
-            ) from None
-        raise
+        except OperationalError as exc:
+            # Only the claim's wait means "the first request is still running"; a lock wait
+            # in the request's own writes is a database problem like any other (503).
+            if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
+                raise IdempotencyInFlight(
+                    "The first request with this Idempotency-Key has not finished; retry shortly.",
+                    headers={"Retry-After": "1"},
+                ) from None
+            raise
+        if saved is not None:
+            return saved
+        try:
+            with transaction.atomic():
+                outcome = action()
+        except Problem as problem:
+            if problem.status >= 500:
+                raise
+            refused = problem
+            body = problem_body(
+                problem.status, problem.slug, problem.title, problem.detail,
+                problem.errors, problem.extra,
+            )  # fmt: skip
+            outcome = Outcome(problem.status, body, problem.headers)
+        _save(api_key_id, key, outcome, now)
     if refused is not None:
         raise refused
     return outcome

@@ -306,19 +306,17 @@ def _end_quietly(batch_id: int, attempt: int, state: str, error: str) -> None:
 
 
 def _stale(now: datetime) -> Q:
-    """Batches whose message may have been lost: pending ones untouched for QUEUE_STALE_SECONDS
-    (Redis flushed or restarted, an enqueue that failed after the commit), and running ones
-    claimed more than QUEUE_CLAIM_STALE_SECONDS ago (their worker died after the broker gave up
-    on it)."""
+    """Batches whose message may have been lost: pending or running ones untouched for
+    QUEUE_STALE_SECONDS (Redis flushed or restarted, an enqueue that failed after the commit, a
+    worker killed mid-batch). A live attempt holds its row locked while it writes, and callers
+    skip locked rows, so a running batch found here has lost its worker."""
     stale = now - timedelta(seconds=settings.QUEUE_STALE_SECONDS)
-    claim_stale = now - timedelta(seconds=settings.QUEUE_CLAIM_STALE_SECONDS)
-    return Q(state=State.PENDING, updated_at__lt=stale) | Q(
-        state=State.RUNNING, updated_at__lt=stale, claimed_at__lt=claim_stale
-    )
+    return Q(state__in=[State.PENDING, State.RUNNING], updated_at__lt=stale)
 
 
 def batches_sweep(*, now: datetime, limit: int = SWEEP_LIMIT) -> list[int]:
-    """Send again the batches whose message may have been lost (`_stale`); return their ids.
+    """Send again the batches whose message may have been lost (`_stale`, and not locked by a
+    live attempt); return their ids.
 
     Each batch is sent at most once per QUEUE_STALE_SECONDS, so a long backlog is not flooded
     with copies; a copy is harmless anyway. The limit bounds one sweep's messages, not how fast
@@ -346,15 +344,19 @@ def batches_drain(*, now: Callable[[], datetime], until: float) -> list[BatchRun
     each one. Claims skip batches another worker holds, so workers drain side by side.
     """
     runs: list[BatchRun] = []
+    seen: set[int] = set()
     while time.monotonic() < until:
         batch_id = (
             IngestBatch.objects.filter(_stale(now()))
+            .exclude(pk__in=seen)
             .order_by("updated_at")
             .values_list("pk", flat=True)
             .first()
         )
         if batch_id is None:
             break
+        # A batch another worker holds is skipped, and not looked at again by this drain.
+        seen.add(batch_id)
         run = batch_process(batch_id=batch_id, now=now())
         runs.append(run)
         if run.result == "retry":

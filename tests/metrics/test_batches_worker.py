@@ -123,10 +123,10 @@ def test_worker_killed_mid_batch_and_restarted_stores_every_point_once(api_clien
     wait_until_unlocked(batch_id, worker)
     assert status(api_client, batch_id)["state"] == "running"
     assert MetricPoint.objects.count() == 0  # the killed attempt's writes were rolled back
-    # The broker holds the unacknowledged message until its visibility timeout (an hour);
-    # the sweeper sends the batch again once its claim is stale.
+    # The broker holds the unacknowledged message until its visibility timeout (an hour); the
+    # sweeper sends the batch again as soon as it is stale, since no live attempt holds it.
     restarted = start_worker()
-    assert sweep_as_if_later(settings.QUEUE_CLAIM_STALE_SECONDS + 1) == 1
+    assert sweep_as_if_later(settings.QUEUE_STALE_SECONDS + 1) == 1
     final = wait_until_finished(api_client, batch_id, restarted)
     assert (final["state"], final["attempts"]) == ("done", 2)
     assert_stored_once(300)
