@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
+import psycopg.errors
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -136,7 +138,10 @@ def batch_process(*, batch_id: int, now: datetime) -> BatchRun:
         try:
             written = _write(group)
         except TRANSIENT_ERRORS as exc:
-            runs = {pk: _transient(pk, attempt, exc) for pk, attempt in group.items()}
+            runs = {
+                pk: _transient(pk, attempt, exc, counted=pk == batch_id)
+                for pk, attempt in group.items()
+            }
             return runs[batch_id]
         except Exception:
             _drop_broken_connection()
@@ -202,16 +207,45 @@ def _done_or_skipped(
     )
 
 
-def _transient(batch_id: int, attempt: int, exc: BaseException) -> BatchRun:
+def _database_away(exc: BaseException) -> bool:
+    """True for failures that say nothing about the batch: the database could not be reached
+    or a lock was not granted in time. A statement timeout, a deadlock or a serialization
+    failure may be the batch's own doing, and counts as an attempt."""
+    if isinstance(exc, InterfaceError):
+        return True
+    cause = exc.__cause__ if isinstance(exc.__cause__, psycopg.Error) else exc
+    if isinstance(cause, psycopg.errors.LockNotAvailable):
+        return True
+    if not isinstance(cause, psycopg.OperationalError):
+        return False
+    # No SQLSTATE: the connection failed or broke; class 08, connection exceptions; 57P0x, the
+    # server shutting down, crashed or starting up.
+    state = cause.sqlstate
+    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+
+
+def _transient(
+    batch_id: int, attempt: int, exc: BaseException, *, counted: bool = True
+) -> BatchRun:
+    """Put the batch back to pending for a retry, or fail it past QUEUE_MAX_ATTEMPTS.
+
+    An attempt that failed because the database was away (or, in a group, because of another
+    batch) is given back: a 202 is kept however long an outage or a lock lasts, while a batch
+    that fails by itself still ends after QUEUE_MAX_ATTEMPTS.
+    """
     error = f"{type(exc).__name__}: {exc}".strip()
     _drop_broken_connection()
-    if attempt >= settings.QUEUE_MAX_ATTEMPTS:
-        _end_quietly(batch_id, attempt, State.FAILED, error)
-        return BatchRun(batch_id, "failed", attempts=attempt, error=error)
+    if counted and not _database_away(exc):
+        if attempt >= settings.QUEUE_MAX_ATTEMPTS:
+            _end_quietly(batch_id, attempt, State.FAILED, error)
+            return BatchRun(batch_id, "failed", attempts=attempt, error=error)
+        kept = attempt
+    else:
+        kept = attempt - 1
     # Back to pending with the error shown; if even that fails (the database is away), the
     # retry can still claim the batch, since no transaction holds its row.
-    _end_quietly(batch_id, attempt, State.PENDING, error)
-    return BatchRun(batch_id, "retry", attempts=attempt, error=error, retry_in=retry_delay(attempt))
+    _end_quietly(batch_id, attempt, State.PENDING, error, attempts=kept)
+    return BatchRun(batch_id, "retry", attempts=kept, error=error, retry_in=retry_delay(attempt))
 
 
 def retry_delay(attempt: int) -> float:
@@ -285,9 +319,19 @@ def _claim_companions(batch_id: int, points: int, now: datetime) -> dict[int, in
     return chosen
 
 
-def _end(batch_id: int, attempt: int, state: str, *, error: str, now: datetime) -> int:
+def _end(
+    batch_id: int,
+    attempt: int,
+    state: str,
+    *,
+    error: str,
+    now: datetime,
+    attempts: int | None = None,
+) -> int:
     # Fenced by the claim's number: a batch taken over by a newer claim is not touched.
     changes: dict[str, Any] = {"state": state, "error": error, "updated_at": now}
+    if attempts is not None:
+        changes["attempts"] = attempts
     if state == State.DONE:
         changes["processed_at"] = now
     return IngestBatch.objects.filter(pk=batch_id, state=State.RUNNING, attempts=attempt).update(
@@ -295,9 +339,11 @@ def _end(batch_id: int, attempt: int, state: str, *, error: str, now: datetime) 
     )
 
 
-def _end_quietly(batch_id: int, attempt: int, state: str, error: str) -> None:
+def _end_quietly(
+    batch_id: int, attempt: int, state: str, error: str, *, attempts: int | None = None
+) -> None:
     try:
-        _end(batch_id, attempt, state, error=error, now=timezone.now())
+        _end(batch_id, attempt, state, error=error, now=timezone.now(), attempts=attempts)
     except DatabaseError:
         # The sweeper finds the batch still running once its claim is stale.
         logger.warning(

@@ -62,7 +62,10 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
         },
     )
     if run.result == "retry":
-        raise self.retry(countdown=run.retry_in)
+        # Attempts given back (the database was away) keep the batch's own backoff short; the
+        # task's retries still back off, so a long outage is polled ever more slowly.
+        countdown = max(run.retry_in, batches.retry_delay(self.request.retries + 1))
+        raise self.retry(countdown=countdown)
     # Messages may have been lost with their batches still pending: write those too, within
     # half of this task's time limit.
     until = time.monotonic() + settings.QUEUE_TASK_SOFT_TIME_LIMIT / 2

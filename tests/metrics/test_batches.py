@@ -112,14 +112,27 @@ def test_transient_errors_are_retried_until_the_batch_fails_with_its_error(
     settings.QUEUE_MAX_ATTEMPTS = 3
     batch_id = queue_points(api_client, values(2, name="fresh"))
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL lock_timeout = '50ms'")
+        cursor.execute("SET LOCAL statement_timeout = '50ms'")
     # apply() runs each retry at once, in this process, instead of after the backoff.
     assert run(batch_id) == "failed"
     batch = IngestBatch.objects.get()
     assert (batch.state, batch.attempts) == ("failed", 3)
     assert batch.error.startswith("OperationalError: ")
-    assert "lock timeout" in batch.error
+    assert "statement timeout" in batch.error
     assert MetricPoint.objects.count() == 0
+
+
+def test_a_lock_not_granted_does_not_use_up_the_attempts(api_client, metrics_table_locked):
+    """The database refused nothing about the batch: a 202 is kept however long a lock lasts."""
+    batch_id = queue_points(api_client, values(1, name="fresh"))
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL lock_timeout = '50ms'")
+    for _ in range(3):
+        run_ = batches.batch_process(batch_id=batch_id, now=timezone.now())
+        assert run_.result == "retry"
+    batch = IngestBatch.objects.get()
+    assert (batch.state, batch.attempts) == ("pending", 0)
+    assert "lock timeout" in batch.error
 
 
 @pytest.fixture
@@ -145,7 +158,8 @@ def test_a_lock_timeout_in_the_raw_write_path_is_retried_not_failed(
     run_ = batches.batch_process(batch_id=batch_id, now=timezone.now())
     assert run_.result == "retry", run_
     batch = IngestBatch.objects.get()
-    assert (batch.state, batch.attempts) == ("pending", 1)
+    # Given back: a lock not granted says nothing about the batch.
+    assert (batch.state, batch.attempts) == ("pending", 0)
     assert "lock timeout" in batch.error
 
 
@@ -154,13 +168,13 @@ def test_transient_error_puts_the_batch_back_to_pending_with_its_error(
 ):
     batch_id = queue_points(api_client, values(1, name="fresh"))
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL lock_timeout = '50ms'")
+        cursor.execute("SET LOCAL statement_timeout = '50ms'")
     run_ = batches.batch_process(batch_id=batch_id, now=timezone.now())
     assert run_.result == "retry"
     assert 1 <= run_.retry_in <= batches.RETRY_BACKOFF_SECONDS
     batch = IngestBatch.objects.get()
     assert (batch.state, batch.attempts) == ("pending", 1)
-    assert "lock timeout" in batch.error
+    assert "statement timeout" in batch.error
 
 
 def test_retry_delay_grows_exponentially_and_is_capped():
