@@ -223,6 +223,13 @@ QUERY_PERCENTILE_TIMEOUT_MS = env_int(
     "QUERY_PERCENTILE_TIMEOUT_MS", 3000, minimum=1, maximum=600000
 )
 QUERY_SLOW_MS = env_int("QUERY_SLOW_MS", 250, minimum=0, maximum=600000)
+# OTLP/HTTP (POST /v1/metrics) and Prometheus remote write (POST /api/v1/write): the largest
+# body accepted, in bytes, after decompression (and before it). Larger is a 413; a compressed body
+# is inflated in steps and abandoned once past the cap, so it never takes more memory than this.
+OTLP_MAX_BODY_BYTES = env_int("OTLP_MAX_BODY_BYTES", 20 * 2**20, minimum=2**10, maximum=2**30)
+REMOTE_WRITE_MAX_BODY_BYTES = env_int(
+    "REMOTE_WRITE_MAX_BODY_BYTES", 20 * 2**20, minimum=2**10, maximum=2**30
+)
 
 # Retention: raw points and minute rollups; hour and day rollups are kept longer.
 RETENTION_DAYS = env_int("RETENTION_DAYS", 90, minimum=1, maximum=3650)

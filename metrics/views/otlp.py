@@ -1,0 +1,111 @@
+"""POST /v1/metrics: OpenTelemetry OTLP/HTTP metrics, protobuf or JSON, optionally gzipped.
+
+The answer is in the request's encoding: an `ExportMetricsServiceResponse` (with
+`partial_success` when some data points were refused), or a `google.rpc.Status` for an error,
+authentication and rate limiting included (`handle_exception`).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.request import Request
+
+from apikeys.api import ApiKeyView
+from glowing_fiesta.exceptions import InvalidInput, PayloadTooLarge
+
+from ..protocols import otlp
+from ..protocols.bodies import (
+    BodyMalformed,
+    BodyTooLarge,
+    EncodingUnsupported,
+    body_inflate,
+    body_read,
+)
+from ..protocols.intake import intake_store
+from .protocols import IgnoreAccept
+
+
+def _encoding(request: Request) -> str | None:
+    media_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    if media_type == otlp.JSON:
+        return otlp.JSON
+    if media_type == otlp.PROTOBUF:
+        return otlp.PROTOBUF
+    return None
+
+
+class OtlpMetricsView(ApiKeyView):
+    """OTLP/HTTP metrics export (scope write); see metrics/protocols/otlp.py for the mapping."""
+
+    required_scope = "write"
+    content_negotiation_class = IgnoreAccept
+
+    @extend_schema(
+        summary="OpenTelemetry OTLP/HTTP metrics export",
+        description=(
+            "An `ExportMetricsServiceRequest` as `application/x-protobuf` or `application/json`"
+            " (optionally `Content-Encoding: gzip`), at most OTLP_MAX_BODY_BYTES decompressed."
+            " Cumulative sums become exact increments. Answers in the request's encoding."
+        ),
+        request=None,
+        responses={
+            200: OpenApiResponse(
+                description="ExportMetricsServiceResponse; partial_success counts refused points"
+            ),
+            400: OpenApiResponse(description="Malformed body: google.rpc.Status"),
+            413: OpenApiResponse(description="Body larger than the cap"),
+            415: OpenApiResponse(description="Neither protobuf nor JSON, or unknown encoding"),
+            429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
+        },
+    )
+    def post(self, request: Request) -> HttpResponse:
+        encoding = _encoding(request)
+        if encoding is None:
+            raise UnsupportedMediaType(
+                request.META.get("CONTENT_TYPE", ""),
+                detail="Send application/x-protobuf or application/json.",
+            )
+        limit = settings.OTLP_MAX_BODY_BYTES
+        try:
+            raw = body_read(
+                request.stream, content_length=request.META.get("CONTENT_LENGTH"), limit=limit
+            )
+            body = body_inflate(
+                raw, encoding=request.headers.get("Content-Encoding", ""), limit=limit
+            )
+        except BodyTooLarge as exc:
+            raise PayloadTooLarge(f"The request body is too large: {exc}.") from None
+        except EncodingUnsupported as exc:
+            raise UnsupportedMediaType(
+                request.headers.get("Content-Encoding", ""), detail=str(exc)
+            ) from None
+        except BodyMalformed as exc:
+            raise InvalidInput(f"The request body cannot be read: {exc}.") from None
+        try:
+            export = otlp.request_parse(body, encoding=encoding)
+        except otlp.Malformed as exc:
+            raise InvalidInput(f"The request body cannot be read: {exc}.") from None
+        stored = intake_store(intake=otlp.request_intake(export, now=timezone.now()))
+        return HttpResponse(otlp.response_body(stored, encoding=encoding), content_type=encoding)
+
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        # Every error, from authentication and rate limiting on, as a google.rpc.Status in the
+        # request's encoding (protobuf when it is neither), keeping the status and headers
+        # (Retry-After, WWW-Authenticate) the problem+json answer would have had.
+        problem = super().handle_exception(exc)
+        encoding = _encoding(self.request) or otlp.PROTOBUF
+        data = getattr(problem, "data", None) or {}
+        message = str(data.get("detail") or data.get("title") or "")
+        response = HttpResponse(
+            otlp.status_body(problem.status_code, message, encoding=encoding),
+            status=problem.status_code,
+            content_type=encoding,
+        )
+        for header, value in problem.items():
+            if header.lower() != "content-type":
+                response[header] = value
+        return response

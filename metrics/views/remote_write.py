@@ -1,0 +1,79 @@
+"""POST /api/v1/write: Prometheus remote write 1.0 (snappy-compressed protobuf WriteRequest).
+
+204 when every sample was stored; otherwise 400 naming what was refused, after storing the
+rest. Bad input is never a 5xx: Prometheus retries those for ever, and gives up on a 4xx.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.request import Request
+
+from apikeys.api import ApiKeyView
+from glowing_fiesta.exceptions import InvalidInput, PayloadTooLarge
+
+from ..protocols import remote_write
+from ..protocols.bodies import BodyTooLarge, body_read
+from ..protocols.intake import intake_store
+from .protocols import IgnoreAccept
+
+PROTOBUF = "application/x-protobuf"
+
+
+class RemoteWriteView(ApiKeyView):
+    """Prometheus remote write 1.0 (scope write); see metrics/protocols/remote_write.py."""
+
+    required_scope = "write"
+    content_negotiation_class = IgnoreAccept
+
+    @extend_schema(
+        summary="Prometheus remote write 1.0",
+        description=(
+            "A snappy-compressed (block format) protobuf `WriteRequest`, at most"
+            " REMOTE_WRITE_MAX_BODY_BYTES decompressed. Series named *_total, *_count, *_sum"
+            " or *_bucket are cumulative counters, stored as their increases."
+        ),
+        request=None,
+        responses={
+            204: OpenApiResponse(description="Every sample stored"),
+            400: OpenApiResponse(description="Malformed body, or samples refused (others stored)"),
+            413: OpenApiResponse(description="Body larger than the cap"),
+            415: OpenApiResponse(description="Not protobuf, not snappy, or remote write 2.0"),
+            429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
+        },
+    )
+    def post(self, request: Request) -> HttpResponse:
+        content_type = request.META.get("CONTENT_TYPE", "")
+        media_type, _, parameters = content_type.partition(";")
+        if media_type.strip().lower() not in {"", PROTOBUF} or "write.v2" in parameters:
+            raise UnsupportedMediaType(
+                content_type,
+                detail="Send application/x-protobuf: a remote write 1.0 WriteRequest.",
+            )
+        encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
+        if encoding != "snappy":
+            raise UnsupportedMediaType(
+                encoding, detail="Send the body snappy-compressed (Content-Encoding: snappy)."
+            )
+        limit = settings.REMOTE_WRITE_MAX_BODY_BYTES
+        try:
+            raw = body_read(
+                request.stream, content_length=request.META.get("CONTENT_LENGTH"), limit=limit
+            )
+            write = remote_write.request_parse(raw, limit=limit)
+        except (BodyTooLarge, remote_write.TooLarge) as exc:
+            raise PayloadTooLarge(f"The request body is too large: {exc}.") from None
+        except remote_write.Malformed as exc:
+            raise InvalidInput(f"The request body cannot be read: {exc}.") from None
+        stored = intake_store(intake=remote_write.request_intake(write, now=timezone.now()))
+        if stored.refused:
+            raise InvalidInput(
+                f"{stored.points} points stored; {stored.refused} series had samples refused: "
+                f"{stored.message}",
+                extra={"stored": stored.points, "refused_series": stored.refused},
+            )
+        return HttpResponse(status=204)
