@@ -1,0 +1,146 @@
+"""The same cumulative export sent at once to two gunicorn worker processes counts once: the
+stream state lives in PostgreSQL, locked for the length of each write."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportResult
+from opentelemetry.sdk.resources import Resource
+
+from apikeys.services import apikey_create
+from glowing_fiesta.devstack import free_port
+from tests.helpers import truncate_point_tables
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.gunicorn]
+
+ROOT = Path(__file__).resolve().parents[2]
+ROUNDS_MAX = 20
+ROUNDS_ON_TWO_WORKERS = 3
+
+
+@pytest.fixture(autouse=True)
+def _empty_point_tables():
+    truncate_point_tables()
+    yield
+    truncate_point_tables()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """gunicorn with two sync workers on the test database; yields (url, access log path)."""
+    params = connection.get_connection_params()
+    database_url = (
+        f"postgresql://{params.get('user', '')}@{params.get('host', '127.0.0.1')}:"
+        f"{params.get('port', 5432)}/{params['dbname']}"
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "API_KEY_PEPPER": settings.API_KEY_PEPPER,
+        "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings",
+    }
+    port = free_port()
+    access_log = tmp_path / "access.log"
+    command = [
+        sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+        "--bind", f"127.0.0.1:{port}", "--workers", "2",
+        "--access-logfile", str(access_log), "--access-logformat", "%(p)s %(U)s %(s)s",
+        "glowing_fiesta.wsgi:application",
+    ]  # fmt: skip
+    process = subprocess.Popen(  # noqa: S603 - a fixed command line
+        command,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, "gunicorn exited"
+            assert time.monotonic() < deadline, "gunicorn did not become healthy"
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", access_log
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _export_pids(access_log: Path, skip: int) -> list[str]:
+    lines = access_log.read_text().splitlines()[skip:]
+    return [line.split()[0] for line in lines if " /v1/metrics " in f" {line} "]
+
+
+def test_one_export_sent_to_two_workers_at_once_counts_once(server):
+    url, access_log = server
+    key = apikey_create(name="otel", scopes=["read", "write"], rate_limit=1_000_000)[1]
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(
+        metric_readers=[reader], resource=Resource.create({"service.name": "checkout"})
+    )
+    orders = provider.get_meter("shop").create_counter("orders.placed")
+    exporters = [
+        OTLPMetricExporter(endpoint=f"{url}/v1/metrics", headers={"X-API-Key": key})
+        for _ in range(2)
+    ]
+    expected = 0
+    on_two_workers = 0
+    for n in range(ROUNDS_MAX):
+        orders.add(n + 1, {"round": str(n)})
+        expected += n + 1
+        data = reader.get_metrics_data()  # cumulative: every round's total so far
+        barrier = threading.Barrier(2)
+        results: list[MetricExportResult] = []
+
+        def send(exporter: OTLPMetricExporter, data=data, barrier=barrier, results=results):
+            barrier.wait()
+            results.append(exporter.export(data))
+
+        skip = len(access_log.read_text().splitlines()) if access_log.exists() else 0
+        threads = [threading.Thread(target=send, args=(e,)) for e in exporters]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert results == [MetricExportResult.SUCCESS] * 2
+        time.sleep(0.05)  # the access line is written after the response
+        pids = _export_pids(access_log, skip)
+        assert len(pids) == 2
+        on_two_workers += len(set(pids)) == 2
+        if on_two_workers >= ROUNDS_ON_TWO_WORKERS:
+            break
+    provider.shutdown()
+
+    assert on_two_workers >= ROUNDS_ON_TWO_WORKERS
+    response = requests.get(
+        f"{url}/api/metrics/orders.placed",
+        params={"aggregation": "sum", "interval": "day"},
+        headers={"X-API-Key": key},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert sum(b["value"] for b in response.json()["buckets"]) == expected
