@@ -87,6 +87,9 @@ PRUNE_RULES: tuple[PruneRule, ...] = (
     # Finished batches of the outbox, after QUEUE_KEEP_DAYS. Failed and unfinished batches stay
     # until an operator retries or deletes them.
     PruneRule("ingest_batches", "processed_at", _days("QUEUE_KEEP_DAYS"), where="state = 'done'"),
+    # Counter streams (OTLP, remote write) silent for as long as points are kept: a sender
+    # coming back after that starts from a new baseline.
+    PruneRule("cumulative_streams", "updated_at", _days("RETENTION_DAYS")),
 )
 
 

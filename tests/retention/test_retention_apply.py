@@ -1,5 +1,6 @@
 import json
 import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -10,7 +11,14 @@ from django.db import connection
 
 from glowing_fiesta import locks
 from glowing_fiesta.logging import JsonFormatter
-from metrics.models import IngestBatch, MetricPoint, RollupDay, RollupHour, RollupMinute
+from metrics.models import (
+    CumulativeStream,
+    IngestBatch,
+    MetricPoint,
+    RollupDay,
+    RollupHour,
+    RollupMinute,
+)
 from retention.services import retention_apply
 
 from .helpers import buckets, ingest, partition_exists, point_times, row_counts
@@ -287,3 +295,16 @@ def test_done_queue_batches_expire_after_the_queue_keep_period_and_others_stay(
     assert counts["ingest_batches"] == 1
     assert not IngestBatch.objects.filter(pk=gone).exists()
     assert sorted(IngestBatch.objects.values_list("pk", flat=True)) == sorted(kept)
+
+
+def test_cumulative_streams_silent_for_retention_days_expire(now, settings):
+    cutoff = now - timedelta(days=settings.RETENTION_DAYS)
+    for name, updated_at in (("old", cutoff - SECOND), ("edge", cutoff), ("young", now)):
+        CumulativeStream.objects.create(
+            key=uuid.uuid4(), name=name, last_ns=1, last_value=1.0, updated_at=updated_at
+        )
+
+    counts = retention_apply(now=now)
+
+    assert counts["cumulative_streams"] == 1
+    assert sorted(CumulativeStream.objects.values_list("name", flat=True)) == ["edge", "young"]
