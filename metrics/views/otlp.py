@@ -26,7 +26,7 @@ from ..protocols.bodies import (
     body_read,
 )
 from ..protocols.intake import intake_store
-from .protocols import IgnoreAccept
+from .protocols import IgnoreAccept, body_stream
 
 
 def _encoding(request: Request) -> str | None:
@@ -72,7 +72,7 @@ class OtlpMetricsView(ApiKeyView):
         limit = settings.OTLP_MAX_BODY_BYTES
         try:
             raw = body_read(
-                request.stream, content_length=request.META.get("CONTENT_LENGTH"), limit=limit
+                body_stream(request), content_length=request.META.get("CONTENT_LENGTH"), limit=limit
             )
             body = body_inflate(
                 raw, encoding=request.headers.get("Content-Encoding", ""), limit=limit

@@ -19,7 +19,7 @@ from glowing_fiesta.exceptions import InvalidInput, PayloadTooLarge
 from ..protocols import remote_write
 from ..protocols.bodies import BodyTooLarge, body_read
 from ..protocols.intake import intake_store
-from .protocols import IgnoreAccept
+from .protocols import IgnoreAccept, body_stream
 
 PROTOBUF = "application/x-protobuf"
 
@@ -62,7 +62,7 @@ class RemoteWriteView(ApiKeyView):
         limit = settings.REMOTE_WRITE_MAX_BODY_BYTES
         try:
             raw = body_read(
-                request.stream, content_length=request.META.get("CONTENT_LENGTH"), limit=limit
+                body_stream(request), content_length=request.META.get("CONTENT_LENGTH"), limit=limit
             )
             write = remote_write.request_parse(raw, limit=limit)
         except (BodyTooLarge, remote_write.TooLarge) as exc:

@@ -180,7 +180,7 @@ def test_gzip_compressed_export_is_accepted(live_server, raw_key):
 
 def _spec_example(time_ns: int) -> dict:
     """The specification's examples/metrics.json, dated now (its 2018 dates are out of window)."""
-    at = str(time_ns)
+    at = time_ns  # a JSON number, as in the example; strings are tested below
 
     def attr(key: str) -> list[dict]:
         return [{"key": key, "value": {"stringValue": "some value"}}]
@@ -456,3 +456,121 @@ def test_truncated_gzip_is_400(live_server, raw_key):
 
     assert response.status_code == 400
     assert "truncated" in response.json()["message"]
+
+
+def _export(*metrics: dict, service: str = "billing") -> bytes:
+    return json.dumps(
+        {
+            "resourceMetrics": [
+                {
+                    "resource": {
+                        "attributes": [{"key": "service.name", "value": {"stringValue": service}}]
+                    },
+                    "scopeMetrics": [{"scope": {"name": "lib"}, "metrics": list(metrics)}],
+                }
+            ]
+        }
+    ).encode()
+
+
+def test_every_metric_type_maps_as_documented(live_server, raw_key):
+    now = time.time_ns()
+    start = now - 60 * 10**9
+    body = _export(
+        {
+            "name": "balance",
+            "sum": {
+                "aggregationTemporality": "AGGREGATION_TEMPORALITY_CUMULATIVE",
+                "isMonotonic": False,
+                "dataPoints": [{"asDouble": -4.5, "startTimeUnixNano": start, "timeUnixNano": now}],
+            },
+        },
+        {
+            "name": "rpc.latency",
+            "summary": {
+                "dataPoints": [
+                    {
+                        "startTimeUnixNano": start,
+                        "timeUnixNano": now,
+                        "count": "4",
+                        "sum": 10.0,
+                        "quantileValues": [
+                            {"quantile": 0.5, "value": 2},
+                            {"quantile": 0.99, "value": 4},
+                        ],
+                    }
+                ]
+            },
+        },
+        {
+            "name": "payload.size",
+            "exponentialHistogram": {
+                "aggregationTemporality": 1,
+                "dataPoints": [
+                    {
+                        "startTimeUnixNano": start,
+                        "timeUnixNano": now,
+                        "count": 3,
+                        "sum": 30,
+                        "scale": 0,
+                        "zeroCount": 0,
+                        "positive": {"offset": 3, "bucketCounts": [3]},
+                        "max": 12,
+                        "exemplars": [
+                            {
+                                "asDouble": 12,
+                                "timeUnixNano": now,
+                                "traceId": "5B8EFFF798038103D269B633813FC60C",
+                                "spanId": "EEE19B7EC3C1B174",
+                            }
+                        ],
+                    }
+                ],
+            },
+        },
+        {
+            "name": "skipped",
+            "gauge": {"dataPoints": [{"asDouble": 1, "timeUnixNano": now, "flags": 1}]},
+        },
+    )
+
+    response = _post(live_server.url, body, raw_key, "application/json")
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {}
+    types = dict(Metric.objects.values_list("name", "type"))
+    assert types == {
+        "balance": "value",
+        "rpc.latency.count": "counter",
+        "rpc.latency.sum": "counter",
+        "rpc.latency.p50": "value",
+        "rpc.latency.p99": "value",
+        "payload.size.count": "counter",
+        "payload.size.sum": "counter",
+        "payload.size.max": "value",
+    }
+    assert query(live_server.url, raw_key, "balance", "min", "service:billing") == -4.5
+    assert query(live_server.url, raw_key, "rpc.latency.count", "sum") == 4  # start < time
+    assert query(live_server.url, raw_key, "rpc.latency.p99", "max") == 4
+    assert query(live_server.url, raw_key, "payload.size.sum", "sum") == 30
+
+
+def test_first_cumulative_point_with_start_equal_to_time_only_sets_the_baseline(
+    live_server, raw_key
+):
+    start = time.time_ns() - 10 * 10**9
+
+    def counter(value: int, at: int) -> bytes:
+        point = {"asInt": value, "startTimeUnixNano": start, "timeUnixNano": at}
+        return _export(
+            {
+                "name": "logins",
+                "sum": {"aggregationTemporality": 2, "isMonotonic": True, "dataPoints": [point]},
+            }
+        )
+
+    for value, at in ((7, start), (10, start + 10**9), (10, start + 10**9), (4, start + 2 * 10**9)):
+        assert _post(live_server.url, counter(value, at), raw_key, "application/json").ok
+
+    # 7 is the baseline, +3, the retry adds nothing, then 4 < 10 is a reset: +4.
+    assert sorted(MetricPoint.objects.values_list("value", flat=True)) == [3, 4]

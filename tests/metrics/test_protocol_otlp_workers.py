@@ -1,5 +1,6 @@
-"""The same cumulative export sent at once to two gunicorn worker processes counts once: the
-stream state lives in PostgreSQL, locked for the length of each write."""
+"""Through a real gunicorn with two workers: the same cumulative export sent at once to both
+counts once (the stream state lives in PostgreSQL, locked for the length of each write), and a
+chunked body is read whole."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import cramjam
 import pytest
 import requests
 from django.conf import settings
@@ -22,6 +24,8 @@ from opentelemetry.sdk.resources import Resource
 
 from apikeys.services import apikey_create
 from glowing_fiesta.devstack import free_port
+from metrics.models import MetricPoint
+from metrics.protocols.remote_write import WriteRequest
 from tests.helpers import truncate_point_tables
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.gunicorn]
@@ -144,3 +148,29 @@ def test_one_export_sent_to_two_workers_at_once_counts_once(server):
     )
     assert response.status_code == 200, response.text
     assert sum(b["value"] for b in response.json()["buckets"]) == expected
+
+
+def test_a_chunked_body_without_content_length_is_read_whole(server):
+    url, _ = server
+    key = apikey_create(name="prometheus", scopes=["read", "write"], rate_limit=1_000_000)[1]
+    request = WriteRequest()
+    for n in range(300):
+        ts = request.timeseries.add()
+        ts.labels.add(name="__name__", value="queue_depth")
+        ts.labels.add(name="queue", value=f"q{n}")
+        ts.samples.add(value=n, timestamp=int(time.time() * 1000))
+    body = bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+    host, port = url.removeprefix("http://").split(":")
+
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request(
+        "POST",
+        "/api/v1/write",
+        body=(body[i : i + 1000] for i in range(0, len(body), 1000)),
+        headers={"Content-Encoding": "snappy", "X-API-Key": key},
+        encode_chunked=True,
+    )
+    response = conn.getresponse()
+
+    assert response.status == 204, response.read()
+    assert MetricPoint.objects.count() == 300

@@ -3,6 +3,7 @@ snappy-compressed, against a live server; what was stored is read back through t
 
 from __future__ import annotations
 
+import http.client
 import struct
 import threading
 import time
@@ -273,3 +274,25 @@ def test_decompressed_body_cap_at_its_edge(live_server, raw_key, settings):
     assert past.status_code == 413
     assert at.status_code == 204, at.text
     assert MetricPoint.objects.count() == 40
+
+
+def test_a_chunked_body_the_server_cannot_read_is_411_not_an_empty_success(live_server, raw_key):
+    body = write_request([({"__name__": "up"}, [(1.0, int(time.time() * 1000))])])
+    host, port = live_server.url.removeprefix("http://").split(":")
+
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request(
+        "POST",
+        "/api/v1/write",
+        body=iter([body]),
+        headers={
+            "Content-Type": "application/x-protobuf",
+            "Content-Encoding": "snappy",
+            "X-API-Key": raw_key,
+        },
+        encode_chunked=True,
+    )
+    response = conn.getresponse()
+
+    assert response.status == 411
+    assert not MetricPoint.objects.exists()
