@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 
@@ -54,10 +55,28 @@ class Advance:
     refused: list[tuple[CumulativeObservation, str]]
 
 
-def stream_key(identity: Iterable[object]) -> uuid.UUID:
-    """The key of a stream: md5 of its identity's canonical JSON (a fixed-width primary key)."""
-    text = json.dumps(list(identity), separators=(",", ":"), ensure_ascii=False, default=str)
-    return uuid.UUID(bytes=hashlib.md5(text.encode(), usedforsecurity=False).digest())
+def stream_key(identity: Iterable[object], *, prefix: Any = None) -> uuid.UUID:
+    """The key of a stream: md5 of its identity's canonical JSON (a fixed-width primary key).
+
+    `prefix`, from `stream_prefix`, stands for the identity's first parts, shared by many
+    streams (resource, scope, metric), so that they are serialised once per request.
+    """
+    digest = prefix.copy() if prefix is not None else hashlib.md5(usedforsecurity=False)
+    digest.update(_canonical(identity))
+    return uuid.UUID(bytes=digest.digest())
+
+
+def stream_prefix(identity: Iterable[object]) -> Any:
+    """A hash state over the first parts of many streams' identity, for `stream_key`."""
+    digest = hashlib.md5(usedforsecurity=False)
+    digest.update(_canonical(identity))
+    return digest
+
+
+def _canonical(identity: Iterable[object]) -> bytes:
+    return json.dumps(
+        list(identity), separators=(",", ":"), ensure_ascii=False, default=str
+    ).encode()
 
 
 # The first statement creates the missing rows (last_ns NULL: no point yet) and locks every row

@@ -9,6 +9,7 @@ request: `Intake` collects the points and the refusals, each tied to the wire it
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -47,9 +48,18 @@ def clean_name(raw: str, suffix: str = "") -> str:
 
 def clean_tags(raw: Mapping[str, str]) -> dict[str, str]:
     """Tags from attributes or labels: keys made to the tag-key charset, empty values dropped
-    (an empty label is an absent one in Prometheus), at most 10 of them."""
+    (an empty label is an absent one in Prometheus), at most 10 of them.
+
+    The result is shared between calls with the same input (requests repeat a few attribute
+    sets across many metrics): it must not be modified.
+    """
+    return _clean_tags(tuple(raw.items()))
+
+
+@functools.lru_cache(maxsize=16384)
+def _clean_tags(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
     tags: dict[str, str] = {}
-    for key, value in raw.items():
+    for key, value in items:
         if value == "":
             continue
         clean = _KEY_CHARS.sub("_", key)

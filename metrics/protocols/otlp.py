@@ -37,7 +37,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from ..cumulative import CumulativeObservation, stream_key
+from ..cumulative import CumulativeObservation, stream_key, stream_prefix
 from ..models import MetricType
 from ..serializers import Window
 from ..services import PointInput
@@ -129,7 +129,7 @@ class _Context:
         newest_ns: int,
     ) -> None:
         self.service = resource.get("service.name")
-        self.identity = ["otlp", sorted(resource.items()), scope, metric]
+        self.stream_prefix = stream_prefix(["otlp", sorted(resource.items()), scope, metric])
         self.metric = metric
         self.oldest_ns = oldest_ns
         self.newest_ns = newest_ns
@@ -191,7 +191,7 @@ def _data_point(
     raw_attributes = attributes(point.attributes)
     tags = context.tags(raw_attributes)
     timestamp = context.timestamp(point.time_unix_nano)
-    stream = [*context.identity, sorted(raw_attributes.items())]
+    stream = sorted(raw_attributes.items())
     points: list[PointInput] = []
     observations: list[CumulativeObservation] = []
 
@@ -210,7 +210,7 @@ def _data_point(
                 raise Refused("start_time_unix_nano is after time_unix_nano")
             observations.append(
                 CumulativeObservation(
-                    stream=stream_key([*stream, suffix]),
+                    stream=stream_key([stream, suffix], prefix=context.stream_prefix),
                     name=name,
                     tags=tags,
                     timestamp=timestamp,

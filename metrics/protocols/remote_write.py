@@ -1,10 +1,7 @@
 """Prometheus remote write 1.0 (`prometheus.WriteRequest`, snappy block format) into points.
 
-The messages are built here with `protobuf` itself, from the remote-write 1.0 specification
-(`WriteRequest`, `TimeSeries`, `Label`, `Sample`; field numbers as in Prometheus' `remote.proto`
-and `types.proto`), as a descriptor made in code and turned into classes by `message_factory`:
-no generated file is copied in. Fields this service does not read (metadata, exemplars, native
-histograms) are left out; protobuf skips them when parsing.
+The messages (`metrics.protocols.prometheus_pb`) are built with `protobuf` itself from the
+remote-write 1.0 specification, as a descriptor made in code: no generated file is copied in.
 
 Mapping, per series: `__name__` is the metric, the other labels are the tags (at most 10; empty
 labels are absent, as in Prometheus). Samples (timestamps in milliseconds) are value points,
@@ -20,7 +17,6 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import cramjam
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from ..cumulative import CumulativeObservation, stream_key
@@ -28,63 +24,12 @@ from ..models import MetricType
 from ..serializers import Window
 from ..services import PointInput
 from .intake import Intake, Refused, clean_name, clean_tags, clean_value
+from .prometheus_pb import WriteRequest
 
 COUNTER_SUFFIXES = ("_total", "_count", "_sum", "_bucket")
 # The first chunk of the snappy *framed* format, which remote write does not use.
 FRAMED_MAGIC = b"\xff\x06\x00\x00sNaPpY"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-_F = descriptor_pb2.FieldDescriptorProto
-
-
-def _message(name: str, *fields: tuple[str, int, int, int, str]) -> descriptor_pb2.DescriptorProto:
-    message = descriptor_pb2.DescriptorProto(name=name)
-    for field_name, number, kind, label, type_name in fields:
-        field = message.field.add(name=field_name, number=number, type=kind, label=label)
-        if type_name:
-            field.type_name = type_name
-    return message
-
-
-def _build() -> tuple[type, type, type, type]:
-    file = descriptor_pb2.FileDescriptorProto(
-        name="glowing_fiesta/prometheus_remote_write_1_0.proto", package="prometheus"
-    )
-    file.syntax = "proto3"
-    optional, repeated = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
-    file.message_type.extend(
-        [
-            _message(
-                "Label",
-                ("name", 1, _F.TYPE_STRING, optional, ""),
-                ("value", 2, _F.TYPE_STRING, optional, ""),
-            ),
-            _message(
-                "Sample",
-                ("value", 1, _F.TYPE_DOUBLE, optional, ""),
-                ("timestamp", 2, _F.TYPE_INT64, optional, ""),
-            ),
-            _message(
-                "TimeSeries",
-                ("labels", 1, _F.TYPE_MESSAGE, repeated, ".prometheus.Label"),
-                ("samples", 2, _F.TYPE_MESSAGE, repeated, ".prometheus.Sample"),
-            ),
-            _message(
-                "WriteRequest",
-                ("timeseries", 1, _F.TYPE_MESSAGE, repeated, ".prometheus.TimeSeries"),
-            ),
-        ]
-    )
-    # A pool of its own: the names cannot clash with any other "prometheus" package loaded.
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return tuple(  # type: ignore[return-value]
-        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"prometheus.{name}"))
-        for name in ("WriteRequest", "TimeSeries", "Label", "Sample")
-    )
-
-
-WriteRequest, TimeSeries, Label, Sample = _build()
 
 
 class Malformed(ValueError):

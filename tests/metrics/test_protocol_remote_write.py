@@ -16,7 +16,7 @@ from django.db import connection
 
 from apikeys.services import apikey_create
 from metrics.models import CumulativeStream, Metric, MetricPoint, Series
-from metrics.protocols.remote_write import WriteRequest
+from metrics.protocols.prometheus_pb import WriteRequest
 from tests.helpers import truncate_point_tables
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,0 +1,261 @@
+"""OTLP/HTTP and Prometheus remote-write throughput, beside the JSON batch endpoint in the same run.
+
+    make bench-otlp                           # or, with DATABASE_URL and REDIS_URL set:
+    python bench/otlp.py --rounds 3           # medians of three rounds
+
+Three phases against one gunicorn (deploy/gunicorn.conf.py, DEBUG off), each from --clients
+processes, 1000 points per request:
+
+  (1) JSON batches: POST /api/metrics/batch, the workload of bench/ingest.py (its baseline);
+  (2) OTLP: POST /v1/metrics, protobuf ExportMetricsServiceRequests of 1000 data points, half
+      cumulative monotonic sums (each turned into an increment through its stream's state),
+      half gauges, one data point per stream per request, as an SDK exports them;
+  (3) remote write: POST /api/v1/write, snappy WriteRequests of 1000 series with one sample
+      each, half `_total` counters (cumulative, as (2)), half gauges.
+
+Every OTLP and remote-write request carries later timestamps and larger totals, so every
+counter data point is a stored increment; the requests are built before each phase starts. Printed: points/s of each and (2)/(1), (3)/(1).
+Everything runs in a database of its own (gf_bench_otlp, dropped at exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# As in bench/ingest.py: the repository root, not bench/, first on sys.path.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from bench import _common  # noqa: E402
+from bench.ingest import BATCH_SIZE, Tally, Window, run_batch_http  # noqa: E402
+
+DATABASE_NAME = "gf_bench_otlp"
+COUNTERS = [f"bench.otlp.counter.{i:02d}" for i in range(20)]
+GAUGES = [f"bench.otlp.gauge.{i:02d}" for i in range(20)]
+SLOTS = 25  # 40 metrics x 25 slots = 1000 streams per client, one data point each per request
+
+_fork = multiprocessing.get_context("fork")
+
+
+def otlp_body(client: int, request_number: int, start_ns: int, now_ns: int) -> bytes:
+    """One export of 1000 data points: every stream's total grows by 1..5 per request."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    export = ExportMetricsServiceRequest()
+    resource_metrics = export.resource_metrics.add()
+    attribute = resource_metrics.resource.attributes.add(key="service.name")
+    attribute.value.string_value = f"bench-{client}"
+    scope = resource_metrics.scope_metrics.add()
+    scope.scope.name = "bench"
+    for index, name in enumerate(COUNTERS):
+        metric = scope.metrics.add(name=name)
+        metric.sum.is_monotonic = True
+        metric.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+        for slot in range(SLOTS):
+            point = metric.sum.data_points.add(
+                start_time_unix_nano=start_ns,
+                time_unix_nano=now_ns,
+                as_int=(request_number + 1) * (1 + (index + slot) % 5),
+            )
+            point.attributes.add(key="slot").value.string_value = str(slot)
+    for index, name in enumerate(GAUGES):
+        metric = scope.metrics.add(name=name)
+        for slot in range(SLOTS):
+            point = metric.gauge.data_points.add(
+                time_unix_nano=now_ns, as_double=float((request_number * 7 + index + slot) % 97)
+            )
+            point.attributes.add(key="slot").value.string_value = str(slot)
+    return export.SerializeToString()
+
+
+def remote_write_body(client: int, request_number: int, now_ms: int) -> bytes:
+    """One WriteRequest of 1000 series, one sample each; counters grow by 1..5 per request."""
+    import cramjam
+
+    from metrics.protocols.prometheus_pb import WriteRequest
+
+    request = WriteRequest()
+    for index in range(20):
+        for slot in range(SLOTS):
+            for kind in ("total", "gauge"):
+                series = request.timeseries.add()
+                name = f"bench_prw_{index:02d}_{'requests_total' if kind == 'total' else 'depth'}"
+                series.labels.add(name="__name__", value=name)
+                series.labels.add(name="host", value=f"host-{client}")
+                series.labels.add(name="slot", value=str(slot))
+                value = (
+                    (request_number + 1) * (1 + (index + slot) % 5)
+                    if kind == "total"
+                    else float((request_number * 7 + index + slot) % 97)
+                )
+                series.samples.add(value=value, timestamp=now_ms)
+    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+
+
+def protocol_bodies(protocol: str, client: int, count: int) -> list[bytes]:
+    """`count` requests built ahead, so that clients spend no CPU on them while measured:
+    each is a millisecond later than the one before, with larger totals."""
+    base_ns = time.time_ns()
+    if protocol == "otlp":
+        return [otlp_body(client, n, base_ns - 10**9, base_ns + n * 10**6) for n in range(count)]
+    return [remote_write_body(client, n, base_ns // 10**6 + n) for n in range(count)]
+
+
+def _protocol_client(args: tuple) -> Tally:
+    host, port, key, protocol, bodies, window = args
+    if protocol == "otlp":
+        path, ok = "/v1/metrics", 200
+        headers = {"Content-Type": "application/x-protobuf", "X-API-Key": key}
+    else:
+        path, ok = "/api/v1/write", 204
+        headers = {
+            "Content-Type": "application/x-protobuf",
+            "Content-Encoding": "snappy",
+            "X-Prometheus-Remote-Write-Version": "0.1.0",
+            "Authorization": f"Bearer {key}",
+        }
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    tally = Tally()
+    for body in bodies:  # in order: a stream's totals only grow
+        if time.time() >= window.end:
+            break
+        conn.request("POST", path, body, headers)
+        response = conn.getresponse()
+        payload = response.read()
+        finished = time.time()
+        if not window.start <= finished <= window.end:
+            continue
+        # An OTLP answer with a partial_success is longer than the empty message.
+        if response.status == ok and (protocol != "otlp" or not payload):
+            tally.done += BATCH_SIZE
+        else:
+            tally.errors += 1
+            tally.first_error = tally.first_error or f"{response.status} {payload[:300]!r}"
+    else:
+        tally.errors += 1
+        tally.first_error = tally.first_error or "ran out of bodies: raise --bodies"
+    conn.close()
+    return tally
+
+
+def run_protocol(
+    host: str, port: int, key: str, protocol: str, clients: int, args: argparse.Namespace
+) -> Tally:
+    jobs = [
+        (host, port, key, protocol, protocol_bodies(protocol, c, args.bodies), None)
+        for c in range(clients)
+    ]
+    window = _window(args.warmup, args.duration)  # after the bodies are built
+    jobs = [(*job[:-1], window) for job in jobs]
+    with _fork.Pool(clients) as pool:
+        tallies = pool.map(_protocol_client, jobs)
+    total = Tally()
+    for tally in tallies:
+        total.add(tally)
+    return total
+
+
+def _window(warmup: float, duration: float) -> Window:
+    start = time.time() + 0.5 + warmup
+    return Window(start=start, end=start + duration)
+
+
+def _check(label: str, tally: Tally) -> None:
+    if tally.errors:
+        _common.log(f"{label}: {tally.errors} failed requests; first: {tally.first_error}")
+    if not tally.done:
+        raise SystemExit(f"bench: {label} completed nothing in the measured window")
+
+
+@dataclass
+class Round:
+    json: float
+    otlp: float
+    remote_write: float
+
+
+def run_round(args: argparse.Namespace, env: dict, key: str) -> Round:
+    with _common.gunicorn(env, workers=args.workers) as (host, port):
+        _common.log(f"(1) JSON batches, {args.clients} clients")
+        batch = run_batch_http(host, port, key, args.clients, _window(args.warmup, args.duration))
+        _check("(1) JSON batches", batch)
+        _common.log(f"(2) OTLP, {args.clients} clients")
+        otlp = run_protocol(host, port, key, "otlp", args.clients, args)
+        _check("(2) OTLP", otlp)
+        _common.log(f"(3) remote write, {args.clients} clients")
+        prw = run_protocol(host, port, key, "remote_write", args.clients, args)
+        _check("(3) remote write", prw)
+    return Round(
+        json=batch.done / args.duration,
+        otlp=otlp.done / args.duration,
+        remote_write=prw.done / args.duration,
+    )
+
+
+def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
+    def med(attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in rounds)
+
+    lines = [
+        f"machine:  {machine}",
+        f"service:  gunicorn, {args.workers} sync workers, deploy/gunicorn.conf.py, DEBUG off",
+        f"load:     {args.clients} client processes, 1000 points per request, "
+        f"{args.warmup:g} s warm-up + {args.duration:g} s measured per phase; "
+        f"median of {len(rounds)} round(s)",
+        "",
+        f"(1) JSON batch of 1000 points        {med('json'):>10,.0f} points/s",
+        f"(2) OTLP export of 1000 data points  {med('otlp'):>10,.0f} data points/s   "
+        f"(2)/(1) = {med('otlp') / med('json'):.0%}",
+        f"(3) remote write of 1000 samples     {med('remote_write'):>10,.0f} samples/s       "
+        f"(3)/(1) = {med('remote_write') / med('json'):.0%}",
+    ]
+    if len(rounds) > 1:
+        lines.append("")
+        for n, r in enumerate(rounds, 1):
+            lines.append(
+                f"round {n}: (1) {r.json:,.0f}  (2) {r.otlp:,.0f}  (3) {r.remote_write:,.0f}"
+            )
+    print("\n".join(lines), flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=3, help="client processes per phase")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per phase")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat and report medians")
+    parser.add_argument(
+        "--bodies", type=int, default=300, help="requests built ahead per client and phase"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    database_url = _common.required_env("DATABASE_URL")
+    redis_url = _common.required_env("REDIS_URL")
+    setup_env = _common.service_env(database_url, redis_url)
+    with _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url:
+        env = _common.service_env(bench_url, redis_url)
+        key = _common.api_key_create(env, name="bench-otlp", rate_limit=10_000_000)
+        machine = _common.machine_summary(bench_url)
+        rounds = []
+        for n in range(args.rounds):
+            _common.log(f"round {n + 1} of {args.rounds}")
+            rounds.append(run_round(args, env, key))
+    report(args, machine, rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
