@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import transaction
 
-from .. import storage
+from .. import caches
 from ..cumulative import CumulativeObservation, streams_advance
 from ..models import Metric, MetricType
 from ..serializers import NAME_MAX, TAG_KEY_RE, VALUE_MAX, parse_tags
@@ -182,7 +182,7 @@ def _refuse_type_conflicts(intake: Intake) -> None:
 
 
 def _existing_types(wanted: Mapping[str, str]) -> dict[str, Any]:
-    known = {name: storage.metric_cached(name) for name in wanted}
+    known = {name: caches.metric_cached(name) for name in wanted}
     found = {name: ref.type for name, ref in known.items() if ref is not None}
     missing = [name for name, ref in known.items() if ref is None]
     if missing:
