@@ -5,7 +5,8 @@ total since the sender's run began. The service stores increments, so each strea
 is kept in `cumulative_streams` and every new point is turned into the increase since it, with
 the reset rules of the OpenTelemetry data model:
 
-- a point of a new run (another `start_ns`, or a total smaller than the last) counts whole;
+- a point of a new run (another `start_ns`, or a total smaller than the last) counts whole
+  (a histogram's sum, which falls when negative values are recorded, resets only by `start_ns`);
 - the first point of a stream counts whole when its run started before it (`start_ns < time`):
   everything since the start is new to us; with `start_ns == time`, or an unknown start (0, as
   in remote write), it only sets the baseline;
@@ -45,6 +46,9 @@ class CumulativeObservation:
     time_ns: int
     start_ns: int  # 0: the sender does not say when the run began
     value: float
+    # False for a total that may fall within a run (a histogram's sum of negative values):
+    # then only a new start_ns is a reset, and a fall is a negative increment.
+    falls_reset: bool = True
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,6 @@ def _increase(
         return o.value if 0 < o.start_ns < o.time_ns else 0.0
     if o.time_ns <= last_ns:
         return None
-    if o.start_ns != start_ns or o.value < last_value:
+    if o.start_ns != start_ns or (o.value < last_value and o.falls_reset):
         return o.value  # a new run (restart or reset): all of it happened since
     return o.value - last_value

@@ -217,6 +217,9 @@ def _data_point(
                     time_ns=point.time_unix_nano,
                     start_ns=point.start_time_unix_nano,
                     value=value,
+                    # A sum of observations falls when some are negative; with a known start,
+                    # a restart shows as a new start time instead.
+                    falls_reset=suffix != ".sum" or not point.start_time_unix_nano,
                 )
             )
         else:

@@ -574,3 +574,26 @@ def test_first_cumulative_point_with_start_equal_to_time_only_sets_the_baseline(
 
     # 7 is the baseline, +3, the retry adds nothing, then 4 < 10 is a reset: +4.
     assert sorted(MetricPoint.objects.values_list("value", flat=True)) == [3, 4]
+
+
+def test_a_cumulative_histogram_sum_that_falls_within_a_run_is_a_negative_increment(
+    live_server, raw_key
+):
+    start = time.time_ns() - 10 * 10**9
+
+    def histogram(count: int, total: float, at: int, run_start: int = start) -> bytes:
+        point = {"startTimeUnixNano": run_start, "timeUnixNano": at, "count": count, "sum": total}
+        return _export(
+            {"name": "delta.t", "histogram": {"aggregationTemporality": 2, "dataPoints": [point]}}
+        )
+
+    bodies = (
+        histogram(2, 10.0, start + 10**9),  # first point, start < time: counts whole
+        histogram(3, 4.0, start + 2 * 10**9),  # a -6 was recorded: same run
+        histogram(1, 5.0, start + 4 * 10**9, run_start=start + 3 * 10**9),  # restarted
+    )
+    for body in bodies:
+        assert _post(live_server.url, body, raw_key, "application/json").ok
+
+    assert query(live_server.url, raw_key, "delta.t.count", "sum") == 2 + 1 + 1
+    assert query(live_server.url, raw_key, "delta.t.sum", "sum") == 10 - 6 + 5
