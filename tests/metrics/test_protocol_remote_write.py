@@ -296,3 +296,22 @@ def test_a_chunked_body_the_server_cannot_read_is_411_not_an_empty_success(live_
 
     assert response.status == 411
     assert not MetricPoint.objects.exists()
+
+
+def test_a_type_conflict_the_screening_missed_is_retried_without_that_metric(
+    live_server, raw_key, monkeypatch
+):
+    # As if the metric had been created with the other type between the screening query and
+    # the write: points_ingest raises, and the write is redone without it.
+    Metric.objects.create(name="busy", type="counter")
+    monkeypatch.setattr("metrics.protocols.intake._existing_types", lambda wanted: {})
+    now_ms = int(time.time() * 1000)
+    body = write_request(
+        [({"__name__": "busy"}, [(1.0, now_ms)]), ({"__name__": "calm"}, [(2.0, now_ms)])]
+    )
+
+    response = post(live_server.url, raw_key, body)
+
+    assert response.status_code == 400
+    assert "'busy' exists with the other type" in response.json()["detail"]
+    assert list(MetricPoint.objects.values_list("value", flat=True)) == [2.0]
