@@ -87,8 +87,8 @@ PRUNE_RULES: tuple[PruneRule, ...] = (
     # Finished batches of the outbox, after QUEUE_KEEP_DAYS. Failed and unfinished batches stay
     # until an operator retries or deletes them.
     PruneRule("ingest_batches", "processed_at", _days("QUEUE_KEEP_DAYS"), where="state = 'done'"),
-    # Counter streams (OTLP, remote write) silent for as long as points are kept: a sender
-    # coming back after that starts from a new baseline.
+    # Counter streams (OTLP, remote write) silent for as long as points are kept; one seen
+    # again after that is treated as a new stream (metrics/cumulative.py).
     PruneRule("cumulative_streams", "updated_at", _days("RETENTION_DAYS")),
 )
 
