@@ -131,8 +131,10 @@ def test_one_export_sent_to_two_workers_at_once_counts_once(server):
         for thread in threads:
             thread.join(30)
         assert results == [MetricExportResult.SUCCESS] * 2
-        time.sleep(0.05)  # the access line is written after the response
-        pids = _export_pids(access_log, skip)
+        # gunicorn writes the access line after the response: wait for both.
+        deadline = time.monotonic() + 10
+        while len(pids := _export_pids(access_log, skip)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert len(pids) == 2
         on_two_workers += len(set(pids)) == 2
         if on_two_workers >= ROUNDS_ON_TWO_WORKERS:
