@@ -31,7 +31,7 @@ from typing import Any
 from django.db import connection
 
 from .models import MetricType
-from .serializers import VALUE_MAX
+from .points import VALUE_MAX
 from .services import PointInput
 
 

@@ -21,7 +21,7 @@ from django.db import transaction
 from .. import caches
 from ..cumulative import CumulativeObservation, streams_advance
 from ..models import Metric, MetricType
-from ..serializers import NAME_MAX, TAG_KEY_RE, VALUE_MAX, parse_tags
+from ..points import NAME_MAX, TAG_KEY_RE, VALUE_MAX, parse_tags
 from ..services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-:/]")

@@ -39,7 +39,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from ..cumulative import CumulativeObservation, stream_key, stream_prefix
 from ..models import MetricType
-from ..serializers import Window
+from ..points import Window
 from ..services import PointInput
 from .intake import Intake, Refused, Stored, clean_name, clean_tags, clean_value
 

@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from ..cumulative import CumulativeObservation, stream_key
 from ..models import MetricType
-from ..serializers import Window
+from ..points import Window
 from ..services import PointInput
 from .intake import Intake, Refused, clean_name, clean_tags, clean_value
 from .prometheus_pb import WriteRequest
