@@ -166,8 +166,9 @@ def test_histogram_gives_exact_count_and_sum_over_exports(live_server, raw_key):
     assert query(live_server.url, raw_key, "http.duration.max", "max") == 10
 
 
-def test_gzip_compressed_export_is_accepted(live_server, raw_key):
-    sender = Sender(live_server.url, raw_key, compression=Compression.Gzip)
+@pytest.mark.parametrize("compression", [Compression.Gzip, Compression.Deflate])
+def test_compressed_exports_are_accepted(live_server, raw_key, compression):
+    sender = Sender(live_server.url, raw_key, compression=compression)
     sender.meter.create_counter("zipped").add(7)
     sender.export()
     sender.stop()
