@@ -7,6 +7,7 @@ Three phases against one gunicorn (deploy/gunicorn.conf.py, DEBUG off), each fro
 processes, 1000 points per request:
 
   (1) JSON batches: POST /api/metrics/batch, the workload of bench/ingest.py (its baseline);
+  (1b) JSON batches shaped like the exports below: 1000 series, one point each;
   (2) OTLP: POST /v1/metrics, protobuf ExportMetricsServiceRequests of 1000 data points, half
       cumulative monotonic sums (each turned into an increment through its stream's state),
       half gauges, one data point per stream per request, as an SDK exports them;
@@ -14,7 +15,7 @@ processes, 1000 points per request:
       each, half `_total` counters (cumulative, as (2)), half gauges.
 
 Every OTLP and remote-write request carries later timestamps and larger totals, so every
-counter data point is a stored increment; the requests are built before each phase starts. Printed: points/s of each and (2)/(1), (3)/(1).
+counter data point is a stored increment; the requests are built before each phase starts. Printed: points/s of each and the ratios of (2) and (3) to (1) and (1b).
 Everything runs in a database of its own (gf_bench_otlp, dropped at exit).
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import multiprocessing
 import statistics
 import sys
@@ -33,7 +35,14 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench import _common  # noqa: E402
-from bench.ingest import BATCH_SIZE, Tally, Window, run_batch_http  # noqa: E402
+from bench.ingest import (  # noqa: E402
+    BATCH_SIZE,
+    BODIES_PER_CLIENT,
+    Tally,
+    Window,
+    _batch_http_client,
+    run_batch_http,
+)
 
 DATABASE_NAME = "gf_bench_otlp"
 COUNTERS = [f"bench.otlp.counter.{i:02d}" for i in range(20)]
@@ -99,6 +108,39 @@ def remote_write_body(client: int, request_number: int, now_ms: int) -> bytes:
                 )
                 series.samples.add(value=value, timestamp=now_ms)
     return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+
+
+def streams_batch_body(client: int, variant: int, now: float) -> bytes:
+    """A JSON batch shaped like one export: 1000 series (the same 40 metrics x 25 tag sets),
+    one point each, so that it writes as many series and rollup rows as (2) and (3)."""
+    points = []
+    for index, name in enumerate(COUNTERS + GAUGES):
+        counter = index < len(COUNTERS)
+        for slot in range(SLOTS):
+            points.append(
+                {
+                    "type": "counter" if counter else "value",
+                    "name": name.replace("otlp", "json"),
+                    "value": 1 + (index + slot) % 5 if counter else float((variant + slot) % 97),
+                    "timestamp": round(now - variant * 0.01, 3),
+                    "tags": {"service": f"bench-{client}", "slot": str(slot)},
+                }
+            )
+    return json.dumps({"points": points}).encode()
+
+
+def run_streams_batch_http(host: str, port: int, key: str, clients: int, window: Window) -> Tally:
+    now = time.time()
+    jobs = [
+        (host, port, key, [streams_batch_body(c, v, now) for v in range(BODIES_PER_CLIENT)], window)
+        for c in range(clients)
+    ]
+    with _fork.Pool(clients) as pool:
+        tallies = pool.map(_batch_http_client, jobs)
+    total = Tally()
+    for tally in tallies:
+        total.add(tally)
+    return total
 
 
 def protocol_bodies(protocol: str, client: int, count: int) -> list[bytes]:
@@ -179,6 +221,7 @@ def _check(label: str, tally: Tally) -> None:
 @dataclass
 class Round:
     json: float
+    json_streams: float
     otlp: float
     remote_write: float
 
@@ -188,6 +231,11 @@ def run_round(args: argparse.Namespace, env: dict, key: str) -> Round:
         _common.log(f"(1) JSON batches, {args.clients} clients")
         batch = run_batch_http(host, port, key, args.clients, _window(args.warmup, args.duration))
         _check("(1) JSON batches", batch)
+        _common.log(f"(1b) JSON batches of 1000 series, {args.clients} clients")
+        shaped = run_streams_batch_http(
+            host, port, key, args.clients, _window(args.warmup, args.duration)
+        )
+        _check("(1b) JSON batches of 1000 series", shaped)
         _common.log(f"(2) OTLP, {args.clients} clients")
         otlp = run_protocol(host, port, key, "otlp", args.clients, args)
         _check("(2) OTLP", otlp)
@@ -196,6 +244,7 @@ def run_round(args: argparse.Namespace, env: dict, key: str) -> Round:
         _check("(3) remote write", prw)
     return Round(
         json=batch.done / args.duration,
+        json_streams=shaped.done / args.duration,
         otlp=otlp.done / args.duration,
         remote_write=prw.done / args.duration,
     )
@@ -212,17 +261,21 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
         f"{args.warmup:g} s warm-up + {args.duration:g} s measured per phase; "
         f"median of {len(rounds)} round(s)",
         "",
-        f"(1) JSON batch of 1000 points        {med('json'):>10,.0f} points/s",
-        f"(2) OTLP export of 1000 data points  {med('otlp'):>10,.0f} data points/s   "
-        f"(2)/(1) = {med('otlp') / med('json'):.0%}",
-        f"(3) remote write of 1000 samples     {med('remote_write'):>10,.0f} samples/s       "
-        f"(3)/(1) = {med('remote_write') / med('json'):.0%}",
+        f"(1)  JSON batch, 1000 points on 200 series   {med('json'):>10,.0f} points/s",
+        f"(1b) JSON batch, 1000 points on 1000 series  {med('json_streams'):>10,.0f} points/s",
+        f"(2)  OTLP export of 1000 data points         {med('otlp'):>10,.0f} data points/s   "
+        f"(2)/(1) = {med('otlp') / med('json'):.0%}   (2)/(1b) = "
+        f"{med('otlp') / med('json_streams'):.0%}",
+        f"(3)  remote write of 1000 samples            {med('remote_write'):>10,.0f} samples/s       "
+        f"(3)/(1) = {med('remote_write') / med('json'):.0%}   (3)/(1b) = "
+        f"{med('remote_write') / med('json_streams'):.0%}",
     ]
     if len(rounds) > 1:
         lines.append("")
         for n, r in enumerate(rounds, 1):
             lines.append(
-                f"round {n}: (1) {r.json:,.0f}  (2) {r.otlp:,.0f}  (3) {r.remote_write:,.0f}"
+                f"round {n}: (1) {r.json:,.0f}  (1b) {r.json_streams:,.0f}  (2) {r.otlp:,.0f}  "
+                f"(3) {r.remote_write:,.0f}"
             )
     print("\n".join(lines), flush=True)
 
