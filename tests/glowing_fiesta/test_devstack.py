@@ -1,7 +1,10 @@
 """The zero-config launcher behind `make run` / `make test`, run for real."""
 
+import shutil
 import stat
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +21,14 @@ PROBE = (
 
 
 @pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(devstack, "DATA", tmp_path / "data")
-    return tmp_path / "data"
+def data_dir(monkeypatch):
+    # Outside pytest's own temporary tree: pytest keeps that tree private to root (0700), and
+    # another pytest session starting would take back the access the embedded PostgreSQL's own
+    # user is given to it.
+    base = Path(tempfile.mkdtemp(prefix="gf-devstack-"))
+    monkeypatch.setattr(devstack, "DATA", base / "data")
+    yield base / "data"
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_exec_embeds_redis_and_postgres_when_no_urls_are_set(data_dir, monkeypatch, capfd):

@@ -20,6 +20,7 @@ from metrics.models import (
     RollupMinute,
 )
 from retention.services import retention_apply
+from tests.helpers import wait_for
 
 from .helpers import buckets, ingest, partition_exists, point_times, row_counts
 
@@ -265,8 +266,20 @@ def test_a_run_while_another_holds_the_lock_is_skipped_and_touches_nothing(now, 
     assert [r.getMessage() for r in caplog.records if r.name == "retention"] == [
         "retention skipped: another run is in progress"
     ]
-    # The lock went with the other session: the next run does the work.
+    # The lock goes with the other session (once its backend has ended): the next run does the
+    # work.
+    wait_for(_run_lock_free, timeout=10, what="the closed session's lock to go")
     assert retention_apply(now=now)["metric_points"] == 1
+
+
+def _run_lock_free() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) = 0 FROM pg_locks WHERE locktype = 'advisory'"
+            " AND classid = %s AND objid = %s",
+            [locks.NAMESPACE, locks.RETENTION_RUN],
+        )
+        return cursor.fetchone()[0]
 
 
 def test_done_queue_batches_expire_after_the_queue_keep_period_and_others_stay(
