@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.negotiation import BaseContentNegotiation
@@ -60,7 +60,7 @@ def influx_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
     if isinstance(exc, Problem):
         body = influx_body(exc.status, exc.detail, **exc.extra)
         return _response(view, body, exc.status, exc.headers)
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, OperationalError | InterfaceError):
         logger.exception("influx write failed in the database")
         return _response(
             view,
