@@ -598,6 +598,14 @@ def influx_write(*, lines: Sequence[Line], now: datetime) -> WriteResult:
     return WriteResult(0, dropped)
 
 
+def _counter_names(names: set[str]) -> set[str]:
+    """Those of `names` that are metrics of another type than value: one query."""
+    if not names:
+        return set()
+    others = Metric.objects.filter(name__in=names).exclude(type=VALUE)
+    return set(others.values_list("name", flat=True))
+
+
 def _conflict_reason(name: str) -> str:
     return f"metric {name!r} is a counter; line protocol writes values"
 

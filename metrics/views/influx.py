@@ -149,7 +149,7 @@ class _InfluxWriteView(ApiKeyView):
                 f"precision {precision[:20]!r} is not one of {', '.join(self.precisions)}."
             )
         body = influx.body_read(
-            request.stream,
+            _body_stream(request),
             content_encoding=request.headers.get("Content-Encoding", ""),
             limit=settings.INFLUX_MAX_BODY_BYTES,
             declared_length=request.META.get("CONTENT_LENGTH"),
@@ -176,6 +176,20 @@ class _InfluxWriteView(ApiKeyView):
             action=action,
         )
         return _outcome_response(outcome, self.legacy_error_key)
+
+
+def _body_stream(request: Request) -> Any:
+    """The body's stream; None when there is no body.
+
+    Telegraf sends gzipped bodies chunked, without a Content-Length, and Django then reads no
+    body at all. A server that marks its input as terminated (gunicorn does) ends the stream at
+    the end of the body, so it is read directly, still under the cap.
+    """
+    if request.META.get("CONTENT_LENGTH"):
+        return request.stream
+    if request.META.get("wsgi.input_terminated"):
+        return request.META.get("wsgi.input")
+    return None
 
 
 def _required(request: Request, *names: str) -> None:

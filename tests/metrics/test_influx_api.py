@@ -3,20 +3,31 @@
 import gzip
 import http.client
 import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
 import tracemalloc
 import zlib
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlencode, urlsplit
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
+from django.conf import settings
+from django.db import OperationalError
 from django.test import override_settings
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
 from apikeys.services import apikey_create
+from glowing_fiesta.devstack import free_port
 from metrics.models import IdempotencyRecord, MetricPoint, MetricType
+from metrics.protocols import influx
 from metrics.services import PointInput, points_ingest
+from metrics.views.influx import influx_exception_handler
 from tests.helpers import truncate_point_tables
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -280,6 +291,88 @@ def test_the_1x_path_also_says_error_for_1x_clients(live_server, raw_key):
 def test_unsupported_content_encoding_is_415(live_server, raw_key):
     status, headers, data = write(live_server, raw_key, "cpu value=1", **{"Content-Encoding": "br"})
     assert_influx_error(status, headers, data, 415, "unsupported media type")
+
+
+def test_a_type_conflict_that_commits_after_the_look_up_drops_only_its_lines(
+    live_server, raw_key, when, monkeypatch
+):
+    points_ingest(points=[PointInput(MetricType.COUNTER, "jobs.done", 1.0, when, {})])
+    # As if the counter had been created by another request just after the look-up.
+    monkeypatch.setattr(influx, "_counter_names", lambda names: set())
+    t = ns(when)
+    status, headers, data = write(live_server, raw_key, f"jobs done=5 {t}\nq depth=2 {t}")
+    assert_influx_error(status, headers, data, 422, "unprocessable entity")
+    assert data["message"] == (
+        "partial write: dropped 1 points: line 1: metric 'jobs.done' is a counter; "
+        "line protocol writes values"
+    )
+    assert buckets(live_server, raw_key, "q.depth", when, "sum") == [None, 2.0, None]
+
+
+def test_a_metric_at_its_series_limit_is_dropped_and_the_others_stored(live_server, raw_key, when):
+    t = ns(when)
+    body = "\n".join([*(f"a,host=h{n} value=1 {t}" for n in range(3)), f"b value=2 {t}"])
+    with override_settings(METRIC_MAX_SERIES=2):
+        status, headers, data = write(live_server, raw_key, body)
+    assert_influx_error(status, headers, data, 422, "unprocessable entity")
+    assert data["message"].startswith("partial write: dropped 3 points: line 1: Metric 'a'")
+    assert buckets(live_server, raw_key, "b", when, "sum") == [None, 2.0, None]
+    assert MetricPoint.objects.count() == 1
+
+
+def test_an_unreachable_database_is_503_with_retry_after():
+    response = influx_exception_handler(OperationalError("connection refused"), {"view": None})
+    assert response.status_code == 503
+    assert response.data["code"] == "unavailable"
+    assert response["Retry-After"] == "5"
+
+
+@pytest.mark.server
+def test_gunicorn_takes_a_chunked_gzip_body_as_telegraf_sends_it(raw_key, when):
+    """Telegraf streams gzip with Transfer-Encoding: chunked and no Content-Length."""
+    url = urlsplit(os.environ["DATABASE_URL"])
+    database_url = urlunsplit(url._replace(path="/" + settings.DATABASES["default"]["NAME"]))
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+        "--timeout", "30", "glowing_fiesta.wsgi:application",
+    ]  # fmt: skip
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryFile("w+") as errors:
+        server = subprocess.Popen(  # noqa: S603 - a fixed command line
+            command,
+            env={**os.environ, "DATABASE_URL": database_url},
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("GET", "/healthz")
+                    if conn.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                assert server.poll() is None and time.monotonic() < deadline, errors.read()
+                time.sleep(0.2)
+            packed = gzip.compress(f"cpu value=1 {ns(when)}\ncpu value=2 {ns(when)}\n".encode())
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request(
+                "POST",
+                V2,
+                body=iter([packed[:10], packed[10:]]),
+                headers={"Authorization": f"Token {raw_key}", "Content-Encoding": "gzip"},
+                encode_chunked=True,
+            )
+            response = conn.getresponse()
+            assert response.status == 204, response.read()
+        finally:
+            server.terminate()
+            server.wait(30)
+    assert MetricPoint.objects.count() == 2
 
 
 # --- keys, scopes, limits --------------------------------------------------------------------
