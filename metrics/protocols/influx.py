@@ -236,6 +236,11 @@ class Line:
     timestamp: int | None
 
 
+def _short(text: str) -> str:
+    """A name for a message: quoted, and cut at 40 characters."""
+    return repr(text[:40] + "…") if len(text) > 40 else repr(text)
+
+
 def _unescape(text: str, pattern: re.Pattern[str]) -> str:
     return pattern.sub(r"\1", text) if "\\" in text else text
 
@@ -279,7 +284,8 @@ def lines_parse(text: str, *, precision: str = "ns", points_max: int = POINTS_MA
             timestamp = int(raw_time) * scale
             if not INT64_MIN <= timestamp <= INT64_MAX:
                 raise LineSyntaxError(
-                    line_number, f"timestamp {raw_time} is out of range for precision {precision}"
+                    line_number,
+                    f"timestamp {raw_time[:40]} is out of range for precision {precision}",
                 )
         lines.append(Line(line_number, parsed[0], parsed[1], fields, timestamp))
     return lines
@@ -295,7 +301,7 @@ def _series(series: str, number: int) -> tuple[str, tuple[tuple[str, str], ...]]
     if len({key for key, _ in tags}) != len(tags):
         keys = [key for key, _ in tags]
         duplicate = next(key for key in keys if keys.count(key) > 1)
-        raise LineSyntaxError(number, f"tag key {duplicate!r} appears twice")
+        raise LineSyntaxError(number, f"tag key {_short(duplicate)} appears twice")
     return measurement, tags
 
 
@@ -306,17 +312,23 @@ def _fields(text: str, number: int) -> tuple[Field, ...]:
         if (raw := m.group("f")) is not None:
             value: float | int | bool | str = float(raw)
             if not math.isfinite(value):
-                raise LineSyntaxError(number, f"float {raw} of field {key!r} is out of range")
+                raise LineSyntaxError(
+                    number, f"float {raw[:40]} of field {_short(key)} is out of range"
+                )
             fields.append(Field(key, "float", value))
         elif (raw := m.group("i")) is not None:
             value = int(raw)
             if not INT64_MIN <= value <= INT64_MAX:
-                raise LineSyntaxError(number, f"integer {raw}i of field {key!r} is out of range")
+                raise LineSyntaxError(
+                    number, f"integer {raw[:40]}i of field {_short(key)} is out of range"
+                )
             fields.append(Field(key, "integer", value))
         elif (raw := m.group("u")) is not None:
             value = int(raw)
             if value > UINT64_MAX:
-                raise LineSyntaxError(number, f"unsigned {raw}u of field {key!r} is out of range")
+                raise LineSyntaxError(
+                    number, f"unsigned {raw[:40]}u of field {_short(key)} is out of range"
+                )
             fields.append(Field(key, "unsigned", value))
         elif (raw := m.group("b")) is not None:
             fields.append(Field(key, "boolean", raw in _TRUE))
@@ -325,7 +337,7 @@ def _fields(text: str, number: int) -> tuple[Field, ...]:
     if len(fields) > 1 and len({f.key for f in fields}) != len(fields):
         keys = [f.key for f in fields]
         duplicate = next(key for key in keys if keys.count(key) > 1)
-        raise LineSyntaxError(number, f"field key {duplicate!r} appears twice")
+        raise LineSyntaxError(number, f"field key {_short(duplicate)} appears twice")
     return tuple(fields)
 
 
@@ -380,10 +392,12 @@ def _diagnose(text: str, start: int) -> str:
             return at(pos + 1, "expected a tag key after ','")
         pos = key.end()
         if pos >= len(line) or line[pos] != "=":
-            return at(pos, f"expected '=' after tag key {key.group()!r}, found {_found(line, pos)}")
+            return at(
+                pos, f"expected '=' after tag key {_short(key.group())}, found {_found(line, pos)}"
+            )
         value = _KEY_RE.match(line, pos + 1)
         if value is None:
-            return at(pos + 1, f"tag {key.group()!r} has no value")
+            return at(pos + 1, f"tag {_short(key.group())} has no value")
         pos = value.end()
     if pos >= len(line):
         return "the point has no fields (a measurement needs at least one field after a space)"
@@ -397,14 +411,14 @@ def _diagnose(text: str, start: int) -> str:
         if key is None:
             return at(pos, f"expected a field key, found {_found(line, pos)}")
         pos = key.end()
-        name = key.group()
+        name = _short(key.group())
         if pos >= len(line) or line[pos] != "=":
-            return at(pos, f"expected '=' after field key {name!r}, found {_found(line, pos)}")
+            return at(pos, f"expected '=' after field key {name}, found {_found(line, pos)}")
         pos += 1
         if line.startswith('"', pos):
             string = _STRING_RE.match(text, start + pos)
             if string is None:
-                return at(pos, f"the string value of field {name!r} has no closing quote")
+                return at(pos, f"the string value of field {name} has no closing quote")
             # A string may span lines: the rest of the point is read from the whole body.
             tail_start = string.end()
             rest_end = text.find("\n", tail_start)
@@ -414,11 +428,11 @@ def _diagnose(text: str, start: int) -> str:
         else:
             value = _BARE_VALUE_RE.match(line, pos).group()  # type: ignore[union-attr]
             if not value:
-                return at(pos, f"field {name!r} has no value")
+                return at(pos, f"field {name} has no value")
             if not _NUMBER_OR_BOOL_RE.match(value):
                 return at(
                     pos,
-                    f"invalid value {value[:40]!r} for field {name!r} (a float, an integer "
+                    f"invalid value {_short(value)} for field {name} (a float, an integer "
                     "like 1i, an unsigned like 1u, a boolean or a quoted string)",
                 )
             pos += len(value)
@@ -436,10 +450,10 @@ def _diagnose(text: str, start: int) -> str:
         after = stamp.end() if stamp else pos
         if stamp is None or (after < len(line) and line[after] != " "):
             token = line[pos:].split(" ", 1)[0]
-            return at(pos, f"invalid timestamp {token[:40]!r} (an integer)")
+            return at(pos, f"invalid timestamp {_short(token)} (an integer)")
         rest = line[after:].lstrip(" ")
         if rest:
-            return at(len(line) - len(rest), f"unexpected text after the timestamp: {rest[:40]!r}")
+            return at(len(line) - len(rest), f"unexpected text after the timestamp: {_short(rest)}")
     return "the line does not parse"
 
 
@@ -512,12 +526,14 @@ def lines_points(lines: Iterable[Line], *, now: datetime) -> Mapped:
                 refused.append(name_error)
                 continue
             if field.kind in ("boolean", "string"):
-                refused.append(f"field {field.key!r} is a {field.kind}; only numbers are stored")
+                refused.append(
+                    f"field {_short(field.key)} is a {field.kind}; only numbers are stored"
+                )
                 continue
             try:
                 value = parse_value(field.value)
             except ValueError as exc:
-                refused.append(f"value of field {field.key!r} {exc}")
+                refused.append(f"value of field {_short(field.key)} {exc}")
                 continue
             points.append(PointInput(type=VALUE, name=name, value=value, timestamp=when, tags=tags))
             origins.append(line.number)
