@@ -589,11 +589,7 @@ def influx_write(*, lines: Sequence[Line], now: datetime) -> WriteResult:
     mapped = lines_points(lines, now=now)
     dropped = list(mapped.dropped)
     pairs = list(zip(mapped.points, mapped.lines, strict=True))
-    names = {p.name for p, _ in pairs}
-    counters = set(
-        Metric.objects.filter(name__in=names).exclude(type=VALUE).values_list("name", flat=True)
-    )
-    pairs = _drop(pairs, counters, dropped, _conflict_reason)
+    pairs = _drop(pairs, _counter_names({p.name for p, _ in pairs}), dropped, _conflict_reason)
     for attempt in range(WRITE_ATTEMPTS):
         if not pairs:
             break

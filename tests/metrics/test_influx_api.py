@@ -294,7 +294,7 @@ def test_unsupported_content_encoding_is_415(live_server, raw_key):
 
 
 def test_a_type_conflict_that_commits_after_the_look_up_drops_only_its_lines(
-    live_server, raw_key, when, monkeypatch
+    live_server, raw_key, when, monkeypatch, caplog
 ):
     points_ingest(points=[PointInput(MetricType.COUNTER, "jobs.done", 1.0, when, {})])
     # As if the counter had been created by another request just after the look-up.
@@ -306,6 +306,7 @@ def test_a_type_conflict_that_commits_after_the_look_up_drops_only_its_lines(
         "partial write: dropped 1 points: line 1: metric 'jobs.done' is a counter; "
         "line protocol writes values"
     )
+    assert "influx write retried without refused metrics" in caplog.messages
     assert buckets(live_server, raw_key, "q.depth", when, "sum") == [None, 2.0, None]
 
 
