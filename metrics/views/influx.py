@@ -27,6 +27,7 @@ from glowing_fiesta.exceptions import Problem, problem_exception_handler
 
 from .. import idempotency
 from ..protocols import influx
+from .ingest import IDEMPOTENCY_PARAMETER
 
 logger = logging.getLogger(__name__)
 
@@ -219,9 +220,11 @@ class InfluxV2WriteView(_InfluxWriteView):
         summary="Write InfluxDB line protocol (InfluxDB 2 API)",
         request={"text/plain": str},
         parameters=[
-            OpenApiParameter("org", str, required=True),
+            OpenApiParameter("org", str, description="Required unless orgID is given."),
+            OpenApiParameter("orgID", str),
             OpenApiParameter("bucket", str, required=True),
             PRECISION_V2,
+            IDEMPOTENCY_PARAMETER,
         ],
         responses=ERRORS,
     )
@@ -241,7 +244,11 @@ class InfluxV1WriteView(_InfluxWriteView):
     @extend_schema(
         summary="Write InfluxDB line protocol (InfluxDB 1.x API)",
         request={"text/plain": str},
-        parameters=[OpenApiParameter("db", str, required=True), PRECISION_V1],
+        parameters=[
+            OpenApiParameter("db", str, required=True),
+            PRECISION_V1,
+            IDEMPOTENCY_PARAMETER,
+        ],
         responses=ERRORS,
     )
     def post(self, request: Request) -> Response:
