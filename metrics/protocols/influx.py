@@ -38,7 +38,7 @@ from typing import Any
 from glowing_fiesta.exceptions import PayloadTooLarge, Problem
 
 from ..models import Metric, MetricType
-from ..serializers import NAME_MAX, NAME_RE, Window, parse_tags, parse_value
+from ..points import NAME_MAX, NAME_RE, Window, parse_tags, parse_value
 from ..services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
 
 logger = logging.getLogger(__name__)

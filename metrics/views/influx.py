@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.negotiation import BaseContentNegotiation
@@ -24,8 +23,8 @@ from rest_framework.response import Response
 
 from apikeys.api import ApiKeyView
 from glowing_fiesta.exceptions import Problem, problem_exception_handler
+from idempotency.services import Outcome, fingerprint, idempotent_run
 
-from .. import idempotency
 from ..protocols import influx
 from .ingest import IDEMPOTENCY_PARAMETER
 
@@ -45,8 +44,6 @@ CODES = {
     429: "too many requests",
     503: "unavailable",
 }
-# Seconds a client should wait when the database cannot be reached.
-UNAVAILABLE_RETRY_AFTER = 5
 # Problem headers that belong on an InfluxDB error too.
 _KEPT_HEADERS = ("Retry-After", "WWW-Authenticate")
 
@@ -61,14 +58,6 @@ def influx_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
     if isinstance(exc, Problem):
         body = influx_body(exc.status, exc.detail, **exc.extra)
         return _response(view, body, exc.status, exc.headers)
-    if isinstance(exc, OperationalError | InterfaceError):
-        logger.exception("influx write failed in the database")
-        return _response(
-            view,
-            influx_body(503, "The database is unavailable; retry shortly."),
-            503,
-            {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
-        )
     problem = problem_exception_handler(exc, context)
     if problem is None:
         logger.exception("influx write failed")
@@ -90,7 +79,7 @@ class InfluxQueryInvalid(Problem):
     title = "Invalid parameter"
 
 
-def _outcome_response(outcome: idempotency.Outcome, legacy: bool) -> Response:
+def _outcome_response(outcome: Outcome, legacy: bool) -> Response:
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     if outcome.status == 204:
         return Response(status=204, headers=headers)
@@ -159,16 +148,16 @@ class _InfluxWriteView(ApiKeyView):
         if not lines:
             raise influx.NoPoints("writing requires points")
 
-        def action() -> idempotency.Outcome:
+        def action() -> Outcome:
             result = influx.influx_write(lines=lines, now=now)
             if result.dropped:
-                return idempotency.Outcome(422, influx_body(422, result.message()))
-            return idempotency.Outcome(204, {})
+                return Outcome(422, influx_body(422, result.message()))
+            return Outcome(204, {})
 
-        outcome = idempotency.idempotent_run(
+        outcome = idempotent_run(
             api_key_id=request.auth.pk,
             key=request.headers.get("Idempotency-Key"),
-            digest=lambda: idempotency.fingerprint(
+            digest=lambda: fingerprint(
                 request.method,
                 f"{request.path}?precision={precision}",
                 hashlib.sha256(body).hexdigest(),

@@ -12,10 +12,9 @@ import tracemalloc
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
-from django.conf import settings
 from django.db import OperationalError
 from django.test import override_settings
 from influxdb_client import InfluxDBClient, Point, WritePrecision
@@ -24,11 +23,14 @@ from influxdb_client.rest import ApiException
 
 from apikeys.services import apikey_create
 from glowing_fiesta.devstack import free_port
-from metrics.models import IdempotencyRecord, MetricPoint, MetricType
+from glowing_fiesta.exceptions import DATABASE_RETRY_AFTER_SECONDS
+from idempotency.models import IdempotencyRecord
+from metrics.models import MetricPoint, MetricType
 from metrics.protocols import influx
 from metrics.services import PointInput, points_ingest
 from metrics.views.influx import influx_exception_handler
 from tests.helpers import truncate_point_tables
+from tests.processes import worker_database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -325,14 +327,12 @@ def test_an_unreachable_database_is_503_with_retry_after():
     response = influx_exception_handler(OperationalError("connection refused"), {"view": None})
     assert response.status_code == 503
     assert response.data["code"] == "unavailable"
-    assert response["Retry-After"] == "5"
+    assert response["Retry-After"] == str(DATABASE_RETRY_AFTER_SECONDS)
 
 
 @pytest.mark.server
 def test_gunicorn_takes_a_chunked_gzip_body_as_telegraf_sends_it(raw_key, when):
     """Telegraf streams gzip with Transfer-Encoding: chunked and no Content-Length."""
-    url = urlsplit(os.environ["DATABASE_URL"])
-    database_url = urlunsplit(url._replace(path="/" + settings.DATABASES["default"]["NAME"]))
     port = free_port()
     command = [
         sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
@@ -342,7 +342,7 @@ def test_gunicorn_takes_a_chunked_gzip_body_as_telegraf_sends_it(raw_key, when):
     with tempfile.TemporaryFile("w+") as errors:
         server = subprocess.Popen(  # noqa: S603 - a fixed command line
             command,
-            env={**os.environ, "DATABASE_URL": database_url},
+            env={**os.environ, "DATABASE_URL": worker_database_url()},
             cwd=root,
             stdout=subprocess.DEVNULL,
             stderr=errors,
