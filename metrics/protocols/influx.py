@@ -33,12 +33,12 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from glowing_fiesta.exceptions import PayloadTooLarge, Problem
 
 from ..models import Metric, MetricType
-from ..points import NAME_MAX, NAME_RE, Window, parse_tags, parse_value
+from ..points import NAME_MAX, NAME_RE, VALUE_MAX, Window, parse_tags
 from ..services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
 
 logger = logging.getLogger(__name__)
@@ -218,15 +218,15 @@ _STRING_ESCAPE = re.compile(r'\\([\\"])')
 _TRUE = frozenset({"t", "T", "true", "True", "TRUE"})
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+# Named tuples rather than dataclasses: a body holds up to 10,000 fields, and a tuple is built
+# several times faster.
+class Field(NamedTuple):
     key: str
     kind: str  # "float", "integer", "unsigned", "boolean" or "string"
     value: float | int | bool | str
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
     """One point of line protocol. `timestamp` is in nanoseconds, None when the line has none."""
 
     number: int
@@ -306,39 +306,57 @@ def _series(series: str, number: int) -> tuple[str, tuple[tuple[str, str], ...]]
 
 
 def _fields(text: str, number: int) -> tuple[Field, ...]:
-    fields = []
-    for m in _FIELD_RE.finditer(text):
-        key = _unescape(m.group(1), _KEY_ESCAPE)
-        if (raw := m.group("f")) is not None:
-            value: float | int | bool | str = float(raw)
-            if not math.isfinite(value):
-                raise LineSyntaxError(
-                    number, f"float {raw[:40]} of field {_short(key)} is out of range"
-                )
-            fields.append(Field(key, "float", value))
-        elif (raw := m.group("i")) is not None:
-            value = int(raw)
-            if not INT64_MIN <= value <= INT64_MAX:
-                raise LineSyntaxError(
-                    number, f"integer {raw[:40]}i of field {_short(key)} is out of range"
-                )
-            fields.append(Field(key, "integer", value))
-        elif (raw := m.group("u")) is not None:
-            value = int(raw)
-            if value > UINT64_MAX:
-                raise LineSyntaxError(
-                    number, f"unsigned {raw[:40]}u of field {_short(key)} is out of range"
-                )
-            fields.append(Field(key, "unsigned", value))
-        elif (raw := m.group("b")) is not None:
-            fields.append(Field(key, "boolean", raw in _TRUE))
-        else:
-            fields.append(Field(key, "string", _unescape(m.group("s")[1:-1], _STRING_ESCAPE)))
+    """The fields of a line the grammar has matched (so each one is well formed)."""
+    if '"' not in text and "\\" not in text:
+        # No string and no escape: splitting at commas and the first "=" is exact, and the first
+        # and last characters tell the type. Several times faster than the regular expression.
+        fields = []
+        for item in text.split(","):
+            key, _, raw = item.partition("=")
+            last = raw[-1]
+            if last == "i":
+                fields.append(_typed(key, "integer", raw[:-1], number))
+            elif last == "u":
+                fields.append(_typed(key, "unsigned", raw[:-1], number))
+            elif raw[0] in "tTfF":
+                fields.append(Field(key, "boolean", raw in _TRUE))
+            else:
+                fields.append(_typed(key, "float", raw, number))
+    else:
+        fields = []
+        for raw_key, string, integer, unsigned, float_, boolean in _FIELD_RE.findall(text):
+            # Exactly one value group is non-empty (a string's holds its quotes, so "" too).
+            key = _unescape(raw_key, _KEY_ESCAPE)
+            if float_:
+                fields.append(_typed(key, "float", float_, number))
+            elif integer:
+                fields.append(_typed(key, "integer", integer, number))
+            elif unsigned:
+                fields.append(_typed(key, "unsigned", unsigned, number))
+            elif boolean:
+                fields.append(Field(key, "boolean", boolean in _TRUE))
+            else:
+                fields.append(Field(key, "string", _unescape(string[1:-1], _STRING_ESCAPE)))
     if len(fields) > 1 and len({f.key for f in fields}) != len(fields):
         keys = [f.key for f in fields]
         duplicate = next(key for key in keys if keys.count(key) > 1)
         raise LineSyntaxError(number, f"field key {_short(duplicate)} appears twice")
     return tuple(fields)
+
+
+def _typed(key: str, kind: str, raw: str, number: int) -> Field:
+    """A numeric field, refused (as InfluxDB does) when it is out of its type's range."""
+    if kind == "float":
+        value: float | int = float(raw)
+        ok = math.isfinite(value)
+        shown = raw
+    else:
+        value = int(raw)
+        ok = INT64_MIN <= value <= INT64_MAX if kind == "integer" else value <= UINT64_MAX
+        shown = raw + kind[0]
+    if not ok:
+        raise LineSyntaxError(number, f"{kind} {shown[:40]} of field {_short(key)} is out of range")
+    return Field(key, kind, value)
 
 
 # --- diagnosis of a bad line -------------------------------------------------------------------
@@ -490,7 +508,8 @@ def lines_points(lines: Iterable[Line], *, now: datetime) -> Mapped:
     origins: list[int] = []
     dropped: list[Dropped] = []
     tags_checked: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], str | None]] = {}
-    names_checked: dict[tuple[str, str], str | None] = {}
+    # measurement -> field key -> (metric name, or None when refused; refusal reason)
+    names: dict[str, dict[str, tuple[str | None, str | None]]] = {}
     times: dict[int, datetime] = {}
     for line in lines:
         checked = tags_checked.get(line.tags)
@@ -515,28 +534,24 @@ def lines_points(lines: Iterable[Line], *, now: datetime) -> Mapped:
                 )
                 dropped.append(Dropped(line.number, len(line.fields), reason))
                 continue
+        of_measurement = names.get(line.measurement)
+        if of_measurement is None:
+            of_measurement = names[line.measurement] = {}
         refused: list[str] = []
-        for field in line.fields:
-            name_key = (line.measurement, field.key)
-            name_error = names_checked.get(name_key, "")
-            name = line.measurement if field.key == "value" else f"{line.measurement}.{field.key}"
-            if name_error == "":
-                name_error = names_checked[name_key] = _name_check(name)
-            if name_error is not None:
-                refused.append(name_error)
-                continue
-            if field.kind in ("boolean", "string"):
-                refused.append(
-                    f"field {_short(field.key)} is a {field.kind}; only numbers are stored"
-                )
-                continue
-            try:
-                value = parse_value(field.value)
-            except ValueError as exc:
-                refused.append(f"value of field {_short(field.key)} {exc}")
-                continue
-            points.append(PointInput(type=VALUE, name=name, value=value, timestamp=when, tags=tags))
-            origins.append(line.number)
+        for key, kind, value in line.fields:
+            named = of_measurement.get(key)
+            if named is None:
+                named = of_measurement[key] = _name_check(line.measurement, key)
+            name, name_error = named
+            if name is None:
+                refused.append(name_error)  # type: ignore[arg-type]
+            elif kind == "boolean" or kind == "string":
+                refused.append(f"field {_short(key)} is a {kind}; only numbers are stored")
+            elif -VALUE_MAX <= value <= VALUE_MAX:  # type: ignore[operator]
+                points.append(PointInput(VALUE, name, float(value), when, tags))
+                origins.append(line.number)
+            else:
+                refused.append(f"value of field {_short(key)} must lie within ±1e15")
         if refused:
             dropped.append(Dropped(line.number, len(refused), "; ".join(refused)))
     return Mapped(points, origins, dropped)
@@ -549,10 +564,12 @@ def _tags_check(tags: tuple[tuple[str, str], ...]) -> tuple[dict[str, str], str 
         return {}, f"tags {exc}"
 
 
-def _name_check(name: str) -> str | None:
+def _name_check(measurement: str, key: str) -> tuple[str | None, str | None]:
+    """The metric name of a field, or None and why it is refused."""
+    name = measurement if key == "value" else f"{measurement}.{key}"
     if NAME_RE.fullmatch(name):
-        return None
-    return (
+        return name, None
+    return None, (
         f"metric name {name[:60]!r} must be 1-{NAME_MAX} characters from letters, digits "
         "and _ . - : /"
     )
