@@ -11,7 +11,9 @@ One round measures, against the same gunicorn service, the same points sent thre
   (3) JSON: POST /api/metrics/batch, the same 10,000 points as ten 1000-point batches (the
       endpoint's maximum), from the same number of threads.
 
-and prints points/s of each with the ratios (1)/(3) and (2)/(3). Round n starts with phase n (mod
+and prints points/s of each, and the service's CPU per 10,000 points (its gunicorn processes and
+their PostgreSQL backends, from /proc: unlike throughput, barely moved by other load on a shared
+machine), with the ratios (1)/(3) and (2)/(3). Round n starts with phase n (mod
 3), so with three rounds each figure is measured once first, once second and once last. Everything runs against a
 database of its own (gf_bench_influx, dropped at exit) on the server named by DATABASE_URL, and
 the service under gunicorn with deploy/gunicorn.conf.py, DEBUG off. Bodies are encoded before the
@@ -24,10 +26,12 @@ import argparse
 import gzip
 import http.client
 import json
+import os
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,8 +122,14 @@ def _client(
 
 
 def run_phase(
-    host: str, port: int, per_client: list[list], warmup: float, duration: float
-) -> Tally:
+    host: str,
+    port: int,
+    per_client: list[list],
+    warmup: float,
+    duration: float,
+    cpu: Callable[[], float],
+) -> tuple[Tally, float]:
+    """Run the clients; the tally of the measured window, and the service's CPU seconds in it."""
     start = time.time() + warmup
     window = Window(start, start + duration)
     tallies = [Tally() for _ in per_client]
@@ -129,6 +139,10 @@ def run_phase(
     ]
     for thread in threads:
         thread.start()
+    time.sleep(max(0.0, window.start - time.time()))
+    cpu_start = cpu()
+    time.sleep(max(0.0, window.end - time.time()))
+    cpu_used = cpu() - cpu_start
     for thread in threads:
         thread.join()
     total = Tally()
@@ -136,7 +150,67 @@ def run_phase(
         total.points += tally.points
         total.errors += tally.errors
         total.first_error = total.first_error or tally.first_error
-    return total
+    return total, cpu_used
+
+
+# --- the service's CPU, from /proc -----------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _gunicorn_pids(port: int) -> list[int]:
+    """The gunicorn master bound to `port` and its workers."""
+    master = None
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as stat:
+                parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if b"gunicorn" in command and f"127.0.0.1:{port}".encode() in command:
+            master = master or int(entry)
+    if master is None:
+        raise SystemExit(f"bench: no gunicorn process found for port {port}")
+    return [master, *(pid for pid, parent in parents.items() if parent == master)]
+
+
+def _backend_pids(database_url: str) -> list[int]:
+    """The PostgreSQL backends connected to the benchmark's database (one per worker)."""
+    import psycopg
+
+    name = database_url.rsplit("/", 1)[1].split("?", 1)[0]
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def service_cpu(port: int, database_url: str) -> Callable[[], float]:
+    """A clock of the CPU seconds used by the service: its gunicorn processes and their
+    PostgreSQL backends (other processes on the machine, busy or not, do not count)."""
+
+    def sample() -> float:
+        pids = _gunicorn_pids(port) + _backend_pids(database_url)
+        return sum(_cpu_seconds(pid) for pid in pids)
+
+    return sample
 
 
 # --- rounds and report -----------------------------------------------------------------------
@@ -144,9 +218,12 @@ def run_phase(
 
 @dataclass(frozen=True)
 class Round:
-    line_protocol: float
+    line_protocol: float  # points/s
     line_protocol_gzip: float
     json: float
+    cpu_line_protocol: float  # service CPU milliseconds per 10,000 points
+    cpu_line_protocol_gzip: float
+    cpu_json: float
 
 
 def _check(label: str, tally: Tally) -> None:
@@ -185,15 +262,18 @@ def run_round(args: argparse.Namespace, env: dict, key: str, round_number: int) 
     ]
     # Each round starts at another phase, so no figure always pays for going first or last.
     shift = round_number % len(phases)
-    figures = {}
+    rates, cpus = {}, {}
     with _common.gunicorn(env, workers=args.workers) as (host, port):
+        cpu = service_cpu(port, env["DATABASE_URL"])
         for label, requests in phases[shift:] + phases[:shift]:
             _common.log(f"{label}, {args.clients} client threads")
-            tally = run_phase(host, port, requests, args.warmup, args.duration)
+            tally, cpu_used = run_phase(host, port, requests, args.warmup, args.duration, cpu)
             _check(label, tally)
-            figures[label] = tally.points / args.duration
-    lp, lpz, js = (figures[label] for label, _ in phases)
-    return Round(line_protocol=lp, line_protocol_gzip=lpz, json=js)
+            rates[label] = tally.points / args.duration
+            cpus[label] = cpu_used * 1000 * POINTS / tally.points
+    lp, lpz, js = (rates[label] for label, _ in phases)
+    clp, clpz, cjs = (cpus[label] for label, _ in phases)
+    return Round(lp, lpz, js, clp, clpz, cjs)
 
 
 def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
@@ -201,23 +281,27 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
         return statistics.median(getattr(r, attr) for r in rounds)
 
     lp, lpz, js = med("line_protocol"), med("line_protocol_gzip"), med("json")
+    clp, clpz, cjs = med("cpu_line_protocol"), med("cpu_line_protocol_gzip"), med("cpu_json")
     lines = [
         f"machine:  {machine}",
         f"service:  gunicorn, {args.workers} sync workers, deploy/gunicorn.conf.py, DEBUG off",
         f"load:     {args.clients} client threads, {args.warmup:g} s warm-up + "
         f"{args.duration:g} s measured per phase; median of {len(rounds)} round(s)",
         "",
-        f"(1) line protocol, 10,000 points/request     {lp:>10,.0f} points/s",
-        f"(2) line protocol gzipped, same requests     {lpz:>10,.0f} points/s",
-        f"(3) JSON batches of 1000, same points        {js:>10,.0f} points/s",
-        f"    (1)/(3) = {lp / js:.2f}   (2)/(3) = {lpz / js:.2f}",
+        "                                                throughput   service CPU / 10,000 points",
+        f"(1) line protocol, 10,000 points/request     {lp:>10,.0f} points/s   {clp:>6,.0f} ms",
+        f"(2) line protocol gzipped, same requests     {lpz:>10,.0f} points/s   {clpz:>6,.0f} ms",
+        f"(3) JSON batches of 1000, same points        {js:>10,.0f} points/s   {cjs:>6,.0f} ms",
+        f"    throughput (1)/(3) = {lp / js:.2f}   (2)/(3) = {lpz / js:.2f};   "
+        f"CPU (1)/(3) = {clp / cjs:.2f}   (2)/(3) = {clpz / cjs:.2f}",
     ]
     if len(rounds) > 1:
         lines.append("")
         for n, r in enumerate(rounds, 1):
             lines.append(
-                f"round {n}: (1) {r.line_protocol:,.0f}  (2) {r.line_protocol_gzip:,.0f}  "
-                f"(3) {r.json:,.0f}"
+                f"round {n}: (1) {r.line_protocol:,.0f} points/s {r.cpu_line_protocol:,.0f} ms  "
+                f"(2) {r.line_protocol_gzip:,.0f} points/s {r.cpu_line_protocol_gzip:,.0f} ms  "
+                f"(3) {r.json:,.0f} points/s {r.cpu_json:,.0f} ms"
             )
     print("\n".join(lines), flush=True)
 
