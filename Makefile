@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-queue bench-retention bench-statsd bench-otlp clean
+.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-queue bench-retention bench-statsd bench-otlp bench-influx clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -55,6 +55,8 @@ bench-statsd: $(STAMP)
 
 bench-otlp: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/otlp.py $(ARGS)
+bench-influx: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/influx.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

@@ -217,6 +217,11 @@ API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5, minimum=0, maximum=5
 
 # Metrics
 METRIC_MAX_SERIES = env_int("METRIC_MAX_SERIES", 1000, minimum=1, maximum=1_000_000)
+# InfluxDB line protocol (/api/v2/write, /write): the largest body, in bytes, after gunzipping;
+# past it the answer is 413 (also the most a gzip bomb can make a request hold in memory).
+INFLUX_MAX_BODY_BYTES = env_int(
+    "INFLUX_MAX_BODY_BYTES", 32 * 1024 * 1024, minimum=1024, maximum=1024 * 1024 * 1024
+)
 # Queries: percentiles scan raw points and are cut off after this long (503 + Retry-After);
 # any query slower than QUERY_SLOW_MS is logged as a warning with its duration.
 QUERY_PERCENTILE_TIMEOUT_MS = env_int(

@@ -1,1 +1,1 @@
-"""HTTP views of metrics, one module per noun: ingest, series, batches."""
+"""HTTP views of metrics, one module per noun: ingest, series, batches, influx."""
