@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import batches, discovery, selectors, storage
+from . import batches, buckets, discovery, selectors, storage
 from .models import IngestBatch, Metric, MetricType, Series
 from .views.chart import ChartDataView
 
@@ -137,7 +137,7 @@ class MetricAdmin(admin.ModelAdmin):
                     "dataUrl": reverse("admin:metrics_metric_chart_data", args=[metric.pk]),
                     "aggregations": aggregations,
                     "tags": tags.keys,
-                    "maxBuckets": selectors.MAX_BUCKETS,
+                    "maxBuckets": buckets.MAX_BUCKETS,
                 }
             ),
         }

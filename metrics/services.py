@@ -129,10 +129,11 @@ def metric_delete(*, name: str) -> None:
             deleted = metric_id is not None and storage.metric_delete(metric_id)
             break
         except OperationalError as exc:
-            # A write holding ids it resolved before the delete began (no lock on the metric)
-            # may meet the delete's rollup rows in the other order; PostgreSQL then cancels
-            # one of the two, and the delete simply runs again.
-            if not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
+            # Writes with cached ids take no lock on the metric; should one still hold a row
+            # the delete needs past lock_timeout (or in a cycle), the delete, rolled back, lets
+            # it finish and simply runs again.
+            retryable = (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable)
+            if not isinstance(exc.__cause__, retryable):
                 raise
             if attempt == DELETE_ATTEMPTS - 1:
                 raise

@@ -447,13 +447,15 @@ def metric_delete(metric_id: int) -> bool:
 
 
 def _metric_rows_delete(cursor, metric_id: int, series_ids: list[int]) -> None:
-    cursor.execute("DELETE FROM metric_points WHERE metric_id = %s", [metric_id])
-    for table, _ in ROLLUP_TABLES:
-        # By the ids read before the series were deleted: a late write's rollups carry them.
+    # Rollups coarsest first, as a write's statement locks them (PostgreSQL runs its
+    # data-modifying CTEs last to first: day, hour, minute), so the two never wait on each
+    # other in a cycle. By the ids read before the series go: a late write's rollups carry them.
+    for table, _ in reversed(ROLLUP_TABLES):
         cursor.execute(
             f"DELETE FROM {table} WHERE series_id = ANY(%s::bigint[])",  # noqa: S608 - fixed names
             [series_ids],
         )
+    cursor.execute("DELETE FROM metric_points WHERE metric_id = %s", [metric_id])
     cursor.execute("DELETE FROM series WHERE metric_id = %s", [metric_id])
     cursor.execute("DELETE FROM metrics WHERE id = %s", [metric_id])
 

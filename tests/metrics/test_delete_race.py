@@ -153,12 +153,5 @@ def test_a_writer_resolving_the_metric_on_every_write_leaves_no_orphan(make_api_
     race(make_api_client, tmp_path, "cold")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="metric and series ids are cached per process, and neither does a delete in another "
-    "process invalidate them nor does a write with cached ids lock its series: the warm writer "
-    "writes points and rollups for deleted ids (orphans) or meets the delete's row locks in "
-    "the other order (a deadlock); passes once cached writes coordinate with deletes",
-)
 def test_a_writer_with_warm_caches_leaves_no_orphan(make_api_client, tmp_path):
     race(make_api_client, tmp_path, "warm")
