@@ -94,6 +94,9 @@ DELETE_SCHEMA = extend_schema(
         403: OpenApiResponse(description="The key lacks the admin scope"),
         404: OpenApiResponse(description="No metric of that name"),
         429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
+        503: OpenApiResponse(
+            description="The database was unavailable or a lock was held too long (Retry-After)"
+        ),
     },
 )
 
