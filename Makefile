@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-queue bench-retention bench-statsd bench-otlp bench-influx clean
+.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-explore bench-queue bench-retention bench-statsd bench-otlp bench-influx clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -43,6 +43,9 @@ bench-ingest: $(STAMP)
 
 bench-query: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/query.py $(ARGS)
+
+bench-explore: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/explore.py $(ARGS)
 
 bench-queue: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/async_ingest.py $(ARGS)

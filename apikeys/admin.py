@@ -14,13 +14,13 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from .models import ApiKey, KeyStatus, Scope
+from .models import ApiKey, KeyStatus, Scope, default_scopes
 from .services import apikey_create, apikey_revoke, apikey_update
 
 
 class ApiKeyForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(
-        choices=Scope.choices, widget=forms.CheckboxSelectMultiple, initial=Scope.values
+        choices=Scope.choices, widget=forms.CheckboxSelectMultiple, initial=default_scopes
     )
 
     class Meta:

@@ -17,6 +17,8 @@ from django.utils import timezone
 class Scope(models.TextChoices):
     WRITE = "write", "write"
     READ = "read", "read"
+    # Destructive operations (deleting a metric with its data); never granted by default.
+    ADMIN = "admin", "admin"
 
 
 class KeyStatus(models.TextChoices):

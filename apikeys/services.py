@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import cache, keyformat
-from .models import ApiKey, Scope
+from .models import ApiKey, Scope, default_scopes
 from .selectors import cache_key
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,10 @@ def apikey_create(
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its raw form, which is never available again.
 
-    `scopes` defaults to write and read, `rate_limit` (requests per minute) to
+    `scopes` defaults to write and read (admin is only ever granted by name), `rate_limit` (requests per minute) to
     API_KEY_DEFAULT_RATE_LIMIT. Only the prefix and an HMAC of the key are stored.
     """
-    chosen = scopes_check(scopes if scopes is not None else Scope.values)
+    chosen = scopes_check(scopes if scopes is not None else default_scopes())
     limit = settings.API_KEY_DEFAULT_RATE_LIMIT if rate_limit is None else rate_limit
     if limit < 1:
         raise ValueError("rate limit must be at least 1 request per minute")

@@ -117,9 +117,11 @@ def manage(env: Mapping[str, str], *args: str) -> str:
     return result.stdout
 
 
-def api_key_create(env: Mapping[str, str], *, name: str, rate_limit: int) -> str:
+def api_key_create(
+    env: Mapping[str, str], *, name: str, rate_limit: int, scopes: str = "write,read"
+) -> str:
     """Create an API key with `manage.py create_api_key` and return the raw key it prints."""
-    out = manage(env, "create_api_key", name, "--rate-limit", str(rate_limit))
+    out = manage(env, "create_api_key", name, "--rate-limit", str(rate_limit), "--scopes", scopes)
     # The raw key is printed alone on its line; other lines are prose.
     candidates = [
         line.strip() for line in out.splitlines() if re.fullmatch(r"\S{20,}", line.strip())

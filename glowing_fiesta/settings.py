@@ -164,6 +164,11 @@ DB_LOCK_TIMEOUT_MS = env_int("DB_LOCK_TIMEOUT_MS", 1000, minimum=10, maximum=600
 DATABASES["default"]["OPTIONS"]["options"] = (
     f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS} -c lock_timeout={DB_LOCK_TIMEOUT_MS}"
 )
+# Deleting a metric rewrites every page holding one of its points: far longer than any request
+# statement for a big metric, so its transaction gets a limit of its own.
+METRIC_DELETE_TIMEOUT_MS = env_int(
+    "METRIC_DELETE_TIMEOUT_MS", 120_000, minimum=1000, maximum=3_600_000
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {

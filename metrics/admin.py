@@ -1,10 +1,26 @@
-from django.contrib import admin, messages
-from django.db.models import Count, QuerySet
-from django.http import HttpRequest
-from django.utils import timezone
+"""Admin for metrics (list, series, chart, Explore, delete with data) and queued batches."""
 
-from . import batches, storage
-from .models import IngestBatch, Metric, Series
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from . import batches, buckets, discovery, selectors, storage
+from .models import IngestBatch, Metric, MetricType, Series
+from .views.chart import ChartDataView
+
+EXPLORE_PAGE_SIZE = 50
 
 
 class SeriesInline(admin.TabularInline):
@@ -19,7 +35,7 @@ class SeriesInline(admin.TabularInline):
 
 @admin.register(Metric)
 class MetricAdmin(admin.ModelAdmin):
-    list_display = ("name", "type", "created_at", "series_count")
+    list_display = ("name", "type", "created_at", "series_count", "last_point", "chart")
     list_filter = ("type",)
     search_fields = ("name",)
     readonly_fields = ("name", "type", "created_at")
@@ -27,11 +43,105 @@ class MetricAdmin(admin.ModelAdmin):
     actions = ["delete_with_data"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Metric]:
-        return super().get_queryset(request).annotate(_series_count=Count("series"))
+        # Correlated subqueries rather than Count(): no GROUP BY over the whole list, and the
+        # same SQL as GET /api/metrics.
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _series_count=RawSQL(discovery.series_count_sql("metrics"), []),  # noqa: S611 - constant SQL
+                _last_point=RawSQL(discovery.last_point_sql("metrics"), []),  # noqa: S611 - constant SQL
+            )
+        )
 
     @admin.display(description="series", ordering="_series_count")
     def series_count(self, obj: Metric) -> int:
         return obj._series_count
+
+    @admin.display(description="last point", ordering="_last_point", empty_value="-")
+    def last_point(self, obj: Metric) -> Any:
+        return obj._last_point
+
+    @admin.display(description="chart")
+    def chart(self, obj: Metric) -> str:
+        return format_html(
+            '<a href="{}">chart</a>', reverse("admin:metrics_metric_chart", args=[obj.pk])
+        )
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path("explore/", wrap(self.explore_view), name="metrics_metric_explore"),
+            path("<int:metric_id>/chart/", wrap(self.chart_view), name="metrics_metric_chart"),
+            path(
+                "<int:metric_id>/chart/data/",
+                wrap(ChartDataView.as_view()),
+                name="metrics_metric_chart_data",
+            ),
+            *super().get_urls(),
+        ]
+
+    def explore_view(self, request: HttpRequest) -> HttpResponse:
+        """Metrics with a search box, each with a link to its chart; paged by cursor."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        search = request.GET.get("q", "").strip()[:191]
+        try:
+            after = discovery.cursor_decode(request.GET["cursor"], str)
+        except (KeyError, discovery.InvalidCursor):
+            after = None
+        page = discovery.metrics_list(search=search or None, after=after, limit=EXPLORE_PAGE_SIZE)
+        next_query = None
+        if page.next_cursor:
+            query = request.GET.copy()
+            query["cursor"] = page.next_cursor
+            next_query = query.urlencode()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Explore metrics",
+            "opts": self.model._meta,
+            "search": search,
+            "metrics": [
+                {"row": row, "chart_url": reverse("admin:metrics_metric_chart", args=[row.id])}
+                for row in page.results
+            ],
+            "next_query": next_query,
+        }
+        return TemplateResponse(request, "admin/metrics/metric/explore.html", context)
+
+    def chart_view(self, request: HttpRequest, metric_id: int) -> HttpResponse:
+        """The chart page: controls and an empty plot the page's script fills from JSON."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        metric = get_object_or_404(Metric, pk=metric_id)
+        default = selectors.default_aggregation(metric.type)
+        aggregations = [default] + [
+            a
+            for a in selectors.AGGREGATIONS
+            if a != default and (a != "rate" or metric.type == MetricType.COUNTER)
+        ]
+        tags = discovery.tags_list(metric=metric)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Chart: {metric.name}",
+            "opts": self.model._meta,
+            "original": metric,
+            "metric": metric,
+            "aggregations": aggregations,
+            "intervals": selectors.INTERVALS,
+            "tag_keys": tags.keys,
+            "chart_config": json.dumps(
+                {
+                    "metric": metric.name,
+                    "type": metric.type,
+                    "dataUrl": reverse("admin:metrics_metric_chart_data", args=[metric.pk]),
+                    "aggregations": aggregations,
+                    "tags": tags.keys,
+                    "maxBuckets": buckets.MAX_BUCKETS,
+                }
+            ),
+        }
+        return TemplateResponse(request, "admin/metrics/metric/chart.html", context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # metrics are created by their first write

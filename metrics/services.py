@@ -7,12 +7,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from django.db import connection, transaction
+import psycopg.errors
+from django.db import OperationalError, connection, transaction
 
 from glowing_fiesta.exceptions import Problem
 
 from . import caches, storage
-from .models import MetricType
+from .models import Metric, MetricType
+from .selectors import MetricNotFound
+
+# Runs of a metric delete cancelled by a deadlock before the error is let through.
+DELETE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,31 @@ def _ingest(points: Sequence[PointInput]) -> int:
     return len(points)
 
 
+def metric_delete(*, name: str) -> None:
+    """Delete metric `name` with its series, points and every rollup, in one transaction.
+
+    Raises MetricNotFound (404) when there is no such metric, also when a concurrent delete
+    removed it first. Writes racing the delete either commit before it (and are deleted with
+    it) or after it (and create the metric anew); see `storage.metric_delete`.
+    """
+    metric_id = Metric.objects.filter(name=name).values_list("id", flat=True).first()
+    for attempt in range(DELETE_ATTEMPTS):
+        try:
+            deleted = metric_id is not None and storage.metric_delete(metric_id)
+            break
+        except OperationalError as exc:
+            # Writes with cached ids take no lock on the metric; should one still hold a row
+            # the delete needs past lock_timeout (or in a cycle), the delete, rolled back, lets
+            # it finish and simply runs again.
+            retryable = (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable)
+            if not isinstance(exc.__cause__, retryable):
+                raise
+            if attempt == DELETE_ATTEMPTS - 1:
+                raise
+    if not deleted:
+        raise MetricNotFound(f"There is no metric named {name!r}.")
+
+
 def _row(point: PointInput, metric_id: int, series_id: int) -> storage.PointRow:
     return storage.PointRow(
         metric_id, series_id, float(point.value), point.timestamp.astimezone(UTC)
@@ -146,4 +176,11 @@ def _conflict_error(index: int, name: str, metric_type: str, point_type: str) ->
     }
 
 
-__all__ = ["MetricType", "MetricTypeConflict", "PointInput", "SeriesLimitExceeded", "points_ingest"]
+__all__ = [
+    "MetricType",
+    "MetricTypeConflict",
+    "PointInput",
+    "SeriesLimitExceeded",
+    "metric_delete",
+    "points_ingest",
+]

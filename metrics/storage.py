@@ -119,17 +119,27 @@ def metrics_upsert(wanted: Mapping[str, str]) -> dict[str, MetricRef]:
     missing = sorted(name for name in wanted if name not in found)
     if not missing:
         return found
+    fresh: dict[str, MetricRef] = {}
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO metrics (name, type, created_at)
-            SELECT name, type, now() FROM unnest(%s::text[], %s::text[]) AS t(name, type)
-            ON CONFLICT (name) DO NOTHING
-            """,
-            [missing, [wanted[name] for name in missing]],
-        )
-        cursor.execute("SELECT id, name, type FROM metrics WHERE name = ANY(%s)", [missing])
-        fresh = {row[1]: MetricRef(*row) for row in cursor.fetchall()}
+        # FOR KEY SHARE holds each metric until this write commits, so `metric_delete` (FOR
+        # UPDATE) waits for the write and deletes its points too. A metric deleted while we
+        # waited is not returned: it is inserted again on the next pass, a new metric.
+        while missing:
+            cursor.execute(
+                """
+                INSERT INTO metrics (name, type, created_at)
+                SELECT name, type, now() FROM unnest(%s::text[], %s::text[]) AS t(name, type)
+                ON CONFLICT (name) DO NOTHING
+                """,
+                [missing, [wanted[name] for name in missing]],
+            )
+            cursor.execute(
+                "SELECT id, name, type FROM metrics WHERE name = ANY(%s) ORDER BY name "
+                "FOR KEY SHARE",
+                [missing],
+            )
+            fresh |= {row[1]: MetricRef(*row) for row in cursor.fetchall()}
+            missing = [name for name in missing if name not in fresh]
     caches.remember_after_commit(caches.metrics, fresh)
     return found | fresh
 
@@ -396,35 +406,61 @@ def _copy_points(points: Sequence[PointRow]) -> None:
 DELETE_SETTLE_SECONDS = 10
 
 
-def metric_delete(metric_id: int) -> None:
-    """Delete a metric with its series, points and rollups, set-wise, in one transaction.
+def metric_delete(metric_id: int) -> bool:
+    """Delete a metric with its series, points and rollups in one transaction; False if absent.
 
-    A write that checked the metric's ids just before the commit may still land after it (its
-    snapshot predates the delete). Once committed, the delete waits for the transactions older
-    than its commit and deletes whatever rows they added under the old ids: the ids are never
-    reused, so those rows are orphans by definition. Writes after the commit find the ids gone
-    (RefsGone) and recreate the metric under a new id.
+    Set-wise DELETEs on the existing indexes: points by (metric_id, recorded_at) in each day
+    partition, rollups by their (series_id, bucket) primary keys. The metric row and its series
+    are locked first (FOR UPDATE): a first write that resolved the metric in `metrics_upsert`
+    holds it FOR KEY SHARE, so it finishes before and is deleted with it, or waits and creates
+    the metric anew. Statements run under METRIC_DELETE_TIMEOUT_MS rather than the
+    connection's statement_timeout.
+
+    A write with cached ids that checked them just before the commit may still land after it
+    (its snapshot predates the delete). Once committed, the delete waits for the transactions
+    older than its commit and deletes whatever rows they added under the old ids: the ids are
+    never reused, so those rows are orphans by definition. Writes after the commit find the ids
+    gone (RefsGone) and recreate the metric under a new id.
     """
-    with transaction.atomic():
-        _metric_rows_delete(metric_id)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Transaction-local; the previous value is put back for a caller's outer transaction.
+        cursor.execute(
+            "SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)",
+            [f"{settings.METRIC_DELETE_TIMEOUT_MS}ms"],
+        )
+        previous = cursor.fetchone()[0]
+        cursor.execute("SELECT id FROM metrics WHERE id = %s FOR UPDATE", [metric_id])
+        if cursor.fetchone() is None:
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+            return False
+        # New series of this metric need the same advisory lock as their creator takes.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [locks.SERIES_NAMESPACE, metric_id])
+        cursor.execute(
+            "SELECT id FROM series WHERE metric_id = %s ORDER BY id FOR UPDATE", [metric_id]
+        )
+        series_ids = [row[0] for row in cursor.fetchall()]
+        _metric_rows_delete(cursor, metric_id, series_ids)
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
         transaction.on_commit(caches.caches_clear)
-        transaction.on_commit(lambda: _metric_rows_settle(metric_id))
+        transaction.on_commit(lambda: _metric_rows_settle(metric_id, series_ids))
+    return True
 
 
-def _metric_rows_delete(metric_id: int) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM metric_points WHERE metric_id = %s", [metric_id])
-        for table, _ in ROLLUP_TABLES:
-            cursor.execute(
-                f"DELETE FROM {table} WHERE series_id IN "  # noqa: S608 - fixed table names
-                "(SELECT id FROM series WHERE metric_id = %s)",
-                [metric_id],
-            )
-        cursor.execute("DELETE FROM series WHERE metric_id = %s", [metric_id])
-        cursor.execute("DELETE FROM metrics WHERE id = %s", [metric_id])
+def _metric_rows_delete(cursor, metric_id: int, series_ids: list[int]) -> None:
+    # Rollups coarsest first, as a write's statement locks them (PostgreSQL runs its
+    # data-modifying CTEs last to first: day, hour, minute), so the two never wait on each
+    # other in a cycle. By the ids read before the series go: a late write's rollups carry them.
+    for table, _ in reversed(ROLLUP_TABLES):
+        cursor.execute(
+            f"DELETE FROM {table} WHERE series_id = ANY(%s::bigint[])",  # noqa: S608 - fixed names
+            [series_ids],
+        )
+    cursor.execute("DELETE FROM metric_points WHERE metric_id = %s", [metric_id])
+    cursor.execute("DELETE FROM series WHERE metric_id = %s", [metric_id])
+    cursor.execute("DELETE FROM metrics WHERE id = %s", [metric_id])
 
 
-def _metric_rows_settle(metric_id: int) -> None:
+def _metric_rows_settle(metric_id: int, series_ids: list[int]) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT now()")
         committed = cursor.fetchone()[0]
@@ -438,5 +474,9 @@ def _metric_rows_settle(metric_id: int) -> None:
             if not cursor.fetchone()[0]:
                 break
             time.sleep(0.02)
-    with transaction.atomic():
-        _metric_rows_delete(metric_id)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('statement_timeout', %s, true)",
+            [f"{settings.METRIC_DELETE_TIMEOUT_MS}ms"],
+        )
+        _metric_rows_delete(cursor, metric_id, series_ids)

@@ -1,8 +1,11 @@
 from django.urls import path
 
-from .views import batches, influx, ingest, remote_write, series
+from .views import batches, discovery, influx, ingest, remote_write, series
 
 urlpatterns = [
+    path("metrics", discovery.MetricListView.as_view(), name="metric-list"),
+    path("series", discovery.SeriesListView.as_view(), name="series-list"),
+    path("tags", discovery.TagListView.as_view(), name="tag-list"),
     path("metrics/counter", ingest.CounterView.as_view(), name="metric-counter"),
     path("metrics/value", ingest.ValueView.as_view(), name="metric-value"),
     path("metrics/batch", ingest.BatchView.as_view(), name="metric-batch"),

@@ -26,7 +26,7 @@ from ..points import PointErrors, parse_batch, parse_point
 from ..serializers import BatchInput, BatchOutput, CounterInput, PointOutput, ValueInput
 from ..services import PointInput, points_ingest
 from .batches import ACCEPTED, PREFER_PARAMETER, accepted_body, accepted_headers, prefers_async
-from .series import series_respond
+from .series import metric_delete_respond, scope_for, series_respond
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
@@ -98,12 +98,16 @@ class _IngestView(ApiKeyView):
     reserved_name: str
 
     def check_permissions(self, request: Request) -> None:
-        self.required_scope = "read" if request.method == "GET" else "write"
+        self.required_scope = "write" if request.method == "POST" else scope_for(request.method)
         super().check_permissions(request)
 
     @extend_schema(exclude=True)  # documented once, as GET /api/metrics/{name}
     def get(self, request: Request) -> Response:
         return series_respond(request, self.reserved_name)
+
+    @extend_schema(exclude=True)  # documented once, as DELETE /api/metrics/{name}
+    def delete(self, request: Request) -> Response:
+        return metric_delete_respond(self.reserved_name)
 
 
 class _PointView(_IngestView):

@@ -1,4 +1,5 @@
-"""GET /api/metrics/{name}: a metric's aggregated time series, bucketed in any time zone.
+"""GET /api/metrics/{name}: a metric's aggregated time series, bucketed in any time zone;
+DELETE /api/metrics/{name}: the metric and all its data (admin scope).
 
 The view parses the query string (`SeriesQueryInput`), asks `metrics.selectors` for the buckets
 and renders them; the bucket layout lives in `metrics.buckets`, the SQL in the selectors.
@@ -18,7 +19,7 @@ from rest_framework.response import Response
 from apikeys.api import ApiKeyView
 from apikeys.models import Scope
 
-from .. import selectors
+from .. import selectors, services
 from ..serializers import SeriesQueryInput, SeriesQueryOutput, series_query_data
 
 
@@ -72,12 +73,44 @@ def _buckets(starts: list[str], values: list[selectors.Value]) -> list[dict[str,
     ]
 
 
+def metric_delete_respond(name: str) -> Response:
+    """Delete metric `name` with all its data: 204, or 404 problem+json when there is none."""
+    services.metric_delete(name=name)
+    return Response(status=204)
+
+
+def scope_for(method: str) -> str:
+    """Reads need read; deleting a metric needs admin."""
+    return Scope.ADMIN if method == "DELETE" else Scope.READ
+
+
+DELETE_SCHEMA = extend_schema(
+    summary="Delete a metric with its series, points and rollups",
+    operation_id="metrics_delete",
+    description="One transaction; needs an API key with the admin scope. A second DELETE is 404.",
+    responses={
+        204: OpenApiResponse(description="Deleted"),
+        401: OpenApiResponse(description="No API key, or not a valid one"),
+        403: OpenApiResponse(description="The key lacks the admin scope"),
+        404: OpenApiResponse(description="No metric of that name"),
+        429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
+        503: OpenApiResponse(
+            description="The database was unavailable or a lock was held too long (Retry-After)"
+        ),
+    },
+)
+
+
 class SeriesQueryView(ApiKeyView):
     """Every bucket from the one holding `from` to the last one starting before `to`, aligned to
     the interval in `tz`, each aggregating all of its points; `groups` instead of `buckets` with
-    `group_by`. Needs the read scope."""
+    `group_by`. Needs the read scope; DELETE needs admin."""
 
     required_scope = Scope.READ
+
+    def check_permissions(self, request: Request) -> None:
+        self.required_scope = scope_for(request.method)
+        super().check_permissions(request)
 
     @extend_schema(
         summary="Read a metric's aggregated time series",
@@ -89,6 +122,8 @@ class SeriesQueryView(ApiKeyView):
                 description="Bad or unknown parameter, or more than 10,080 buckets: "
                 "problem+json naming the parameter"
             ),
+            401: OpenApiResponse(description="No API key, or not a valid one"),
+            403: OpenApiResponse(description="The key lacks the read scope"),
             404: OpenApiResponse(description="No metric of that name"),
             429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
             503: OpenApiResponse(description="A percentile query ran out of time (Retry-After)"),
@@ -96,3 +131,7 @@ class SeriesQueryView(ApiKeyView):
     )
     def get(self, request: Request, name: str) -> Response:
         return series_respond(request, name)
+
+    @DELETE_SCHEMA
+    def delete(self, request: Request, name: str) -> Response:
+        return metric_delete_respond(name)

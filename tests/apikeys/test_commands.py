@@ -66,7 +66,7 @@ def test_create_api_key_takes_rate_limit_scopes_and_expiry():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--scopes", "admin"], "--scopes"),
+        (["--scopes", "root"], "--scopes"),
         (["--scopes", ","], "--scopes"),
         (["--rate-limit", "0"], "--rate-limit"),
         (["--expires-in", "0"], "--expires-in"),

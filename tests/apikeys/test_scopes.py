@@ -73,7 +73,7 @@ def test_a_view_declaring_an_unknown_scope_is_refused_at_import():
     with pytest.raises(ImproperlyConfigured):
 
         class Broken(ApiKeyView):
-            required_scope = "admin"
+            required_scope = "root"
 
 
 def test_keys_me_needs_no_scope(make_api_client):

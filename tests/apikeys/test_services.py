@@ -26,7 +26,7 @@ def test_create_drops_duplicate_scopes():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"scopes": ["admin"]}, "unknown scope"),
+        ({"scopes": ["root"]}, "unknown scope"),
         ({"rate_limit": 0}, "rate limit"),
         ({"name": " "}, "name"),
     ],
@@ -40,7 +40,7 @@ def test_create_refuses_bad_settings(kwargs, message):
 def test_database_refuses_unknown_scopes_and_zero_rate_limits():
     key = ApiKeyFactory()
     with pytest.raises(IntegrityError), transaction.atomic():
-        ApiKey.objects.filter(pk=key.pk).update(scopes=["admin"])
+        ApiKey.objects.filter(pk=key.pk).update(scopes=["root"])
     with pytest.raises(IntegrityError), transaction.atomic():
         ApiKey.objects.filter(pk=key.pk).update(rate_limit=0)
 

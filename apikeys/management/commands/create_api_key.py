@@ -31,7 +31,10 @@ class Command(BaseCommand):
             "--rate-limit", type=int, default=None, help="Requests per minute (default: setting)."
         )
         parser.add_argument(
-            "--scopes", default="write,read", help="Comma-separated: write, read (default both)."
+            "--scopes",
+            default="write,read",
+            help="Comma-separated: write, read, admin (default write,read; admin may delete "
+            "metrics).",
         )
         parser.add_argument(
             "--expires-in", type=int, default=None, metavar="DAYS", help="Expire after DAYS days."
