@@ -4,7 +4,7 @@ Telegraf and the InfluxDB client libraries write here unchanged: line protocol i
 gzip or not, the key as `Authorization: Token <key>`. Every answer, errors included, is in
 InfluxDB's shape (`{"code": ..., "message": ...}`) rather than problem+json, because those
 clients read it: Telegraf drops a batch on 400 and 422, retries on 429 and 5xx, and halves it on
-413. The wire format lives in `metrics.protocols.influx`.
+413. The wire format lives in `metrics.protocols.line_protocol` and `metrics.protocols.influx`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from apikeys.api import ApiKeyView
 from glowing_fiesta.exceptions import Problem, problem_exception_handler
 from idempotency.services import Outcome, fingerprint, idempotent_run
 
-from ..protocols import influx
+from ..protocols import influx, line_protocol
 from .ingest import IDEMPOTENCY_PARAMETER
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class _InfluxWriteView(ApiKeyView):
             limit=settings.INFLUX_MAX_BODY_BYTES,
             declared_length=request.META.get("CONTENT_LENGTH"),
         )
-        lines = influx.lines_parse(influx.body_text(body), precision=precision)
+        lines = line_protocol.lines_parse(influx.body_text(body), precision=precision)
         if not lines:
             raise influx.NoPoints("writing requires points")
 

@@ -13,17 +13,19 @@ from hypothesis import strategies as st
 
 from glowing_fiesta.exceptions import PayloadTooLarge
 from metrics.protocols.influx import (
-    POINTS_MAX,
     BodyUnreadable,
     EncodingUnsupported,
+    body_read,
+    body_text,
+    lines_points,
+)
+from metrics.protocols.line_protocol import (
+    POINTS_MAX,
     Field,
     Line,
     LineSyntaxError,
     TooManyPoints,
-    body_read,
-    body_text,
     lines_parse,
-    lines_points,
 )
 from metrics.serializers import NAME_RE, TAG_KEY_RE
 from metrics.services import PointInput

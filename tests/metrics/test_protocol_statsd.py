@@ -14,13 +14,13 @@ from metrics.protocols.statsd import (
     GAUGE_MEMORY,
     LOG_PER_MINUTE,
     Aggregator,
-    FlushWriter,
     InvalidLine,
     InvalidLog,
     Sample,
     clean_name,
     parse_line,
 )
+from metrics.protocols.statsd_store import FlushWriter
 from metrics.services import PointInput, points_ingest
 
 NOW = datetime(2026, 11, 30, 12, 0, 10, tzinfo=UTC)

@@ -16,7 +16,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from metrics.protocols.statsd import Aggregator, Flush, FlushWriter, WriteOutcome
+from metrics.protocols.statsd import Aggregator, Flush
+from metrics.protocols.statsd_store import FlushWriter, WriteOutcome
 
 logger = logging.getLogger("metrics.statsd")
 
