@@ -1,19 +1,22 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from metrics.views.otlp import OtlpMetricsView
 
-from . import health
+from . import bruteforce, docs, health
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Before admin.site.urls: failed logins are counted per client address.
+    path("admin/login/", bruteforce.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     # OTLP/HTTP's standard path, where exporters send by default (endpoint + /v1/metrics).
     path("v1/metrics", OtlpMetricsView.as_view(), name="otlp-metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/docs/", docs.swagger, name="docs"),
+    path("api/redoc/", docs.redoc, name="redoc"),
     path("api/", include("metrics.urls")),
     path("api/", include("apikeys.urls")),
 ]
