@@ -351,6 +351,12 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Glowing Fiesta API",
     "DESCRIPTION": "Ingest counters and values over HTTP; read back aggregated time series.",
     "VERSION": "0.1.0",
+    # 3.1 for JSON Schema 2020-12: propertyNames states the tag-key rule.
+    "OAS_VERSION": "3.1.0",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "glowing_fiesta.openapi.request_bodies_required",
+    ],
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],

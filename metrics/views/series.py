@@ -11,20 +11,31 @@ import zoneinfo
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys.api import ApiKeyView
 from apikeys.models import Scope
+from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 
 from .. import selectors
-from ..serializers import SeriesQueryInput, SeriesQueryOutput, series_query_data
+from ..points import name_ok
+from ..serializers import (
+    NAME_SCHEMA,
+    SeriesQueryInput,
+    SeriesQueryOutput,
+    series_query_data,
+)
 
 
 def series_respond(request: Request, name: str) -> Response:
     """Answer a query for metric `name` from the request's query string."""
     data = series_query_data(request.query_params)
+    if not name_ok(name):
+        # No metric can have such a name; answered before the name (a NUL, say) reaches SQL.
+        raise NotFound(f"No metric named {name[:200]!r}.")
     metric = selectors.metric_get(name=name)
     params = SeriesQueryInput(data=data, context={"metric": metric, "now": timezone.now()})
     params.is_valid(raise_exception=True)
@@ -72,6 +83,26 @@ def _buckets(starts: list[str], values: list[selectors.Value]) -> list[dict[str,
     ]
 
 
+QUERY_PARAMETERS = [SeriesQueryInput]
+# Shared with GET on /api/metrics/counter, value and batch, which read the metric of that name.
+QUERY_SCHEMA: dict[str, Any] = {
+    "summary": "Read a metric's aggregated time series",
+    "responses": {
+        200: SeriesQueryOutput,
+        **problem_responses(
+            {
+                400: "Bad or unknown parameter, or more than 10,080 buckets: problem+json "
+                "naming the parameter",
+                404: "No metric of that name",
+                503: "A percentile query ran out of time, or the database is unavailable "
+                "(Retry-After)",
+            }
+        ),
+        **{k: v for k, v in KEYED_ERRORS.items() if k[0] != 503},
+    },
+}
+
+
 class SeriesQueryView(ApiKeyView):
     """Every bucket from the one holding `from` to the last one starting before `to`, aligned to
     the interval in `tz`, each aggregating all of its points; `groups` instead of `buckets` with
@@ -80,19 +111,12 @@ class SeriesQueryView(ApiKeyView):
     required_scope = Scope.READ
 
     @extend_schema(
-        summary="Read a metric's aggregated time series",
         operation_id="metrics_query",
-        parameters=[SeriesQueryInput],
-        responses={
-            200: SeriesQueryOutput,
-            400: OpenApiResponse(
-                description="Bad or unknown parameter, or more than 10,080 buckets: "
-                "problem+json naming the parameter"
-            ),
-            404: OpenApiResponse(description="No metric of that name"),
-            429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
-            503: OpenApiResponse(description="A percentile query ran out of time (Retry-After)"),
-        },
+        parameters=[
+            OpenApiParameter("name", NAME_SCHEMA, OpenApiParameter.PATH),
+            *QUERY_PARAMETERS,
+        ],
+        **QUERY_SCHEMA,
     )
     def get(self, request: Request, name: str) -> Response:
         return series_respond(request, name)

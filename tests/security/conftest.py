@@ -15,14 +15,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from glowing_fiesta.devstack import PLAIN_HTTP, free_port
-from tests.helpers import truncate_point_tables
+from tests.processes import worker_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 30
@@ -54,24 +52,6 @@ class Server:
             conn.close()
 
 
-def test_database_url() -> str:
-    """A DATABASE_URL for the test database, over TCP or a Unix socket (the embedded server)."""
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    host = db["HOST"] or ""
-    query = {}
-    socket_dir = db.get("OPTIONS", {}).get("host")
-    if host.startswith("/"):
-        host, socket_dir = "", host
-    if socket_dir:
-        query["host"] = socket_dir
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    url = f"postgresql://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}"
-    return f"{url}?{urlencode(query)}" if query else url
-
-
 def production_env(**extra: str) -> dict[str, str]:
     """This process's environment less the plain-HTTP relaxations of `make test`."""
     env = {k: v for k, v in os.environ.items() if k not in PLAIN_HTTP}
@@ -81,20 +61,12 @@ def production_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def clean_point_tables(transactional_db) -> Iterator[None]:
-    """Django's flush after a transactional test skips the unmanaged point tables."""
-    truncate_point_tables()
-    yield
-    truncate_point_tables()
-
-
-@pytest.fixture
 def gunicorn_server(transactional_db, clean_point_tables, tmp_path) -> Iterator[Server]:
     """gunicorn with 2 sync workers on a free loopback port, stopped (and waited for) after."""
     port = free_port()
     log_path = tmp_path / "gunicorn.log"
     env = production_env(
-        DATABASE_URL=test_database_url(),
+        DATABASE_URL=worker_database_url(),
         REDIS_URL=settings.REDIS_URL,
         SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto",
     )
