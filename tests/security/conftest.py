@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,45 +61,62 @@ def production_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def gunicorn_server(transactional_db, clean_point_tables, tmp_path) -> Iterator[Server]:
-    """gunicorn with 2 sync workers on a free loopback port, stopped (and waited for) after."""
-    port = free_port()
-    log_path = tmp_path / "gunicorn.log"
-    env = production_env(
-        DATABASE_URL=worker_database_url(),
-        REDIS_URL=settings.REDIS_URL,
-        SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto",
-    )
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and config
-            [
-                sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-                "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    server = Server("127.0.0.1", port, log_path)
-    try:
+def start_gunicorn(
+    transactional_db, clean_point_tables, tmp_path
+) -> Iterator[Callable[..., Server]]:
+    """`start_gunicorn(VAR="value", ...)`: gunicorn with 2 sync workers on a free loopback port
+    and the test database; every one started is stopped (and waited for) at teardown, before the
+    test database is flushed and the point tables emptied."""
+    processes: list[subprocess.Popen] = []
+
+    def start(**extra_env: str) -> Server:
+        port = free_port()
+        log_path = tmp_path / f"gunicorn-{port}.log"
+        env = production_env(
+            DATABASE_URL=worker_database_url(),
+            REDIS_URL=settings.REDIS_URL,
+            SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto",
+            **extra_env,
+        )
+        with log_path.open("w") as log_file:
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and config
+                [
+                    sys.executable, "-m", "gunicorn",
+                    "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+                    "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        processes.append(process)
+        server = Server("127.0.0.1", port, log_path)
         deadline = time.monotonic() + START_SECONDS
         while True:
             if process.poll() is not None:
                 pytest.fail(f"gunicorn exited with {process.returncode}:\n{server.log()}")
             try:
                 if server.request("GET", "/healthz")[0].status == 200:
-                    break
+                    return server
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"gunicorn did not answer in {START_SECONDS} s:\n{server.log()}")
             time.sleep(0.1)
-        yield server
-    finally:
+
+    yield start
+    for process in processes:
         process.terminate()
+    for process in processes:
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def gunicorn_server(start_gunicorn) -> Server:
+    """gunicorn with the production defaults (and the proxy header), on the test database."""
+    return start_gunicorn()
