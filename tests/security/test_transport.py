@@ -155,3 +155,27 @@ def test_gunicorn_refuses_plain_http_and_serves_https_behind_the_proxy(gunicorn_
     assert response.getheader("Location").startswith("https://")
     response, _ = gunicorn_server.request("GET", "/readyz")
     assert response.status == 200
+
+
+@pytest.mark.server
+def test_gunicorn_serves_the_docs_and_their_static_files_itself(gunicorn_server):
+    response, body = gunicorn_server.request("GET", "/api/docs/", headers=HTTPS)
+    assert response.status == 200
+    assert "script-src 'self'" in response.getheader("Content-Security-Policy")
+    html = body.decode()
+    assets = ["/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"]
+    assert all(asset in html for asset in assets)
+    for path, kind in [
+        (assets[0], "javascript"),
+        ("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css", "css"),
+        ("/static/drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js", "javascript"),
+        ("/static/admin/css/base.css", "css"),
+        ("/static/docs/docs.css", "css"),
+    ]:
+        response, body = gunicorn_server.request("GET", path, headers=HTTPS)
+        assert response.status == 200, path
+        assert kind in response.getheader("Content-Type"), path
+        assert len(body) > 100, path
+    response, _ = gunicorn_server.request("GET", "/api/docs/?script", headers=HTTPS)
+    assert response.status == 200
+    assert "javascript" in response.getheader("Content-Type")
