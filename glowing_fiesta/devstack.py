@@ -172,12 +172,18 @@ def _manage(env: dict[str, str], *args: str) -> None:
     subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True)  # noqa: S603
 
 
+def web_command(address: str = "127.0.0.1:8000") -> list[str]:
+    """The development web server of `run`. Static files (admin, API docs) are served by
+    whitenoise inside the application, as under gunicorn, so runserver needs no --insecure."""
+    return [sys.executable, str(ROOT / "manage.py"), "runserver", address, "--noreload"]
+
+
 def run(env: dict[str, str]) -> int:
     _manage(env, "migrate", "--no-input", "-v", "0")
     _manage(env, "ensure_demo_api_key")
     celery = [sys.executable, "-m", "celery", "-A", "glowing_fiesta"]
     commands = {
-        "web": [sys.executable, str(ROOT / "manage.py"), "runserver", "127.0.0.1:8000", "--noreload"],
+        "web": web_command(),
         "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"],
         # StatsD/DogStatsD over UDP on STATSD_BIND (default 127.0.0.1:8125).
         "statsd": [sys.executable, str(ROOT / "manage.py"), "statsd"],

@@ -179,3 +179,80 @@ def test_gunicorn_serves_the_docs_and_their_static_files_itself(gunicorn_server)
     response, _ = gunicorn_server.request("GET", "/api/docs/?script", headers=HTTPS)
     assert response.status == 200
     assert "javascript" in response.getheader("Content-Type")
+
+
+@pytest.mark.server
+def test_make_run_web_server_works_over_plain_http(
+    transactional_db, clean_point_tables, api_key, tmp_path
+):
+    """`make run`'s web server with `make run`'s relaxations: the admin, the docs and their
+    static files, and the API, all over http://127.0.0.1 with the production defaults otherwise."""
+    import http.client
+    import re
+    import time
+
+    from django.conf import settings
+    from django.contrib.auth.models import User
+
+    from glowing_fiesta import devstack
+    from tests.processes import worker_database_url
+
+    _, raw = api_key
+    port = devstack.free_port()
+    env = devstack.plain_http_env(
+        production_env(DATABASE_URL=worker_database_url(), REDIS_URL=settings.REDIS_URL)
+    )
+    log = (tmp_path / "runserver.log").open("w")
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        devstack.web_command(f"127.0.0.1:{port}"), env=env, cwd=ROOT, stdout=log, stderr=log
+    )
+
+    def get(path: str, method: str = "GET", body: str | None = None, **headers: str):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response, response.read()
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                get("/healthz")
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "runserver.log"
+                ).read_text()
+                time.sleep(0.2)
+        User.objects.create_superuser("admin", "admin@example.com", "right-password")
+        response, page = get("/admin/login/")
+        assert response.status == 200
+        cookie = response.getheader("Set-Cookie", "")
+        assert cookie.startswith("csrftoken=") and "Secure" not in cookie
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.decode())[1]
+        response, _ = get(
+            "/admin/login/?next=/admin/",
+            "POST",
+            f"csrfmiddlewaretoken={token}&username=admin&password=right-password",
+            Cookie=cookie.split(";")[0],
+            **{"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status == 302, "the admin login works over plain HTTP"
+        assert response.getheader("Location") == "/admin/"
+        assert "sessionid=" in response.getheader("Set-Cookie", "")
+        response, _ = get("/static/admin/css/base.css")
+        assert response.status == 200
+        response, _ = get("/api/docs/")
+        assert response.status == 200
+        response, body = get(
+            "/api/metrics/counter",
+            "POST",
+            json.dumps({"name": "make.run"}),
+            **{"X-API-Key": raw, "Content-Type": "application/json"},
+        )
+        assert response.status == 201, body
+        assert response.getheader("Strict-Transport-Security") is None
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
