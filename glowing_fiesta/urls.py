@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from metrics.views.otlp import OtlpMetricsView
@@ -8,6 +10,13 @@ from . import bruteforce, docs, health
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    # Browsers ask for it on every page (the admin has no icon of its own).
+    path(
+        "favicon.ico",
+        RedirectView.as_view(
+            url=static("drf_spectacular_sidecar/swagger-ui-dist/favicon-32x32.png"), permanent=True
+        ),
+    ),
     path("readyz", health.readyz, name="readyz"),
     # Before admin.site.urls: failed logins are counted per client address.
     path("admin/login/", bruteforce.admin_login, name="admin-login"),

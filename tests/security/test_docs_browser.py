@@ -54,3 +54,29 @@ def test_redoc_renders_the_reference_with_nothing_from_another_origin(live_serve
     foreign = {rid: url for rid, url in sent.items() if urlsplit(url).scheme in ("http", "https")}
     foreign = {rid: url for rid, url in foreign.items() if urlsplit(url).netloc != own}
     assert set(foreign) <= blocked, foreign
+
+
+def test_the_admin_works_under_the_csp(live_server, browser):
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("root", "root@example.com", "right-password")
+    driver = browser.driver
+    browser.requested_urls()
+    driver.get(f"{live_server.url}/admin/login/")
+    driver.find_element(By.NAME, "username").send_keys("root")
+    driver.find_element(By.NAME, "password").send_keys("right-password")
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(driver, 20).until(lambda d: "Site administration" in d.page_source)
+    driver.get(f"{live_server.url}/admin/apikeys/apikey/add/")
+    driver.find_element(By.NAME, "name").send_keys("from-the-browser")
+    driver.find_element(By.NAME, "_save").click()
+    WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "api-key"))
+    raw = driver.find_element(By.ID, "api-key").text
+    assert raw.startswith("gf_")
+    driver.refresh()
+    WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "key-gone"))
+    assert raw not in driver.page_source
+    driver.get(f"{live_server.url}/admin/apikeys/apikey/")
+    WebDriverWait(driver, 20).until(lambda d: "from-the-browser" in d.page_source)
+    assert [e["message"] for e in browser.console_errors()] == []
+    assert browser.foreign_requests(live_server.url) == []
