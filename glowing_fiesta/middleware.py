@@ -6,12 +6,14 @@ Each one answers in problem+json, like every other error of the service.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
 
 from django.conf import settings
 from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 
 from .exceptions import HttpsRequired, LengthRequired, PayloadTooLarge, problem_http_response
 
@@ -20,7 +22,9 @@ Handler = Callable[[HttpRequest], HttpResponse]
 
 def is_api_path(path: str) -> bool:
     """A path answered to API clients (keys, JSON), as opposed to browser pages and probes."""
-    return path.startswith("/api/") and not path.startswith(settings.API_BROWSER_PATHS)
+    return path.startswith(settings.API_PATH_PREFIXES) and not path.startswith(
+        settings.API_BROWSER_PATHS
+    )
 
 
 class HttpsRequiredMiddleware:
@@ -60,6 +64,13 @@ class ApiCacheControlMiddleware:
         return response
 
 
+@functools.cache
+def _self_reading() -> frozenset[str]:
+    # The protocol endpoints (OTLP, remote write) read their own, much larger, bodies from the
+    # stream, chunked ones included (metrics.views.protocols.body_stream), within their own caps.
+    return frozenset({reverse("otlp-metrics"), reverse("remote-write")})
+
+
 class ChunkedBodyMiddleware:
     """Read a `Transfer-Encoding: chunked` body that has no Content-Length.
 
@@ -75,7 +86,7 @@ class ChunkedBodyMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         meta = request.META
         chunked = "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if chunked and not meta.get("CONTENT_LENGTH"):
+        if chunked and not meta.get("CONTENT_LENGTH") and request.path not in _self_reading():
             if not meta.get("wsgi.input_terminated"):
                 return problem_http_response(
                     LengthRequired("Send the body with a Content-Length header.")

@@ -220,10 +220,12 @@ WHITENOISE_AUTOREFRESH = DEBUG
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
 # Answered over plain HTTP whatever the setting: load balancers probe that way.
 HTTPS_EXEMPT_PATHS = ("/healthz", "/readyz")
-# Paths under /api/ that are browser pages (redirected like the admin) rather than API calls.
+# API calls arrive under these prefixes (/v1/ is OTLP/HTTP's standard path); the paths under
+# them that are browser pages (redirected like the admin) are listed apart.
+API_PATH_PREFIXES = ("/api/", "/v1/")
 API_BROWSER_PATHS = ("/api/docs/", "/api/redoc/", "/api/schema/")
 # SecurityMiddleware's redirect skips the API (refused instead) and the probes.
-SECURE_REDIRECT_EXEMPT = [r"^api/(?!docs/|redoc/|schema/)", r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^api/(?!docs/|redoc/|schema/)", r"^v1/", r"^healthz$", r"^readyz$"]
 # The header a TLS-terminating proxy sets (X-Forwarded-Proto): with it saying https a request
 # counts as secure. Unset by default: without such a proxy anyone could claim https.
 _proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER")
@@ -290,7 +292,7 @@ for _origin in CORS_ALLOWED_ORIGINS:
             f"CORS_ALLOWED_ORIGINS must list origins such as https://app.example.com, "
             f"not {_origin!r}"
         )
-CORS_URLS_REGEX = r"^/api/(?!docs/|redoc/|schema/).*$"
+CORS_URLS_REGEX = r"^/(api/(?!docs/|redoc/|schema/)|v1/).*$"
 CORS_ALLOW_METHODS = ["GET", "HEAD", "OPTIONS", "POST"]
 CORS_ALLOW_HEADERS = [
     "accept",

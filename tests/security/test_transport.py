@@ -93,6 +93,16 @@ def test_api_call_over_plain_http_is_refused_before_any_key_lookup(
     assert "Location" not in response
 
 
+@pytest.mark.parametrize("path", ["/v1/metrics", "/api/v1/write", "/api/metrics/counter"])
+def test_every_api_path_over_plain_http_is_refused(https_on, client_anon, api_key, path):
+    _, raw = api_key
+    response = client_anon.post(
+        path, b"", content_type="application/x-protobuf", HTTP_X_API_KEY=raw
+    )
+    assert response.status_code == 403
+    assert response.json()["type"].endswith(":https-required")
+
+
 def test_api_call_over_https_is_served(https_on, client_anon, api_key):
     _, raw = api_key
     response = client_anon.get("/api/keys/me", HTTP_X_API_KEY=raw, secure=True)
