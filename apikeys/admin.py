@@ -1,8 +1,10 @@
 """Admin for API keys: list, search, create (showing the key once), revoke.
 
-The hash is never shown. A new key's raw form is rendered straight into the response to the
-add form rather than put in a message, because messages are stored in a cookie or the session
-until displayed, and the key must not be stored anywhere.
+The hash is never shown. A new key is shown by POST-redirect-GET: the add form's POST stores the
+raw key in the session and redirects to the "key created" page, whose first GET takes it out of
+the session again and renders it. A reload of that page shows it no more and creates nothing
+(rendering it as the POST's own answer would re-submit the form, and create a second key). A
+message would not do: messages may sit in a cookie until displayed.
 """
 
 from __future__ import annotations
@@ -10,12 +12,18 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 
 from .models import ApiKey, KeyStatus, Scope, default_scopes
 from .services import apikey_create, apikey_revoke, apikey_update
+
+# The session entry holding a new key's raw form between the add form's POST and the next GET.
+_SESSION_NEW_KEY = "apikeys.new_key"
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -113,14 +121,32 @@ class ApiKeyAdmin(admin.ModelAdmin):
         raw = getattr(request, "_new_api_key", None)
         if raw is None:  # pragma: no cover - save_model always sets it on add
             return super().response_add(request, obj, post_url_continue)
+        request.session[_SESSION_NEW_KEY] = {"id": obj.pk, "raw": raw}
+        return HttpResponseRedirect(reverse("admin:apikeys_apikey_created", args=[obj.pk]))
+
+    def get_urls(self) -> list[URLPattern]:
+        created = self.admin_site.admin_view(never_cache(self.created_view))
+        return [
+            path("<int:key_id>/created/", created, name="apikeys_apikey_created"),
+            *super().get_urls(),
+        ]
+
+    def created_view(self, request: HttpRequest, key_id: int) -> HttpResponse:
+        """The "key created" page: the raw key the first time, a notice that it is gone after."""
+        key = get_object_or_404(ApiKey, pk=key_id)
+        if not self.has_view_permission(request, key):
+            return HttpResponseRedirect(reverse("admin:index"))
+        handed = request.session.get(_SESSION_NEW_KEY) or {}
+        raw = None
+        if handed.get("id") == key.pk:
+            raw = request.session.pop(_SESSION_NEW_KEY)["raw"]
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
-            "key": obj,
+            "key": key,
             "raw_key": raw,
             "title": "API key created",
         }
-        # Admin views are already never_cache, so the page (and the key) stays out of caches.
         return TemplateResponse(request, "admin/apikeys/apikey/created.html", context)
 
     @admin.action(description="Revoke selected keys")

@@ -21,6 +21,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from glowing_fiesta.openapi import KEYED_ERRORS
+
 from .authentication import ApiKeyAuthentication
 from .models import Scope
 from .permissions import HasApiKey, HasScope
@@ -66,6 +68,8 @@ class KeyMeView(ApiKeyView):
 
     required_scope = None
 
-    @extend_schema(responses=ApiKeyOutput, summary="Describe the calling API key")
+    @extend_schema(
+        responses={200: ApiKeyOutput, **KEYED_ERRORS}, summary="Describe the calling API key"
+    )
     def get(self, request: Request) -> Response:
         return Response(ApiKeyOutput(request.auth).data)

@@ -15,6 +15,8 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
+from glowing_fiesta.bruteforce import auth_failure_record, auth_failures_check
+
 from . import keyformat
 from .models import ApiKey
 from .selectors import KeyRejected, apikey_get_active
@@ -94,6 +96,9 @@ class ApiKeyAuthentication(BaseAuthentication):
     is malformed or has a bad checksum is refused without a database query; otherwise the cost
     is at most one indexed lookup by prefix (none while the row is cached in Redis), plus an
     UPDATE of last_used_at at most once a minute per key.
+
+    Every rejected key counts against the client's address; an address past AUTH_FAILURE_RATE
+    gets 429 before its key is even parsed (glowing_fiesta.bruteforce).
     """
 
     def authenticate(self, request: Request) -> tuple[ApiKey, ApiKey] | None:
@@ -103,11 +108,13 @@ class ApiKeyAuthentication(BaseAuthentication):
         raw = raw_key_from(request)
         if not raw:
             return None
+        auth_failures_check(request)
         now = timezone.now()
         try:
             key = apikey_get_active(raw_key=raw, now=now)
         except KeyRejected as rejected:
             logger.info("api key rejected", extra={"reason": rejected.reason})
+            auth_failure_record(request)
             raise _REJECTIONS[rejected.reason]() from None
         apikey_mark_used(key=key, now=now)
         return key, key

@@ -88,7 +88,7 @@ def server_version(url: str) -> str:
 
 
 def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
-    """A production-like environment: DEBUG off, freshly generated secrets."""
+    """A production-like environment: DEBUG off, freshly generated secrets, plain HTTP."""
     env = dict(os.environ)
     env.update(
         DATABASE_URL=database_url,
@@ -97,6 +97,8 @@ def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, st
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
         API_KEY_PEPPER=secrets.token_urlsafe(32),
         DJANGO_SETTINGS_MODULE="glowing_fiesta.settings",
+        # Plain HTTP on loopback, as under `make run`: the figures are the service's, not TLS's.
+        SECURE_SSL_REDIRECT="false",
     )
     env.update(extra)
     return env

@@ -7,6 +7,10 @@ value here, so a host sizes the service in its environment file without editing 
 docs/DEPLOYMENT.md for the sizing rule and docs/PERFORMANCE.md for the measurements behind it.
 """
 
+import json
+
+from gunicorn import util
+
 wsgi_app = "glowing_fiesta.wsgi:application"
 
 # Loopback by default: a reverse proxy (TLS, client body limits, slow clients) sits in front.
@@ -46,3 +50,35 @@ control_socket_disable = True
 accesslog = None
 errorlog = "-"
 loglevel = "info"
+
+# Requests gunicorn refuses before the application sees them (docs/SECURITY.md, "Limits"):
+# a request line (method, path and query string) over 4094 bytes gets 414; more than 50 header
+# fields, or one over 8190 bytes, gets 431; a malformed request 400. The proxy in front should
+# refuse first (deploy/nginx/glowing-fiesta.conf); these hold if it does not.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+
+
+def _write_problem(sock, status_int, reason, mesg):
+    """gunicorn's own error answers in the service's one error shape (RFC 9457 problem+json)
+    instead of its HTML page. Replaces gunicorn.util.write_error, which its workers call."""
+    slug = reason.lower().replace(" ", "-")
+    body = json.dumps(
+        {
+            "type": f"urn:glowing-fiesta:problem:{slug}",
+            "title": reason,
+            "status": status_int,
+            "detail": mesg or reason,
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1")
+    util.write_nonblock(sock, head + body)
+
+
+util.write_error = _write_problem

@@ -135,6 +135,27 @@ def service_env(stack: contextlib.ExitStack) -> dict[str, str]:
     return env
 
 
+# Plain HTTP on loopback: the HTTPS redirect and secure-only cookies would make the admin
+# unusable at http://127.0.0.1:8000, so `run` and `test` turn these off (and nothing else).
+PLAIN_HTTP = {
+    "SECURE_SSL_REDIRECT": "false",
+    "SESSION_COOKIE_SECURE": "false",
+    "CSRF_COOKIE_SECURE": "false",
+}
+
+
+def plain_http_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the plain-HTTP relaxations, unless the caller set them; says so in one line."""
+    relaxed = {name: value for name, value in PLAIN_HTTP.items() if not env.get(name)}
+    if relaxed:
+        _log(
+            "plain HTTP on loopback: "
+            + ", ".join(f"{name}={value}" for name, value in relaxed.items())
+            + " (production defaults are true)"
+        )
+    return {**env, **relaxed}
+
+
 def local_secrets() -> dict[str, str]:
     """DJANGO_SECRET_KEY and API_KEY_PEPPER for this checkout, created on first use."""
     path = DATA / "secrets.json"
@@ -151,12 +172,18 @@ def _manage(env: dict[str, str], *args: str) -> None:
     subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True)  # noqa: S603
 
 
+def web_command(address: str = "127.0.0.1:8000") -> list[str]:
+    """The development web server of `run`. Static files (admin, API docs) are served by
+    whitenoise inside the application, as under gunicorn, so runserver needs no --insecure."""
+    return [sys.executable, str(ROOT / "manage.py"), "runserver", address, "--noreload"]
+
+
 def run(env: dict[str, str]) -> int:
     _manage(env, "migrate", "--no-input", "-v", "0")
     _manage(env, "ensure_demo_api_key")
     celery = [sys.executable, "-m", "celery", "-A", "glowing_fiesta"]
     commands = {
-        "web": [sys.executable, str(ROOT / "manage.py"), "runserver", "127.0.0.1:8000", "--noreload", "--insecure"],
+        "web": web_command(),
         "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"],
         # StatsD/DogStatsD over UDP on STATSD_BIND (default 127.0.0.1:8125).
         "statsd": [sys.executable, str(ROOT / "manage.py"), "statsd"],
@@ -207,8 +234,11 @@ def main(argv: list[str]) -> int:
     with contextlib.ExitStack() as stack:
         env = service_env(stack)
         if command == "run":
-            return run(env)
+            return run(plain_http_env(env))
         if command == "test":
+            # The test client speaks plain HTTP, like `make run`; the production defaults are
+            # tested explicitly (tests/foundation/test_transport_security.py).
+            env = plain_http_env(env)
             return subprocess.call([sys.executable, "-m", "pytest", *rest], env=env, cwd=ROOT)  # noqa: S603
         return subprocess.call(rest, env=env, cwd=ROOT)  # noqa: S603
 

@@ -13,11 +13,17 @@ from typing import Any
 
 import psycopg.errors
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import (
+    DisallowedHost,
+    PermissionDenied,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+)
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions as drf_exceptions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -144,6 +150,26 @@ def _database_problem(exc: Exception) -> DatabaseUnavailable:
     return DatabaseUnavailable(detail, headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 
 
+class HttpsRequired(Problem):
+    status = 403
+    slug = "https-required"
+    title = "HTTPS required"
+
+
+class LengthRequired(Problem):
+    status = 411
+    slug = "length-required"
+    title = "Length required"
+
+
+# DRF's default details hold placeholders ({method}, {media_type}) that make poor titles.
+_TITLES = {
+    drf_exceptions.MethodNotAllowed: "Method not allowed",
+    drf_exceptions.UnsupportedMediaType: "Unsupported media type",
+    drf_exceptions.NotAcceptable: "Not acceptable",
+}
+
+
 def _to_problem(exc: Exception) -> Problem | None:
     if isinstance(exc, Problem):
         return exc
@@ -163,7 +189,10 @@ def _to_problem(exc: Exception) -> Problem | None:
     problem = Problem(str(exc.detail) if isinstance(exc.detail, str) else "")
     problem.status = exc.status_code
     problem.slug = exc.default_code.replace("_", "-")
-    problem.title = str(exc.default_detail).rstrip(".")
+    problem.title = _TITLES.get(type(exc)) or str(exc.default_detail).rstrip(".")
+    if isinstance(exc, drf_exceptions.ValidationError):
+        # Query strings and bodies break rules the same way: one problem type for both.
+        problem.slug, problem.title = InvalidInput.slug, InvalidInput.title
     if isinstance(exc.detail, dict | list):
         problem.errors = flatten_errors(exc.detail)
         problem.detail = "; ".join(
@@ -183,7 +212,21 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     problem = _to_problem(exc)
     if problem is None:
         return None  # Django's handler500 below renders it, after logging the traceback.
+    request = context.get("request")
+    if request is not None:
+        # A view rendering YAML or HTML (the schema, the docs) still answers errors in JSON.
+        request.accepted_renderer = JSONRenderer()
     return problem_response(problem)
+
+
+def problem_http_response(problem: Problem) -> JsonResponse:
+    """A Problem as a plain Django response, for middleware and views outside DRF."""
+    body = problem_body(
+        problem.status, problem.slug, problem.title, problem.detail, problem.errors, problem.extra
+    )
+    return JsonResponse(
+        body, status=problem.status, headers=problem.headers, content_type=PROBLEM_CONTENT_TYPE
+    )
 
 
 def _django_problem(status: int, slug: str, title: str, detail: str) -> JsonResponse:
@@ -193,7 +236,32 @@ def _django_problem(status: int, slug: str, title: str, detail: str) -> JsonResp
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    if isinstance(exception, DisallowedHost):
+        return _django_problem(
+            400, "host-not-allowed", "Host not allowed", "This server does not answer to that Host."
+        )
+    if isinstance(exception, RequestDataTooBig):
+        return _django_problem(
+            413, "payload-too-large", "Payload too large", "The request body is too large."
+        )
+    if isinstance(exception, TooManyFieldsSent):
+        return _django_problem(400, "bad-request", "Bad request", "Too many fields were sent.")
     return _django_problem(400, "bad-request", "Bad request", "The request could not be read.")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    """CSRF_FAILURE_VIEW: a form post without a valid CSRF token (API calls never need one)."""
+    return _django_problem(
+        403, "csrf-failed", "CSRF verification failed", f"CSRF verification failed: {reason}"
+    )
+
+
+def method_not_allowed(request: HttpRequest, allowed: list[str]) -> JsonResponse:
+    response = _django_problem(
+        405, "method-not-allowed", "Method not allowed", f"{request.method} is not allowed here."
+    )
+    response["Allow"] = ", ".join(allowed)
+    return response
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import wraps
 
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
-from .exceptions import PROBLEM_CONTENT_TYPE, problem_body
+from .exceptions import PROBLEM_CONTENT_TYPE, method_not_allowed, problem_body
 
 logger = logging.getLogger(__name__)
 
+_ALLOWED = ["GET", "HEAD"]
 
+
+def _probe(view: Callable[[HttpRequest], JsonResponse]) -> Callable[[HttpRequest], JsonResponse]:
+    """GET and HEAD only, with a 405 problem for anything else. CSRF-exempt: the probes change
+    nothing, and without the exemption a POST would get the CSRF failure instead of its 405."""
+
+    @csrf_exempt
+    @wraps(view)
+    def probe(request: HttpRequest) -> JsonResponse:
+        if request.method not in _ALLOWED:
+            return method_not_allowed(request, _ALLOWED)
+        return view(request)
+
+    return probe
+
+
+@_probe
 def healthz(request: HttpRequest) -> JsonResponse:
     """The process answers; touches nothing else."""
     return JsonResponse({"status": "ok"})
@@ -27,6 +47,7 @@ def _check_redis() -> None:
     cache.client.get_client(write=True).ping()
 
 
+@_probe
 def readyz(request: HttpRequest) -> JsonResponse:
     """Ready when PostgreSQL and Redis both answer; otherwise 503 naming what is down."""
     down = []

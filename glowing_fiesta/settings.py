@@ -105,8 +105,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
+    "csp",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "glowing_fiesta",
     "apikeys",
     "idempotency",
@@ -116,7 +119,18 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "glowing_fiesta.logging.RequestLogMiddleware",
+    # Before anything reads the body: a chunked upload gets a length (or a 411/413).
+    "glowing_fiesta.middleware.ChunkedBodyMiddleware",
+    # Redirects browser pages to https; HSTS, nosniff, Referrer-Policy, COOP on every response.
     "django.middleware.security.SecurityMiddleware",
+    # Static files (docs assets, admin) straight from the process, no web server needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before the https check, so a browser app can read the 403 it gets over plain HTTP.
+    "corsheaders.middleware.CorsMiddleware",
+    # API paths over plain HTTP are refused here, before authentication looks up any key.
+    "glowing_fiesta.middleware.HttpsRequiredMiddleware",
+    "glowing_fiesta.middleware.ApiCacheControlMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -192,7 +206,147 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / ".data" / "static"
+# Only for `manage.py collectstatic` (e.g. to hand the files to a CDN): the service itself
+# serves every static file from the apps' own folders (whitenoise, below).
+STATIC_ROOT = env_str("STATIC_ROOT") or None
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# whitenoise serves files straight from the apps' static folders (no collectstatic step for
+# `make run`, the tests or a fresh deployment); collected files in STATIC_ROOT are served too.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- transport security (docs/SECURITY.md) ---------------------------------------------------
+# HTTPS by default: browser pages are redirected, API paths over plain HTTP are refused with 403
+# (glowing_fiesta.middleware), so a key sent in the clear is not invited to travel again.
+# `make run` turns the redirect and secure cookies off for itself (plain HTTP on loopback).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
+# Answered over plain HTTP whatever the setting: load balancers probe that way.
+HTTPS_EXEMPT_PATHS = ("/healthz", "/readyz")
+# API calls arrive under these prefixes (/v1/ is OTLP/HTTP's standard path); the paths under
+# them that are browser pages (redirected like the admin) are listed apart.
+# /write: the InfluxDB 1.x write path, at the root where its clients send it.
+API_PATH_PREFIXES = ("/api/", "/v1/", "/write")
+API_BROWSER_PATHS = ("/api/docs/", "/api/redoc/", "/api/schema/")
+# SecurityMiddleware's redirect skips the API (refused instead) and the probes.
+SECURE_REDIRECT_EXEMPT = [
+    r"^api/(?!docs/|redoc/|schema/)",
+    r"^v1/",
+    r"^write$",
+    r"^healthz$",
+    r"^readyz$",
+]
+# The header a TLS-terminating proxy sets (X-Forwarded-Proto): with it saying https a request
+# counts as secure. Unset by default: without such a proxy anyone could claim https.
+_proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER")
+if _proxy_ssl_header:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
+        raise ConfigError(
+            f"SECURE_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto, "
+            f"not {_proxy_ssl_header!r}"
+        )
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + _proxy_ssl_header.upper().replace("-", "_"),
+        "https",
+    )
+# One year once HTTPS is on; 0 (no header) when it is off, as under `make run`.
+SECURE_HSTS_SECONDS = env_int(
+    "SECURE_HSTS_SECONDS",
+    365 * 24 * 3600 if SECURE_SSL_REDIRECT else 0,
+    minimum=0,
+    maximum=2 * 365 * 24 * 3600,
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preloading commits a whole domain to HTTPS in every browser; only its owner can decide that,
+# so it is off unless asked for, and Django's reminder about it is silenced.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=True)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=True)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# https origins allowed to post the admin's forms (e.g. https://metrics.example.com), needed
+# when a proxy changes the Host the browser used.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+CSRF_FAILURE_VIEW = "glowing_fiesta.exceptions.csrf_failure"
+
+# --- response headers (Mozilla's HTTP security-header guidance) -----------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# No inline script, style or foreign origin on any page; the Redoc page alone adds what its
+# bundle needs (inline styles and a blob: worker, glowing_fiesta/docs.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# --- CORS (browser apps sending metrics) ------------------------------------------------------
+# Off unless origins are listed: e.g. https://app.example.com,https://admin.example.com.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "")
+for _origin in CORS_ALLOWED_ORIGINS:
+    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", _origin):
+        raise ConfigError(
+            f"CORS_ALLOWED_ORIGINS must list origins such as https://app.example.com, "
+            f"not {_origin!r}"
+        )
+CORS_URLS_REGEX = r"^/(api/(?!docs/|redoc/|schema/)|v1/|write$).*$"
+CORS_ALLOW_METHODS = ["GET", "HEAD", "OPTIONS", "POST"]
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "prefer",
+    "x-api-key",
+    "x-request-id",
+]
+CORS_EXPOSE_HEADERS = [
+    "Idempotent-Replayed",
+    "Location",
+    "Preference-Applied",
+    "Retry-After",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "X-Request-ID",
+]
+# Keys travel in headers, never in cookies: a cross-origin request needs no credentials mode.
+CORS_ALLOW_CREDENTIALS = False
+CORS_PREFLIGHT_MAX_AGE = 3600
+
+# --- brute force ---------------------------------------------------------------------------
+# Failed authentications (wrong API keys, failed admin logins) per client address; past this the
+# address gets 429 for the rest of the window, before any key is looked up. N/s, N/m, N/h, N/d
+# (or second, minute, hour, day).
+_auth_failure_rate = env_str("AUTH_FAILURE_RATE", "100/minute")
+_rate_match = re.fullmatch(
+    r"([1-9]\d{0,6})/(s|m|h|d|sec|second|min|minute|hour|day)", _auth_failure_rate
+)
+if not _rate_match:
+    raise ConfigError(
+        f"AUTH_FAILURE_RATE must be COUNT/PERIOD such as 100/minute (period s, m, h or d), "
+        f"not {_auth_failure_rate!r}"
+    )
+AUTH_FAILURE_RATE = f"{_rate_match[1]}/{_rate_match[2][0]}"
+# Proxies in front of the service that append to X-Forwarded-For. 0: the client is REMOTE_ADDR;
+# n: the n-th address from the right of X-Forwarded-For (the right-most one no proxy of ours
+# wrote). Anything a client writes to the left of that is ignored.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
 
 # Bodies above this are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 512 * 1024
@@ -211,9 +365,21 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Glowing Fiesta API",
     "DESCRIPTION": "Ingest counters and values over HTTP; read back aggregated time series.",
     "VERSION": "0.1.0",
+    # 3.1 for JSON Schema 2020-12: propertyNames states the tag-key rule.
+    "OAS_VERSION": "3.1.0",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "glowing_fiesta.openapi.request_bodies_required",
+    ],
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files: no CDN, works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No badge fetched from the public validator service.
+    "SWAGGER_UI_SETTINGS": {"validatorUrl": None},
 }
 
 # API keys

@@ -25,6 +25,12 @@ VALUE_MAX = 1e15
 TAGS_MAX = 10
 TAG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 TAG_VALUE_MAX = 191
+# A tag value: 1-191 characters, none of them a control character (C0, DEL, C1) or a line or
+# paragraph separator; a lone surrogate (not a character at all) is refused too. One rule for
+# the OpenAPI schema (TAG_VALUE_PATTERN) and the service, so the schema tells the truth.
+TAG_VALUE_CHARS = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
+TAG_VALUE_PATTERN = f"^{TAG_VALUE_CHARS}*$"
+_TAG_VALUE_RE = re.compile(f"{TAG_VALUE_CHARS}{{1,{TAG_VALUE_MAX}}}")
 BATCH_MAX = 1000
 TIMESTAMP_WINDOW = timedelta(days=7)
 # A Unix timestamp in seconds passes 1e11 only in the year 5138; such a number is milliseconds.
@@ -107,6 +113,22 @@ def parse_timestamp(raw: Any, *, now: datetime, window: Window | None = None) ->
     return when
 
 
+def tag_value_ok(value: str) -> bool:
+    """1-191 characters, no control character, line separator or lone surrogate."""
+    if not _TAG_VALUE_RE.fullmatch(value):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: PostgreSQL could not store it
+        return False
+    return True
+
+
+def name_ok(name: str) -> bool:
+    """A metric name as stored: NAME_RE matched whole (a `$` alone would allow a final newline)."""
+    return NAME_RE.fullmatch(name) is not None
+
+
 def parse_tags(raw: Any) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise ValueError("must be an object of string keys to string values")
@@ -117,8 +139,11 @@ def parse_tags(raw: Any) -> dict[str, str]:
             raise ValueError(f"key {key[:70]!r} must match [A-Za-z_][A-Za-z0-9_.-]{{0,63}}")
         if not isinstance(value, str):
             raise ValueError(f"value of {key!r} must be a string")
-        if not 1 <= len(value) <= TAG_VALUE_MAX or not value.isprintable():
-            raise ValueError(f"value of {key!r} must be 1-{TAG_VALUE_MAX} printable characters")
+        if not tag_value_ok(value):
+            raise ValueError(
+                f"value of {key!r} must be 1-{TAG_VALUE_MAX} characters, none of them a control "
+                "character"
+            )
     return dict(raw)
 
 

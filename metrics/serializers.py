@@ -14,54 +14,115 @@ import zoneinfo
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from . import discovery, selectors
 from .models import IngestBatch, Metric, MetricType
-from .points import NAME_MAX, NAME_RE, TAG_KEY_RE, TAG_VALUE_MAX
+from .points import (
+    BATCH_MAX,
+    NAME_MAX,
+    NAME_RE,
+    TAG_KEY_RE,
+    TAG_VALUE_CHARS,
+    TAG_VALUE_MAX,
+    TAG_VALUE_PATTERN,
+    TAGS_MAX,
+    VALUE_MAX,
+    tag_value_ok,
+)
 from .services import PointInput
 
-# --- OpenAPI-facing serializers ------------------------------------------------------------
+# --- OpenAPI schemas of the request bodies -------------------------------------------------
+# JSON Schema written out rather than derived from DRF serializers: every rule parse_point
+# enforces is stated (closed objects, tag-key pattern and count, the value's bounds, a value
+# point's required value), so a client generated from the schema, or a fuzzer, sends only what
+# the service accepts. Only the timestamp window (±7 days of the moment of the request) cannot be
+# written in JSON Schema; it is in the description.
+
+NAME_SCHEMA = {
+    "type": "string",
+    "pattern": NAME_RE.pattern,
+    "minLength": 1,
+    "maxLength": NAME_MAX,
+    "description": "1-191 of A-Z a-z 0-9 _ . - : /",
+}
+TAG_KEY_SCHEMA = {"type": "string", "pattern": TAG_KEY_RE.pattern}
+TAG_VALUE_SCHEMA = {
+    "type": "string",
+    "pattern": TAG_VALUE_PATTERN,
+    "minLength": 1,
+    "maxLength": TAG_VALUE_MAX,
+}
+TAGS_SCHEMA = {
+    "type": ["object", "null"],
+    "maxProperties": TAGS_MAX,
+    "propertyNames": TAG_KEY_SCHEMA,
+    "additionalProperties": TAG_VALUE_SCHEMA,
+    "description": (
+        f"At most {TAGS_MAX} pairs; keys {TAG_KEY_RE.pattern}, values 1-{TAG_VALUE_MAX} "
+        "characters without control characters. They key the series. null: none."
+    ),
+}
+TIMESTAMP_SCHEMA = {
+    "oneOf": [
+        {"type": "number", "description": "Unix seconds (not milliseconds)"},
+        {"type": "string", "format": "date-time", "description": "ISO 8601 with an offset"},
+        {"type": "null"},
+    ],
+    "description": (
+        "Unix seconds or ISO 8601 with an offset, within 7 days before (and never older than "
+        "RETENTION_DAYS) or after the moment of the request. Default (or null): now."
+    ),
+}
+VALUE_SCHEMA = {"type": "number", "minimum": -VALUE_MAX, "maximum": VALUE_MAX}
 
 
-class _PointFields(serializers.Serializer):
-    name = serializers.RegexField(
-        NAME_RE, max_length=NAME_MAX, help_text="1-191 of A-Z a-z 0-9 _ . - : /"
-    )
-    timestamp = serializers.CharField(
-        required=False,
-        help_text="Unix seconds (number) or ISO 8601 with offset; within ±7 days. Default: now.",
-    )
-    tags = serializers.DictField(
-        child=serializers.CharField(max_length=TAG_VALUE_MAX),
-        required=False,
-        help_text="At most 10 pairs; key ^[A-Za-z_][A-Za-z0-9_.-]{0,63}$, value 1-191 printable.",
-    )
+def _point_schema(*, value_required: bool, point_type: str | None = None) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "name": NAME_SCHEMA,
+        "value": {
+            **VALUE_SCHEMA,
+            "description": "Required for a value point."
+            if value_required
+            else "The increment (may be negative). Default 1.",
+        },
+        "timestamp": TIMESTAMP_SCHEMA,
+        "tags": TAGS_SCHEMA,
+    }
+    required = ["name", "value"] if value_required else ["name"]
+    if point_type is not None:
+        properties = {"type": {"type": "string", "enum": [point_type]}, **properties}
+        required = ["type", *required]
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": required,
+        "properties": properties,
+    }
 
 
-class CounterInput(_PointFields):
-    value = serializers.FloatField(
-        required=False,
-        default=1,
-        help_text="Increment (may be negative); |value| ≤ 1e15. Default 1.",
-    )
-
-
-class ValueInput(_PointFields):
-    value = serializers.FloatField(help_text="A finite number with |value| ≤ 1e15.")
-
-
-class BatchPointInput(_PointFields):
-    type = serializers.ChoiceField(choices=MetricType.choices)
-    value = serializers.FloatField(
-        required=False, help_text="Required for values; counters default to 1."
-    )
-
-
-class BatchInput(serializers.Serializer):
-    points = BatchPointInput(many=True, help_text="1 to 1000 points, stored all or nothing.")
+CounterInput = _point_schema(value_required=False)
+ValueInput = _point_schema(value_required=True)
+BatchInput = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["points"],
+    "properties": {
+        "points": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": BATCH_MAX,
+            "description": f"1 to {BATCH_MAX} points, stored all or nothing.",
+            "items": {
+                "oneOf": [
+                    _point_schema(value_required=False, point_type=MetricType.COUNTER.value),
+                    _point_schema(value_required=True, point_type=MetricType.VALUE.value),
+                ]
+            },
+        }
+    },
+}
 
 
 class PointOutput(serializers.Serializer):
@@ -92,7 +153,8 @@ PARAMETERS = ("from", "to", "interval", "aggregation", "tz", "fill", "tag", "gro
 REPEATABLE = {"tag"}
 # Years outside this range are refused rather than risk overflow in date arithmetic.
 YEAR_MIN, YEAR_MAX = 1900, 9000
-UNIX_RE = re.compile(r"^-?\d+(\.\d+)?$")
+# ASCII digits only: \d would also take other scripts' digits, which no client means.
+UNIX_RE = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 # "+02:00" arrives as " 02:00" when a client does not percent-encode the "+".
 SPACE_OFFSET_RE = re.compile(r"^(\d{4}-?\d\d-?\d\dT[\d:.]+) (\d\d(:?\d\d)?)$")
 
@@ -102,7 +164,13 @@ def _zone_names() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "date-time",
+        "description": "ISO 8601 with an offset, or Unix seconds",
+    }
+)
 class TimestampField(serializers.Field):
     """ISO 8601 with an explicit offset, or Unix seconds (integer or fractional)."""
 
@@ -113,8 +181,8 @@ class TimestampField(serializers.Field):
     }
 
     def to_internal_value(self, data: Any) -> datetime:
-        raw = str(data).strip()
-        if UNIX_RE.match(raw):
+        raw = str(data)
+        if UNIX_RE.fullmatch(raw):
             number = float(raw)
             if not math.isfinite(number) or abs(number) > 2e11:
                 self.fail("range")
@@ -133,6 +201,10 @@ class TimestampField(serializers.Field):
         return when.astimezone(UTC)
 
 
+TAG_FILTER_PATTERN = f"^{TAG_KEY_RE.pattern[1:-1]}:{TAG_VALUE_CHARS}{{1,{TAG_VALUE_MAX}}}$"
+
+
+@extend_schema_field({"type": "string", "pattern": TAG_FILTER_PATTERN})
 class TagFilterField(serializers.CharField):
     """key:value (the value may itself hold colons)."""
 
@@ -141,13 +213,33 @@ class TagFilterField(serializers.CharField):
         key, sep, value = text.partition(":")
         if not sep:
             raise serializers.ValidationError(f"{text[:70]!r} is not key:value.")
-        if not TAG_KEY_RE.match(key):
+        if not TAG_KEY_RE.fullmatch(key):
             raise serializers.ValidationError(
                 f"Key {key[:70]!r} must match [A-Za-z_][A-Za-z0-9_.-]{{0,63}}."
             )
-        if not 1 <= len(value) <= TAG_VALUE_MAX:
-            raise serializers.ValidationError(f"The value must be 1-{TAG_VALUE_MAX} characters.")
+        if not tag_value_ok(value):
+            raise serializers.ValidationError(
+                f"The value must be 1-{TAG_VALUE_MAX} characters, none of them a control character."
+            )
         return key, value
+
+
+@extend_schema_field({"type": "string", "pattern": TAG_KEY_RE.pattern})
+class TagKeyField(serializers.CharField):
+    """A tag key, matched whole."""
+
+    def to_internal_value(self, data: Any) -> str:
+        text = super().to_internal_value(data)
+        if not TAG_KEY_RE.fullmatch(text):
+            raise serializers.ValidationError(
+                f"{text[:70]!r} must match [A-Za-z_][A-Za-z0-9_.-]{{0,63}}."
+            )
+        return text
+
+
+@extend_schema_field({"type": "string", "enum": sorted(_zone_names())})
+class TimeZoneField(serializers.CharField):
+    """An IANA zone name; the schema lists every one this server knows."""
 
 
 class SeriesQueryInput(serializers.Serializer):
@@ -161,7 +253,9 @@ class SeriesQueryInput(serializers.Serializer):
         required=False,
         help_text="Default: sum for counters, avg for values. rate is for counters only.",
     )
-    tz = serializers.CharField(default="UTC", help_text="IANA time zone, e.g. Europe/Berlin.")
+    tz = TimeZoneField(
+        default="UTC", trim_whitespace=False, help_text="IANA time zone, e.g. Europe/Berlin."
+    )
     fill = serializers.ChoiceField(
         choices=selectors.FILLS,
         required=False,
@@ -172,8 +266,8 @@ class SeriesQueryInput(serializers.Serializer):
         required=False,
         help_text="key:value, repeatable; every one must match.",
     )
-    group_by = serializers.RegexField(
-        TAG_KEY_RE, required=False, help_text="A tag key: one series per value of it."
+    group_by = TagKeyField(
+        required=False, trim_whitespace=False, help_text="A tag key: one series per value of it."
     )
 
     def get_fields(self) -> dict[str, serializers.Field]:
@@ -222,27 +316,34 @@ def series_query_data(params: Any) -> dict[str, Any]:
     return {k: params.getlist(k) if k in REPEATABLE else params[k] for k in params}
 
 
-_BUCKET = inline_serializer(
-    "Bucket",
-    {"start": serializers.CharField(), "value": serializers.FloatField(allow_null=True)},
-)
+class Bucket(serializers.Serializer):
+    start = serializers.CharField(help_text="The bucket's start, ISO 8601 in `tz`.")
+    value = serializers.FloatField(allow_null=True)
+
 
 SeriesQueryOutput = inline_serializer(
     "SeriesQueryOutput",
     {
         "metric": serializers.CharField(),
-        "type": serializers.CharField(),
-        "interval": serializers.CharField(),
-        "aggregation": serializers.CharField(),
+        "type": serializers.ChoiceField(choices=MetricType.choices),
+        "interval": serializers.ChoiceField(choices=selectors.INTERVALS),
+        "aggregation": serializers.ChoiceField(choices=selectors.AGGREGATIONS),
         "tz": serializers.CharField(),
-        "fill": serializers.CharField(),
+        "fill": serializers.ChoiceField(choices=selectors.FILLS),
         "from": serializers.CharField(),
         "to": serializers.CharField(),
-        "buckets": _BUCKET,
+        # One series (`buckets`), or with group_by one per tag value (`group_by`, `groups`).
+        "buckets": Bucket(many=True, required=False),
+        "group_by": serializers.CharField(required=False),
         "groups": inline_serializer(
             "SeriesGroup",
-            {"tags": serializers.DictField(), "buckets": _BUCKET},
+            {
+                # null: the points of this group carry no such tag.
+                "tags": serializers.DictField(child=serializers.CharField(allow_null=True)),
+                "buckets": Bucket(many=True),
+            },
             many=True,
+            required=False,
         ),
     },
 )

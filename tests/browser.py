@@ -54,12 +54,14 @@ class Browser:
         return urls
 
     def foreign_requests(self, origin: str) -> list[str]:
-        """URLs fetched from anywhere but `origin` (scheme://host:port); data: and blob: aside."""
+        """URLs fetched from anywhere but `origin` (scheme://host:port); data: and blob: aside,
+        and Chromium's own pages (chrome://, loaded by the browser itself, never by a page)."""
         own = urlsplit(origin)
         return [
             url
             for url in self.requested_urls()
-            if urlsplit(url).scheme not in ("data", "blob", "about", "chrome-error")
+            if urlsplit(url).scheme
+            not in ("data", "blob", "about", "chrome", "chrome-error", "chrome-untrusted")
             and (urlsplit(url).scheme, urlsplit(url).netloc) != (own.scheme, own.netloc)
         ]
 

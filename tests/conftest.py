@@ -1,3 +1,4 @@
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 
 import pytest
@@ -28,6 +29,13 @@ def _redis_not_paused():
     apikeys_cache.reset()
     yield
     apikeys_cache.reset()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_counters(settings):
+    """Counters live in Redis, outside the test transaction: each test counts from zero, so
+    failed authentications of one test never push the next one's address over the limit."""
+    settings.RATELIMIT_CACHE_PREFIX = f"rl:{uuid.uuid4().hex}:"
 
 
 @pytest.fixture

@@ -16,10 +16,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys.api import ApiKeyView
+from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 
 from .. import selectors
 from ..models import IngestBatch
 from ..serializers import BatchAcceptedOutput, BatchStatusOutput
+
+BIGINT_MAX = 2**63 - 1
 
 PREFER_PARAMETER = OpenApiParameter(
     "Prefer",
@@ -66,13 +69,24 @@ class BatchStatusView(ApiKeyView):
 
     @extend_schema(
         summary="State of a batch sent with Prefer: respond-async",
+        parameters=[
+            OpenApiParameter(
+                "batch_id",
+                {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX},
+                OpenApiParameter.PATH,
+            )
+        ],
         responses={
             200: BatchStatusOutput,
-            404: OpenApiResponse(description="No such batch for this API key"),
+            **problem_responses({404: "No such batch for this API key"}),
+            **KEYED_ERRORS,
         },
     )
     def get(self, request: Request, batch_id: int) -> Response:
-        batch = selectors.batch_get_for_key(api_key_id=request.auth.pk, batch_id=batch_id)
+        # An id past PostgreSQL's bigint names no batch (and would not fit the query).
+        batch = None
+        if batch_id <= BIGINT_MAX:
+            batch = selectors.batch_get_for_key(api_key_id=request.auth.pk, batch_id=batch_id)
         if batch is None:
             raise NotFound(f"No batch {batch_id} for this API key.")
         return Response(BatchStatusOutput(batch).data)

@@ -9,7 +9,6 @@ from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiParameter,
-    OpenApiResponse,
     extend_schema,
     extend_schema_view,
 )
@@ -18,6 +17,7 @@ from rest_framework.response import Response
 
 from apikeys.api import ApiKeyView
 from glowing_fiesta.exceptions import InvalidInput
+from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 from idempotency.decorators import idempotent
 
 from .. import batches
@@ -26,11 +26,25 @@ from ..points import PointErrors, parse_batch, parse_point
 from ..serializers import BatchInput, BatchOutput, CounterInput, PointOutput, ValueInput
 from ..services import PointInput, points_ingest
 from .batches import ACCEPTED, PREFER_PARAMETER, accepted_body, accepted_headers, prefers_async
-from .series import metric_delete_respond, scope_for, series_respond
+from .series import (
+    QUERY_PARAMETERS,
+    QUERY_SCHEMA,
+    metric_delete_respond,
+    scope_for,
+    series_respond,
+)
 
+# 1-255 printable characters (Latin-1, as HTTP headers carry them); none at either end is a
+# space, since servers strip those before the application sees the value.
+_KEY_CHAR = r"[!-~\xa1-\xac\xae-\xff]"
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": f"^{_KEY_CHAR}([ -~\\xa1-\\xac\\xae-\\xff]*{_KEY_CHAR})?$",
+    },
     OpenApiParameter.HEADER,
     description=(
         "Optional, at most 255 characters. A retry with the same key and body within 24 hours "
@@ -38,14 +52,18 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     ),
 )
 ERRORS = {
-    400: OpenApiResponse(description="Invalid body: problem+json listing every error"),
-    409: OpenApiResponse(description="Metric exists with the other type"),
-    413: OpenApiResponse(
-        description=f"Body larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KiB"
+    **problem_responses(
+        {
+            400: "Invalid body or Idempotency-Key: problem+json listing every error",
+            409: "Metric exists with the other type, or a request with this Idempotency-Key "
+            "is in progress",
+            411: "A chunked body the server could not read: send Content-Length",
+            413: f"Body larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KiB",
+            415: "Body is not application/json",
+            422: "Too many tag sets, or Idempotency-Key reused with another body",
+        }
     ),
-    415: OpenApiResponse(description="Body is not application/json"),
-    422: OpenApiResponse(description="Too many tag sets, or Idempotency-Key reused"),
-    429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
+    **KEYED_ERRORS,
 }
 
 
@@ -101,7 +119,6 @@ class _IngestView(ApiKeyView):
         self.required_scope = "write" if request.method == "POST" else scope_for(request.method)
         super().check_permissions(request)
 
-    @extend_schema(exclude=True)  # documented once, as GET /api/metrics/{name}
     def get(self, request: Request) -> Response:
         return series_respond(request, self.reserved_name)
 
@@ -121,30 +138,37 @@ class _PointView(_IngestView):
         )
 
 
-def _ingest_schema(summary: str, request: type, created: type) -> Any:
+def _ingest_schema(summary: str, request: dict, created: type, reserved_name: str) -> Any:
     return extend_schema_view(
         post=extend_schema(
             summary=summary,
-            request=request,
+            request={"application/json": request},
             responses={201: created, **ACCEPTED, **ERRORS},
             parameters=[IDEMPOTENCY_PARAMETER, PREFER_PARAMETER],
-        )
+        ),
+        # The route of a write answers GET for the metric that bears its name.
+        get=extend_schema(
+            operation_id=f"metrics_query_{reserved_name}",
+            parameters=QUERY_PARAMETERS,
+            description=f"GET /api/metrics/{{name}} for the metric named {reserved_name!r}.",
+            **QUERY_SCHEMA,
+        ),
     )
 
 
-@_ingest_schema("Increment a counter", CounterInput, PointOutput)
+@_ingest_schema("Increment a counter", CounterInput, PointOutput, "counter")
 class CounterView(_PointView):
     kind = MetricType.COUNTER
     reserved_name = "counter"
 
 
-@_ingest_schema("Record a value", ValueInput, PointOutput)
+@_ingest_schema("Record a value", ValueInput, PointOutput, "value")
 class ValueView(_PointView):
     kind = MetricType.VALUE
     reserved_name = "value"
 
 
-@_ingest_schema("Write 1-1000 points at once, all or nothing", BatchInput, BatchOutput)
+@_ingest_schema("Write 1-1000 points at once, all or nothing", BatchInput, BatchOutput, "batch")
 class BatchView(_IngestView):
     reserved_name = "batch"
 

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 
 from apikeys.api import ApiKeyView
 from glowing_fiesta.exceptions import InvalidInput, PayloadTooLarge
+from glowing_fiesta.openapi import KEYED_ERRORS
 
 from ..protocols import otlp
 from ..protocols.bodies import (
@@ -60,6 +61,7 @@ class OtlpMetricsView(ApiKeyView):
             413: OpenApiResponse(description="Body larger than the cap"),
             415: OpenApiResponse(description="Neither protobuf nor JSON, or unknown encoding"),
             429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
+            **{k: v for k, v in KEYED_ERRORS.items() if k[0] != 429},
         },
     )
     def post(self, request: Request) -> HttpResponse:

@@ -15,6 +15,7 @@ from rest_framework.request import Request
 
 from apikeys.api import ApiKeyView
 from glowing_fiesta.exceptions import InvalidInput, PayloadTooLarge
+from glowing_fiesta.openapi import KEYED_ERRORS
 
 from ..protocols import remote_write
 from ..protocols.bodies import BodyTooLarge, body_read
@@ -44,6 +45,7 @@ class RemoteWriteView(ApiKeyView):
             413: OpenApiResponse(description="Body larger than the cap"),
             415: OpenApiResponse(description="Not protobuf, not snappy, or remote write 2.0"),
             429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
+            **{k: v for k, v in KEYED_ERRORS.items() if k[0] != 429},
         },
     )
     def post(self, request: Request) -> HttpResponse:

@@ -12,20 +12,31 @@ import zoneinfo
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys.api import ApiKeyView
 from apikeys.models import Scope
+from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 
 from .. import selectors, services
-from ..serializers import SeriesQueryInput, SeriesQueryOutput, series_query_data
+from ..points import name_ok
+from ..serializers import (
+    NAME_SCHEMA,
+    SeriesQueryInput,
+    SeriesQueryOutput,
+    series_query_data,
+)
 
 
 def series_respond(request: Request, name: str) -> Response:
     """Answer a query for metric `name` from the request's query string."""
     data = series_query_data(request.query_params)
+    if not name_ok(name):
+        # No metric can have such a name; answered before the name (a NUL, say) reaches SQL.
+        raise NotFound(f"No metric named {name[:200]!r}.")
     metric = selectors.metric_get(name=name)
     params = SeriesQueryInput(data=data, context={"metric": metric, "now": timezone.now()})
     params.is_valid(raise_exception=True)
@@ -75,6 +86,8 @@ def _buckets(starts: list[str], values: list[selectors.Value]) -> list[dict[str,
 
 def metric_delete_respond(name: str) -> Response:
     """Delete metric `name` with all its data: 204, or 404 problem+json when there is none."""
+    if not name_ok(name):
+        raise NotFound(f"No metric named {name[:200]!r}.")
     services.metric_delete(name=name)
     return Response(status=204)
 
@@ -88,17 +101,32 @@ DELETE_SCHEMA = extend_schema(
     summary="Delete a metric with its series, points and rollups",
     operation_id="metrics_delete",
     description="One transaction; needs an API key with the admin scope. A second DELETE is 404.",
+    parameters=[OpenApiParameter("name", NAME_SCHEMA, OpenApiParameter.PATH)],
     responses={
         204: OpenApiResponse(description="Deleted"),
-        401: OpenApiResponse(description="No API key, or not a valid one"),
-        403: OpenApiResponse(description="The key lacks the admin scope"),
-        404: OpenApiResponse(description="No metric of that name"),
-        429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
-        503: OpenApiResponse(
-            description="The database was unavailable or a lock was held too long (Retry-After)"
-        ),
+        **problem_responses({404: "No metric of that name"}),
+        **KEYED_ERRORS,
     },
 )
+
+QUERY_PARAMETERS = [SeriesQueryInput]
+# Shared with GET on /api/metrics/counter, value and batch, which read the metric of that name.
+QUERY_SCHEMA: dict[str, Any] = {
+    "summary": "Read a metric's aggregated time series",
+    "responses": {
+        200: SeriesQueryOutput,
+        **problem_responses(
+            {
+                400: "Bad or unknown parameter, or more than 10,080 buckets: problem+json "
+                "naming the parameter",
+                404: "No metric of that name",
+                503: "A percentile query ran out of time, or the database is unavailable "
+                "(Retry-After)",
+            }
+        ),
+        **{k: v for k, v in KEYED_ERRORS.items() if k[0] != 503},
+    },
+}
 
 
 class SeriesQueryView(ApiKeyView):
@@ -113,21 +141,12 @@ class SeriesQueryView(ApiKeyView):
         super().check_permissions(request)
 
     @extend_schema(
-        summary="Read a metric's aggregated time series",
         operation_id="metrics_query",
-        parameters=[SeriesQueryInput],
-        responses={
-            200: SeriesQueryOutput,
-            400: OpenApiResponse(
-                description="Bad or unknown parameter, or more than 10,080 buckets: "
-                "problem+json naming the parameter"
-            ),
-            401: OpenApiResponse(description="No API key, or not a valid one"),
-            403: OpenApiResponse(description="The key lacks the read scope"),
-            404: OpenApiResponse(description="No metric of that name"),
-            429: OpenApiResponse(description="Rate limit exhausted (Retry-After)"),
-            503: OpenApiResponse(description="A percentile query ran out of time (Retry-After)"),
-        },
+        parameters=[
+            OpenApiParameter("name", NAME_SCHEMA, OpenApiParameter.PATH),
+            *QUERY_PARAMETERS,
+        ],
+        **QUERY_SCHEMA,
     )
     def get(self, request: Request, name: str) -> Response:
         return series_respond(request, name)

@@ -60,11 +60,16 @@ def test_adding_a_key_shows_it_once_and_stores_only_its_hash(admin_client):
     response = admin_client.post(
         ADD, {"name": "from-admin", "scopes": ["read"], "rate_limit": "30", "expires_at": ""}
     )
+    key = ApiKey.objects.get()
+    created = f"{CHANGELIST}{key.pk}/created/"
+    assert response.status_code == 302
+    assert response["Location"] == created
+    assert not KEY_IN_PAGE.findall(response.content.decode())
+    response = admin_client.get(created)
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     page = response.content.decode()
     [raw] = set(KEY_IN_PAGE.findall(page))
-    key = ApiKey.objects.get()
     assert (key.name, key.scopes, key.rate_limit) == ("from-admin", ["read"], 30)
     assert key.prefix == keyformat.parse(raw).prefix and keyformat.matches(raw, key.key_hash)
     assert key.key_hash not in page
@@ -87,6 +92,7 @@ def test_adding_a_key_with_an_expiry(admin_client):
             "expires_at_0": "2030-01-02",
             "expires_at_1": "03:04:05",
         },
+        follow=True,
     )
     assert response.status_code == 200
     key = ApiKey.objects.get()
@@ -138,3 +144,25 @@ def test_keys_cannot_be_deleted_from_the_admin(admin_client):
     key = ApiKeyFactory()
     assert admin_client.get(f"{CHANGELIST}{key.pk}/delete/").status_code == 403
     assert "delete_selected" not in admin_client.get(CHANGELIST).content.decode()
+
+
+def test_reloading_the_created_page_shows_the_key_no_more_and_creates_nothing(admin_client):
+    response = admin_client.post(
+        ADD, {"name": "once", "scopes": ["read"], "rate_limit": "30", "expires_at": ""}, follow=True
+    )
+    [raw] = set(KEY_IN_PAGE.findall(response.content.decode()))
+    created = response.redirect_chain[-1][0]
+    again = admin_client.get(created)
+    assert again.status_code == 200
+    assert raw not in again.content.decode()
+    assert 'id="key-gone"' in again.content.decode()
+    assert ApiKey.objects.count() == 1
+    assert "apikeys.new_key" not in admin_client.session
+
+
+def test_the_created_page_of_another_key_shows_no_raw_key(admin_client):
+    admin_client.post(ADD, {"name": "a", "scopes": ["read"], "rate_limit": "30"})
+    other = ApiKeyFactory()
+    page = admin_client.get(f"{CHANGELIST}{other.pk}/created/").content.decode()
+    assert not KEY_IN_PAGE.findall(page)
+    assert "apikeys.new_key" in admin_client.session  # still waiting for its own page
