@@ -128,18 +128,22 @@ def retention_apply(*, now: datetime, dry_run: bool = False) -> dict[str, int]:
     return counts
 
 
-def _droppable(rule: PruneRule, cutoff: datetime, now: datetime) -> list[str]:
+def _droppable(
+    rule: PruneRule, cutoff: datetime, now: datetime, *, detached: bool = False
+) -> list[str]:
     """The partitions of `rule.table` lying entirely before `cutoff` that may be dropped.
 
     Days the partition maintenance keeps (metrics.storage.PARTITION_DAYS_BACK) are never
     dropped, only emptied, whatever RETENTION_DAYS: the hourly maintenance would create them
     again, and every process remembers which partitions exist, so a late write (a queued batch)
-    in another process would fail on a partition dropped under it.
+    in another process would fail on a partition dropped under it. With `detached`, the day
+    tables an interrupted run detached from the parent but did not drop.
     """
     first_kept = now.astimezone(UTC).date() - timedelta(days=metrics_storage.PARTITION_DAYS_BACK)
+    tables = storage.detached_tables if detached else storage.day_partitions
     return [
         name
-        for name, day in storage.day_partitions(rule.table)
+        for name, day in tables(rule.table)
         if datetime(day.year, day.month, day.day, tzinfo=UTC) + DAY <= cutoff and day < first_kept
     ]
 
@@ -151,9 +155,13 @@ def _count_expired(now: datetime) -> tuple[dict[str, int], list[str]]:
         if not storage.table_exists(rule.table):
             continue
         cutoff = rule.cutoff(now)
+        counts[rule.table] = 0
         if rule.partitioned:
             partitions += _droppable(rule, cutoff, now)
-        counts[rule.table] = storage.rows_count(rule.table, *rule.condition(cutoff))
+            for table in _droppable(rule, cutoff, now, detached=True):
+                partitions.append(table)
+                counts[rule.table] += storage.table_rows(table)
+        counts[rule.table] += storage.rows_count(rule.table, *rule.condition(cutoff))
     return counts, partitions
 
 
@@ -168,6 +176,10 @@ def _remove_expired(now: datetime) -> tuple[dict[str, int], list[str], float]:
         cutoff = rule.cutoff(now)
         removed = 0
         if rule.partitioned:
+            for table in _droppable(rule, cutoff, now, detached=True):
+                removed += storage.table_rows(table)
+                storage.detached_drop(table)
+                dropped.append(table)
             for partition in _droppable(rule, cutoff, now):
                 result = storage.partition_drop(rule.table, partition)
                 if result is None:

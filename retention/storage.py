@@ -79,6 +79,10 @@ def day_partitions(parent: str) -> list[tuple[str, date]]:
             [_q(parent)],
         )
         names = [row[0] for row in cursor.fetchall()]
+    return _days_of(parent, names)
+
+
+def _days_of(parent: str, names: list[str]) -> list[tuple[str, date]]:
     found = []
     for name in names:
         match = _PARTITION_NAME.match(name)
@@ -97,19 +101,23 @@ def set_timeouts() -> None:
 @dataclass(frozen=True)
 class PartitionDropped:
     rows: int
-    # From the moment the parent's ACCESS EXCLUSIVE lock was granted to the commit.
+    # From the moment the parent's ACCESS EXCLUSIVE lock was granted to the commit that
+    # released it.
     parent_lock_ms: float
 
 
 def partition_drop(parent: str, partition: str) -> PartitionDropped | None:
     """Count the rows of `partition` and drop it; None if the parent stayed busy too long.
 
-    The partition alone is locked while its rows are counted (a second or more for millions of
-    rows), so no write can land in it between the count and the drop and the count is exact,
-    while reads and writes of every other day go on: they lock only the partitions they touch.
-    Only the DROP itself takes the parent's ACCESS EXCLUSIVE lock, for a catalog change of a
-    few milliseconds whatever the day's size, after short bounded waits for it. Runs in its own
-    transaction.
+    The partition alone is locked while its rows are counted (a fraction of a second or more
+    for millions of rows), so no write can land in it between the count and the drop and the
+    count is exact, while reads and writes of every other day go on: they lock only the
+    partitions they touch. The parent's ACCESS EXCLUSIVE lock is taken, after short bounded
+    waits, only to DETACH the partition and commit: a catalog change of a few milliseconds
+    whatever the day's size. The detached table is dropped in a second transaction, whose
+    commit unlinks the files (about 100 ms for a million rows) with no lock on the parent; a
+    run interrupted between the two leaves a detached table that the next run drops
+    (`detached_drop`).
     """
     try:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -121,13 +129,48 @@ def partition_drop(parent: str, partition: str) -> PartitionDropped | None:
             if not _parent_lock(cursor, parent):
                 return None
             locked = time.perf_counter()
-            cursor.execute(f"DROP TABLE {_q(partition)}")
+            cursor.execute(f"ALTER TABLE {_q(parent)} DETACH PARTITION {_q(partition)}")
     except OperationalError as exc:
         # Waiting for the partition itself (a writer still in it, or a deadlock with one).
         if getattr(exc.__cause__, "sqlstate", None) in _GAVE_UP:
             return None
         raise
-    return PartitionDropped(rows, (time.perf_counter() - locked) * 1000)
+    parent_lock_ms = (time.perf_counter() - locked) * 1000
+    detached_drop(partition)
+    return PartitionDropped(rows, parent_lock_ms)
+
+
+def detached_drop(table: str) -> None:
+    """DROP a day table that is no longer a partition, in its own transaction."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        set_timeouts()
+        cursor.execute(f"DROP TABLE {_q(table)}")
+
+
+def detached_tables(parent: str) -> list[tuple[str, date]]:
+    """Day tables of `parent` (<parent>_YYYYMMDD) that are not partitions, with their UTC day.
+
+    Left by a run interrupted between detaching a partition and dropping it: nothing reads or
+    writes them any more.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname FROM pg_class c
+            WHERE c.relkind = 'r' AND NOT c.relispartition
+              AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+              AND starts_with(c.relname, %s)
+            """,
+            [parent + "_"],
+        )
+        return _days_of(parent, [row[0] for row in cursor.fetchall()])
+
+
+def table_rows(table: str) -> int:
+    with transaction.atomic(), connection.cursor() as cursor:
+        set_timeouts()
+        cursor.execute(f"SELECT count(*) FROM {_q(table)}")  # noqa: S608 - catalog names
+        return cursor.fetchone()[0]
 
 
 def _parent_lock(cursor, parent: str) -> bool:
