@@ -30,7 +30,7 @@ DROP_SQL = "DROP TABLE metric_rollup_15m;"
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("metrics", "0005_assert_refs"),
+        ("metrics", "0006_ingest_batches_packed"),
     ]
 
     operations = [
