@@ -3,8 +3,8 @@
 Each table that expires is one `PruneRule` in `PRUNE_RULES`: a table, the time column, how long
 rows are kept and, for rollups, the bucket width. Adding a table is adding a rule.
 
-Day-partitioned tables lose whole expired days by DROP TABLE on the partition (no VACUUM debt;
-the parent table is locked only for the milliseconds of the DROP itself, see
+Day-partitioned tables lose whole expired days by dropping the day's partition (no VACUUM debt;
+the parent table is locked only for the milliseconds of a DETACH, see
 `retention.storage.partition_drop`) and the remaining expired rows of the one partition that
 straddles the cutoff by DELETE. Plain tables are pruned by DELETE.
 """
@@ -56,8 +56,8 @@ class PruneRule:
         """Rows with `column` < cutoff expire."""
         cutoff = now - self.keep()
         if self.bucket is not None:
-            # Buckets are aligned on the UTC epoch (minute, 15 minutes, hour and day all are), so a bucket
-            # starting before the floored cutoff ends at or before the cutoff itself.
+            # Buckets are aligned on the UTC epoch (minute, 15 minutes, hour and day all are), so
+            # a bucket starting before the floored cutoff ends at or before the cutoff itself.
             cutoff = _EPOCH + (cutoff - _EPOCH) // self.bucket * self.bucket
         return cutoff
 
