@@ -1,6 +1,7 @@
 """What each rollup level costs the write path: `points_ingest` with and without one level.
 
-    python bench/rollups.py --rounds 15       # with DATABASE_URL and REDIS_URL set
+    make bench-rollups                        # or, with DATABASE_URL and REDIS_URL set:
+    python bench/rollups.py --rounds 15
 
 Writes the batches of `bench/ingest.py` (1000 points, 200 series, timestamps over the last 5 s)
 and single points (one known series), in one process, through `metrics.services.points_ingest`,
