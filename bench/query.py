@@ -295,6 +295,18 @@ def shapes(end: datetime) -> list[tuple[str, str, dict, bool]]:
             True,
         ),
         (
+            "day x 30 d max, Asia/Kolkata",
+            BIG,
+            {
+                "from": (day_end - timedelta(days=30)).isoformat(),
+                "to": day_end.isoformat(),
+                "interval": "day",
+                "aggregation": "max",
+                "tz": "Asia/Kolkata",
+            },
+            True,
+        ),
+        (
             "hour x 7 d sum, group_by host (10 series)",
             TAGGED,
             {**week, "interval": "hour", "aggregation": "sum", "group_by": "host"},
