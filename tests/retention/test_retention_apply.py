@@ -295,6 +295,7 @@ def _run_lock_free() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) = 0 FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND classid = %s AND objid = %s",
             [locks.NAMESPACE, locks.RETENTION_RUN],
         )
