@@ -42,7 +42,7 @@ def test_every_app_migrates_to_zero_and_back():
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("clean_point_tables")
 def test_the_15_minute_rollups_start_from_the_minute_rollups_kept():
-    call_command("migrate", "metrics", "0006", verbosity=0)
+    call_command("migrate", "metrics", "0007", verbosity=0)
     assert "metric_rollup_15m" not in _tables()
     # A quarter hour an hour ago: its day's minute partition exists.
     now = datetime.now(UTC) - timedelta(hours=1)

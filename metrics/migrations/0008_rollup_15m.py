@@ -30,7 +30,7 @@ DROP_SQL = "DROP TABLE metric_rollup_15m;"
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("metrics", "0006_ingest_batches_packed"),
+        ("metrics", "0007_cumulative_streams"),
     ]
 
     operations = [
