@@ -88,7 +88,8 @@ FROM metric_points WHERE recorded_at >= %(lo)s AND recorded_at < %(hi)s GROUP BY
 """
 ROLLUP_COARSER_SQL = """
 INSERT INTO {target} (series_id, bucket, count, sum, min, max)
-SELECT series_id, date_trunc('{unit}', bucket), sum(count), sum(sum), min(min), max(max)
+SELECT series_id, date_bin('{width}', bucket, timestamptz 'epoch'),
+       sum(count), sum(sum), min(min), max(max)
 FROM {source} GROUP BY 1, 2
 """
 
@@ -156,13 +157,19 @@ def load(url: str, *, points: int, tagged_points: int, days: int, end: datetime)
         middle = (start + (end - start) / 2).replace(second=0, microsecond=0)
         halves = [{"lo": start, "hi": middle}, {"lo": middle, "hi": end + timedelta(days=1)}]
         _timed("minute rollups", lambda: _parallel(url, [(ROLLUP_MINUTE_SQL, h) for h in halves]))
-        for target, unit, source in (
-            ("metric_rollup_hour", "hour", "metric_rollup_minute"),
-            ("metric_rollup_day", "day", "metric_rollup_hour"),
+        for target, width, source in (
+            ("metric_rollup_15m", "15 minutes", "metric_rollup_minute"),
+            ("metric_rollup_hour", "1 hour", "metric_rollup_15m"),
+            ("metric_rollup_day", "1 day", "metric_rollup_hour"),
         ):
-            sql = ROLLUP_COARSER_SQL.format(target=target, unit=unit, source=source)
-            _timed(f"{unit} rollups", lambda sql=sql: conn.execute(sql))
-        tables = ["metric_points", "metric_rollup_minute", "metric_rollup_hour"]
+            sql = ROLLUP_COARSER_SQL.format(target=target, width=width, source=source)
+            _timed(f"{target} rollups", lambda sql=sql: conn.execute(sql))
+        tables = [
+            "metric_points",
+            "metric_rollup_minute",
+            "metric_rollup_15m",
+            "metric_rollup_hour",
+        ]
         tables += ["metric_rollup_day", "series", "metrics"]
         _timed("vacuum analyze", lambda: [conn.execute(f"VACUUM (ANALYZE) {t}") for t in tables])
         # Write the loaded pages out now rather than during the measurements.
@@ -284,6 +291,18 @@ def shapes(end: datetime) -> list[tuple[str, str, dict, bool]]:
                 "interval": "day",
                 "aggregation": "max",
                 "tz": "Europe/Berlin",
+            },
+            True,
+        ),
+        (
+            "day x 30 d max, Asia/Kolkata",
+            BIG,
+            {
+                "from": (day_end - timedelta(days=30)).isoformat(),
+                "to": day_end.isoformat(),
+                "interval": "day",
+                "aggregation": "max",
+                "tz": "Asia/Kolkata",
             },
             True,
         ),

@@ -8,8 +8,11 @@ Each round loads --points points into each of three past days (same shape as the
 long done for a day that old), then expires them the two ways
 `retention.services.retention_apply` does, through the same functions it calls:
 
-  (1) drop: `retention.storage.partition_drop`, which locks the parent table, counts the
-      partition's rows exactly (count(*), also timed alone) and drops the partition;
+  (1) drop: `retention.storage.partition_drop`, which locks the partition, counts its rows
+      exactly (count(*), also timed alone), takes the parent's ACCESS EXCLUSIVE lock only to
+      detach it (that hold is timed by the function and printed) and drops it after; meanwhile
+      a probe on its own connection inserts one point into today's partition every 5 ms and
+      the longest of those inserts is printed too;
   (2) delete: `retention.storage.rows_delete` on the other day (the path of the one partition
       that straddles the cutoff), then VACUUM of that partition, timed separately;
   (3) the whole service: `retention_apply` over a third loaded day (drop + ensure + all rules).
@@ -25,6 +28,7 @@ import logging
 import os
 import statistics
 import sys
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -61,6 +65,40 @@ def _load(cursor, day: date, points: int) -> None:
     cursor.execute(f"VACUUM (ANALYZE) metric_points_{day:%Y%m%d}")
 
 
+class _Probe:
+    """Insert one point into today's partition every 5 ms on its own connection; keep the
+    longest insert. What a writer of the live service would wait behind the drop."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(url, autocommit=True)
+        self._stop = threading.Event()
+        self.longest_ms = 0.0
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            self._conn.execute(
+                "INSERT INTO metric_points (metric_id, series_id, value, recorded_at)"
+                " VALUES (1, 1, 1.0, now())"
+            )
+            self.longest_ms = max(self.longest_ms, _ms(started))
+            self._stop.wait(0.005)
+
+    def __enter__(self) -> _Probe:
+        self._thread.start()
+        time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.05)
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()
+
+
 def _size_mb(cursor, day: date) -> float:
     cursor.execute("SELECT pg_total_relation_size(%s)", [f"metric_points_{day:%Y%m%d}"])
     return cursor.fetchone()[0] / 2**20
@@ -88,7 +126,8 @@ def main() -> int:
         from retention.services import retention_apply
 
         figures: dict[str, list[float]] = {
-            "count": [], "drop": [], "delete": [], "vacuum": [], "service": []
+            "count": [], "drop": [], "parent_lock": [], "probe": [], "delete": [], "vacuum": [],
+            "service": [],
         }  # fmt: skip
         sizes: list[float] = []
         today = datetime.now(UTC).date()
@@ -111,10 +150,13 @@ def main() -> int:
                 cursor.fetchone()
                 figures["count"].append(_ms(started))
 
-                started = time.perf_counter()
-                rows = storage.partition_drop("metric_points", dropped_name)
-                figures["drop"].append(_ms(started))
-                assert rows == args.points, rows
+                with _Probe(scratch_url) as probe:
+                    started = time.perf_counter()
+                    result = storage.partition_drop("metric_points", dropped_name)
+                    figures["drop"].append(_ms(started))
+                assert result is not None and result.rows == args.points, result
+                figures["parent_lock"].append(result.parent_lock_ms)
+                figures["probe"].append(probe.longest_ms)
 
                 end = datetime(deleted.year, deleted.month, deleted.day, tzinfo=UTC) + timedelta(1)
                 started = time.perf_counter()
@@ -139,8 +181,10 @@ def main() -> int:
             f"{args.points:,} points per day, {statistics.median(sizes):.0f} MiB per day "
             f"(table + indexes); median of {args.rounds} rounds"
         )
-        print(f"drop partition (lock + exact count + DROP):  {median['drop']:9.1f} ms")
+        print(f"drop partition (count + DETACH + DROP):      {median['drop']:9.1f} ms")
         print(f"  of which count(*) alone, about:            {median['count']:9.1f} ms")
+        print(f"  parent ACCESS EXCLUSIVE lock held:         {median['parent_lock']:9.1f} ms")
+        print(f"  longest one-point INSERT meanwhile:        {median['probe']:9.1f} ms")
         print(f"DELETE the day's rows:                       {median['delete']:9.1f} ms")
         print(f"VACUUM after the DELETE:                     {median['vacuum']:9.1f} ms")
         print(f"retention_apply, one expired day:            {median['service']:9.1f} ms")

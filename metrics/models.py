@@ -1,4 +1,5 @@
-"""Metrics, their series (one per tag set), raw points and the minute/hour/day rollups.
+"""Metrics, their series (one per tag set), raw points and their rollups (minute, 15 minutes,
+hour, day).
 
 The points table and the minute rollups are range-partitioned by day (hand-written SQL in the
 migrations, maintained by `metrics.storage.partitions_ensure`), so their models are unmanaged: the
@@ -109,6 +110,12 @@ class RollupMinute(Rollup):
     class Meta:
         managed = False
         db_table = "metric_rollup_minute"
+
+
+class Rollup15m(Rollup):
+    class Meta:
+        managed = False
+        db_table = "metric_rollup_15m"
 
 
 class RollupHour(Rollup):

@@ -4,10 +4,12 @@ Buckets are laid out in Python by `metrics.buckets` (any zone, exact to the seco
 here only places rows between their boundaries.
 
 Values come from the coarsest rollup whose UTC buckets tile every query bucket: day rollups for
-UTC days, hour rollups for zones whose offsets are whole hours, minute rollups otherwise. Sums,
-counts, minima and maxima of rollups combine exactly, so an average is Σsum / Σcount over the
-series and rollup rows of a bucket, never an average of averages. Percentiles need the raw values
-and read `metric_points`, bounded by QUERY_PERCENTILE_TIMEOUT_MS.
+UTC days, hour rollups for zones whose offsets are whole hours, 15-minute rollups for the hours
+and days of every other zone of today's time-zone database (Asia/Kolkata, Asia/Kathmandu,
+Pacific/Chatham …), minute rollups for minute buckets. Sums, counts, minima and maxima of
+rollups combine exactly, so an average is Σsum / Σcount over the series and rollup rows of a
+bucket, never an average of averages. Percentiles need the raw values and read `metric_points`,
+bounded by QUERY_PERCENTILE_TIMEOUT_MS.
 
 A bucket is always whole: `start` and `end` choose which buckets are returned (from the one
 holding `start` to the last one starting before `end`), and each bucket aggregates all of its
@@ -155,7 +157,7 @@ def _bounds_literal(bounds: Sequence[int]) -> str:
 
 
 def _alignment(bounds: Sequence[int]) -> int:
-    """The largest of day/hour/minute that divides every boundary (1 when none does)."""
+    """The largest rollup width (day, hour, 15 min, minute) dividing every boundary, else 1."""
     for size, _ in _ROLLUP_TABLES:
         if all(b % size == 0 for b in bounds):
             return size

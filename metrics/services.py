@@ -46,9 +46,10 @@ class SeriesLimitExceeded(Problem):
 def points_ingest(*, points: Sequence[PointInput]) -> int:
     """Store the points, all or nothing, creating metrics and series on first write.
 
-    Points, series, metrics and their minute/hour/day rollups commit in one transaction, so a
-    query right after the call sees them. Raises MetricTypeConflict (409) when a point's type
-    differs from its metric's, SeriesLimitExceeded (422) past METRIC_MAX_SERIES tag sets.
+    Points, series, metrics and their rollups (minute, 15 minutes, hour, day) commit in one
+    transaction, so a query right after the call sees them. Raises MetricTypeConflict (409)
+    when a point's type differs from its metric's, SeriesLimitExceeded (422) past
+    METRIC_MAX_SERIES tag sets.
     Returns the number of points stored. Ids cached by this process that another process has
     deleted since are found out by the write itself, which is then redone from the database.
     """

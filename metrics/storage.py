@@ -229,10 +229,14 @@ class PointRow:
     recorded_at: datetime
 
 
-# Rollup tables and their bucket widths in seconds (UTC: Unix time has no leap seconds, so a
-# multiple of 86400 is a UTC midnight).
+# Rollup tables and their bucket widths in seconds, finest first, each width a multiple of the
+# one before (UTC: Unix time has no leap seconds, so a multiple of 86400 is a UTC midnight).
+# Every UTC offset of the time-zone database since the 1970s is a multiple of 15 minutes, so the
+# 15-minute rollups tile the local hours and days of any zone (Asia/Kolkata, Asia/Kathmandu,
+# Pacific/Chatham …) after the minute rollups have expired.
 ROLLUP_TABLES = (
     ("metric_rollup_minute", 60),
+    ("metric_rollup_15m", 900),
     ("metric_rollup_hour", 3600),
     ("metric_rollup_day", 86400),
 )
@@ -334,7 +338,7 @@ refs AS (SELECT gf_assert_refs(%s::bigint[], %s::bigint[]))"""
 
 
 def points_write(points: Sequence[PointRow]) -> None:
-    """Append raw points and fold them into the minute, hour and day rollups.
+    """Append raw points and fold them into the minute, 15-minute, hour and day rollups.
 
     The rollup upsert adds to what is there (count = count + excluded.count …), so concurrent
     writers to the same bucket stay exact, and rows are applied in (series, bucket) order so

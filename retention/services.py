@@ -3,9 +3,10 @@
 Each table that expires is one `PruneRule` in `PRUNE_RULES`: a table, the time column, how long
 rows are kept and, for rollups, the bucket width. Adding a table is adding a rule.
 
-Day-partitioned tables lose whole expired days by DROP TABLE on the partition (milliseconds, no
-VACUUM debt) and the remaining expired rows of the one partition that straddles the cutoff by
-DELETE. Plain tables are pruned by DELETE.
+Day-partitioned tables lose whole expired days by dropping the day's partition (no VACUUM debt;
+the parent table is locked only for the milliseconds of a DETACH, see
+`retention.storage.partition_drop`) and the remaining expired rows of the one partition that
+straddles the cutoff by DELETE. Plain tables are pruned by DELETE.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ logger = logging.getLogger("retention")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+QUARTER_HOUR = timedelta(minutes=15)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
@@ -54,8 +56,8 @@ class PruneRule:
         """Rows with `column` < cutoff expire."""
         cutoff = now - self.keep()
         if self.bucket is not None:
-            # Buckets are aligned on the UTC epoch (minute, hour and day all are), so a bucket
-            # starting before the floored cutoff ends at or before the cutoff itself.
+            # Buckets are aligned on the UTC epoch (minute, 15 minutes, hour and day all are), so
+            # a bucket starting before the floored cutoff ends at or before the cutoff itself.
             cutoff = _EPOCH + (cutoff - _EPOCH) // self.bucket * self.bucket
         return cutoff
 
@@ -80,6 +82,7 @@ PRUNE_RULES: tuple[PruneRule, ...] = (
     PruneRule(
         "metric_rollup_minute", "bucket", _days("RETENTION_DAYS"), bucket=MINUTE, partitioned=True
     ),
+    PruneRule("metric_rollup_15m", "bucket", _days("ROLLUP_RETENTION_DAYS"), bucket=QUARTER_HOUR),
     PruneRule("metric_rollup_hour", "bucket", _days("ROLLUP_RETENTION_DAYS"), bucket=HOUR),
     PruneRule("metric_rollup_day", "bucket", _days("ROLLUP_RETENTION_DAYS"), bucket=DAY),
     # A key is remembered 24 hours from its first request.
@@ -96,7 +99,7 @@ PRUNE_RULES: tuple[PruneRule, ...] = (
 def retention_apply(*, now: datetime, dry_run: bool = False) -> dict[str, int]:
     """Remove everything that has expired at `now`; return the rows removed per table.
 
-    Raw points and minute rollups are kept RETENTION_DAYS, hour and day rollups
+    Raw points and minute rollups are kept RETENTION_DAYS, 15-minute, hour and day rollups
     ROLLUP_RETENTION_DAYS (see `PRUNE_RULES`). After a run, no expired row remains and no newer
     row was touched. Partitions for the days ahead are created too.
 
@@ -110,7 +113,7 @@ def retention_apply(*, now: datetime, dry_run: bool = False) -> dict[str, int]:
     started = time.perf_counter()
     if dry_run:
         counts, partitions = _count_expired(now)
-        _log(now, started, dry_run=True, counts=counts, partitions=partitions)
+        _log(now, started, dry_run=True, counts=counts, partitions=partitions, lock_ms=0.0)
         return counts
     with storage.run_lock() as acquired:
         if not acquired:
@@ -120,23 +123,27 @@ def retention_apply(*, now: datetime, dry_run: bool = False) -> dict[str, int]:
             )
             return {}
         metrics_storage.partitions_ensure(now=now)
-        counts, partitions = _remove_expired(now)
-    _log(now, started, dry_run=False, counts=counts, partitions=partitions)
+        counts, partitions, lock_ms = _remove_expired(now)
+    _log(now, started, dry_run=False, counts=counts, partitions=partitions, lock_ms=lock_ms)
     return counts
 
 
-def _droppable(rule: PruneRule, cutoff: datetime, now: datetime) -> list[str]:
+def _droppable(
+    rule: PruneRule, cutoff: datetime, now: datetime, *, detached: bool = False
+) -> list[str]:
     """The partitions of `rule.table` lying entirely before `cutoff` that may be dropped.
 
     Days the partition maintenance keeps (metrics.storage.PARTITION_DAYS_BACK) are never
     dropped, only emptied, whatever RETENTION_DAYS: the hourly maintenance would create them
     again, and every process remembers which partitions exist, so a late write (a queued batch)
-    in another process would fail on a partition dropped under it.
+    in another process would fail on a partition dropped under it. With `detached`, the day
+    tables an interrupted run detached from the parent but did not drop.
     """
     first_kept = now.astimezone(UTC).date() - timedelta(days=metrics_storage.PARTITION_DAYS_BACK)
+    tables = storage.detached_tables if detached else storage.day_partitions
     return [
         name
-        for name, day in storage.day_partitions(rule.table)
+        for name, day in tables(rule.table)
         if datetime(day.year, day.month, day.day, tzinfo=UTC) + DAY <= cutoff and day < first_kept
     ]
 
@@ -148,26 +155,37 @@ def _count_expired(now: datetime) -> tuple[dict[str, int], list[str]]:
         if not storage.table_exists(rule.table):
             continue
         cutoff = rule.cutoff(now)
+        counts[rule.table] = 0
         if rule.partitioned:
             partitions += _droppable(rule, cutoff, now)
-        counts[rule.table] = storage.rows_count(rule.table, *rule.condition(cutoff))
+            for table in _droppable(rule, cutoff, now, detached=True):
+                partitions.append(table)
+                counts[rule.table] += storage.table_rows(table)
+        counts[rule.table] += storage.rows_count(rule.table, *rule.condition(cutoff))
     return counts, partitions
 
 
-def _remove_expired(now: datetime) -> tuple[dict[str, int], list[str]]:
+def _remove_expired(now: datetime) -> tuple[dict[str, int], list[str], float]:
+    """Counts per table, the partitions dropped, and the longest parent-table lock of a drop."""
     counts: dict[str, int] = {}
     dropped: list[str] = []
+    lock_ms = 0.0
     for rule in PRUNE_RULES:
         if not storage.table_exists(rule.table):
             continue
         cutoff = rule.cutoff(now)
         removed = 0
         if rule.partitioned:
+            for table in _droppable(rule, cutoff, now, detached=True):
+                removed += storage.table_rows(table)
+                storage.detached_drop(table)
+                dropped.append(table)
             for partition in _droppable(rule, cutoff, now):
-                rows = storage.partition_drop(rule.table, partition)
-                if rows is None:
+                result = storage.partition_drop(rule.table, partition)
+                if result is None:
                     continue  # the parent stayed busy: the DELETE below empties it instead
-                removed += rows
+                removed += result.rows
+                lock_ms = max(lock_ms, result.parent_lock_ms)
                 dropped.append(partition)
         # With the expired days gone, partition pruning leaves this DELETE the one partition
         # that straddles the cutoff (and any a busy table kept from being dropped).
@@ -175,11 +193,17 @@ def _remove_expired(now: datetime) -> tuple[dict[str, int], list[str]]:
         counts[rule.table] = removed
     if dropped:
         metrics_storage.partitions_forget()
-    return counts, dropped
+    return counts, dropped, lock_ms
 
 
 def _log(
-    now: datetime, started: float, *, dry_run: bool, counts: dict[str, int], partitions: list[str]
+    now: datetime,
+    started: float,
+    *,
+    dry_run: bool,
+    counts: dict[str, int],
+    partitions: list[str],
+    lock_ms: float,
 ) -> None:
     logger.info(
         "retention dry run" if dry_run else "retention applied",
@@ -190,5 +214,7 @@ def _log(
             ("would_delete" if dry_run else "deleted"): counts,
             ("would_drop_partitions" if dry_run else "dropped_partitions"): partitions,
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            # The longest any drop held the parent table's ACCESS EXCLUSIVE lock.
+            "parent_lock_ms": round(lock_ms, 1),
         },
     )

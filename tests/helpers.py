@@ -15,7 +15,13 @@ from metrics.services import PointInput, points_ingest
 PROBLEM = PROBLEM_CONTENT_TYPE
 
 # Unmanaged (hand-made) tables: Django's flush after a transactional test leaves them alone.
-POINT_TABLES = ("metric_points", "metric_rollup_minute", "metric_rollup_hour", "metric_rollup_day")
+POINT_TABLES = (
+    "metric_points",
+    "metric_rollup_minute",
+    "metric_rollup_15m",
+    "metric_rollup_hour",
+    "metric_rollup_day",
+)
 
 
 def truncate_point_tables() -> None:

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,34 @@ def test_every_app_migrates_to_zero_and_back():
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'metric_points'::regclass"
         )
         assert cursor.fetchone()[0] >= 17  # 8 days back, today, 8 days ahead
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_point_tables")
+def test_the_15_minute_rollups_start_from_the_minute_rollups_kept():
+    call_command("migrate", "metrics", "0007", verbosity=0)
+    assert "metric_rollup_15m" not in _tables()
+    # A quarter hour an hour ago: its day's minute partition exists.
+    now = datetime.now(UTC) - timedelta(hours=1)
+    quarter = now.replace(minute=now.minute // 15 * 15, second=0, microsecond=0)
+    minute = timedelta(minutes=1)
+    with connection.cursor() as cursor:
+        # Two minutes of one quarter hour and one of the next, written before the upgrade.
+        cursor.execute(
+            "INSERT INTO metric_rollup_minute (series_id, bucket, count, sum, min, max)"
+            " VALUES (7, %s, 2, 3, 1, 2), (7, %s, 1, 5, 5, 5), (7, %s, 4, -1, -3, 2)",
+            [quarter + minute, quarter + 14 * minute, quarter + 15 * minute],
+        )
+    call_command("migrate", "metrics", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT bucket, count, sum, min, max FROM metric_rollup_15m WHERE series_id = 7"
+            " ORDER BY bucket"
+        )
+        assert cursor.fetchall() == [
+            (quarter, 3, 8.0, 1.0, 5.0),
+            (quarter + 15 * minute, 4, -1.0, -3.0, 2.0),
+        ]
 
 
 def _start_django(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:

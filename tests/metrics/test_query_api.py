@@ -11,6 +11,7 @@ from django.db import connection
 from django.test import override_settings
 
 from metrics.models import RollupHour
+from retention.services import retention_apply
 from tests.factories import MetricFactory, SeriesFactory
 from tests.helpers import assert_problem, ingest
 
@@ -466,7 +467,7 @@ def test_the_repeated_hour_of_a_fall_back_is_two_buckets(reader):
     assert values(response) == [1.0, 1.0, 1.0]
 
 
-def test_kolkata_hours_start_at_local_whole_hours_from_minute_rollups(reader, base):
+def test_kolkata_hours_start_at_local_whole_hours(reader, base):
     t = base + timedelta(hours=10)  # 15:30 IST
     ingest(
         "counter",
@@ -503,6 +504,100 @@ def test_kolkata_days_start_at_local_midnight(reader, base):
         (local.replace(hour=0, minute=0) + timedelta(days=1)).isoformat(),
     ]
     assert values(response) == [1.0, 2.0]
+
+
+# --- long history in zones whose offset is not a whole hour ---------------------------------
+
+
+def _local_sums(rows, tz, interval):
+    """{local bucket start: sum} of (recorded_at, value) rows, bucketed by wall clock in `tz`."""
+    sums: dict[datetime, float] = {}
+    for when, value in rows:
+        local = when.astimezone(tz)
+        start = local.replace(minute=0, second=0, microsecond=0)
+        if interval == "day":
+            start = start.replace(hour=0)
+        sums[start] = sums.get(start, 0.0) + value
+    return sums
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "Asia/Kathmandu"])
+def test_hours_and_days_120_days_back_equal_the_raw_points_after_retention(reader, settings, zone):
+    """Written by the write path, read after the raw points and minute rollups have expired."""
+    settings.RETENTION_DAYS = 30
+    settings.ROLLUP_RETENTION_DAYS = 730
+    tz = ZoneInfo(zone)
+    now = datetime.now(UTC)
+    day = (
+        (now - timedelta(days=120))
+        .astimezone(tz)
+        .replace(hour=0, minute=0, second=0, microsecond=0)
+    )
+    # Every 7 minutes 13 seconds for two local days, and points one second either side of each
+    # local hour boundary, where a UTC hour rollup would mix two local hours.
+    moments = [day + timedelta(seconds=433 * n) for n in range(2 * 86400 // 433)]
+    for hour in range(1, 48):
+        boundary = day + timedelta(hours=hour)
+        moments += [boundary - timedelta(seconds=1), boundary]
+    ingest(
+        "counter",
+        "history",
+        *((float(n % 17 + 1), when.astimezone(UTC)) for n, when in enumerate(moments)),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT recorded_at, value FROM metric_points")
+        raw = cursor.fetchall()
+    assert len(raw) == len(moments)
+
+    counts = retention_apply(now=now)
+
+    assert counts["metric_points"] == len(moments)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM metric_points), count(*) FROM metric_rollup_minute"
+        )
+        assert cursor.fetchone() == (0, 0)
+    for interval in ("hour", "day"):
+        response = query(
+            reader, "history", from_=day, to=day + timedelta(days=2), interval=interval, tz=zone
+        )
+        expected = _local_sums(raw, tz, interval)
+        got = {datetime.fromisoformat(b["start"]): b["value"] for b in ok(response)["buckets"]}
+        assert len(got) == (48 if interval == "hour" else 2)
+        assert got == pytest.approx(expected)
+        assert sum(got.values()) == pytest.approx(sum(value for _, value in raw))
+
+
+@override_settings(QUERY_SLOW_MS=0)
+@pytest.mark.parametrize(
+    ("zone", "interval", "table"),
+    [
+        ("UTC", "day", "metric_rollup_day"),
+        ("Europe/Berlin", "hour", "metric_rollup_hour"),
+        ("Asia/Kolkata", "hour", "metric_rollup_15m"),
+        ("Asia/Kathmandu", "day", "metric_rollup_15m"),
+        ("Pacific/Chatham", "hour", "metric_rollup_15m"),
+        ("Australia/Adelaide", "day", "metric_rollup_15m"),
+        ("Asia/Kathmandu", "minute", "metric_rollup_minute"),
+    ],
+)
+def test_each_query_reads_the_coarsest_rollup_that_tiles_its_buckets(
+    reader, base, caplog, zone, interval, table
+):
+    ingest("counter", "tiles", (1, base))
+    with caplog.at_level(logging.WARNING, logger="metrics.selectors"):
+        ok(
+            query(
+                reader,
+                "tiles",
+                from_=base,
+                to=base + timedelta(hours=2),
+                interval=interval,
+                tz=zone,
+            )
+        )
+    record = next(r for r in caplog.records if r.name == "metrics.selectors")
+    assert record.shape == f"rollup:{table}"
 
 
 def test_an_offset_with_seconds_still_gives_local_whole_hours(reader, base):

@@ -24,6 +24,8 @@ ZONES = [
     "Europe/Berlin",
     "Asia/Kolkata",
     "Asia/Kathmandu",
+    "Australia/Adelaide",
+    "Pacific/Chatham",
     "America/New_York",
     "Australia/Lord_Howe",
 ]

@@ -32,10 +32,10 @@ def _rollups(table: str, names: list[str]) -> dict:
         return {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
 
 
-def _from_raw(unit: str, names: list[str]) -> dict:
+def _from_raw(width: str, names: list[str]) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT p.series_id, date_trunc('{unit}', p.recorded_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', "
+            f"SELECT p.series_id, date_bin('{width}', p.recorded_at, timestamptz 'epoch'), "
             "count(*), sum(p.value), min(p.value), max(p.value) FROM metric_points p "
             "JOIN metrics m ON m.id = p.metric_id WHERE m.name = ANY(%s) GROUP BY 1, 2",
             [names],
@@ -57,12 +57,13 @@ def test_every_rollup_equals_the_aggregate_of_its_raw_points(writes):
                 for m, value, offset, tags in write
             ]
         )
-    for table, unit in (
-        ("metric_rollup_minute", "minute"),
-        ("metric_rollup_hour", "hour"),
-        ("metric_rollup_day", "day"),
+    for table, width in (
+        ("metric_rollup_minute", "1 minute"),
+        ("metric_rollup_15m", "15 minutes"),
+        ("metric_rollup_hour", "1 hour"),
+        ("metric_rollup_day", "1 day"),
     ):
-        rollups, raw = _rollups(table, names), _from_raw(unit, names)
+        rollups, raw = _rollups(table, names), _from_raw(width, names)
         assert rollups.keys() == raw.keys()
         for key, (count, total, low, high) in raw.items():
             r_count, r_total, r_low, r_high = rollups[key]

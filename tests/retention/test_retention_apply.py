@@ -85,6 +85,24 @@ def test_an_empty_expired_partition_is_dropped_too(now, settings):
     assert not partition_exists("metric_points", old_day)
 
 
+def test_a_day_left_detached_by_an_interrupted_run_is_counted_and_dropped_by_the_next(
+    now, settings
+):
+    old = now - timedelta(days=settings.RETENTION_DAYS + 3)
+    ingest(old, old + SECOND)
+    name = f"metric_points_{old:%Y%m%d}"
+    with connection.cursor() as cursor:
+        # What a run leaves when it stops between detaching the partition and dropping it.
+        cursor.execute(f"ALTER TABLE metric_points DETACH PARTITION {name}")
+
+    assert retention_apply(now=now, dry_run=True)["metric_points"] == 2
+    counts = retention_apply(now=now)
+
+    assert counts["metric_points"] == 2
+    assert not partition_exists("metric_points", old.date())
+    assert retention_apply(now=now)["metric_points"] == 0
+
+
 def test_a_dropped_day_can_be_written_again_in_the_same_process(
     now, settings, django_capture_on_commit_callbacks
 ):
@@ -225,7 +243,8 @@ def test_dry_run_prints_what_would_go_and_changes_nothing(now, settings, monkeyp
     assert lines[0] == "would delete:"
     assert lines[1].split() == ["metric_points", "3"]
     assert lines[2].split() == ["metric_rollup_minute", "2"]
-    assert lines[3].split() == ["metric_rollup_hour", "0"]
+    assert lines[3].split() == ["metric_rollup_15m", "0"]
+    assert lines[4].split() == ["metric_rollup_hour", "0"]
 
 
 def test_the_command_deletes_and_prints_the_counts(now, settings, monkeypatch):
@@ -276,6 +295,7 @@ def _run_lock_free() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) = 0 FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND classid = %s AND objid = %s",
             [locks.NAMESPACE, locks.RETENTION_RUN],
         )
