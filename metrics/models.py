@@ -2,7 +2,7 @@
 hour, day).
 
 The points table and the minute rollups are range-partitioned by day (hand-written SQL in the
-migrations, maintained by `metrics.storage.partitions_ensure`), so their models are unmanaged: the
+migrations, maintained by `metrics.partitions.partitions_ensure`), so their models are unmanaged: the
 ORM reads and writes them, but Django does not create or alter them.
 """
 

@@ -12,7 +12,7 @@ from django.db import OperationalError, connection, transaction
 
 from glowing_fiesta.exceptions import Problem
 
-from . import caches, storage
+from . import caches, partitions, storage
 from .models import Metric, MetricType
 from .selectors import MetricNotFound
 
@@ -161,7 +161,7 @@ def _rows_if_all_known(points: Sequence[PointInput]) -> list[storage.PointRow] |
         if series_id is None:
             return None
         rows.append(_row(p, metric.id, series_id))
-    if not storage.partitions_known({row.recorded_at.date() for row in rows}):
+    if not partitions.partitions_known({row.recorded_at.date() for row in rows}):
         return None
     return rows
 

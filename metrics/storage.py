@@ -1,4 +1,6 @@
-"""The metrics SQL that Django's ORM cannot say well: COPY, rollup upserts, partitions.
+"""The metrics SQL that Django's ORM cannot say well: COPY, rollup upserts, deletes.
+
+Daily partitions are kept by `metrics.partitions`.
 
 Every write of points goes through `points_write`, from the HTTP endpoints and from the queue
 worker alike, so rollups always equal the raw points. Callers hold a transaction
@@ -10,12 +12,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 from django.conf import settings
@@ -23,70 +24,13 @@ from django.db import DatabaseError, OperationalError, connection, transaction
 
 from glowing_fiesta import locks
 
-from . import caches
+from . import caches, partitions
 from .caches import MetricRef
-
-# Partitioned tables and how far around "now" their daily partitions must exist. Writes are
-# accepted within ±7 days, so ±8 leaves a day of slack for clocks and a missed maintenance run.
-PARTITIONED_TABLES = ("metric_points", "metric_rollup_minute")
-PARTITION_DAYS_BACK = 8
-PARTITION_DAYS_AHEAD = 8
 
 # Batches above this many points go through COPY (measured ~1.5x faster than INSERT … unnest
 # for large batches); smaller ones ride in the same statement as the rollup upserts, so a
 # single point costs one statement.
 COPY_THRESHOLD = 64
-
-_lock = threading.Lock()
-_known_days: set[date] = set()
-
-
-def partitions_ensure(*, now: datetime, days_back: int = PARTITION_DAYS_BACK,
-                      days_ahead: int = PARTITION_DAYS_AHEAD) -> int:  # fmt: skip
-    """Create any missing daily partition from `days_back` before `now` to `days_ahead` after.
-
-    Returns how many partitions were created. Safe to run concurrently and repeatedly.
-    """
-    today = now.astimezone(UTC).date()
-    return _ensure_days(today - timedelta(days=days_back), today + timedelta(days=days_ahead))
-
-
-def _ensure_days(first: date, last: date) -> int:
-    created = 0
-    with connection.cursor() as cursor:
-        for table in PARTITIONED_TABLES:
-            cursor.execute("SELECT gf_ensure_day_partitions(%s, %s, %s)", [table, first, last])
-            created += cursor.fetchone()[0]
-    return created
-
-
-def partitions_ensure_for(days: Iterable[date]) -> None:
-    """Make sure the partitions for these days exist before a write touches them.
-
-    The set of days already known is kept per process and only grows after a commit, so the
-    common case costs nothing and a rolled-back creation is never remembered.
-    """
-    missing = set(days) - _known_days
-    if not missing:
-        return
-    _ensure_days(min(missing), max(missing))
-
-    def remember() -> None:
-        with _lock:
-            _known_days.update(missing)
-
-    transaction.on_commit(remember)
-
-
-def partitions_known(days: Iterable[date]) -> bool:
-    """True when this process has seen every one of these days' partitions committed."""
-    return _known_days.issuperset(days)
-
-
-def partitions_forget() -> None:
-    """Forget which partitions exist (after retention dropped some, or in tests)."""
-    with _lock:
-        _known_days.clear()
 
 
 # --- metrics and series --------------------------------------------------------------------
@@ -349,7 +293,7 @@ def points_write(points: Sequence[PointRow]) -> None:
     """
     if not points:
         return
-    partitions_ensure_for({p.recorded_at.astimezone(UTC).date() for p in points})
+    partitions.partitions_ensure_for({p.recorded_at.astimezone(UTC).date() for p in points})
     params: list = [
         _pg_array(sorted({p.metric_id for p in points})),
         _pg_array(sorted({p.series_id for p in points})),

@@ -1,6 +1,6 @@
 """Celery entry points for metrics: process a queued batch, sweep the outbox, keep partitions.
 
-Tasks take ids (never points), call a service in metrics/batches.py or metrics/storage.py, and are
+Tasks take ids (never points), call a service in metrics/batches.py or metrics/partitions.py, and are
 the only place that retries. Every one of them is safe to run twice.
 """
 
@@ -14,7 +14,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from . import batches, storage
+from . import batches, partitions
 
 logger = logging.getLogger(__name__)
 
@@ -95,4 +95,4 @@ def batches_sweep_task(now: str | None = None) -> int:
 @shared_task(name="metrics.partitions_ensure")
 def partitions_ensure_task() -> int:
     """Create the daily partitions around today that are missing (celery beat, hourly)."""
-    return storage.partitions_ensure(now=timezone.now())
+    return partitions.partitions_ensure(now=timezone.now())

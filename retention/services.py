@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 
 from idempotency.services import REMEMBER as IDEMPOTENCY_REMEMBER
-from metrics import storage as metrics_storage
+from metrics import partitions as metrics_partitions
 
 from . import storage
 
@@ -122,7 +122,7 @@ def retention_apply(*, now: datetime, dry_run: bool = False) -> dict[str, int]:
                 extra={"event": "retention", "skipped": True},
             )
             return {}
-        metrics_storage.partitions_ensure(now=now)
+        metrics_partitions.partitions_ensure(now=now)
         counts, partitions, lock_ms = _remove_expired(now)
     _log(now, started, dry_run=False, counts=counts, partitions=partitions, lock_ms=lock_ms)
     return counts
@@ -133,13 +133,13 @@ def _droppable(
 ) -> list[str]:
     """The partitions of `rule.table` lying entirely before `cutoff` that may be dropped.
 
-    Days the partition maintenance keeps (metrics.storage.PARTITION_DAYS_BACK) are never
+    Days the partition maintenance keeps (metrics.partitions.PARTITION_DAYS_BACK) are never
     dropped, only emptied, whatever RETENTION_DAYS: the hourly maintenance would create them
     again, and every process remembers which partitions exist, so a late write (a queued batch)
     in another process would fail on a partition dropped under it. With `detached`, the day
     tables an interrupted run detached from the parent but did not drop.
     """
-    first_kept = now.astimezone(UTC).date() - timedelta(days=metrics_storage.PARTITION_DAYS_BACK)
+    first_kept = now.astimezone(UTC).date() - timedelta(days=metrics_partitions.PARTITION_DAYS_BACK)
     tables = storage.detached_tables if detached else storage.day_partitions
     return [
         name
@@ -192,7 +192,7 @@ def _remove_expired(now: datetime) -> tuple[dict[str, int], list[str], float]:
         removed += storage.rows_delete(rule.table, *rule.condition(cutoff))
         counts[rule.table] = removed
     if dropped:
-        metrics_storage.partitions_forget()
+        metrics_partitions.partitions_forget()
     return counts, dropped, lock_ms
 
 

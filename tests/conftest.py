@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 from apikeys import cache as apikeys_cache
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
-from metrics import caches, storage
+from metrics import caches, partitions
 from tests.helpers import truncate_point_tables
 
 pytest_plugins = ["tests.browser", "tests.processes"]
@@ -17,10 +17,10 @@ pytest_plugins = ["tests.browser", "tests.processes"]
 def _fresh_storage_caches():
     """In-process caches must not carry ids across tests whose transactions were rolled back."""
     caches.caches_clear()
-    storage.partitions_forget()
+    partitions.partitions_forget()
     yield
     caches.caches_clear()
-    storage.partitions_forget()
+    partitions.partitions_forget()
 
 
 @pytest.fixture(autouse=True)
