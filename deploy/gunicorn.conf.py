@@ -46,3 +46,19 @@ control_socket_disable = True
 accesslog = None
 errorlog = "-"
 loglevel = "info"
+
+
+# Self-monitoring: with PROMETHEUS_MULTIPROC_DIR set, every worker keeps its figures in files of
+# that directory and GET /metrics sums them (glowing_fiesta/monitoring/multiproc.py).
+def on_starting(server):
+    """Before the first worker: drop the files of processes of an earlier run."""
+    from glowing_fiesta.monitoring import multiproc
+
+    multiproc.directory_prune()
+
+
+def child_exit(server, worker):
+    """A worker exited: its live-only gauges go; its counters stay in the sum."""
+    from glowing_fiesta.monitoring import multiproc
+
+    multiproc.process_dead(worker.pid)

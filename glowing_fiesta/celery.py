@@ -11,6 +11,9 @@ app = Celery("glowing_fiesta")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+# Celery tasks by outcome (glowing_fiesta/monitoring/).
+from .monitoring import celery_signals  # noqa: E402, F401
+
 
 def beat_schedule(settings) -> dict:
     """The periodic work, read from settings so tests can check it."""

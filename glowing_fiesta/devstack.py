@@ -20,10 +20,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -132,7 +134,19 @@ def service_env(stack: contextlib.ExitStack) -> dict[str, str]:
     for name, value in local_secrets().items():
         if not env.get(name):
             env[name] = value
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        env["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir(stack)
     return env
+
+
+def multiproc_dir(stack: contextlib.ExitStack) -> str:
+    """An empty directory for the Prometheus figures of every process started here, removed
+    at exit: the web server, worker and beat of `run` (or the test run) are summed in it, and
+    each start begins from zero."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = tempfile.mkdtemp(prefix="prometheus-", dir=DATA)
+    stack.callback(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def local_secrets() -> dict[str, str]:

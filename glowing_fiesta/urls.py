@@ -6,12 +6,14 @@ from metrics.views.influx import InfluxV1WriteView
 from metrics.views.otlp import OtlpMetricsView
 
 from . import health
+from .monitoring.views import PrometheusMetricsView
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     # InfluxDB 1.x clients write to /write at the root of the server.
     path("write", InfluxV1WriteView.as_view(), name="influx-v1-write"),
+    path("metrics", PrometheusMetricsView.as_view(), name="prometheus-metrics"),
     path("admin/", admin.site.urls),
     # OTLP/HTTP's standard path, where exporters send by default (endpoint + /v1/metrics).
     path("v1/metrics", OtlpMetricsView.as_view(), name="otlp-metrics"),

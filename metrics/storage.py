@@ -21,7 +21,7 @@ import psycopg
 from django.conf import settings
 from django.db import DatabaseError, OperationalError, connection, transaction
 
-from glowing_fiesta import locks
+from glowing_fiesta import locks, monitoring
 
 from . import caches
 from .caches import MetricRef
@@ -333,6 +333,7 @@ _ASSERT_REFS = """
 refs AS (SELECT gf_assert_refs(%s::bigint[], %s::bigint[]))"""
 
 
+@monitoring.db_write_timed
 def points_write(points: Sequence[PointRow]) -> None:
     """Append raw points and fold them into the minute, hour and day rollups.
 

@@ -14,6 +14,8 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from glowing_fiesta import monitoring
+
 from . import batches, storage
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,8 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
     """
     started = time.perf_counter()
     try:
-        run = batches.batch_process(batch_id=batch_id, now=timezone.now())
+        with monitoring.ingest_path("async"):
+            run = batches.batch_process(batch_id=batch_id, now=timezone.now())
     except batches.TRANSIENT_ERRORS as exc:
         # Failed before the batch could be claimed (the database is unreachable): nothing was
         # counted against the batch. Past a few tries the message is dropped; the batch stays
@@ -47,6 +50,7 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
             max_retries=settings.QUEUE_MAX_ATTEMPTS,
         ) from None
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    monitoring.batch_finished(result=run.result)
     level = logging.WARNING if run.result in ("failed", "retry") else logging.INFO
     logger.log(
         level,

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
+from glowing_fiesta import monitoring
 from idempotency.services import REMEMBER as IDEMPOTENCY_REMEMBER
 from metrics import storage as metrics_storage
 
@@ -121,6 +122,7 @@ def retention_apply(*, now: datetime, dry_run: bool = False) -> dict[str, int]:
             return {}
         metrics_storage.partitions_ensure(now=now)
         counts, partitions = _remove_expired(now)
+    monitoring.retention_observe(deleted=counts)
     _log(now, started, dry_run=False, counts=counts, partitions=partitions)
     return counts
 

@@ -1,0 +1,45 @@
+"""Self-monitoring: the service's own figures on GET /metrics (Prometheus) and in its own store.
+
+The working code calls one function here at the spot it measures, and never prometheus_client:
+
+    figures.py      every metric, label and bucket
+    record.py       the recording calls (re-exported below)
+    middleware.py   request duration by method, URL pattern name and status
+    collectors.py   gauges read when /metrics is scraped: queue depth, PostgreSQL connections
+    views.py        GET /metrics
+    multiproc.py    the PROMETHEUS_MULTIPROC_DIR files that let every process be summed
+    selfstore.py    the background flush of the same figures as glowing_fiesta.* metrics
+    celery_signals.py  Celery tasks by outcome
+"""
+
+from .record import (
+    aggregation_observe,
+    auth_failure,
+    batch_finished,
+    celery_task,
+    db_write_timed,
+    ingest_counted,
+    ingest_path,
+    ingestion_failure,
+    points_ingested,
+    problem_observed,
+    rate_limited,
+    request_observe,
+    retention_observe,
+)
+
+__all__ = [
+    "aggregation_observe",
+    "auth_failure",
+    "batch_finished",
+    "celery_task",
+    "db_write_timed",
+    "ingest_counted",
+    "ingest_path",
+    "ingestion_failure",
+    "points_ingested",
+    "problem_observed",
+    "rate_limited",
+    "request_observe",
+    "retention_observe",
+]
