@@ -12,21 +12,7 @@ The working code calls one function here at the spot it measures, and never prom
     celery_signals.py  Celery tasks by outcome
 """
 
-from .record import (
-    aggregation_observe,
-    auth_failure,
-    batch_finished,
-    celery_task,
-    db_write_timed,
-    ingest_counted,
-    ingest_path,
-    ingestion_failure,
-    points_ingested,
-    problem_observed,
-    rate_limited,
-    request_observe,
-    retention_observe,
-)
+from typing import Any
 
 __all__ = [
     "aggregation_observe",
@@ -43,3 +29,16 @@ __all__ = [
     "request_observe",
     "retention_observe",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use rather than with the package: glowing_fiesta/celery.py imports this
+    # package before the settings are checked, and defining the figures creates their files
+    # in PROMETHEUS_MULTIPROC_DIR, which must be known to be valid first.
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import record
+
+    value = getattr(record, name)
+    globals()[name] = value
+    return value

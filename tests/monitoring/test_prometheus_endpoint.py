@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -207,3 +208,35 @@ def test_promtool_accepts_the_live_metrics_the_rules_and_the_scrape_config(stack
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert config.returncode == 0, config.stdout + config.stderr
+
+
+def test_gunicorn_start_removes_the_files_of_processes_that_are_gone(stack):
+    # A management command records too (its histogram files are made when the figures are
+    # defined), then exits: its files belong to a dead process.
+    assert stack.manage("check").returncode == 0
+    dead = sorted(stack.multiproc_dir.glob("*.db"))
+    assert dead
+    live = stack.multiproc_dir / f"counter_{os.getpid()}.db"
+    shutil.copy(dead[0], live)
+    stack.serve(workers=1)
+    assert not any(path.exists() for path in dead)
+    assert live.exists()
+
+
+def test_devstack_gives_every_run_an_empty_multiprocess_directory(monkeypatch, tmp_path):
+    import contextlib
+
+    from glowing_fiesta import devstack
+
+    monkeypatch.setattr(devstack, "DATA", tmp_path / "data")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://unused")
+    monkeypatch.setenv("REDIS_URL", "redis://unused")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with contextlib.ExitStack() as stack:
+        first = devstack.service_env(stack)["PROMETHEUS_MULTIPROC_DIR"]
+        assert first.startswith(str(tmp_path / "data"))
+        assert os.listdir(first) == []
+    assert not os.path.exists(first)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with contextlib.ExitStack() as stack:
+        assert devstack.service_env(stack)["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
