@@ -211,3 +211,24 @@ def flush_now() -> None:
     """Write this process's pending figures now (a Celery pool process about to exit)."""
     if _store is not None and _store_pid == os.getpid():
         _store.stop()
+
+
+def gauges_store(*, now: datetime) -> int:
+    """Write the gauges that /metrics reads at scrape time (queue depth, broker queue,
+    connections) as `glowing_fiesta.*` value points at `now`; return the points written.
+
+    One beat-scheduled task runs this every SELF_METRICS_INTERVAL seconds, so each gauge is
+    written once per interval, whichever worker takes it, rather than once per process.
+    """
+    from metrics.services import PointInput, points_ingest
+
+    from .collectors import ScrapeTimeCollector
+    from .record import ingest_path
+
+    points = [
+        PointInput("value", PREFIX + sample.name.removeprefix("glowing_fiesta_"), float(sample.value), now, dict(sample.labels))
+        for family in ScrapeTimeCollector().collect()
+        for sample in family.samples
+    ]  # fmt: skip
+    with ingest_path("self"):
+        return points_ingest(points=points)

@@ -6,6 +6,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.utils import timezone
+
+from apikeys.services import apikey_create
+from metrics.models import Metric
+
+from .conftest import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -100,3 +106,48 @@ def test_self_metrics_off_writes_nothing_but_metrics_endpoint_stays(stack):
         b'glowing_fiesta_request_duration_seconds_count{method="POST",route="metric-counter",status="201"} 5.0'
         in scrape.body
     )
+
+
+def test_a_real_worker_stores_the_gauges_once_per_tick(stack):
+    from django.db import connection
+
+    from glowing_fiesta.celery import app as celery_app
+    from metrics.models import IngestBatch
+
+    key, _ = apikey_create(name="gauges", scopes=["write"])
+    now = timezone.now()
+    for state in ("pending", "pending", "failed"):
+        IngestBatch.objects.create(
+            api_key=key, state=state, payload=[], points=0, created_at=now, updated_at=now
+        )
+    stack.start_worker()
+    celery_app.send_task("monitoring.gauges_store", queue=stack.queue)
+
+    def stored():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT s.tags ->> 'state', p.value FROM metric_points p "
+                "JOIN series s ON s.id = p.series_id JOIN metrics m ON m.id = p.metric_id "
+                "WHERE m.name = 'glowing_fiesta.queue_depth'"
+            )
+            return dict(cursor.fetchall())
+
+    assert wait_for(stored, timeout=30, what="the gauges task") == {
+        "pending": 2.0, "running": 0.0, "failed": 1.0,
+    }  # fmt: skip
+    assert Metric.objects.get(name="glowing_fiesta.db_max_connections").type == "value"
+
+
+def test_beat_sends_the_gauges_task_every_interval_only_with_self_metrics(settings):
+    from glowing_fiesta.celery import app as celery_app
+    from glowing_fiesta.celery import beat_schedule
+    from glowing_fiesta.monitoring import tasks  # what a worker's autodiscovery imports
+
+    settings.SELF_METRICS, settings.SELF_METRICS_INTERVAL = True, 7
+    entry = beat_schedule(settings)["monitoring-gauges-store"]
+    assert (entry["task"], entry["schedule"], entry["options"]) == (
+        "monitoring.gauges_store", 7.0, {"expires": 7},
+    )  # fmt: skip
+    assert celery_app.tasks["monitoring.gauges_store"] is tasks.gauges_store_task
+    settings.SELF_METRICS = False
+    assert "monitoring-gauges-store" not in beat_schedule(settings)
