@@ -38,8 +38,7 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
     """
     started = time.perf_counter()
     try:
-        with monitoring.ingest_path("async"):
-            run = batches.batch_process(batch_id=batch_id, now=timezone.now())
+        run = batches.batch_process(batch_id=batch_id, now=timezone.now())
     except batches.TRANSIENT_ERRORS as exc:
         # Failed before the batch could be claimed (the database is unreachable): nothing was
         # counted against the batch. Past a few tries the message is dropped; the batch stays
@@ -74,6 +73,8 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
     # half of this task's time limit.
     until = time.monotonic() + settings.QUEUE_TASK_SOFT_TIME_LIMIT / 2
     drained = batches.batches_drain(now=timezone.now, until=until)
+    for other in drained:
+        monitoring.batch_finished(result=other.result)
     if drained:
         logger.info(
             "stale batches drained",

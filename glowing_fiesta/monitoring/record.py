@@ -22,7 +22,9 @@ from . import figures, selfstore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_ingest_path: ContextVar[str] = ContextVar("ingest_path", default="sync")
+# Set only around the own figures' writes; otherwise a write is "async" in a Celery worker (a
+# queued batch) and "sync" anywhere else (in the request).
+_ingest_path: ContextVar[str | None] = ContextVar("ingest_path", default=None)
 
 # Problem slugs (glowing_fiesta/exceptions.py and the services' Problem subclasses) -> reason.
 _FAILURE_REASONS = {
@@ -33,6 +35,7 @@ _FAILURE_REASONS = {
     "payload-too-large": "too_large",
     "unsupported-media-type": "unsupported_media",
     "rate-limited": "rate_limited",
+    "database-unavailable": "database",
 }
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
@@ -85,7 +88,7 @@ def problem_observed(*, exc: Exception, problem: Any, context: Mapping[str, Any]
 
 @contextlib.contextmanager
 def ingest_path(path: str) -> Iterator[None]:
-    """Points stored inside this block are counted under `path` (async, self; sync otherwise)."""
+    """Points stored inside this block are counted under `path` (the own figures: "self")."""
     token = _ingest_path.set(path)
     try:
         yield
@@ -96,7 +99,7 @@ def ingest_path(path: str) -> Iterator[None]:
 def points_ingested(count: int) -> None:
     if not _on() or not count:
         return
-    path = _ingest_path.get()
+    path = _ingest_path.get() or ("async" if settings.PROCESS_ROLE == "worker" else "sync")
     figures.POINTS_INGESTED.labels(path).inc(count)
     store = selfstore.current()
     if store is not None:

@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("metrics", "0003_ingest_batches"),
+        ("metrics", "0005_assert_refs"),
     ]
 
     operations = [
