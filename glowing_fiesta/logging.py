@@ -32,7 +32,9 @@ access_logger = logging.getLogger("glowing_fiesta.access")
 class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
-        if getattr(record, "api_key_prefix", None) is None:
+        # Only within a request (the middleware sets and resets both): authentication called
+        # outside one must not name its key on unrelated lines.
+        if record.request_id and getattr(record, "api_key_prefix", None) is None:
             record.api_key_prefix = api_key_prefix_var.get()
         return True
 

@@ -85,6 +85,7 @@ def test_process_role_is_told_from_the_command_line(argv, role):
         ("LOG_FILE", "/nonexistent/dir/service.log"),
         ("PROCESS_ROLE", "scheduler"),
         ("SELF_METRICS_INTERVAL", "0"),
+        ("SELF_METRICS_INTERVAL", "3601"),
         ("SELF_METRICS", "sometimes"),
     ],
 )
@@ -98,3 +99,13 @@ def test_a_bad_monitoring_setting_stops_start_up_naming_it(variable, value):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert variable in lines[0]
+
+
+@pytest.mark.parametrize("interval", ["1", "3600"])
+def test_self_metrics_interval_at_its_bounds_starts(interval):
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={**os.environ, "DJANGO_DEBUG": "true", "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings", "SELF_METRICS_INTERVAL": interval},
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, "")

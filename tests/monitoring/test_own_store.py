@@ -120,7 +120,8 @@ def test_a_real_worker_stores_the_gauges_once_per_tick(stack):
         IngestBatch.objects.create(
             api_key=key, state=state, payload=[], points=0, created_at=now, updated_at=now
         )
-    stack.start_worker()
+    # The pool processes flush their own figures too (Celery tasks by outcome).
+    stack.start_worker(SELF_METRICS="true", SELF_METRICS_INTERVAL="1")
     celery_app.send_task("monitoring.gauges_store", queue=stack.queue)
 
     def stored():
@@ -136,6 +137,18 @@ def test_a_real_worker_stores_the_gauges_once_per_tick(stack):
         "pending": 2.0, "running": 0.0, "failed": 1.0,
     }  # fmt: skip
     assert Metric.objects.get(name="glowing_fiesta.db_max_connections").type == "value"
+
+    def task_counted():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT s.tags, sum(p.value) FROM metric_points p "
+                "JOIN series s ON s.id = p.series_id JOIN metrics m ON m.id = p.metric_id "
+                "WHERE m.name = 'glowing_fiesta.celery_tasks' GROUP BY 1"
+            )
+            return cursor.fetchall()
+
+    [(tags, runs)] = wait_for(task_counted, timeout=15, what="the worker's own figures")
+    assert (tags, runs) == ({"task": "monitoring.gauges_store", "outcome": "success"}, 1.0)
 
 
 def test_beat_sends_the_gauges_task_every_interval_only_with_self_metrics(settings):

@@ -80,3 +80,12 @@ def test_reservoir_past_its_size_is_bounded_and_keeps_the_exact_maximum():
     assert reservoir.seen == len(values)
     # A uniform sample: its median is near the true one (5).
     assert 3 < sorted(kept)[len(kept) // 2] < 7
+
+
+def test_reservoir_one_past_its_size_writes_its_size_plus_the_maximum_at_most():
+    reservoir = Reservoir()
+    for v in range(SAMPLES_PER_KEY + 1):
+        reservoir.add(float(v))
+    kept = reservoir.values()
+    assert SAMPLES_PER_KEY <= len(kept) <= SAMPLES_PER_KEY + 1
+    assert max(kept) == float(SAMPLES_PER_KEY)
