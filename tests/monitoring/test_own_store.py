@@ -3,6 +3,7 @@ through the ordinary query API."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -148,7 +149,10 @@ def test_a_real_worker_stores_the_gauges_once_per_tick(stack):
             return cursor.fetchall()
 
     [(tags, runs)] = wait_for(task_counted, timeout=15, what="the worker's own figures")
-    assert (tags, runs) == ({"task": "monitoring.gauges_store", "outcome": "success"}, 1.0)
+    assert (json.loads(tags), runs) == (
+        {"task": "monitoring.gauges_store", "outcome": "success"},
+        1.0,
+    )
 
 
 def test_beat_sends_the_gauges_task_every_interval_only_with_self_metrics(settings):
