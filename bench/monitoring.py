@@ -9,16 +9,26 @@ SELF_METRICS_INTERVAL seconds, a Prometheus scrape of /metrics every 5 s during 
 "off" with SELF_METRICS=0 and SELF_METRICS_RECORDING=0. Phases alternate off, on, off, on …
 with the same clients (bench/ingest.py's single-point workload), so both see the same machine;
 the figure is the median ratio of on to off over the rounds. Target: at least 95%.
+
+On a shared machine throughput swings with the neighbours' load, so each phase also reads the
+CPU time the service's gunicorn processes spent in the measured window (/proc/<pid>/stat), and
+reports CPU per request: the service's cost, which the neighbours change less. Its ratio
+(off / on) is the throughput ratio a saturated, dedicated host would see. Last, the recording
+calls one single-point request makes are timed in a loop, in a process of their own: the
+smallest and steadiest figure of the three.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
@@ -42,11 +52,41 @@ def _scraper(host: str, port: int, key: str, stop: threading.Event, sizes: list[
         sizes.append(len(body))
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def service_cpu_seconds(port: int) -> float:
+    """User + system CPU of the gunicorn processes serving `port` (arbiter and workers)."""
+    marker = f"127.0.0.1:{port}".encode()
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "cmdline").read_bytes():
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
+
+
+def _cpu_in_window(port: int, window: ingest.Window, out: list[float]) -> None:
+    time.sleep(max(0.0, window.start - time.time()))
+    start = service_cpu_seconds(port)
+    time.sleep(max(0.0, window.end - time.time()))
+    out.append(service_cpu_seconds(port) - start)
+
+
 def run_phase(address: tuple[str, int], key: str, args: argparse.Namespace, *, scrape: bool):
     window = ingest._window(args.warmup, args.duration)
     stop = threading.Event()
     sizes: list[int] = []
+    cpu: list[float] = []
     scraper = threading.Thread(target=_scraper, args=(*address, key, stop, sizes))
+    meter = threading.Thread(target=_cpu_in_window, args=(address[1], window, cpu))
+    meter.start()
     if scrape:
         scraper.start()
     try:
@@ -55,11 +95,49 @@ def run_phase(address: tuple[str, int], key: str, args: argparse.Namespace, *, s
         stop.set()
         if scrape:
             scraper.join()
+        meter.join()
     ingest._check("single counters", tally)
-    return tally.done / args.duration, _common.percentile(tally.latencies_ms, 95), sizes
+    cpu_ms = cpu[0] * 1000 / tally.done
+    return tally.done / args.duration, _common.percentile(tally.latencies_ms, 95), cpu_ms, sizes
+
+
+RECORDING_LOOPS = 50_000
+
+
+def measure_recording() -> None:
+    """Print the microseconds the recording calls of one single-point request take: the
+    request's figure, its points, its timed write, with this process writing its own figures
+    (run with the "on" environment, in a process of its own)."""
+    import django
+
+    django.setup()
+    from glowing_fiesta import monitoring
+    from glowing_fiesta.monitoring import selfstore
+
+    store = selfstore.SelfStore(interval=3600)  # deltas kept, never flushed
+    selfstore._store, selfstore._store_pid = store, os.getpid()
+    write = monitoring.db_write_timed(lambda points: None)
+    one = [object()]
+    started = time.perf_counter()
+    for _ in range(RECORDING_LOOPS):
+        monitoring.request_observe(method="POST", route="metric-counter", status=201, seconds=0.003)
+        monitoring.points_ingested(1)
+        write(one)
+    print((time.perf_counter() - started) / RECORDING_LOOPS * 1e6)
+
+
+def recording_cost_us(env: dict[str, str]) -> float:
+    result = subprocess.run(
+        [sys.executable, __file__, "--measure-recording"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(result.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str]) -> int:
+    if argv == ["--measure-recording"]:
+        measure_recording()
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=16, help="client connections")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per service")
@@ -81,7 +159,7 @@ def main(argv: list[str]) -> int:
         off_env = {**base, "SELF_METRICS": "false", "SELF_METRICS_RECORDING": "false"}
         key = _common.api_key_create(base, name="bench-monitoring", rate_limit=10_000_000)
         machine = _common.machine_summary(bench_url)
-        results: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+        results: dict[str, list[tuple[float, float, float]]] = {"off": [], "on": []}
         scrape_sizes: list[int] = []
         with (
             _common.gunicorn(on_env, workers=args.workers) as on_address,
@@ -90,25 +168,36 @@ def main(argv: list[str]) -> int:
             for n in range(args.rounds):
                 for label, address in (("off", off_address), ("on", on_address)):
                     _common.log(f"round {n + 1}/{args.rounds}: self-monitoring {label}")
-                    rate, p95, sizes = run_phase(address, key, args, scrape=label == "on")
-                    results[label].append((rate, p95))
+                    rate, p95, cpu_ms, sizes = run_phase(address, key, args, scrape=label == "on")
+                    results[label].append((rate, p95, cpu_ms))
                     scrape_sizes += sizes
             own_points = _own_points(on_address, key)
+        recording_us = recording_cost_us({**on_env, "PROCESS_ROLE": "cli"})
 
     ratios = [on[0] / off[0] for on, off in zip(results["on"], results["off"], strict=True)]
     ratio = statistics.median(ratios)
     med = {label: statistics.median(r[0] for r in rows) for label, rows in results.items()}
     p95 = {label: statistics.median(r[1] for r in rows) for label, rows in results.items()}
+    cpu = {label: statistics.median(r[2] for r in rows) for label, rows in results.items()}
+    cpu_ratios = [off[2] / on[2] for on, off in zip(results["on"], results["off"], strict=True)]
+    cpu_ratio = statistics.median(cpu_ratios)
     lines = [
         f"machine:  {machine}",
         f"service:  gunicorn, {args.workers} sync workers each, deploy/gunicorn.conf.py, DEBUG off",
         f"load:     {args.connections} connections of single counters, {args.warmup:g} s warm-up "
         f"+ {args.duration:g} s measured per phase; {args.rounds} off/on pair(s), medians",
         "",
-        f"off (SELF_METRICS=0, recording off)  {med['off']:>8,.0f} req/s   p95 {p95['off']:.1f} ms",
-        f"on  (recording, flush, scrapes)      {med['on']:>8,.0f} req/s   p95 {p95['on']:.1f} ms",
-        f"    on/off = {ratio:.1%} (pairs: {', '.join(f'{r:.1%}' for r in ratios)})   "
-        f"target ≥ {TARGET_RATIO:.0%}: {'met' if ratio >= TARGET_RATIO else 'MISSED'}",
+        f"off (SELF_METRICS=0, recording off)  {med['off']:>8,.0f} req/s   p95 {p95['off']:.1f} ms"
+        f"   service CPU {cpu['off']:.3f} ms/request",
+        f"on  (recording, flush, scrapes)      {med['on']:>8,.0f} req/s   p95 {p95['on']:.1f} ms"
+        f"   service CPU {cpu['on']:.3f} ms/request",
+        f"    throughput on/off = {ratio:.1%} (pairs: {', '.join(f'{r:.1%}' for r in ratios)})",
+        f"    CPU per request off/on = {cpu_ratio:.1%} "
+        f"(pairs: {', '.join(f'{r:.1%}' for r in cpu_ratios)})",
+        f"    target ≥ {TARGET_RATIO:.0%}: throughput {'met' if ratio >= TARGET_RATIO else 'MISSED'}, "
+        f"CPU {'met' if cpu_ratio >= TARGET_RATIO else 'MISSED'}",
+        f"    recording calls of one request: {recording_us:.1f} µs = "
+        f"{recording_us / 1000 / cpu['off']:.1%} of the service CPU per request (off)",
         f"    /metrics scrapes: {len(scrape_sizes)}, {statistics.median(scrape_sizes or [0]):,.0f} "
         f"bytes each; own-store points written: {own_points:,.0f}",
     ]
