@@ -5,9 +5,10 @@
 Two gunicorn services with deploy/gunicorn.conf.py run side by side on one database of their
 own (gf_bench_monitoring, dropped at exit): "on" with everything a production host has
 (PROMETHEUS_MULTIPROC_DIR, figures recorded per request, the own-store flush every
-SELF_METRICS_INTERVAL seconds, a Prometheus scrape of /metrics every 5 s during the window);
-"off" with SELF_METRICS=0 and SELF_METRICS_RECORDING=0. Phases alternate off, on, off, on …
-with the same clients (bench/ingest.py's single-point workload), so both see the same machine;
+SELF_METRICS_INTERVAL seconds, a Prometheus scrape of /metrics every 15 s);
+"off" with SELF_METRICS=0 and SELF_METRICS_RECORDING=0. Each round runs one phase of each, in
+a random order, with the same clients (bench/ingest.py's single-point workload), so both see the
+same machine;
 the figure is the median ratio of on to off over the rounds. Target: at least 95%.
 
 On a shared machine throughput swings with the neighbours' load, so each phase also reads the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -37,12 +39,16 @@ from bench import _common, ingest  # noqa: E402
 
 DATABASE_NAME = "gf_bench_monitoring"
 TARGET_RATIO = 0.95
-SCRAPE_EVERY_SECONDS = 5.0
+# As the stock scrape configuration (deploy/prometheus/prometheus.yml).
+SCRAPE_EVERY_SECONDS = 15.0
 
 
-def _scraper(host: str, port: int, key: str, stop: threading.Event, sizes: list[int]) -> None:
-    while not stop.wait(SCRAPE_EVERY_SECONDS):
-        conn = http.client.HTTPConnection(host, port, timeout=30)
+def _scraper(address: tuple[str, int], key: str, window, stop: threading.Event, sizes: list[int]):
+    """Scrape /metrics at the start of the measured window, then every SCRAPE_EVERY_SECONDS."""
+    if stop.wait(max(0.0, window.start - time.time())):
+        return
+    while True:
+        conn = http.client.HTTPConnection(*address, timeout=30)
         conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {key}"})
         response = conn.getresponse()
         body = response.read()
@@ -50,6 +56,8 @@ def _scraper(host: str, port: int, key: str, stop: threading.Event, sizes: list[
         if response.status != 200:
             raise SystemExit(f"bench: /metrics answered {response.status}: {body[:300]!r}")
         sizes.append(len(body))
+        if stop.wait(SCRAPE_EVERY_SECONDS):
+            return
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -84,7 +92,7 @@ def run_phase(address: tuple[str, int], key: str, args: argparse.Namespace, *, s
     stop = threading.Event()
     sizes: list[int] = []
     cpu: list[float] = []
-    scraper = threading.Thread(target=_scraper, args=(*address, key, stop, sizes))
+    scraper = threading.Thread(target=_scraper, args=(address, key, window, stop, sizes))
     meter = threading.Thread(target=_cpu_in_window, args=(address[1], window, cpu))
     meter.start()
     if scrape:
@@ -166,7 +174,9 @@ def main(argv: list[str]) -> int:
             _common.gunicorn(off_env, workers=args.workers) as off_address,
         ):
             for n in range(args.rounds):
-                for label, address in (("off", off_address), ("on", on_address)):
+                pair = [("off", off_address), ("on", on_address)]
+                random.shuffle(pair)  # neither always runs first
+                for label, address in pair:
                     _common.log(f"round {n + 1}/{args.rounds}: self-monitoring {label}")
                     rate, p95, cpu_ms, sizes = run_phase(address, key, args, scrape=label == "on")
                     results[label].append((rate, p95, cpu_ms))

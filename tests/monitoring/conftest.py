@@ -13,54 +13,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode
 
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from apikeys.services import apikey_create
 from glowing_fiesta.devstack import free_port
-from tests.helpers import truncate_point_tables
+from tests.helpers import truncate_point_tables, wait_for
+from tests.processes import worker_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 60
-
-
-def wait_for(predicate: Callable[[], object], *, timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-
-
-def database_url() -> str:
-    """A DATABASE_URL for the test database, over TCP or a Unix socket (the embedded server)."""
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    host = db["HOST"] or ""
-    query = {}
-    socket_dir = db.get("OPTIONS", {}).get("host")
-    if host.startswith("/"):
-        host, socket_dir = "", host
-    if socket_dir:
-        query["host"] = socket_dir
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    url = f"postgresql://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}"
-    return f"{url}?{urlencode(query)}" if query else url
 
 
 @dataclass
@@ -230,7 +199,7 @@ def stack(transactional_db, tmp_path: Path) -> Iterator[Stack]:
     queue = f"gf-test-{uuid.uuid4().hex[:12]}"
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=database_url(),
+        DATABASE_URL=worker_database_url(),
         REDIS_URL=settings.REDIS_URL,
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         CELERY_QUEUE=queue,

@@ -11,8 +11,9 @@ import sys
 import pytest
 
 from glowing_fiesta.settings import _role_from_argv
+from tests.helpers import wait_for
 
-from .conftest import ROOT, wait_for
+from .conftest import ROOT
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

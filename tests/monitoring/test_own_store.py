@@ -11,8 +11,7 @@ from django.utils import timezone
 
 from apikeys.services import apikey_create
 from metrics.models import Metric
-
-from .conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

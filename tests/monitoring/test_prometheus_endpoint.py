@@ -15,8 +15,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from apikeys.services import apikey_create
 from metrics.models import IngestBatch
+from tests.helpers import wait_for
 
-from .conftest import ROOT, samples, scrape_text, value, wait_for
+from .conftest import ROOT, samples, scrape_text, value
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
