@@ -38,6 +38,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 from bench import _common, ingest  # noqa: E402
 
 DATABASE_NAME = "gf_bench_monitoring"
+# tmpfs; the directory is made by mkdtemp (private, unique), so a shared parent is safe.
+SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 TARGET_RATIO = 0.95
 # As the stock scrape configuration (deploy/prometheus/prometheus.yml).
 SCRAPE_EVERY_SECONDS = 15.0
@@ -159,7 +161,8 @@ def main(argv: list[str]) -> int:
     setup_env = _common.service_env(database_url, redis_url)
     with (
         _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url,
-        tempfile.TemporaryDirectory(prefix="gf-bench-prometheus-") as multiproc_dir,
+        # On tmpfs, as the systemd units' /run/glowing-fiesta/prometheus.
+        tempfile.TemporaryDirectory(prefix="gf-bench-prometheus-", dir=SHM) as multiproc_dir,
     ):
         base = _common.service_env(bench_url, redis_url)
         base.pop("PROMETHEUS_MULTIPROC_DIR", None)
