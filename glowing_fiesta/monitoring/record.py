@@ -44,18 +44,27 @@ def _on() -> bool:
     return settings.SELF_METRICS_RECORDING
 
 
+# Label children and own-store tags per label values, looked up once: a request's figure then
+# costs a dictionary lookup instead of prometheus_client's label checks. Bounded, since every
+# label value is (methods x URL pattern names x status codes).
+_request_series: dict[tuple[str, str, int], tuple[Any, tuple]] = {}
+_path_series: dict[str, Any] = {}
+
+
 def request_observe(*, method: str, route: str, status: int, seconds: float) -> None:
     """One HTTP request: `route` is the URL pattern's name (or "unmatched"), never a path."""
     if not _on():
         return
-    method = method if method in _METHODS else "other"
-    status_text = str(status)
-    figures.REQUEST_DURATION.labels(method, route, status_text).observe(seconds)
+    series = _request_series.get((method, route, status))
+    if series is None:
+        label = method if method in _METHODS else "other"
+        child = figures.REQUEST_DURATION.labels(label, route, str(status))
+        tags = (("method", label), ("route", route), ("status", str(status)))
+        series = _request_series[(method, route, status)] = (child, tags)
+    series[0].observe(seconds)
     store = selfstore.current()
     if store is not None:
-        tags = (("method", method), ("route", route), ("status", status_text))
-        store.count("requests", tags)
-        store.sample("request_duration_ms", tags, seconds * 1000)
+        store.request(series[1], seconds * 1000)
 
 
 def ingestion_failure(reason: str) -> None:
@@ -100,7 +109,10 @@ def points_ingested(count: int) -> None:
     if not _on() or not count:
         return
     path = _ingest_path.get() or ("async" if settings.PROCESS_ROLE == "worker" else "sync")
-    figures.POINTS_INGESTED.labels(path).inc(count)
+    child = _path_series.get(path)
+    if child is None:
+        child = _path_series[path] = figures.POINTS_INGESTED.labels(path)
+    child.inc(count)
     store = selfstore.current()
     if store is not None:
         store.count("points_ingested", (("path", path),), count)
@@ -132,8 +144,7 @@ def db_write_timed(function: F) -> F:
         figures.DB_WRITE_POINTS.observe(len(points))
         store = selfstore.current()
         if store is not None:
-            store.sample("db_write_latency_ms", (), seconds * 1000)
-            store.sample("db_write_points", (), len(points))
+            store.db_write(seconds * 1000, len(points))
         return result
 
     return wrapper  # type: ignore[return-value]

@@ -96,12 +96,26 @@ class SelfStore:
             self._counts[key] = self._counts.get(key, 0) + amount
 
     def sample(self, name: str, tags: Tags, value: float) -> None:
-        key = (name, tags)
         with self._lock:
-            reservoir = self._samples.get(key)
-            if reservoir is None:
-                reservoir = self._samples[key] = Reservoir()
-            reservoir.add(value)
+            self._add_sample((name, tags), value)
+
+    def request(self, tags: Tags, duration_ms: float) -> None:
+        """One request: its count and its duration, under one acquisition of the lock."""
+        with self._lock:
+            key = ("requests", tags)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            self._add_sample(("request_duration_ms", tags), duration_ms)
+
+    def db_write(self, latency_ms: float, points: int) -> None:
+        with self._lock:
+            self._add_sample(("db_write_latency_ms", ()), latency_ms)
+            self._add_sample(("db_write_points", ()), points)
+
+    def _add_sample(self, key: tuple[str, Tags], value: float) -> None:
+        reservoir = self._samples.get(key)
+        if reservoir is None:
+            reservoir = self._samples[key] = Reservoir()
+        reservoir.add(value)
 
     # --- flushing ----------------------------------------------------------------------------
 
