@@ -174,11 +174,13 @@ METRIC_DELETE_TIMEOUT_MS = env_int(
 
 
 def _role_from_argv(argv: list[str]) -> str:
-    """web, worker or beat from how the process was started; cli for anything else."""
+    """web, worker, beat or statsd from how the process was started; cli for anything else."""
     # argv[0] is the script: .../bin/gunicorn, or .../gunicorn/__main__.py under `python -m`.
     program = argv[0] if argv else ""
     if "gunicorn" in program or argv[1:2] == ["runserver"]:
         return "web"
+    if argv[1:2] == ["statsd"]:
+        return "statsd"
     if "celery" in program and "worker" in argv:
         return "worker"
     if "celery" in program and "beat" in argv:
@@ -187,11 +189,13 @@ def _role_from_argv(argv: list[str]) -> str:
 
 
 # What this process is, for its PostgreSQL application_name (counted by role in /metrics) and
-# for whether it writes the service's own figures (web and worker do). Told apart from the
+# for whether it writes the service's own figures (web, worker and statsd do). Told apart from the
 # command line unless PROCESS_ROLE says otherwise.
 PROCESS_ROLE = env_str("PROCESS_ROLE") or _role_from_argv(sys.argv)
-if PROCESS_ROLE not in {"web", "worker", "beat", "cli"}:
-    raise ConfigError(f"PROCESS_ROLE must be web, worker, beat or cli, not {PROCESS_ROLE!r}")
+if PROCESS_ROLE not in {"web", "worker", "beat", "statsd", "cli"}:
+    raise ConfigError(
+        f"PROCESS_ROLE must be web, worker, beat, statsd or cli, not {PROCESS_ROLE!r}"
+    )
 DB_APPLICATION_PREFIX = "glowing-fiesta-"
 DATABASES["default"]["OPTIONS"]["application_name"] = DB_APPLICATION_PREFIX + PROCESS_ROLE
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -384,7 +388,7 @@ SELF_METRICS_RECORDING = env_bool("SELF_METRICS_RECORDING", default=True)
 if not SELF_METRICS_RECORDING:
     MIDDLEWARE.remove("glowing_fiesta.monitoring.middleware.RequestMetricsMiddleware")
 # The service's own figures written to its own store as glowing_fiesta.* metrics, every
-# SELF_METRICS_INTERVAL seconds, by the web and worker processes.
+# SELF_METRICS_INTERVAL seconds, by the web, worker and statsd processes.
 SELF_METRICS = env_bool("SELF_METRICS", default=True) and SELF_METRICS_RECORDING
 SELF_METRICS_INTERVAL = env_int("SELF_METRICS_INTERVAL", 10, minimum=1, maximum=3600)
 

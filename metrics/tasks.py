@@ -14,8 +14,6 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from glowing_fiesta import monitoring
-
 from . import batches, storage
 
 logger = logging.getLogger(__name__)
@@ -49,7 +47,6 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
             max_retries=settings.QUEUE_MAX_ATTEMPTS,
         ) from None
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
-    monitoring.batch_finished(result=run.result)
     level = logging.WARNING if run.result in ("failed", "retry") else logging.INFO
     logger.log(
         level,
@@ -73,8 +70,6 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
     # half of this task's time limit.
     until = time.monotonic() + settings.QUEUE_TASK_SOFT_TIME_LIMIT / 2
     drained = batches.batches_drain(now=timezone.now, until=until)
-    for other in drained:
-        monitoring.batch_finished(result=other.result)
     if drained:
         logger.info(
             "stale batches drained",

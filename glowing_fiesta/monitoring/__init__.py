@@ -17,7 +17,6 @@ from typing import Any
 __all__ = [
     "aggregation_observe",
     "auth_failure",
-    "batch_finished",
     "celery_task",
     "db_write_timed",
     "ingest_counted",

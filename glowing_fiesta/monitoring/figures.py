@@ -33,7 +33,8 @@ INGESTION_FAILURES = Counter(
 )
 POINTS_INGESTED = Counter(
     "glowing_fiesta_points_ingested",
-    "Points stored, by path: sync (in the request), async (a queued batch), self (own figures).",
+    "Points stored, by path: sync (in the request), async (a queued batch), statsd (the StatsD "
+    "listener), self (the own figures).",
     ["path"],
 )
 DB_WRITE_LATENCY = Histogram(

@@ -23,7 +23,7 @@ from . import figures, selfstore
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Set only around the own figures' writes; otherwise a write is "async" in a Celery worker (a
-# queued batch) and "sync" anywhere else (in the request).
+# queued batch), "statsd" in the StatsD listener and "sync" anywhere else (in the request).
 _ingest_path: ContextVar[str | None] = ContextVar("ingest_path", default=None)
 
 # Problem slugs (glowing_fiesta/exceptions.py and the services' Problem subclasses) -> reason.
@@ -37,6 +37,7 @@ _FAILURE_REASONS = {
     "rate-limited": "rate_limited",
     "database-unavailable": "database",
 }
+_ROLE_PATHS = {"worker": "async", "statsd": "statsd"}
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
@@ -108,7 +109,7 @@ def ingest_path(path: str) -> Iterator[None]:
 def points_ingested(count: int) -> None:
     if not _on() or not count:
         return
-    path = _ingest_path.get() or ("async" if settings.PROCESS_ROLE == "worker" else "sync")
+    path = _ingest_path.get() or _ROLE_PATHS.get(settings.PROCESS_ROLE, "sync")
     child = _path_series.get(path)
     if child is None:
         child = _path_series[path] = figures.POINTS_INGESTED.labels(path)
@@ -202,9 +203,3 @@ def celery_task(*, task: str, outcome: str) -> None:
     store = selfstore.current()
     if store is not None:
         store.count("celery_tasks", (("outcome", outcome), ("task", task)))
-
-
-def batch_finished(*, result: str) -> None:
-    """A queued batch's run ended: a failed batch is an ingestion failure (batch_failed)."""
-    if result == "failed":
-        ingestion_failure("batch_failed")

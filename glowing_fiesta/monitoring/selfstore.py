@@ -1,5 +1,5 @@
 """The service's own figures in its own store: `glowing_fiesta.<name>` metrics, written by a
-background flush in each web and worker process every SELF_METRICS_INTERVAL seconds.
+background flush in each web, worker and StatsD process every SELF_METRICS_INTERVAL seconds.
 
 Why per-process deltas and not one task reading the multiprocess files: the Prometheus files hold
 histogram buckets, from which neither the maximum nor an exact p95 can be recovered, and turning
@@ -22,8 +22,8 @@ flush, and hands it to `points_ingest` in one batch from a daemon thread, off th
   estimates from a uniform sample, while the write costs the same at any traffic. Exact request
   counts are the `glowing_fiesta.requests` counter.
 
-A process writes its own figures only when SELF_METRICS is on and it is a web or worker
-process (settings.PROCESS_ROLE); management commands and the test runner only record to
+A process writes its own figures only when SELF_METRICS is on and it is a web, worker or
+StatsD process (settings.PROCESS_ROLE); management commands and the test runner only record to
 Prometheus. The flush uses a connection of its own thread and closes it afterwards, so it holds
 no PostgreSQL connection between flushes.
 """
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "glowing_fiesta."
 SAMPLES_PER_KEY = 50
-WRITER_ROLES = frozenset({"web", "worker"})
+WRITER_ROLES = frozenset({"web", "worker", "statsd"})
 
 Tags = tuple[tuple[str, str], ...]
 

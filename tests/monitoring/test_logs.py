@@ -71,6 +71,7 @@ def test_log_file_gets_the_stdout_lines_and_survives_logrotate_moving_it(stack):
         (["manage.py", "runserver", "127.0.0.1:8000"], "web"),
         (["/x/site-packages/celery/__main__.py", "-A", "glowing_fiesta", "worker"], "worker"),
         (["/opt/gf/.venv/bin/celery", "-A", "glowing_fiesta", "beat"], "beat"),
+        (["manage.py", "statsd"], "statsd"),
         (["manage.py", "apply_retention"], "cli"),
         (["/x/bin/pytest", "tests"], "cli"),
     ],

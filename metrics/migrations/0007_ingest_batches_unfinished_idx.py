@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("metrics", "0005_assert_refs"),
+        ("metrics", "0006_ingest_batches_packed"),
     ]
 
     operations = [
