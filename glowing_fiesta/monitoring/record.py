@@ -56,11 +56,12 @@ def request_observe(*, method: str, route: str, status: int, seconds: float) -> 
     """One HTTP request: `route` is the URL pattern's name (or "unmatched"), never a path."""
     if not _on():
         return
+    if method not in _METHODS:
+        method = "other"  # any token is a method: the label must not take them all
     series = _request_series.get((method, route, status))
     if series is None:
-        label = method if method in _METHODS else "other"
-        child = figures.REQUEST_DURATION.labels(label, route, str(status))
-        tags = (("method", label), ("route", route), ("status", str(status)))
+        child = figures.REQUEST_DURATION.labels(method, route, str(status))
+        tags = (("method", method), ("route", route), ("status", str(status)))
         series = _request_series[(method, route, status)] = (child, tags)
     series[0].observe(seconds)
     store = selfstore.current()

@@ -165,3 +165,45 @@ def test_metrics_needs_a_key_with_the_read_scope(make_api_client, client_anon):
     response = reader.get("/metrics")  # X-API-Key works as well as Bearer
     assert response.status_code == 200
     assert b"# TYPE glowing_fiesta_queue_depth gauge" in response.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_refused_by_the_database_counts_as_database(make_api_client, clean_point_tables):
+    import psycopg
+
+    from tests.processes import worker_database_url
+
+    client = make_api_client()
+    reader = make_api_client(scopes=["read"])
+
+    def read() -> dict:
+        return samples(reader.get("/metrics").content.decode())
+
+    assert _post(client, "/api/metrics/counter", {"name": "locked"}).status_code == 201
+    before = read()
+    with psycopg.connect(worker_database_url()) as other:
+        other.execute("LOCK TABLE metric_points IN ACCESS EXCLUSIVE MODE")
+        response = _post(client, "/api/metrics/counter", {"name": "locked"})
+        other.rollback()
+    assert response.status_code == 503
+    after = read()
+    assert (
+        value(after, FAILURES, reason="database") == value(before, FAILURES, reason="database") + 1
+    )
+
+
+def test_any_method_token_shares_one_label(api_client, scrape):
+    before = scrape()
+    for method in ("FOO", "BAR", "PURGE"):
+        api_client.generic(method, "/api/metrics/counter")
+    after = scrape()
+    name = "glowing_fiesta_request_duration_seconds_count"
+    methods = {dict(labels)["method"] for n, labels in after if n == name}
+    assert methods <= {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other"}
+    others = sum(
+        v for (n, labels), v in after.items() if n == name and dict(labels)["method"] == "other"
+    )
+    others_before = sum(
+        v for (n, labels), v in before.items() if n == name and dict(labels)["method"] == "other"
+    )
+    assert others == others_before + 3
