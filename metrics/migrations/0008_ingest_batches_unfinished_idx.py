@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("metrics", "0006_ingest_batches_packed"),
+        ("metrics", "0007_cumulative_streams"),
     ]
 
     operations = [
