@@ -8,6 +8,7 @@ logs, browser history and Referer headers, so such a key must be treated as leak
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from django.utils import timezone
@@ -15,7 +16,9 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
+from glowing_fiesta import monitoring
 from glowing_fiesta.bruteforce import auth_failure_record, auth_failures_check
+from glowing_fiesta.logging import api_key_prefix_var
 
 from . import keyformat
 from .models import ApiKey
@@ -104,17 +107,21 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiKey, ApiKey] | None:
         if _key_in_url(request):
             logger.warning("api key refused in url", extra={"path": request.path})
+            monitoring.auth_failure("in_url")
             raise ApiKeyInUrl()
         raw = raw_key_from(request)
         if not raw:
             return None
         auth_failures_check(request)
+        with contextlib.suppress(keyformat.MalformedKey):
+            api_key_prefix_var.set(keyformat.parse(raw).prefix)  # public; the key never is
         now = timezone.now()
         try:
             key = apikey_get_active(raw_key=raw, now=now)
         except KeyRejected as rejected:
             logger.info("api key rejected", extra={"reason": rejected.reason})
             auth_failure_record(request)
+            monitoring.auth_failure(rejected.reason)
             raise _REJECTIONS[rejected.reason]() from None
         apikey_mark_used(key=key, now=now)
         return key, key

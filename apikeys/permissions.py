@@ -7,6 +7,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from glowing_fiesta import monitoring
+
 from .authentication import ApiKeyMissing
 from .models import ApiKey
 
@@ -22,6 +24,7 @@ class HasApiKey(BasePermission):
     def has_permission(self, request: Request, view: APIView) -> bool:
         if isinstance(request.auth, ApiKey):
             return True
+        monitoring.auth_failure("missing")
         raise ApiKeyMissing()
 
 
@@ -32,4 +35,5 @@ class HasScope(BasePermission):
         scope = getattr(view, "required_scope", None)
         if scope is None or (isinstance(request.auth, ApiKey) and request.auth.has_scope(scope)):
             return True
+        monitoring.auth_failure("insufficient_scope")
         raise InsufficientScope(f"This endpoint needs an API key with the '{scope}' scope.")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
+from glowing_fiesta import monitoring
 from glowing_fiesta.exceptions import TooManyRequests
 
 from . import cache
@@ -78,6 +79,7 @@ def ratelimit_enforce(*, request: HttpRequest, key: ApiKey) -> RateUsage | None:
     """Count the request; raise TooManyRequests (429 with Retry-After) when over the limit."""
     usage = ratelimit_hit(request=request, key=key)
     if usage is not None and usage.exceeded:
+        monitoring.rate_limited()
         logger.info(
             "api key rate limited",
             extra={"api_key_id": key.pk, "api_key_prefix": key.prefix, "limit": usage.limit},

@@ -82,3 +82,19 @@ def _write_problem(sock, status_int, reason, mesg):
 
 
 util.write_error = _write_problem
+
+
+# Self-monitoring: with PROMETHEUS_MULTIPROC_DIR set, every worker keeps its figures in files of
+# that directory and GET /metrics sums them (glowing_fiesta/monitoring/multiproc.py).
+def on_starting(server):
+    """Before the first worker: drop the files of processes of an earlier run."""
+    from glowing_fiesta.monitoring import multiproc
+
+    multiproc.directory_prune()
+
+
+def child_exit(server, worker):
+    """A worker exited: its live-only gauges go; its counters stay in the sum."""
+    from glowing_fiesta.monitoring import multiproc
+
+    multiproc.process_dead(worker.pid)

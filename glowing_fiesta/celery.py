@@ -10,6 +10,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "glowing_fiesta.settings")
 app = Celery("glowing_fiesta")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.autodiscover_tasks(["glowing_fiesta.monitoring"])
+
+# Celery tasks by outcome (glowing_fiesta/monitoring/).
+from .monitoring import celery_signals  # noqa: E402, F401
 
 
 def beat_schedule(settings) -> dict:
@@ -29,6 +33,18 @@ def beat_schedule(settings) -> dict:
             "schedule": 30.0,
             "options": {"expires": 30},
         },
+        # The gauges of the own figures (queue depth, connections), once per interval.
+        **(
+            {
+                "monitoring-gauges-store": {
+                    "task": "monitoring.gauges_store",
+                    "schedule": float(settings.SELF_METRICS_INTERVAL),
+                    "options": {"expires": settings.SELF_METRICS_INTERVAL},
+                }
+            }
+            if settings.SELF_METRICS
+            else {}
+        ),
         # Daily at RETENTION_RUN_AT; the app's time zone is UTC (Celery's default, kept unset).
         "retention-apply": {
             "task": "retention.apply",

@@ -20,10 +20,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -132,6 +134,8 @@ def service_env(stack: contextlib.ExitStack) -> dict[str, str]:
     for name, value in local_secrets().items():
         if not env.get(name):
             env[name] = value
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        env["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir(stack)
     return env
 
 
@@ -154,6 +158,16 @@ def plain_http_env(env: dict[str, str]) -> dict[str, str]:
             + " (production defaults are true)"
         )
     return {**env, **relaxed}
+
+
+def multiproc_dir(stack: contextlib.ExitStack) -> str:
+    """An empty directory for the Prometheus figures of every process started here, removed
+    at exit: the web server, worker and beat of `run` (or the test run) are summed in it, and
+    each start begins from zero."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = tempfile.mkdtemp(prefix="prometheus-", dir=DATA)
+    stack.callback(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def local_secrets() -> dict[str, str]:
@@ -239,6 +253,9 @@ def main(argv: list[str]) -> int:
             # The test client speaks plain HTTP, like `make run`; the production defaults are
             # tested explicitly (tests/foundation/test_transport_security.py).
             env = plain_http_env(env)
+            # Servers started by tests count the points they store; the service's own figures
+            # would add to them. The tests of those figures turn them on for their processes.
+            env.setdefault("SELF_METRICS", "false")
             return subprocess.call([sys.executable, "-m", "pytest", *rest], env=env, cwd=ROOT)  # noqa: S603
         return subprocess.call(rest, env=env, cwd=ROOT)  # noqa: S603
 

@@ -26,6 +26,8 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from . import monitoring
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:glowing-fiesta:problem:"
 
@@ -210,6 +212,7 @@ def _to_problem(exc: Exception) -> Problem | None:
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER: any known error becomes problem+json; others become a 500."""
     problem = _to_problem(exc)
+    monitoring.problem_observed(exc=exc, problem=problem, context=context)
     if problem is None:
         return None  # Django's handler500 below renders it, after logging the traceback.
     request = context.get("request")

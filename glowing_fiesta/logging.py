@@ -1,7 +1,8 @@
 """JSON logs, one object per line, with the request's id, and an access log line per request.
 
 Nothing from the X-API-Key header is ever logged: the access log records the path without its
-query string, and no header values.
+query string, and no header values. Every line logged while a request is served carries its
+`request_id` and, once the request's key has been read, that key's public `api_key_prefix`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from datetime import UTC, datetime
 from django.http import HttpRequest, HttpResponse
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+# Set by API-key authentication (apikeys/authentication.py) from a well-formed key.
+api_key_prefix_var: ContextVar[str | None] = ContextVar("api_key_prefix", default=None)
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
+_STANDARD_ATTRS.add("api_key_prefix")
 
 access_logger = logging.getLogger("glowing_fiesta.access")
 
@@ -28,6 +32,10 @@ access_logger = logging.getLogger("glowing_fiesta.access")
 class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        # Only within a request (the middleware sets and resets both): authentication called
+        # outside one must not name its key on unrelated lines.
+        if record.request_id and getattr(record, "api_key_prefix", None) is None:
+            record.api_key_prefix = api_key_prefix_var.get()
         return True
 
 
@@ -44,6 +52,9 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None)
         if request_id:
             payload["request_id"] = request_id
+        prefix = getattr(record, "api_key_prefix", None)
+        if prefix:
+            payload["api_key_prefix"] = prefix
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 payload[key] = value
@@ -62,6 +73,8 @@ class RequestLogMiddleware:
         incoming = request.headers.get("X-Request-ID", "")
         request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        # A previous request's key must not be named in this one's lines.
+        prefix_token = api_key_prefix_var.set(None)
         started = time.perf_counter()
         try:
             response = self.get_response(request)
@@ -78,3 +91,4 @@ class RequestLogMiddleware:
             return response
         finally:
             request_id_var.reset(token)
+            api_key_prefix_var.reset(prefix_token)

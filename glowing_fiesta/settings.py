@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import sys
 from datetime import time
 from pathlib import Path
 
@@ -119,6 +120,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "glowing_fiesta.logging.RequestLogMiddleware",
+    "glowing_fiesta.monitoring.middleware.RequestMetricsMiddleware",
     # Before anything reads the body: a chunked upload gets a length (or a 411/413).
     "glowing_fiesta.middleware.ChunkedBodyMiddleware",
     # Redirects browser pages to https; HSTS, nosniff, Referrer-Policy, COOP on every response.
@@ -183,6 +185,33 @@ DATABASES["default"]["OPTIONS"]["options"] = (
 METRIC_DELETE_TIMEOUT_MS = env_int(
     "METRIC_DELETE_TIMEOUT_MS", 120_000, minimum=1000, maximum=3_600_000
 )
+
+
+def _role_from_argv(argv: list[str]) -> str:
+    """web, worker, beat or statsd from how the process was started; cli for anything else."""
+    # argv[0] is the script: .../bin/gunicorn, or .../gunicorn/__main__.py under `python -m`.
+    program = argv[0] if argv else ""
+    if "gunicorn" in program or argv[1:2] == ["runserver"]:
+        return "web"
+    if argv[1:2] == ["statsd"]:
+        return "statsd"
+    if "celery" in program and "worker" in argv:
+        return "worker"
+    if "celery" in program and "beat" in argv:
+        return "beat"
+    return "cli"
+
+
+# What this process is, for its PostgreSQL application_name (counted by role in /metrics) and
+# for whether it writes the service's own figures (web, worker and statsd do). Told apart from the
+# command line unless PROCESS_ROLE says otherwise.
+PROCESS_ROLE = env_str("PROCESS_ROLE") or _role_from_argv(sys.argv)
+if PROCESS_ROLE not in {"web", "worker", "beat", "statsd", "cli"}:
+    raise ConfigError(
+        f"PROCESS_ROLE must be web, worker, beat, statsd or cli, not {PROCESS_ROLE!r}"
+    )
+DB_APPLICATION_PREFIX = "glowing-fiesta-"
+DATABASES["default"]["OPTIONS"]["application_name"] = DB_APPLICATION_PREFIX + PROCESS_ROLE
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
@@ -227,14 +256,16 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
 HTTPS_EXEMPT_PATHS = ("/healthz", "/readyz")
 # API calls arrive under these prefixes (/v1/ is OTLP/HTTP's standard path); the paths under
 # them that are browser pages (redirected like the admin) are listed apart.
-# /write: the InfluxDB 1.x write path, at the root where its clients send it.
-API_PATH_PREFIXES = ("/api/", "/v1/", "/write")
+# /write: the InfluxDB 1.x write path, at the root where its clients send it; /metrics: the
+# Prometheus scrape, which carries a key too.
+API_PATH_PREFIXES = ("/api/", "/v1/", "/write", "/metrics")
 API_BROWSER_PATHS = ("/api/docs/", "/api/redoc/", "/api/schema/")
 # SecurityMiddleware's redirect skips the API (refused instead) and the probes.
 SECURE_REDIRECT_EXEMPT = [
     r"^api/(?!docs/|redoc/|schema/)",
     r"^v1/",
     r"^write$",
+    r"^metrics$",
     r"^healthz$",
     r"^readyz$",
 ]
@@ -449,12 +480,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Redis gives an unacknowledged message to another worker after this long. It must exceed the
     # longest hard time limit, or a task still running would be started a second time.
     "visibility_timeout": 2 * CELERY_TASK_TIME_LIMIT,
-    # The web process enqueues after its commit; a Redis that cannot be reached, or that accepts
-    # the connection and then hangs (a paused or overloaded server), costs the request about a
-    # second per try, well inside gunicorn's timeout, and the sweeper enqueues the batch later.
+    # The web process enqueues after its commit; a Redis that cannot be reached costs the
+    # request about a second per try, well inside gunicorn's timeout, and the sweeper enqueues
+    # the batch later.
     "socket_connect_timeout": 1,
-    "socket_timeout": 1,
 }
+if PROCESS_ROLE != "worker":
+    # Likewise a Redis that accepts the connection and then hangs (a paused or overloaded
+    # server). Not in workers: their consumer blocks on Redis by design, and a read timeout
+    # there leaves Celery's consumer stuck after the server comes back.
+    CELERY_BROKER_TRANSPORT_OPTIONS["socket_timeout"] = 1
 CELERY_BROKER_CONNECTION_TIMEOUT = 1
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 1,
@@ -508,28 +543,76 @@ STATSD_MAX_SAMPLES_PER_FLUSH = env_int(
     "STATSD_MAX_SAMPLES_PER_FLUSH", 100_000, minimum=1, maximum=10_000_000
 )
 
+# Self-monitoring (glowing_fiesta/monitoring/). prometheus_client reads PROMETHEUS_MULTIPROC_DIR
+# itself; it is checked here so that a missing directory stops start-up instead of failing the
+# first request. With it, GET /metrics sums every process that shares the directory (gunicorn
+# workers, Celery pool processes); without it, each process shows only its own figures.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR and not (
+    os.path.isdir(PROMETHEUS_MULTIPROC_DIR) and os.access(PROMETHEUS_MULTIPROC_DIR, os.W_OK)
+):
+    raise ConfigError(
+        f"PROMETHEUS_MULTIPROC_DIR must be a writable directory, not {PROMETHEUS_MULTIPROC_DIR!r}"
+    )
+# Off: the recording helpers do nothing (the /metrics endpoint then shows only the gauges read
+# when it is scraped). For measuring the cost of the recording itself.
+SELF_METRICS_RECORDING = env_bool("SELF_METRICS_RECORDING", default=True)
+if not SELF_METRICS_RECORDING:
+    MIDDLEWARE.remove("glowing_fiesta.monitoring.middleware.RequestMetricsMiddleware")
+# The service's own figures written to its own store as glowing_fiesta.* metrics, every
+# SELF_METRICS_INTERVAL seconds, by the web, worker and statsd processes.
+SELF_METRICS = env_bool("SELF_METRICS", default=True) and SELF_METRICS_RECORDING
+SELF_METRICS_INTERVAL = env_int("SELF_METRICS_INTERVAL", 10, minimum=1, maximum=3600)
+
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ConfigError(
         f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}"
     )
+# Also write the same JSON lines to this file (reopened when logrotate moves it away).
+LOG_FILE = env_str("LOG_FILE")
+if LOG_FILE and not os.path.isdir(os.path.dirname(os.path.abspath(LOG_FILE))):
+    raise ConfigError(f"LOG_FILE must be in an existing directory, not {LOG_FILE!r}")
+_log_handlers = {
+    "stdout": {
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stdout",
+        "formatter": "json",
+        "filters": ["request"],
+    }
+}
+if LOG_FILE:
+    # WatchedFileHandler notices that logrotate renamed the file and opens a new one, so no
+    # signal or copytruncate is needed (deploy/logrotate/glowing-fiesta).
+    _log_handlers["file"] = {
+        "class": "logging.handlers.WatchedFileHandler",
+        "filename": LOG_FILE,
+        "formatter": "json",
+        "filters": ["request"],
+    }
+# Libraries that log at INFO per connection or per message; their warnings still show.
+_CHATTY_LOGGERS = (
+    "amqp",
+    "asyncio",
+    "celery.app.trace",
+    "celery.worker.strategy",
+    "django.db.backends",
+    "kombu",
+    "psycopg",
+    "redis",
+    "urllib3",
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request": {"()": "glowing_fiesta.logging.RequestContextFilter"}},
     "formatters": {"json": {"()": "glowing_fiesta.logging.JsonFormatter"}},
-    "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
-            "formatter": "json",
-            "filters": ["request"],
-        }
-    },
-    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "handlers": _log_handlers,
+    "root": {"handlers": list(_log_handlers), "level": LOG_LEVEL},
     "loggers": {
         # Our own access log replaces Django's, which would log the query string.
         "django.server": {"handlers": [], "propagate": False},
         "django.request": {"level": "ERROR"},
+        **{name: {"level": "WARNING"} for name in _CHATTY_LOGGERS},
     },
 }

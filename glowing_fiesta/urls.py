@@ -8,6 +8,7 @@ from metrics.views.influx import InfluxV1WriteView
 from metrics.views.otlp import OtlpMetricsView
 
 from . import bruteforce, docs, health
+from .monitoring.views import PrometheusMetricsView
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -23,6 +24,7 @@ urlpatterns = [
     path("write", InfluxV1WriteView.as_view(), name="influx-v1-write"),
     # Before admin.site.urls: failed logins are counted per client address.
     path("admin/login/", bruteforce.admin_login, name="admin-login"),
+    path("metrics", PrometheusMetricsView.as_view(), name="prometheus-metrics"),
     path("admin/", admin.site.urls),
     # OTLP/HTTP's standard path, where exporters send by default (endpoint + /v1/metrics).
     path("v1/metrics", OtlpMetricsView.as_view(), name="otlp-metrics"),

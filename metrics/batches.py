@@ -34,6 +34,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import F, Q
 from django.utils import timezone
 
+from glowing_fiesta import monitoring
 from glowing_fiesta.exceptions import Problem
 
 from . import packing
@@ -284,6 +285,7 @@ def _claim(batch_id: int, now: datetime) -> tuple[int, int] | BatchRun:
             IngestBatch.objects.filter(pk=batch_id).update(
                 state=State.FAILED, error=error, updated_at=now
             )
+            monitoring.ingestion_failure("batch_failed")
             return BatchRun(batch_id, "failed", attempts=batch.attempts, error=error)
         attempt = batch.attempts + 1
         IngestBatch.objects.filter(pk=batch_id).update(
@@ -334,9 +336,12 @@ def _end(
         changes["attempts"] = attempts
     if state == State.DONE:
         changes["processed_at"] = now
-    return IngestBatch.objects.filter(pk=batch_id, state=State.RUNNING, attempts=attempt).update(
+    ended = IngestBatch.objects.filter(pk=batch_id, state=State.RUNNING, attempts=attempt).update(
         **changes
     )
+    if ended and state == State.FAILED:
+        monitoring.ingestion_failure("batch_failed")
+    return ended
 
 
 def _end_quietly(

@@ -30,6 +30,7 @@ import psycopg.errors
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from glowing_fiesta import monitoring
 from glowing_fiesta.exceptions import Problem
 
 from . import buckets, storage
@@ -205,6 +206,7 @@ def _log_query(
     shape: str, query: SeriesQuery, buckets: int, started: float, *, timed_out: bool
 ) -> None:
     duration_ms = (time.perf_counter() - started) * 1000
+    monitoring.aggregation_observe(interval=query.interval, shape=shape, seconds=duration_ms / 1000)
     if duration_ms < settings.QUERY_SLOW_MS and not timed_out:
         return
     logger.warning(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import psycopg.errors
 from django.db import OperationalError, connection, transaction
 
+from glowing_fiesta import monitoring
 from glowing_fiesta.exceptions import Problem
 
 from . import caches, partitions, storage
@@ -43,6 +44,7 @@ class SeriesLimitExceeded(Problem):
     title = "Too many series"
 
 
+@monitoring.ingest_counted
 def points_ingest(*, points: Sequence[PointInput]) -> int:
     """Store the points, all or nothing, creating metrics and series on first write.
 

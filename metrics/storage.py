@@ -22,7 +22,7 @@ import psycopg
 from django.conf import settings
 from django.db import DatabaseError, OperationalError, connection, transaction
 
-from glowing_fiesta import locks
+from glowing_fiesta import locks, monitoring
 
 from . import caches, partitions
 from .caches import MetricRef
@@ -281,6 +281,7 @@ _ASSERT_REFS = """
 refs AS (SELECT gf_assert_refs(%s::bigint[], %s::bigint[]))"""
 
 
+@monitoring.db_write_timed
 def points_write(points: Sequence[PointRow]) -> None:
     """Append raw points and fold them into the minute, 15-minute, hour and day rollups.
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
+from glowing_fiesta import monitoring
 from idempotency.services import REMEMBER as IDEMPOTENCY_REMEMBER
 from metrics import partitions as metrics_partitions
 
@@ -124,6 +125,7 @@ def retention_apply(*, now: datetime, dry_run: bool = False) -> dict[str, int]:
             return {}
         metrics_partitions.partitions_ensure(now=now)
         counts, partitions, lock_ms = _remove_expired(now)
+    monitoring.retention_observe(deleted=counts)
     _log(now, started, dry_run=False, counts=counts, partitions=partitions, lock_ms=lock_ms)
     return counts
 

@@ -1,0 +1,51 @@
+"""Celery tasks by outcome, and a last flush of the own figures when a pool process exits.
+
+Imported by glowing_fiesta/celery.py so that every worker connects the handlers; they run in
+the pool process that ran the task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import signals
+
+
+def _name(sender: Any) -> str:
+    return getattr(sender, "name", None) or "unknown"
+
+
+@signals.task_success.connect(weak=False)
+def _task_success(sender: Any = None, **_: Any) -> None:
+    from .record import celery_task
+
+    celery_task(task=_name(sender), outcome="success")
+
+
+@signals.task_failure.connect(weak=False)
+def _task_failure(sender: Any = None, **_: Any) -> None:
+    from .record import celery_task
+
+    celery_task(task=_name(sender), outcome="failure")
+
+
+@signals.task_retry.connect(weak=False)
+def _task_retry(sender: Any = None, **_: Any) -> None:
+    from .record import celery_task
+
+    celery_task(task=_name(sender), outcome="retry")
+
+
+@signals.task_revoked.connect(weak=False)
+def _task_revoked(sender: Any = None, **_: Any) -> None:
+    from .record import celery_task
+
+    celery_task(task=_name(sender), outcome="revoked")
+
+
+@signals.worker_process_shutdown.connect(weak=False)
+def _pool_process_shutdown(**_: Any) -> None:
+    # Pool processes leave with os._exit, which skips atexit: flush here instead.
+    from .selfstore import flush_now
+
+    flush_now()

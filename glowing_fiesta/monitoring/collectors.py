@@ -1,0 +1,122 @@
+"""Gauges read when /metrics is scraped, from PostgreSQL and the broker, by whoever serves it.
+
+Being read at scrape time, these are never in the multiprocess files, so no process's copy can
+go stale or be counted twice. Each source costs one short query: the outbox count uses the
+partial index on unfinished batches (done rows, nearly all of the table, are never visited),
+the connection count reads pg_stat_activity (one row per backend), the broker one LLEN.
+A source that fails is left out of that scrape and logged; the rest of the scrape answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError, connection
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+logger = logging.getLogger(__name__)
+
+QUEUE_STATES = ("pending", "running", "failed")
+_broker_clients: dict[str, redis.Redis] = {}
+
+
+def queue_depth() -> Iterator[Metric]:
+    with connection.cursor() as cursor:
+        # ingest_batches_unfinished_idx covers exactly these rows.
+        cursor.execute(
+            "SELECT state, count(*) FROM ingest_batches WHERE state <> 'done' GROUP BY state"
+        )
+        counts = dict(cursor.fetchall())
+    family = GaugeMetricFamily(
+        "glowing_fiesta_queue_depth",
+        "Queued batches (the ingest_batches outbox) by state: pending, running, failed.",
+        labels=["state"],
+    )
+    for state in QUEUE_STATES:
+        family.add_metric([state], counts.get(state, 0))
+    yield family
+
+
+def _broker() -> redis.Redis:
+    url = settings.CELERY_BROKER_URL
+    client = _broker_clients.get(url)
+    if client is None:
+        client = _broker_clients[url] = redis.Redis.from_url(
+            url, socket_timeout=0.25, socket_connect_timeout=0.25
+        )
+    return client
+
+
+def broker_queue() -> Iterator[Metric]:
+    if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
+        return
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    length = _broker().llen(queue)
+    family = GaugeMetricFamily(
+        "glowing_fiesta_queue_broker_messages",
+        "Messages waiting in the Celery queue on the broker (Redis LLEN), not yet taken.",
+        labels=["queue"],
+    )
+    family.add_metric([queue], length)
+    yield family
+
+
+def database_connections() -> Iterator[Metric]:
+    prefix = settings.DB_APPLICATION_PREFIX
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT substr(application_name, %s), coalesce(state, 'unknown'), count(*)
+            FROM pg_stat_activity
+            WHERE datname = current_database() AND starts_with(application_name, %s)
+            GROUP BY 1, 2
+            """,
+            [len(prefix) + 1, prefix],
+        )
+        ours = cursor.fetchall()
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE backend_type = 'client backend'), "
+            "current_setting('max_connections')::int FROM pg_stat_activity"
+        )
+        server_total, max_connections = cursor.fetchone()
+    family = GaugeMetricFamily(
+        "glowing_fiesta_db_connections",
+        "PostgreSQL connections of this service (by application_name), by role and state.",
+        labels=["role", "state"],
+    )
+    for role, state, count in sorted(ours):
+        family.add_metric([role, state.replace(" ", "_")], count)
+    yield family
+    yield GaugeMetricFamily(
+        "glowing_fiesta_db_server_connections",
+        "Client connections to the PostgreSQL server, of every application.",
+        value=server_total,
+    )
+    yield GaugeMetricFamily(
+        "glowing_fiesta_db_max_connections",
+        "The PostgreSQL server's max_connections.",
+        value=max_connections,
+    )
+
+
+SOURCES = (
+    ("queue_depth", queue_depth, DatabaseError),
+    ("broker_queue", broker_queue, redis.RedisError),
+    ("database_connections", database_connections, DatabaseError),
+)
+
+
+class ScrapeTimeCollector:
+    """The gauges above, for a prometheus_client registry."""
+
+    def collect(self) -> Iterator[Metric]:
+        for name, source, errors in SOURCES:
+            try:
+                families = list(source())
+            except errors:
+                logger.warning("scrape source failed", extra={"source": name}, exc_info=True)
+                continue
+            yield from families

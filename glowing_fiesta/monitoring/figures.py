@@ -1,0 +1,81 @@
+"""The service's own figures, as Prometheus metrics: every name, label and bucket in one place.
+
+Nothing outside this package touches these objects; the code doing the work calls the small
+functions of `glowing_fiesta.monitoring` (record.py). Under PROMETHEUS_MULTIPROC_DIR each process
+keeps its values in a memory-mapped file of that directory, and GET /metrics sums the files of
+every process (multiproc.py).
+
+Labels hold bounded values only: URL pattern names (never a path), fixed reasons and outcomes,
+task and table names. Nothing a client sends, an API key above all, ever becomes a label.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Seconds: a single point is written in about a millisecond, a 1000-point batch in tens of
+# milliseconds, a percentile query may take seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Points per write: 1 (a single point) to a few thousand (one batch of every process's figures).
+POINTS_BUCKETS = (1, 2, 5, 10, 25, 64, 100, 250, 500, 1000, 2500, 5000)
+
+REQUEST_DURATION = Histogram(
+    "glowing_fiesta_request_duration_seconds",
+    "Time from the request reaching Django to its response, by method, URL pattern and status.",
+    ["method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+INGESTION_FAILURES = Counter(
+    "glowing_fiesta_ingestion_failures",
+    "Writes refused or lost, by reason (invalid, type_conflict, series_limit, too_large, "
+    "unsupported_media, rate_limited, unauthenticated, database, batch_failed, other).",
+    ["reason"],
+)
+POINTS_INGESTED = Counter(
+    "glowing_fiesta_points_ingested",
+    "Points stored, by path: sync (in the request), async (a queued batch), statsd (the StatsD "
+    "listener), self (the own figures).",
+    ["path"],
+)
+DB_WRITE_LATENCY = Histogram(
+    "glowing_fiesta_db_write_latency_seconds",
+    "Time of one write of points and their rollups to PostgreSQL (storage.points_write).",
+    buckets=LATENCY_BUCKETS,
+)
+DB_WRITE_POINTS = Histogram(
+    "glowing_fiesta_db_write_points",
+    "Points in one write to PostgreSQL.",
+    buckets=POINTS_BUCKETS,
+)
+AGGREGATION_LATENCY = Histogram(
+    "glowing_fiesta_aggregation_latency_seconds",
+    "Time of one aggregation query, by interval and source (the rollup table read, or raw).",
+    ["interval", "source"],
+    buckets=LATENCY_BUCKETS,
+)
+RETENTION_DELETED = Counter(
+    "glowing_fiesta_retention_deleted",
+    "Rows removed by retention runs, by table.",
+    ["table"],
+)
+# The largest value over every process that ever set it: a run's time only grows.
+RETENTION_LAST_SUCCESS = Gauge(
+    "glowing_fiesta_retention_last_success_timestamp_seconds",
+    "Unix time at which the last successful retention run finished (0: none since start).",
+    multiprocess_mode="max",
+)
+AUTH_FAILURES = Counter(
+    "glowing_fiesta_auth_failures",
+    "Requests refused by API-key authentication, by reason "
+    "(missing, invalid, revoked, expired, in_url, insufficient_scope).",
+    ["reason"],
+)
+RATE_LIMITED = Counter(
+    "glowing_fiesta_rate_limited_requests",
+    "Requests refused with 429 because their API key was over its rate limit.",
+)
+CELERY_TASKS = Counter(
+    "glowing_fiesta_celery_tasks",
+    "Celery task runs by task name and outcome (success, failure, retry, revoked).",
+    ["task", "outcome"],
+)

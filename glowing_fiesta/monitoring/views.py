@@ -1,0 +1,56 @@
+"""GET /metrics: every figure in the Prometheus text format, for a key with the read scope.
+
+Prometheus sends the key as `Authorization: Bearer <key>` (deploy/prometheus/prometheus.yml);
+X-API-Key works too. Under PROMETHEUS_MULTIPROC_DIR the figures are the sum over every process
+that writes to that directory; the gauges of collectors.py are read at each scrape.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+from rest_framework.request import Request
+
+from apikeys.api import ApiKeyView
+from apikeys.models import Scope
+
+from . import multiproc
+from .collectors import ScrapeTimeCollector
+
+
+def exposition() -> bytes:
+    """The text of one scrape."""
+    path = multiproc.directory()
+    if path is None:
+        # One process: its own registry (with the process and platform collectors).
+        return generate_latest(REGISTRY) + generate_latest(_scrape_time_registry())
+    registry = _scrape_time_registry()
+    MultiProcessCollector(registry, path=str(path))
+    return generate_latest(registry)
+
+
+def _scrape_time_registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ScrapeTimeCollector())
+    return registry
+
+
+class PrometheusMetricsView(ApiKeyView):
+    """The service's own figures for a Prometheus scrape. Needs the read scope."""
+
+    required_scope = Scope.READ
+
+    @extend_schema(
+        summary="The service's own figures, in the Prometheus text format",
+        responses={
+            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Exposition"),
+            401: OpenApiResponse(description="No valid API key"),
+            403: OpenApiResponse(description="The key lacks the read scope"),
+        },
+    )
+    def get(self, request: Request) -> HttpResponse:
+        return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
