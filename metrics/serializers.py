@@ -420,10 +420,18 @@ class MetricListInput(_PageInput):
     type = serializers.ChoiceField(choices=MetricType.choices, required=False)
 
 
+@extend_schema_field(NAME_SCHEMA)
+class MetricNameField(serializers.CharField):
+    """A metric's name in a query string (any other string names no metric: 404)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=NAME_MAX, help_text="The metric's name.", **kwargs)
+
+
 class SeriesListInput(_PageInput):
     """The query string of GET /api/series."""
 
-    metric = serializers.CharField(max_length=NAME_MAX, help_text="The metric's name.")
+    metric = MetricNameField()
     tag = serializers.ListField(
         child=TagFilterField(allow_blank=False, trim_whitespace=False),
         required=False,
@@ -435,7 +443,7 @@ class SeriesListInput(_PageInput):
 class TagListInput(serializers.Serializer):
     """The query string of GET /api/tags."""
 
-    metric = serializers.CharField(max_length=NAME_MAX, help_text="The metric's name.")
+    metric = MetricNameField()
 
 
 def discovery_query_data(serializer: type[serializers.Serializer], params: Any) -> dict[str, Any]:

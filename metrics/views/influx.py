@@ -187,6 +187,8 @@ def _required(request: Request, *names: str) -> None:
         raise InfluxQueryInvalid(f"Please provide {' or '.join(names)}.")
 
 
+# Accepted and ignored (one store), but InfluxDB requires them, so they may not be empty.
+_NON_EMPTY = {"type": "string", "minLength": 1}
 PRECISION_V2 = OpenApiParameter(
     "precision", str, enum=list(influx.PRECISIONS_V2), description="Default ns."
 )
@@ -209,9 +211,11 @@ class InfluxV2WriteView(_InfluxWriteView):
         summary="Write InfluxDB line protocol (InfluxDB 2 API)",
         request={"text/plain": str},
         parameters=[
-            OpenApiParameter("org", str, description="Required unless orgID is given."),
-            OpenApiParameter("orgID", str),
-            OpenApiParameter("bucket", str, required=True),
+            OpenApiParameter(
+                "org", _NON_EMPTY, required=True, description="Or orgID, as InfluxDB takes it."
+            ),
+            OpenApiParameter("orgID", _NON_EMPTY),
+            OpenApiParameter("bucket", _NON_EMPTY, required=True),
             PRECISION_V2,
             IDEMPOTENCY_PARAMETER,
         ],
@@ -234,7 +238,7 @@ class InfluxV1WriteView(_InfluxWriteView):
         summary="Write InfluxDB line protocol (InfluxDB 1.x API)",
         request={"text/plain": str},
         parameters=[
-            OpenApiParameter("db", str, required=True),
+            OpenApiParameter("db", _NON_EMPTY, required=True),
             PRECISION_V1,
             IDEMPOTENCY_PARAMETER,
         ],

@@ -27,6 +27,7 @@ from ..serializers import BatchInput, BatchOutput, CounterInput, PointOutput, Va
 from ..services import PointInput, points_ingest
 from .batches import ACCEPTED, PREFER_PARAMETER, accepted_body, accepted_headers, prefers_async
 from .series import (
+    DELETE_SCHEMA_FIELDS,
     QUERY_PARAMETERS,
     QUERY_SCHEMA,
     metric_delete_respond,
@@ -122,7 +123,6 @@ class _IngestView(ApiKeyView):
     def get(self, request: Request) -> Response:
         return series_respond(request, self.reserved_name)
 
-    @extend_schema(exclude=True)  # documented once, as DELETE /api/metrics/{name}
     def delete(self, request: Request) -> Response:
         return metric_delete_respond(self.reserved_name)
 
@@ -152,6 +152,14 @@ def _ingest_schema(summary: str, request: dict, created: type, reserved_name: st
             parameters=QUERY_PARAMETERS,
             description=f"GET /api/metrics/{{name}} for the metric named {reserved_name!r}.",
             **QUERY_SCHEMA,
+        ),
+        delete=extend_schema(
+            operation_id=f"metrics_delete_{reserved_name}",
+            **{
+                **DELETE_SCHEMA_FIELDS,
+                "description": f"DELETE /api/metrics/{{name}} for the metric named "
+                f"{reserved_name!r}.",
+            },
         ),
     )
 

@@ -97,16 +97,19 @@ def scope_for(method: str) -> str:
     return Scope.ADMIN if method == "DELETE" else Scope.READ
 
 
-DELETE_SCHEMA = extend_schema(
-    summary="Delete a metric with its series, points and rollups",
-    operation_id="metrics_delete",
-    description="One transaction; needs an API key with the admin scope. A second DELETE is 404.",
-    parameters=[OpenApiParameter("name", NAME_SCHEMA, OpenApiParameter.PATH)],
-    responses={
+DELETE_SCHEMA_FIELDS: dict[str, Any] = {
+    "summary": "Delete a metric with its series, points and rollups",
+    "description": "One transaction; needs an API key with the admin scope. A second DELETE is 404.",
+    "responses": {
         204: OpenApiResponse(description="Deleted"),
         **problem_responses({404: "No metric of that name"}),
         **KEYED_ERRORS,
     },
+}
+DELETE_SCHEMA = extend_schema(
+    operation_id="metrics_delete",
+    parameters=[OpenApiParameter("name", NAME_SCHEMA, OpenApiParameter.PATH)],
+    **DELETE_SCHEMA_FIELDS,
 )
 
 QUERY_PARAMETERS = [SeriesQueryInput]

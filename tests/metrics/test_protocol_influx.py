@@ -343,7 +343,7 @@ def test_nanoseconds_become_microseconds():
         ("m b=true", "is a boolean; only numbers are stored"),
         (r"my\ cpu f=1", "metric name 'my cpu.f' must be"),
         ("m,1bad=v f=1", "tags key '1bad' must match"),
-        ("m,k=" + "v" * 192 + " f=1", "must be 1-191 printable"),
+        ("m,k=" + "v" * 192 + " f=1", "must be 1-191 characters, none of them a control character"),
         ("m," + ",".join(f"k{i}=v" for i in range(11)) + " f=1", "at most 10 tags"),
         ("m f=2e15", "must lie within ±1e15"),
         ("m f=2000000000000000i", "must lie within ±1e15"),
