@@ -69,14 +69,15 @@ def request_observe(*, method: str, route: str, status: int, seconds: float) -> 
         store.request(series[1], seconds * 1000)
 
 
-def ingestion_failure(reason: str) -> None:
-    """A write refused or lost; `reason` is one of the fixed reasons of figures.py."""
-    if not _on():
+def ingestion_failure(reason: str, amount: int = 1) -> None:
+    """`amount` writes (or lines, or points) refused or lost; `reason` is one of the fixed
+    reasons of figures.py."""
+    if not _on() or amount <= 0:
         return
-    figures.INGESTION_FAILURES.labels(reason).inc()
+    figures.INGESTION_FAILURES.labels(reason).inc(amount)
     store = selfstore.current()
     if store is not None:
-        store.count("ingestion_failures", (("reason", reason),))
+        store.count("ingestion_failures", (("reason", reason),), amount)
 
 
 def problem_observed(*, exc: Exception, problem: Any, context: Mapping[str, Any]) -> None:

@@ -207,3 +207,30 @@ def test_any_method_token_shares_one_label(api_client, scrape):
         v for (n, labels), v in before.items() if n == name and dict(labels)["method"] == "other"
     )
     assert others == others_before + 3
+
+
+def test_what_a_statsd_flush_cannot_store_counts_by_reason(scrape):
+    from datetime import UTC, datetime
+
+    from metrics.management.commands.statsd import count_failures
+    from metrics.protocols.statsd import Aggregator
+    from metrics.protocols.statsd_store import WriteOutcome
+
+    aggregator = Aggregator(max_series=100, max_samples=100)
+    aggregator.add_packet(b"ok:1|c\nnot a line\nalso:bad|zz")
+    flush = aggregator.flush(now=datetime.now(UTC))
+    outcome = WriteOutcome(stored=1, conflicts={"typed": 3}, series_limited={"wide": 2}, lost=4)
+    before = scrape()
+    count_failures(flush, outcome)
+    after = scrape()
+
+    def delta(reason: str) -> float:
+        return value(after, FAILURES, reason=reason) - value(before, FAILURES, reason=reason)
+
+    assert flush.stats.invalid == 2
+    assert (delta("invalid"), delta("type_conflict"), delta("series_limit"), delta("database")) == (
+        2,
+        3,
+        2,
+        4,
+    )

@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
+from glowing_fiesta import monitoring
 from metrics.protocols.statsd import Aggregator, Flush
 from metrics.protocols.statsd_store import FlushWriter, WriteOutcome
 
@@ -87,6 +88,16 @@ def drain(sock: socket.socket, protocol: StatsdProtocol) -> int:
 def next_boundary(now: float, interval: int) -> float:
     """The next multiple of `interval` seconds in Unix time: flushes fall on whole intervals."""
     return (math.floor(now / interval) + 1) * interval
+
+
+def count_failures(flush: Flush, outcome: WriteOutcome) -> None:
+    """What a flush could not store, in the service's own ingestion_failures by reason."""
+    stats = flush.stats
+    monitoring.ingestion_failure("invalid", stats.invalid + stats.out_of_range)
+    monitoring.ingestion_failure("too_large", stats.series_dropped_lines + stats.samples_dropped)
+    monitoring.ingestion_failure("type_conflict", sum(outcome.conflicts.values()))
+    monitoring.ingestion_failure("series_limit", sum(outcome.series_limited.values()))
+    monitoring.ingestion_failure("database", outcome.lost)
 
 
 def log_flush(flush: Flush, outcome: WriteOutcome, seconds: float, *, final: bool) -> None:
@@ -195,6 +206,7 @@ async def serve(*, host: str, port: int, interval: int) -> None:
         flush = aggregator.flush(now=timezone.now())
         started = time.perf_counter()
         outcome = await asyncio.to_thread(store, flush.points)
+        count_failures(flush, outcome)
         log_flush(flush, outcome, time.perf_counter() - started, final=final)
 
     try:
