@@ -101,19 +101,41 @@ def batch_create(*, api_key_id: int, points: Sequence[PointInput], now: datetime
         created_at=now,
         updated_at=now,
     )
-    transaction.on_commit(lambda: batch_dispatch(batch_id=batch.pk))
+    transaction.on_commit(lambda: batch_dispatch(batch_id=batch.pk, pausable=True))
     return batch
 
 
-def batch_dispatch(*, batch_id: int) -> bool:
+# After a failed send, requests skip the broker for this long: a hung or missing Redis then costs
+# one socket timeout per process per pause, not one per request, so the web workers stay free to
+# answer (a probe, a synchronous write) while it is away. The batches wait for the sweeper.
+BROKER_PAUSE_SECONDS = 5.0
+_broker_paused_until = 0.0
+
+
+def broker_pause_reset() -> None:
+    """Forget a previous broker failure (tests)."""
+    global _broker_paused_until
+    _broker_paused_until = 0.0
+
+
+def batch_dispatch(*, batch_id: int, pausable: bool = False) -> bool:
     """Send the batch id to the workers. A broker failure is logged, not raised: the batch is
-    committed, and the sweeper sends it again after QUEUE_STALE_SECONDS."""
+    committed, and the sweeper sends it again after QUEUE_STALE_SECONDS.
+
+    `pausable` sends (a request's own batch) are skipped for BROKER_PAUSE_SECONDS after a failure;
+    the sweeper's are always tried, since retrying is what it is for.
+    """
+    global _broker_paused_until
+    if pausable and time.monotonic() < _broker_paused_until:
+        logger.debug("batch not enqueued; broker paused", extra={"batch_id": batch_id})
+        return False
     try:
         current_app.send_task(PROCESS_TASK, args=[batch_id])
     except Exception:
+        _broker_paused_until = time.monotonic() + BROKER_PAUSE_SECONDS
         logger.warning(
             "batch not enqueued; the sweeper will retry",
-            extra={"batch_id": batch_id},
+            extra={"batch_id": batch_id, "pause_seconds": BROKER_PAUSE_SECONDS},
             exc_info=True,
         )
         return False

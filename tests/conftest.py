@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 from apikeys import cache as apikeys_cache
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
-from metrics import caches, partitions
+from metrics import batches, caches, partitions
 from tests.helpers import truncate_point_tables
 
 pytest_plugins = ["tests.browser", "tests.processes"]
@@ -27,8 +27,10 @@ def _fresh_storage_caches():
 def _redis_not_paused():
     """A test that made Redis unreachable must not leave the next one skipping Redis."""
     apikeys_cache.reset()
+    batches.broker_pause_reset()
     yield
     apikeys_cache.reset()
+    batches.broker_pause_reset()
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -413,6 +414,29 @@ def test_a_202_is_answered_when_the_broker_is_down_and_the_sweeper_sends_it_late
     with django_capture_on_commit_callbacks(execute=True):
         assert batches.batches_sweep(now=later) == [batch_id]
     assert queued_batch_ids(queue_name) == [batch_id]
+
+
+def test_after_a_broker_failure_requests_skip_the_broker_for_a_while(
+    api_client, queue_name, monkeypatch, django_capture_on_commit_callbacks
+):
+    sends = []
+
+    def broker_down(*args, **kwargs):
+        sends.append(args)
+        raise BrokerError("Timeout reading from socket")
+
+    monkeypatch.setattr(celery_app, "send_task", broker_down)
+    for _ in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = post_async(api_client, "/api/metrics/counter", {"name": "n"})
+        assert response.status_code == 202
+    assert len(sends) == 1  # one timeout paid; the next two did not wait on the broker
+    monkeypatch.undo()
+    assert IngestBatch.objects.filter(state="pending").count() == 3
+    monkeypatch.setattr(batches, "_broker_paused_until", time.monotonic() - 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_async(api_client, "/api/metrics/counter", {"name": "n"})
+    assert queued_batch_ids(queue_name) == [response.json()["batch_id"]]
 
 
 @pytest.mark.parametrize(("debug", "refused"), [("false", True), ("true", False)])
