@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from django.conf import settings
-from django.core.cache import caches
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import cache, keyformat
+from . import keyformat
 from .models import ApiKey, KeyStatus
 
-_NO_SUCH_PREFIX = "missing"
 # An HMAC to compare against when the prefix is unknown, so that case costs the same work as a
 # wrong secret and timing does not tell which prefixes exist.
 _DUMMY_HASH = "0" * 64
@@ -28,31 +27,47 @@ class KeyRejected(Exception):
         self.reason = reason
 
 
-def cache_key(prefix: str) -> str:
-    return f"apikey:{prefix}"
+# In-process copies of key rows, by prefix: (when the copy expires, on the monotonic clock; the
+# row, or None for a prefix that does not exist). Authentication then costs no round trip at all
+# while a key is in use; a change made by another process (a revocation, a new rate limit) is
+# seen once the copy expires, within API_KEY_CACHE_SECONDS (at most 5). gunicorn's sync workers
+# serve one request at a time, so a plain dict is enough.
+_rows: dict[str, tuple[float, ApiKey | None]] = {}
+# Unknown prefixes are remembered too; a client spraying random ones cannot grow this without end.
+ROWS_MAX = 10_000
+
+
+def apikey_forget(*, prefix: str) -> None:
+    """Drop this process's copy of a key row (after a change made here)."""
+    _rows.pop(prefix, None)
+
+
+def apikey_rows_clear() -> None:
+    """Drop every copy (tests, and after settings change)."""
+    _rows.clear()
 
 
 def apikey_get_by_prefix(*, prefix: str) -> ApiKey | None:
-    """The key with this prefix, from Redis if seen in the last API_KEY_CACHE_SECONDS.
+    """The key with this prefix, from this process's copy if read in the last
+    API_KEY_CACHE_SECONDS.
 
     A miss costs one query on the unique prefix index. Unknown prefixes are remembered too, so
     a client retrying a deleted key does not reach the database on every request.
     """
     seconds = settings.API_KEY_CACHE_SECONDS
-    redis = caches["default"]
+    now = time.monotonic()
     if seconds:
-        cached = cache.call("apikey get", lambda: redis.get(cache_key(prefix)), None)
-        if cached == _NO_SUCH_PREFIX:
-            return None
-        if isinstance(cached, ApiKey):
-            return cached
-    try:
-        key = ApiKey.objects.get(prefix=prefix)
-    except ApiKey.DoesNotExist:
-        key = None
+        copy = _rows.get(prefix)
+        if copy is not None and copy[0] > now:
+            return copy[1]
+    key = ApiKey.objects.filter(prefix=prefix).first()
     if seconds:
-        value = key if key is not None else _NO_SUCH_PREFIX
-        cache.call("apikey set", lambda: redis.set(cache_key(prefix), value, seconds), None)
+        if len(_rows) >= ROWS_MAX:
+            for stale in [p for p, (expires, _) in _rows.items() if expires <= now]:
+                del _rows[stale]
+            if len(_rows) >= ROWS_MAX:
+                _rows.clear()
+        _rows[prefix] = (now + seconds, key)
     return key
 
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from . import cache, keyformat
 from .models import ApiKey, Scope, default_scopes
-from .selectors import cache_key
+from .selectors import apikey_forget
 
 logger = logging.getLogger(__name__)
 
@@ -104,13 +104,16 @@ def apikey_update(
 
 
 def _forget(key: ApiKey) -> None:
-    # Other processes' cached copies expire within API_KEY_CACHE_SECONDS.
-    redis = caches["default"]
-    cache.call("apikey forget", lambda: redis.delete(cache_key(key.prefix)), None)
+    # This process sees the change at once; other processes' copies expire within
+    # API_KEY_CACHE_SECONDS.
+    apikey_forget(prefix=key.prefix)
 
 
 def apikey_revoke(*, key: ApiKey, now: datetime | None = None) -> bool:
-    """Revoke `key`; False if it already was. Takes effect at once for this Redis's readers."""
+    """Revoke `key`; False if it already was.
+
+    Takes effect at once in this process and within API_KEY_CACHE_SECONDS (5) in every other.
+    """
     now = now or timezone.now()
     revoked = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now)
     if revoked:

@@ -1,3 +1,5 @@
+import time
+import types
 from datetime import timedelta
 
 import pytest
@@ -7,9 +9,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from apikeys import keyformat
+from apikeys import keyformat, selectors
 from apikeys.models import ApiKey
-from apikeys.selectors import KeyRejected, apikey_get_active, cache_key
+from apikeys.selectors import KeyRejected, apikey_get_active
 from apikeys.services import apikey_create, apikey_mark_used, apikey_revoke
 from tests.apikeys.helpers import with_valid_checksum, wrong_secret
 from tests.factories import ApiKeyFactory
@@ -132,7 +134,7 @@ def test_ordinary_query_parameters_are_fine(api_key):
 
 def test_changing_the_pepper_invalidates_every_key(api_key, settings):
     _, raw = api_key
-    caches["default"].delete(cache_key(keyformat.parse(raw).prefix))
+    selectors.apikey_rows_clear()
     settings.API_KEY_PEPPER = "another-pepper"
     assert_problem(get_me(raw), 401, "api-key-invalid", "invalid")
 
@@ -160,21 +162,39 @@ def test_prefix_lookup_uses_the_unique_index(api_key):
     assert "api_keys_prefix" in plan and "Index" in plan
 
 
-def test_cached_row_lives_at_most_api_key_cache_seconds(api_key, settings):
+def test_cached_row_lives_at_most_api_key_cache_seconds(api_key, settings, monkeypatch):
     _, raw = api_key
+    started = time.monotonic()
     get_me(raw)
-    ttl = caches["default"].ttl(cache_key(keyformat.parse(raw).prefix))
-    assert 0 < ttl <= settings.API_KEY_CACHE_SECONDS
+    expires, _row = selectors._rows[keyformat.parse(raw).prefix]
+    assert started < expires <= time.monotonic() + settings.API_KEY_CACHE_SECONDS
 
 
-def test_revocation_elsewhere_applies_once_the_cached_row_expires(api_key):
+def test_revocation_elsewhere_applies_once_the_cached_row_expires(api_key, monkeypatch):
     key, raw = api_key
     assert get_me(raw).status_code == 200
-    # Another process revoked it in the database without touching this Redis.
+    # Another process revoked it in the database; this process still holds its copy.
     ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())
     assert get_me(raw).status_code == 200
-    caches["default"].delete(cache_key(key.prefix))  # what the 5 s expiry does
+    real = time.monotonic
+    later = types.SimpleNamespace(monotonic=lambda: real() + 5.01)  # API_KEY_CACHE_SECONDS on
+    monkeypatch.setattr(selectors, "time", later)
     assert_problem(get_me(raw), 401, "api-key-revoked", "revoked")
+
+
+def test_revocation_here_applies_at_once(api_key):
+    key, raw = api_key
+    assert get_me(raw).status_code == 200
+    apikey_revoke(key=ApiKey.objects.get(pk=key.pk))
+    assert_problem(get_me(raw), 401, "api-key-revoked", "revoked")
+
+
+def test_the_copies_of_unknown_prefixes_are_bounded(monkeypatch):
+    monkeypatch.setattr(selectors, "ROWS_MAX", 3)
+    for i in range(7):
+        selectors.apikey_get_by_prefix(prefix=f"Nope{i:04d}")
+        assert len(selectors._rows) <= 3
+    assert "Nope0006" in selectors._rows
 
 
 def test_unknown_prefix_is_remembered_briefly_and_then_forgotten(django_assert_num_queries):

@@ -1,10 +1,9 @@
 import pytest
-from django.core.cache import caches
 from django.db import IntegrityError, transaction
 
-from apikeys import keyformat
+from apikeys import keyformat, selectors
 from apikeys.models import ApiKey
-from apikeys.selectors import apikey_find, apikey_get_by_prefix, cache_key
+from apikeys.selectors import apikey_find, apikey_get_by_prefix
 from apikeys.services import apikey_create, apikey_update
 from tests.factories import ApiKeyFactory
 
@@ -84,10 +83,9 @@ def test_update_refuses_bad_settings(kwargs, message):
 
 def test_update_drops_the_cached_row():
     key = ApiKeyFactory(rate_limit=5)
-    apikey_get_by_prefix(prefix=key.prefix)
-    assert caches["default"].get(cache_key(key.prefix)) is not None
+    assert apikey_get_by_prefix(prefix=key.prefix).rate_limit == 5
     apikey_update(key=key, name=key.name, scopes=key.scopes, rate_limit=6, expires_at=None)
-    assert caches["default"].get(cache_key(key.prefix)) is None
+    assert key.prefix not in selectors._rows
     assert apikey_get_by_prefix(prefix=key.prefix).rate_limit == 6
 
 
