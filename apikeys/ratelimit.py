@@ -1,18 +1,23 @@
 """Per-key request rate limits: a fixed one-minute window per key, counted in Redis.
 
-django-ratelimit does the counting (one atomic INCR per request). Its windows are staggered per
-key, so clients do not all reset at the same second. When Redis cannot be reached the request is
-served uncounted: an outage of the cache must not become an outage of the API.
+One round trip per request: the window's counter is created with its expiry and incremented in
+one MULTI/EXEC (django-ratelimit's get_usage takes two, an ADD and then an INCR). The windows are
+staggered per key the way django-ratelimit staggers them, so clients do not all reset at the same
+second. When Redis cannot be reached the request is served uncounted: an outage of the cache must
+not become an outage of the API.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import zlib
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.core.cache import caches
 from django.http import HttpRequest
-from django_ratelimit.core import get_usage
+from django_redis import get_redis_connection
 
 from glowing_fiesta import monitoring
 from glowing_fiesta.exceptions import TooManyRequests
@@ -23,6 +28,7 @@ from .models import ApiKey
 logger = logging.getLogger(__name__)
 
 GROUP = "apikeys.requests"
+PERIOD_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -47,31 +53,41 @@ def _counter_id(key: ApiKey) -> str:
     return f"{key.pk}:{key.prefix}"
 
 
+def window_end(counter_id: str, *, now: int, period: int = PERIOD_SECONDS) -> int:
+    """When the current window of `counter_id` ends (Unix seconds, after `now`).
+
+    Each counter's windows are shifted by a fixed offset from its CRC32, as django-ratelimit's
+    are, so the keys of a fleet do not all start afresh at the same second.
+    """
+    end = now - now % period + zlib.crc32(counter_id.encode()) % period
+    return end if end > now else end + period
+
+
+def _count(counter_id: str, *, now: int) -> tuple[int, int]:
+    """Add one to the counter's current window; return (count, seconds left in the window)."""
+    end = window_end(counter_id, now=now)
+    prefix = getattr(settings, "RATELIMIT_CACHE_PREFIX", "rl:")
+    key = caches["default"].make_key(f"{prefix}{GROUP}:{counter_id}:{end}")
+    pipe = get_redis_connection("default").pipeline(transaction=True)
+    pipe.set(key, 0, ex=end - now + 1, nx=True)  # a second's grace, as django-ratelimit has
+    pipe.incr(key)
+    _, count = pipe.execute()
+    return int(count), end - now
+
+
 def ratelimit_hit(*, request: HttpRequest, key: ApiKey) -> RateUsage | None:
     """Count one request against `key`; None when Redis is unavailable (served uncounted)."""
-    counter_id = _counter_id(key)
-    usage = cache.call(
-        "ratelimit",
-        lambda: get_usage(
-            request,
-            group=GROUP,
-            key=lambda _group, _request: counter_id,
-            rate=f"{key.rate_limit}/m",
-            increment=True,
-        ),
-        None,
-    )
-    # django-ratelimit reports a failed count as a limit of 0; that is an unavailable cache too.
-    if usage is None or usage["limit"] == 0:
-        return None
     now = int(time.time())
-    time_left = max(usage["time_left"], 0)
+    counted = cache.call("ratelimit", lambda: _count(_counter_id(key), now=now), None)
+    if counted is None:
+        return None
+    count, time_left = counted
     return RateUsage(
-        limit=usage["limit"],
-        remaining=max(usage["limit"] - usage["count"], 0),
+        limit=key.rate_limit,
+        remaining=max(key.rate_limit - count, 0),
         reset=now + time_left,
         retry_after=max(time_left, 1),
-        exceeded=usage["should_limit"],
+        exceeded=count > key.rate_limit,
     )
 
 

@@ -1,7 +1,7 @@
 """Failed authentications per client address: wrong API keys and failed admin logins.
 
 Each failure is one atomic INCR in Redis (django-ratelimit, a fixed window of AUTH_FAILURE_RATE's
-period). Once an address has failed AUTH_FAILURE_RATE times in its window, every attempt from it
+period); the check every authenticated request makes reads the same counter with one GET. Once an address has failed AUTH_FAILURE_RATE times in its window, every attempt from it
 gets 429 with Retry-After until the window ends, before any key is looked up or any password
 hashed: guessing costs the guesser, not the database. Like the per-key limit, an unreachable
 Redis counts nothing rather than refusing everyone.
@@ -10,15 +10,17 @@ Redis counts nothing rather than refusing everyone.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.signals import user_login_failed
+from django.core.cache import caches
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
-from django_ratelimit.core import get_usage
+from django_ratelimit.core import ALL, _get_window, _make_cache_key, _split_rate, get_usage
 
 from apikeys import cache
 
@@ -49,31 +51,29 @@ def client_address(request: HttpRequest) -> str:
     return forwarded[-count]
 
 
-def _usage(request: HttpRequest, *, increment: bool) -> dict[str, Any] | None:
+def _failures(request: HttpRequest) -> tuple[int, int, int] | None:
+    """(failures, limit, seconds left) in the address's current window, with one GET.
+
+    get_usage without incrementing costs two round trips (an ADD of a zero, then a GET); the
+    key is django-ratelimit's own, so this reads exactly what auth_failure_record counts.
+    """
     address = client_address(request)
-    usage = cache.call(
-        "auth failures",
-        lambda: get_usage(
-            request,
-            group=GROUP,
-            key=lambda _group, _request: address,
-            rate=settings.AUTH_FAILURE_RATE,
-            increment=increment,
-        ),
-        None,
-    )
-    # django-ratelimit reports a failed count as a limit of 0: Redis is unavailable.
-    if usage is None or usage["limit"] == 0:
+    rate = settings.AUTH_FAILURE_RATE
+    limit, period = _split_rate(rate)
+    window = _get_window(address, period)
+    key = _make_cache_key(GROUP, window, rate, address, ALL)
+    count = cache.call("auth failures", lambda: caches["default"].get(key, 0), None)
+    if count is None:
         return None
-    return usage
+    return int(count), limit, window - int(time.time())
 
 
 def auth_failures_check(request: HttpRequest) -> None:
     """Raise TooManyRequests (429, Retry-After) when the client's address is over the limit."""
-    usage = _usage(request, increment=False)
-    if usage is None or usage["count"] < usage["limit"]:
+    failures = _failures(request)
+    if failures is None or failures[0] < failures[1]:
         return
-    retry_after = max(usage["time_left"], 1)
+    retry_after = max(failures[2], 1)
     logger.warning(
         "authentication failures limit reached",
         extra={"client": client_address(request), "limit": settings.AUTH_FAILURE_RATE},
@@ -86,7 +86,18 @@ def auth_failures_check(request: HttpRequest) -> None:
 
 def auth_failure_record(request: HttpRequest) -> None:
     """Count one failed authentication against the client's address."""
-    _usage(request, increment=True)
+    address = client_address(request)
+    cache.call(
+        "auth failures",
+        lambda: get_usage(
+            request,
+            group=GROUP,
+            key=lambda _group, _request: address,
+            rate=settings.AUTH_FAILURE_RATE,
+            increment=True,
+        ),
+        None,
+    )
 
 
 @receiver(user_login_failed, dispatch_uid="glowing_fiesta.bruteforce.login_failed")

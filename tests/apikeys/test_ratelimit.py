@@ -3,8 +3,12 @@ import time
 import types
 
 import pytest
+from django.conf import settings
+from django.core.cache import caches
+from django_redis import get_redis_connection
 
 from apikeys import cache as apikeys_cache
+from apikeys import ratelimit
 from tests.apikeys.test_authentication import ME
 
 pytestmark = pytest.mark.django_db
@@ -24,11 +28,12 @@ DEAD_REDIS = {
 
 
 def travel(monkeypatch, seconds: int) -> None:
-    """Move django-ratelimit's clock (and so its window) forward."""
+    """Move the clocks of the counters (and so their windows) forward: the per-key limit's and
+    django-ratelimit's, which counts failed authentications."""
     real = time.time
-    monkeypatch.setattr(
-        "django_ratelimit.core.time", types.SimpleNamespace(time=lambda: real() + seconds)
-    )
+    later = types.SimpleNamespace(time=lambda: real() + seconds)
+    for module in ("apikeys.ratelimit", "glowing_fiesta.bruteforce", "django_ratelimit.core"):
+        monkeypatch.setattr(f"{module}.time", later)
 
 
 def test_every_authenticated_response_carries_rate_limit_headers(make_api_client):
@@ -159,3 +164,48 @@ def test_redis_is_used_again_once_the_pause_ends(make_api_client):
     apikeys_cache._paused_until = time.monotonic() - 1  # a pause that has just ended
     response = client.get(ME)
     assert response["X-RateLimit-Remaining"] == "4"
+
+
+def test_a_window_ends_at_the_keys_own_offset_within_the_period():
+    ends = {ratelimit.window_end(f"{i}:prefix{i}", now=1_000_000) for i in range(50)}
+    assert all(1_000_000 < end <= 1_000_000 + ratelimit.PERIOD_SECONDS for end in ends)
+    assert len(ends) > 10  # staggered: a fleet of keys does not reset at the same second
+    end = ratelimit.window_end("1:abc", now=1_000_000)
+    assert ratelimit.window_end("1:abc", now=end - 1) == end
+    assert ratelimit.window_end("1:abc", now=end) == end + ratelimit.PERIOD_SECONDS
+
+
+def test_a_request_costs_one_redis_round_trip_for_its_rate_limit(make_api_client, monkeypatch):
+    client = make_api_client(rate_limit=100)
+    assert client.get(ME).status_code == 200  # the key row is now in this process's copy
+    connection = get_redis_connection("default")
+    commands = []
+    real = type(connection).execute_command
+    pipelines = []
+    real_pipeline = type(connection).pipeline
+
+    def counted(self, *args, **kwargs):
+        commands.append(args[0])
+        return real(self, *args, **kwargs)
+
+    def counted_pipeline(self, *args, **kwargs):
+        pipelines.append(args or kwargs)
+        return real_pipeline(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(connection), "execute_command", counted)
+    monkeypatch.setattr(type(connection), "pipeline", counted_pipeline)
+    response = client.get(ME)
+    assert response.status_code == 200
+    assert response["X-RateLimit-Remaining"] == "98"
+    # One GET of the address's failure counter, one MULTI/EXEC for the key's window; the key
+    # row itself came from memory.
+    assert commands == ["GET"]
+    assert len(pipelines) == 1
+    ttl = connection.ttl(
+        caches["default"].make_key(
+            f"{settings.RATELIMIT_CACHE_PREFIX}{ratelimit.GROUP}:"
+            f"{client.api_key.pk}:{client.api_key.prefix}:"
+            f"{ratelimit.window_end(f'{client.api_key.pk}:{client.api_key.prefix}', now=int(time.time()))}"
+        )
+    )
+    assert 0 < ttl <= ratelimit.PERIOD_SECONDS + 1
