@@ -2,7 +2,7 @@
 
 Another process may delete a metric at any time, so a cached id is never trusted on its own:
 every write checks, in the statement that writes the points, that its metric and series ids
-still exist (`storage.points_write`, through the SQL function gf_assert_refs). A write that finds
+still exist (`storage.points_write`, by an inline check in its statement). A write that finds
 one gone raises `storage.RefsGone`; `services.points_ingest` then clears these caches and writes
 again from the database, which recreates the metric. The check costs one index probe per metric
 and series of the write, and no Redis round trip.

@@ -274,11 +274,20 @@ class RefsGone(OperationalError):
     failure is a 503 or a worker retry, like any transient database error)."""
 
 
-# SQLSTATE raised by gf_assert_refs (migration 0005).
+# SQLSTATE raised by gf_refs_gone (migration 0010).
 _REFS_GONE = "GF001"
 
+# Every metric and series id of the write must still exist, counted in the statement's own
+# snapshot; only when one is missing does the CASE call the PL/pgSQL function that raises. A
+# delete committed after that snapshot is cleaned up by the delete's settle pass.
 _ASSERT_REFS = """
-refs AS (SELECT gf_assert_refs(%s::bigint[], %s::bigint[]))"""
+refs AS (
+    SELECT CASE
+        WHEN (SELECT count(*) FROM metrics WHERE id = ANY(a.m)) = cardinality(a.m)
+         AND (SELECT count(*) FROM series WHERE id = ANY(a.s)) = cardinality(a.s)
+        THEN 1 ELSE gf_refs_gone() END AS ok
+    FROM (SELECT %s::bigint[] AS m, %s::bigint[] AS s) AS a
+)"""
 
 
 @monitoring.db_write_timed
@@ -315,7 +324,7 @@ def points_write(points: Sequence[PointRow]) -> None:
     ):
         ctes.append(_UPSERT.format(name=f"r{index}", table=table))
         params += columns
-    sql = "WITH " + ",".join(ctes) + " SELECT 1 FROM refs"  # noqa: S608 - constants of this module
+    sql = "WITH " + ",".join(ctes) + " SELECT ok FROM refs"  # noqa: S608 - constants of this module
     try:
         _execute_server_bound(sql, params)
     except DatabaseError as exc:
@@ -332,6 +341,9 @@ def _execute_server_bound(sql: str, params: Sequence) -> None:
     Django's transaction is open on, so atomicity is unchanged, and its errors are wrapped as
     Django's (OperationalError for a lost connection or a timeout) like any other query's.
     """
+    # What Django's own cursor() does first: a persistent connection the server has dropped
+    # (a restart) is replaced here, not reported as a failed write.
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params)
