@@ -169,6 +169,8 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# PostgreSQL with a health check that reads the socket instead of sending `SELECT 1`.
+DATABASES["default"]["ENGINE"] = "glowing_fiesta.db"
 DATABASES["default"].setdefault("OPTIONS", {})
 # Aggregation queries are bounded; a runaway one is cancelled rather than holding a connection.
 DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 5000, minimum=100, maximum=600000)

@@ -5,6 +5,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from apikeys import cache as apikeys_cache
+from apikeys import selectors as apikeys_selectors
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
 from metrics import batches, caches, partitions
@@ -28,9 +29,11 @@ def _redis_not_paused():
     """A test that made Redis unreachable must not leave the next one skipping Redis."""
     apikeys_cache.reset()
     batches.broker_pause_reset()
+    apikeys_selectors.apikey_rows_clear()
     yield
     apikeys_cache.reset()
     batches.broker_pause_reset()
+    apikeys_selectors.apikey_rows_clear()
 
 
 @pytest.fixture(autouse=True)
