@@ -38,7 +38,7 @@ def test_the_hooks_prune_the_figures_without_importing_the_application(tmp_path)
     exited_gauge = tmp_path / f"gauge_livesum_{exited}.db"
     for file in (stale, live):
         file.write_bytes(b"")
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 - a fixed script
         [sys.executable, "-c", ARBITER, str(exited), str(exited_gauge)],
         cwd=ROOT,
         env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
