@@ -31,7 +31,9 @@ DOCS = [RUNBOOK, ROOT / "docs" / "DEPLOYMENT.md", ROOT / "docs" / "OPERATIONS.md
 PROJECT_APPS = ("metrics", "apikeys", "idempotency", "retention")
 SOURCE_DIRS = ("glowing_fiesta", *PROJECT_APPS)
 
-SYSTEM_UNITS = {"postgresql", "redis-server", "nginx", "certbot.timer", "systemd-timesyncd"}
+# Debian 12's: postgresql@15-main is the unit of its default cluster.
+SYSTEM_UNITS = {"postgresql", "postgresql@15-main", "redis-server", "nginx", "certbot.timer",
+                "systemd-timesyncd"}  # fmt: skip
 # systemctl verbs that act on units, and those that take none.
 UNIT_VERBS = {
     "start", "stop", "restart", "reload", "try-restart", "reload-or-restart", "enable",
