@@ -8,6 +8,9 @@ docs/DEPLOYMENT.md for the sizing rule and docs/PERFORMANCE.md for the measureme
 """
 
 import json
+import os
+import subprocess
+import sys
 
 from gunicorn import util
 
@@ -86,15 +89,24 @@ util.write_error = _write_problem
 
 # Self-monitoring: with PROMETHEUS_MULTIPROC_DIR set, every worker keeps its figures in files of
 # that directory and GET /metrics sums them (glowing_fiesta/monitoring/multiproc.py).
-def on_starting(server):
-    """Before the first worker: drop the files of processes of an earlier run."""
-    from glowing_fiesta.monitoring import multiproc
+#
+# The hooks run in the arbiter, which must never import the application: workers are forked from
+# it, so a worker started after a reload (HUP, `systemctl reload`) would inherit the old code of
+# every module the arbiter holds (the settings and the Celery app among them) instead of reading
+# the new release from disk.
+PRUNE = "from glowing_fiesta.monitoring import multiproc; multiproc.directory_prune()"
 
-    multiproc.directory_prune()
+
+def on_starting(server):
+    """Before the first worker: drop the files of processes of an earlier run (in a child
+    process, see above)."""
+    subprocess.run([sys.executable, "-c", PRUNE], check=False, timeout=120)  # noqa: S603
 
 
 def child_exit(server, worker):
-    """A worker exited: its live-only gauges go; its counters stay in the sum."""
-    from glowing_fiesta.monitoring import multiproc
+    """A worker exited: its live-only gauges go; its counters stay in the sum. prometheus_client
+    reads the directory from PROMETHEUS_MULTIPROC_DIR itself."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
 
-    multiproc.process_dead(worker.pid)
+        multiprocess.mark_process_dead(worker.pid)

@@ -67,6 +67,52 @@ def test_the_15_minute_rollups_start_from_the_minute_rollups_kept():
         ]
 
 
+def _batch(key_id: int, state: str, *, packed: bool) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO ingest_batches (api_key_id, state, packed, payload, points, attempts,"
+            " error, created_at, updated_at) VALUES (%s, %s, %s, %s::jsonb, 1, 0, '', now(), now())"
+            " RETURNING id",
+            [key_id, state, b"\x00" if packed else None, None if packed else "[]"],
+        )
+        return cursor.fetchone()[0]
+
+
+def _batch_ids() -> set[int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM ingest_batches")
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_going_back_before_packed_batches_keeps_the_json_ones_and_refuses_unfinished_packed():
+    from django.db.utils import ProgrammingError
+
+    from tests.factories import ApiKeyFactory
+
+    key = ApiKeyFactory()
+    pending = _batch(key.pk, "pending", packed=True)
+    done = _batch(key.pk, "done", packed=True)
+    failed = _batch(key.pk, "failed", packed=True)
+    old = _batch(key.pk, "done", packed=False)
+    try:
+        with pytest.raises(ProgrammingError, match="unfinished packed batches"):
+            call_command("migrate", "metrics", "0005", verbosity=0)
+        assert _batch_ids() == {pending, done, failed, old}
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE ingest_batches SET state = 'done' WHERE id = %s", [pending])
+        call_command("migrate", "metrics", "0005", verbosity=0)
+        assert _batch_ids() == {old}
+    finally:
+        call_command("migrate", "metrics", verbosity=0)
+    assert "packed" in {
+        column.name
+        for column in connection.introspection.get_table_description(
+            connection.cursor(), "ingest_batches"
+        )
+    }
+
+
 def _start_django(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SECRET_KEY", "API_KEY_PEPPER"}}
     env.update(env_overrides)
