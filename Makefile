@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-explore bench-queue bench-retention bench-statsd bench-otlp bench-influx bench-rollups bench-monitoring clean
+.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-explore bench-queue bench-retention bench-statsd bench-otlp bench-influx bench-rollups bench-monitoring bench-roundtrips clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -66,6 +66,9 @@ bench-rollups: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/rollups.py $(ARGS)
 bench-monitoring: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/monitoring.py $(ARGS)
+
+bench-roundtrips: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/roundtrips.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov
