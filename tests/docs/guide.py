@@ -110,7 +110,9 @@ def examples_read(path: Path) -> list[Example]:
     ids = [e.id for e in examples]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
-        raise ValueError(f"{path.name}: examples named twice (same section and language): {repeated}")
+        raise ValueError(
+            f"{path.name}: examples named twice (same section and language): {repeated}"
+        )
     return examples
 
 
