@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,6 @@ from apikeys.services import apikey_create
 from glowing_fiesta.devstack import PLAIN_HTTP, free_port
 from tests.docs.guide import LANGUAGES, Example, examples_read, files_read, missing_lines
 from tests.helpers import POINT_TABLES
-from tests.metrics.test_statsd_server import free_udp_port
 from tests.processes import worker_database_url
 
 # Transactional: the key each example uses is committed, so the server's processes see it.
@@ -97,6 +97,12 @@ class Service:
                 if record.get("message") == "request":
                     records.append(record)
         return records
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _route(path: str) -> str:
