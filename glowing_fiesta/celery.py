@@ -33,6 +33,12 @@ def beat_schedule(settings) -> dict:
             "schedule": 30.0,
             "options": {"expires": 30},
         },
+        # Runs the purges of deleted metrics whose message was lost.
+        "metrics-purges-sweep": {
+            "task": "metrics.purges_sweep",
+            "schedule": 60.0,
+            "options": {"expires": 60},
+        },
         # The gauges of the own figures (queue depth, connections), once per interval.
         **(
             {

@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import batches, buckets, discovery, selectors, storage
+from . import batches, buckets, discovery, purges, selectors
 from .models import IngestBatch, Metric, MetricType, Series
 from .views.chart import ChartDataView
 
@@ -161,8 +161,8 @@ class MetricAdmin(admin.ModelAdmin):
     def delete_with_data(self, request: HttpRequest, queryset: QuerySet[Metric]) -> None:
         names = []
         for metric in queryset:
-            storage.metric_delete(metric.id)
-            names.append(metric.name)
+            if purges.purge_create(metric_id=metric.id, now=timezone.now()) is not None:
+                names.append(metric.name)
         self.message_user(
             request, f"Deleted {len(names)} metric(s): {', '.join(names)}", messages.SUCCESS
         )

@@ -8,6 +8,7 @@ ORM reads and writes them, but Django does not create or alter them.
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MinLengthValidator
 from django.db import models
 
@@ -220,3 +221,23 @@ class CumulativeStream(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.last_ns}: {self.last_value}"
+
+
+class MetricPurge(models.Model):
+    """The points and rollups of a deleted metric, still to be removed (metrics/purges.py).
+
+    Written in the transaction that deletes the metric and series rows; deleted in the one that
+    removes the rows they name. The ids are never reused, so until then those rows belong to
+    nothing any read can reach.
+    """
+
+    metric_id = models.BigIntegerField()
+    name = models.CharField(max_length=191)
+    series_ids = ArrayField(models.BigIntegerField())
+    created_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "metric_purges"
+
+    def __str__(self) -> str:
+        return f"purge of {self.name} (metric {self.metric_id}, {len(self.series_ids)} series)"

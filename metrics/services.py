@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 
 import psycopg.errors
 from django.db import OperationalError, connection, transaction
+from django.utils import timezone
 
 from glowing_fiesta import monitoring
 from glowing_fiesta.exceptions import Problem
 
-from . import caches, partitions, storage
+from . import caches, partitions, purges, storage
 from .models import Metric, MetricType
 from .selectors import MetricNotFound
 
@@ -119,17 +120,21 @@ def _ingest(points: Sequence[PointInput]) -> int:
     return len(points)
 
 
-def metric_delete(*, name: str) -> None:
-    """Delete metric `name` with its series, points and every rollup, in one transaction.
+def metric_delete(*, name: str, now: datetime | None = None) -> int:
+    """Delete metric `name`: gone for every read and write from the commit, its points and
+    rollups purged by a worker just after (metrics/purges.py). Returns the purge's id.
 
     Raises MetricNotFound (404) when there is no such metric, also when a concurrent delete
-    removed it first. Writes racing the delete either commit before it (and are deleted with
-    it) or after it (and create the metric anew); see `storage.metric_delete`.
+    removed it first. Writes racing the delete either commit before it (and are purged with it)
+    or after it (and create the metric anew); see `storage.metric_delete`.
     """
     metric_id = Metric.objects.filter(name=name).values_list("id", flat=True).first()
+    purge_id = None
     for attempt in range(DELETE_ATTEMPTS):
         try:
-            deleted = metric_id is not None and storage.metric_delete(metric_id)
+            purge_id = metric_id and purges.purge_create(
+                metric_id=metric_id, now=now or timezone.now()
+            )
             break
         except OperationalError as exc:
             # Writes with cached ids take no lock on the metric; should one still hold a row
@@ -140,8 +145,9 @@ def metric_delete(*, name: str) -> None:
                 raise
             if attempt == DELETE_ATTEMPTS - 1:
                 raise
-    if not deleted:
+    if not purge_id:
         raise MetricNotFound(f"There is no metric named {name!r}.")
+    return purge_id
 
 
 def _row(point: PointInput, metric_id: int, series_id: int) -> storage.PointRow:

@@ -361,83 +361,95 @@ def _copy_points(points: Sequence[PointRow]) -> None:
                 copy.write_row((p.metric_id, p.series_id, p.value, p.recorded_at))
 
 
-# How long a delete waits for the transactions that were open when it committed (a write in
-# one of them may still add rows for the deleted ids). Statements end within the statement
-# timeout; a transaction idle for longer than this is not waited for.
-DELETE_SETTLE_SECONDS = 10
+# How long a purge waits for the transactions that were open when it started (a write in one
+# of them may still add rows for the deleted ids). Statements end within the statement timeout;
+# a transaction idle for longer than this is not waited for.
+PURGE_SETTLE_SECONDS = 10
 
 
-def metric_delete(metric_id: int) -> bool:
-    """Delete a metric with its series, points and rollups in one transaction; False if absent.
+def metric_delete(metric_id: int, *, now: datetime) -> int | None:
+    """Delete a metric's row and its series rows, and record their purge; None if absent.
 
-    Set-wise DELETEs on the existing indexes: points by (metric_id, recorded_at) in each day
-    partition, rollups by their (series_id, bucket) primary keys. The metric row and its series
+    One short transaction, whatever the metric holds: the points and rollups are left to
+    `metric_rows_purge`, under the purge row whose id is returned. The metric row and its series
     are locked first (FOR UPDATE): a first write that resolved the metric in `metrics_upsert`
-    holds it FOR KEY SHARE, so it finishes before and is deleted with it, or waits and creates
-    the metric anew. Statements run under METRIC_DELETE_TIMEOUT_MS rather than the
-    connection's statement_timeout.
-
-    A write with cached ids that checked them just before the commit may still land after it
-    (its snapshot predates the delete). Once committed, the delete waits for the transactions
-    older than its commit and deletes whatever rows they added under the old ids: the ids are
-    never reused, so those rows are orphans by definition. Writes after the commit find the ids
-    gone (RefsGone) and recreate the metric under a new id.
+    holds it FOR KEY SHARE, so it finishes before, or waits and creates the metric anew. A write
+    with cached ids that checked them just before the commit may still land after it (its
+    snapshot predates the delete): the purge waits for it before it deletes.
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        # Transaction-local; the previous value is put back for a caller's outer transaction.
-        cursor.execute(
-            "SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)",
-            [f"{settings.METRIC_DELETE_TIMEOUT_MS}ms"],
-        )
-        previous = cursor.fetchone()[0]
-        cursor.execute("SELECT id FROM metrics WHERE id = %s FOR UPDATE", [metric_id])
-        if cursor.fetchone() is None:
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
-            return False
+        cursor.execute("SELECT name FROM metrics WHERE id = %s FOR UPDATE", [metric_id])
+        found = cursor.fetchone()
+        if found is None:
+            return None
         # New series of this metric need the same advisory lock as their creator takes.
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [locks.SERIES_NAMESPACE, metric_id])
         cursor.execute(
             "SELECT id FROM series WHERE metric_id = %s ORDER BY id FOR UPDATE", [metric_id]
         )
         series_ids = [row[0] for row in cursor.fetchall()]
-        _metric_rows_delete(cursor, metric_id, series_ids)
-        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
-        transaction.on_commit(caches.caches_clear)
-        transaction.on_commit(lambda: _metric_rows_settle(metric_id, series_ids))
-    return True
-
-
-def _metric_rows_delete(cursor, metric_id: int, series_ids: list[int]) -> None:
-    # Rollups coarsest first, as a write's statement locks them (PostgreSQL runs its
-    # data-modifying CTEs last to first: day, hour, minute), so the two never wait on each
-    # other in a cycle. By the ids read before the series go: a late write's rollups carry them.
-    for table, _ in reversed(ROLLUP_TABLES):
+        cursor.execute("DELETE FROM series WHERE metric_id = %s", [metric_id])
+        cursor.execute("DELETE FROM metrics WHERE id = %s", [metric_id])
         cursor.execute(
-            f"DELETE FROM {table} WHERE series_id = ANY(%s::bigint[])",  # noqa: S608 - fixed names
-            [series_ids],
+            "INSERT INTO metric_purges (metric_id, name, series_ids, created_at)"
+            " VALUES (%s, %s, %s, %s) RETURNING id",
+            [metric_id, found[0], series_ids, now],
         )
-    cursor.execute("DELETE FROM metric_points WHERE metric_id = %s", [metric_id])
-    cursor.execute("DELETE FROM series WHERE metric_id = %s", [metric_id])
-    cursor.execute("DELETE FROM metrics WHERE id = %s", [metric_id])
+        purge_id = cursor.fetchone()[0]
+        transaction.on_commit(caches.caches_clear)
+    return purge_id
 
 
-def _metric_rows_settle(metric_id: int, series_ids: list[int]) -> None:
+def metric_rows_purge(purge_id: int) -> bool:
+    """Delete the points and rollups a purge names, and the purge; False if it is not there (done
+    already, or being done by another process right now).
+
+    First waits (up to PURGE_SETTLE_SECONDS) for the transactions older than this call: one of
+    them may be a write with cached ids adding rows under the old ids. Then one transaction of
+    set-wise DELETEs on the existing indexes: points by (metric_id, recorded_at) in each day
+    partition, rollups by their (series_id, bucket) primary keys, under METRIC_DELETE_TIMEOUT_MS
+    rather than the connection's statement_timeout. Run twice, the second finds nothing to do.
+    """
     with connection.cursor() as cursor:
         cursor.execute("SELECT now()")
-        committed = cursor.fetchone()[0]
-        deadline = time.monotonic() + DELETE_SETTLE_SECONDS
+        started = cursor.fetchone()[0]
+        deadline = time.monotonic() + PURGE_SETTLE_SECONDS
         while time.monotonic() < deadline:
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                 " AND pid <> pg_backend_pid() AND xact_start < %s",
-                [committed],
+                [started],
             )
             if not cursor.fetchone()[0]:
                 break
             time.sleep(0.02)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            "SELECT set_config('statement_timeout', %s, true)",
+            "SELECT metric_id, series_ids FROM metric_purges WHERE id = %s FOR UPDATE SKIP LOCKED",
+            [purge_id],
+        )
+        found = cursor.fetchone()
+        if found is None:
+            return False
+        # Transaction-local; the previous value is put back for a caller's outer transaction.
+        cursor.execute(
+            "SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)",
             [f"{settings.METRIC_DELETE_TIMEOUT_MS}ms"],
         )
-        _metric_rows_delete(cursor, metric_id, series_ids)
+        previous = cursor.fetchone()[0]
+        _metric_rows_delete(cursor, found[0], list(found[1]))
+        cursor.execute("DELETE FROM metric_purges WHERE id = %s", [purge_id])
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+    return True
+
+
+def _metric_rows_delete(cursor, metric_id: int, series_ids: list[int]) -> None:
+    # Rollups coarsest first, as a write's statement locks them (PostgreSQL runs its
+    # data-modifying CTEs last to first: day, hour, minute), so the two never wait on each
+    # other in a cycle. By the ids the purge recorded: a late write's rollups carry them.
+    for table, _ in reversed(ROLLUP_TABLES):
+        cursor.execute(
+            f"DELETE FROM {table} WHERE series_id = ANY(%s::bigint[])",  # noqa: S608 - fixed names
+            [series_ids],
+        )
+    cursor.execute("DELETE FROM metric_points WHERE metric_id = %s", [metric_id])

@@ -1,4 +1,5 @@
-"""Celery entry points for metrics: process a queued batch, sweep the outbox, keep partitions.
+"""Celery entry points for metrics: process a queued batch, sweep the outbox, purge deleted
+metrics, keep partitions.
 
 Tasks take ids (never points), call a service in metrics/batches.py or metrics/partitions.py, and are
 the only place that retries. Every one of them is safe to run twice.
@@ -14,7 +15,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from . import batches, partitions
+from . import batches, partitions, purges
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,31 @@ def batches_sweep_task(now: str | None = None) -> int:
     ids = batches.batches_sweep(now=_now(now))
     if ids:
         logger.info("batches sent again", extra={"batches": len(ids), "batch_ids": ids[:20]})
+    return len(ids)
+
+
+@shared_task(
+    bind=True,
+    name=purges.PURGE_TASK,
+    max_retries=5,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def purge_metric(self: Task, purge_id: int) -> bool:
+    """Delete the points and rollups of a deleted metric (see `purges.purge_run`)."""
+    try:
+        return purges.purge_run(purge_id=purge_id)
+    except batches.TRANSIENT_ERRORS as exc:
+        # The purge row stays until its rows are gone; past these retries the sweeper runs it.
+        raise self.retry(exc=exc, countdown=batches.retry_delay(self.request.retries + 1)) from None
+
+
+@shared_task(name="metrics.purges_sweep")
+def purges_sweep_task(now: str | None = None) -> int:
+    """Run the purges whose message may have been lost (celery beat, every minute)."""
+    ids = purges.purges_sweep(now=_now(now))
+    if ids:
+        logger.info("purges run by the sweeper", extra={"purges": len(ids), "purge_ids": ids[:20]})
     return len(ids)
 
 

@@ -99,7 +99,11 @@ def scope_for(method: str) -> str:
 
 DELETE_SCHEMA_FIELDS: dict[str, Any] = {
     "summary": "Delete a metric with its series, points and rollups",
-    "description": "One transaction; needs an API key with the admin scope. A second DELETE is 404.",
+    "description": (
+        "The metric and its series are gone at once, for every read and write (a later write "
+        "creates the metric anew); its points and rollups are purged by a worker within seconds. "
+        "Needs an API key with the admin scope. A second DELETE is 404."
+    ),
     "responses": {
         204: OpenApiResponse(description="Deleted"),
         **problem_responses({404: "No metric of that name"}),

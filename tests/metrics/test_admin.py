@@ -1,7 +1,8 @@
 import pytest
 from django.contrib.auth.models import User
 
-from metrics.models import Metric, MetricPoint, RollupHour, Series
+from metrics import purges
+from metrics.models import Metric, MetricPoint, MetricPurge, RollupHour, Series
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +42,9 @@ def test_delete_action_removes_points_rollups_and_series(admin_client_logged, ap
     )
     assert response.status_code == 302
     assert list(Metric.objects.values_list("name", flat=True)) == ["kept"]
+    purge = MetricPurge.objects.get()  # the rows go with the purge, as a worker runs it
+    assert purge.name == "gone"
+    assert purges.purge_run(purge_id=purge.pk)
     assert MetricPoint.objects.count() == 1
     assert Series.objects.count() == 1
     assert RollupHour.objects.count() == 1

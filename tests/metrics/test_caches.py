@@ -3,6 +3,7 @@ every other one before its next write of that name."""
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from metrics import storage
 from metrics.models import Metric, MetricPoint, Series
@@ -57,10 +58,11 @@ def test_a_metric_deleted_in_one_process_is_recreated_by_another(
     _write_through_the_worker(api_client, worker, batch)
     old = Metric.objects.get(name="gone")
     # This process (the web) deletes it; the worker's caches still hold the old ids.
-    storage.metric_delete(old.pk)
+    purge_id = storage.metric_delete(old.pk, now=timezone.now())
     assert not Metric.objects.filter(name="gone").exists()
     # The worker's next write of that name recreates it cleanly.
     _write_through_the_worker(api_client, worker, batch)
+    assert storage.metric_rows_purge(purge_id)  # what a worker does after the delete
     new = Metric.objects.get(name="gone")
     assert new.pk != old.pk
     assert Series.objects.get().metric_id == new.pk

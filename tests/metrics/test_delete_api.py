@@ -1,5 +1,7 @@
-"""DELETE /api/metrics/{name}: the admin scope, one transaction, nothing left behind."""
+"""DELETE /api/metrics/{name}: the admin scope, hidden in one transaction, nothing left behind
+once purged."""
 
+import time
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -9,7 +11,8 @@ from django.db import connection
 
 from apikeys import keyformat
 from apikeys.models import ApiKey
-from metrics.models import Metric
+from metrics import purges
+from metrics.models import Metric, MetricPurge
 from metrics.services import PointInput, points_ingest
 
 pytestmark = pytest.mark.django_db
@@ -47,6 +50,12 @@ def rows_of(metric_id: int, series_ids: list[int]) -> dict[str, int]:
     return out
 
 
+def purge_all() -> int:
+    """Run every pending purge here, as a worker would; return how many were done."""
+    ids = list(MetricPurge.objects.values_list("pk", flat=True))
+    return sum(purges.purge_run(purge_id=purge_id) for purge_id in ids)
+
+
 def spread(now):
     """Points over three days, hours and minutes, in two tag sets."""
     return [
@@ -73,7 +82,20 @@ def test_delete_removes_the_metric_its_series_points_and_every_rollup(admin, api
     response = admin.delete("/api/metrics/gone")
     assert response.status_code == 204, response.content
     assert response.content == b""
+    # Gone for every read at once; the points and rollups wait for the purge.
+    hidden = rows_of(gone.id, series)
+    assert hidden["metrics"] == 0 and hidden["series"] == 0
+    assert hidden["metric_points"] == 24
+    purge = MetricPurge.objects.get()
+    assert (purge.metric_id, purge.name, sorted(purge.series_ids)) == (
+        gone.id,
+        "gone",
+        sorted(series),
+    )
+    assert purge_all() == 1
     assert rows_of(gone.id, series) == dict.fromkeys(before, 0)
+    assert not MetricPurge.objects.exists()
+    assert purge_all() == 0  # run twice, the second finds nothing
     assert rows_of(kept.id, list(kept.series.values_list("id", flat=True))) == kept_rows
 
     again = admin.delete("/api/metrics/gone")
@@ -148,7 +170,7 @@ def test_create_api_key_grants_the_admin_scope_only_when_asked():
     assert client.delete("/api/metrics/x").status_code == 204
 
 
-def test_a_big_delete_outlasts_the_connections_statement_timeout(admin):
+def test_a_big_purge_outlasts_the_connections_statement_timeout(admin):
     when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     ingest("big", (1, when, {}))
     metric = Metric.objects.get(name="big")
@@ -163,7 +185,64 @@ def test_a_big_delete_outlasts_the_connections_statement_timeout(admin):
         cursor.execute("SET statement_timeout = '50ms'")  # reverted with the test transaction
         response = admin.delete("/api/metrics/big")
         assert response.status_code == 204, response.content
+        assert purge_all() == 1
         cursor.execute("SHOW statement_timeout")
         assert cursor.fetchone()[0] == "50ms"  # the delete's own limit did not leak
         cursor.execute("SET statement_timeout = DEFAULT")
     assert rows_of(metric.id, [series]) == dict.fromkeys(rows_of(metric.id, [series]), 0)
+
+
+@pytest.mark.worker
+def test_a_worker_purges_a_deleted_metric_and_the_answer_does_not_wait_for_it(
+    start_worker, make_api_client
+):
+    worker = start_worker()
+    admin = make_api_client(scopes=["admin"])
+    when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    ingest("purged", (1, when, {"h": "a"}), (2, when, {"h": "b"}))
+    metric = Metric.objects.get(name="purged")
+    series = list(metric.series.values_list("id", flat=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO metric_points (metric_id, series_id, value, recorded_at) "
+            "SELECT %s, %s, 1, %s FROM generate_series(1, 200000)",
+            [metric.id, series[0], when],
+        )
+    started = time.monotonic()
+    response = admin.delete("/api/metrics/purged")
+    answered = time.monotonic() - started
+    assert response.status_code == 204
+    assert make_api_client().get("/api/metrics/purged").status_code == 404
+    deadline = time.monotonic() + 60
+    while MetricPurge.objects.exists():
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.1)
+    assert rows_of(metric.id, series) == dict.fromkeys(rows_of(metric.id, series), 0)
+    assert "metric purged" in worker.log()
+    assert answered < 5  # the 200,000 rows went in the worker, not in the request
+
+
+@pytest.mark.worker
+def test_the_sweeper_runs_a_purge_whose_message_was_lost(start_worker):
+    from metrics.tasks import purges_sweep_task
+
+    ingest("lost", (1, datetime.now(UTC), {}))
+    metric = Metric.objects.get(name="lost")
+    purge_id = storage_delete_without_message(metric.id)
+    # Not yet stale: left for its own message.
+    assert purges_sweep_task.apply(kwargs={"now": datetime.now(UTC).isoformat()}).get() == 0
+    later = datetime.now(UTC) + timedelta(seconds=purges.PURGE_STALE_SECONDS + 1)
+    worker = start_worker()
+    purges_sweep_task.apply_async(kwargs={"now": later.isoformat()})
+    deadline = time.monotonic() + 60
+    while MetricPurge.objects.filter(pk=purge_id).exists():
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.1)
+    assert rows_of(metric.id, [])["metric_points"] == 0
+    assert "purges run by the sweeper" in worker.log()
+
+
+def storage_delete_without_message(metric_id: int) -> int:
+    from metrics import storage
+
+    return storage.metric_delete(metric_id, now=datetime.now(UTC))

@@ -10,7 +10,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from metrics.models import Metric
+from metrics import purges
+from metrics.models import Metric, MetricPurge
 from tests.helpers import truncate_point_tables
 from tests.processes import worker_database_url
 
@@ -139,6 +140,10 @@ def race(make_api_client, tmp_path: Path, mode: str) -> None:
             writer.wait(10)
     assert deleted_ids
     assert int(log.read_text().split()[-1]) > 0
+    # What the workers do after each delete: the purges, once the writer has stopped.
+    purge_ids = list(MetricPurge.objects.values_list("pk", flat=True))
+    assert len(purge_ids) == len(deleted_ids)
+    assert all(purges.purge_run(purge_id=purge_id) for purge_id in purge_ids)
     assert orphans() == dict.fromkeys(orphans(), 0)
     assert len(deleted_ids) == DELETES
     survivor = Metric.objects.get(name="race")  # recreated by the writes after the last delete
