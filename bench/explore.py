@@ -54,7 +54,13 @@ OTHER = "bench.other"
 SERIES = 10
 TARGET_DELETE_S = 1.0
 TARGET_DEPTH_RATIO = 1.5
-TABLES = ("metric_points", "metric_rollup_minute", "metric_rollup_hour", "metric_rollup_day")
+TABLES = (
+    "metric_points",
+    "metric_rollup_minute",
+    "metric_rollup_15m",
+    "metric_rollup_hour",
+    "metric_rollup_day",
+)
 
 SMALL_METRICS_SQL = """
 INSERT INTO metrics (name, type, created_at)
@@ -162,12 +168,13 @@ def load(
             "minute rollups",
             lambda: query._parallel(url, [(query.ROLLUP_MINUTE_SQL, h) for h in halves]),
         )
-        for target, unit, source in (
-            ("metric_rollup_hour", "hour", "metric_rollup_minute"),
-            ("metric_rollup_day", "day", "metric_rollup_hour"),
+        for target, width, source in (
+            ("metric_rollup_15m", "15 minutes", "metric_rollup_minute"),
+            ("metric_rollup_hour", "1 hour", "metric_rollup_15m"),
+            ("metric_rollup_day", "1 day", "metric_rollup_hour"),
         ):
-            sql = query.ROLLUP_COARSER_SQL.format(target=target, unit=unit, source=source)
-            query._timed(f"{unit} rollups", lambda sql=sql: conn.execute(sql))
+            sql = query.ROLLUP_COARSER_SQL.format(target=target, width=width, source=source)
+            query._timed(f"{target} rollups", lambda sql=sql: conn.execute(sql))
         tables = [*TABLES, "series", "metrics"]
         query._timed(
             "vacuum analyze", lambda: [conn.execute(f"VACUUM (ANALYZE) {t}") for t in tables]
@@ -175,8 +182,8 @@ def load(
         query._timed("checkpoint", lambda: conn.execute("CHECKPOINT"))
 
 
-def rows_of(url: str, name: str) -> dict[str, int]:
-    """Rows of metric `name` in every table (by its id and its series' ids)."""
+def refs_of(url: str, name: str) -> tuple[int, list[int]]:
+    """The id of metric `name` and its series' ids (-1 and none if it does not exist)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -185,7 +192,24 @@ def rows_of(url: str, name: str) -> dict[str, int]:
         series = [
             r[0] for r in conn.execute("SELECT id FROM series WHERE metric_id = %s", [metric_id])
         ]
-        out = {"metrics": 1 if found else 0, "series": len(series)}
+    return metric_id, series
+
+
+def rows_of(url: str, refs: tuple[int, list[int]]) -> dict[str, int]:
+    """Rows of a metric in every table, by its id and its series' ids (as `refs_of` read them
+    before the delete: after it, only the purge's rows still carry them)."""
+    import psycopg
+
+    metric_id, series = refs
+    with psycopg.connect(url, autocommit=True) as conn:
+        out = {
+            "metrics": conn.execute(
+                "SELECT count(*) FROM metrics WHERE id = %s", [metric_id]
+            ).fetchone()[0],
+            "series": conn.execute(
+                "SELECT count(*) FROM series WHERE id = ANY(%s)", [series]
+            ).fetchone()[0],
+        }
         out["metric_points"] = conn.execute(
             "SELECT count(*) FROM metric_points WHERE metric_id = %s", [metric_id]
         ).fetchone()[0]
@@ -358,7 +382,8 @@ def main(argv: list[str]) -> int:
             env, name="bench-admin", rate_limit=10_000_000, scopes="admin"
         )
         shapes = paths(args.metrics)
-        before = rows_of(bench_url, DELETED)
+        refs = refs_of(bench_url, DELETED)
+        before = rows_of(bench_url, refs)
         with _common.gunicorn(env, workers=2) as (host, port):
             samples, bodies = query.measure_http(
                 host, port, reader, shapes, requests=args.requests, warmup=args.warmup
@@ -366,18 +391,24 @@ def main(argv: list[str]) -> int:
             checkpoint(bench_url)
             seconds, status = http_delete(host, port, admin, f"/api/metrics/{DELETED}")
             _, status_again = http_delete(host, port, admin, f"/api/metrics/{DELETED}")
-        hidden = rows_of(bench_url, DELETED)
+        hidden = rows_of(bench_url, refs)
         purged = purge_pending(env)
-        after = rows_of(bench_url, DELETED)
-        direct_before = rows_of(bench_url, DELETED_DIRECT)
+        after = rows_of(bench_url, refs)
+        direct_refs = refs_of(bench_url, DELETED_DIRECT)
+        direct_before = rows_of(bench_url, direct_refs)
         checkpoint(bench_url)
         direct = direct_delete(env, args.direct_wal_compression)
-        direct_after = rows_of(bench_url, DELETED_DIRECT)
+        direct_after = rows_of(bench_url, direct_refs)
     if any(direct_after.values()) or not direct_before["metric_points"]:
         raise SystemExit(f"bench: the direct delete left {direct_after}")
     if status != 204 or status_again != 404:
         raise SystemExit(f"bench: DELETE answered {status}, then {status_again}")
-    if purged["purges"] != 1 or hidden["metric_points"] != before["metric_points"]:
+    if (
+        purged["purges"] != 1
+        or hidden["metric_points"] != before["metric_points"]
+        or hidden["metrics"]
+        or hidden["series"]
+    ):
         raise SystemExit(f"bench: the DELETE left {hidden}, then {purged['purges']} purges ran")
     report(args, machine, loaded, stored, shapes, samples, bodies, seconds, before, after)
     print(
