@@ -17,7 +17,7 @@ from apikeys.api import ApiKeyView
 from apikeys.models import Scope
 
 from .. import discovery, selectors
-from ..serializers import (
+from ..serializers.discovery import (
     MetricListInput,
     MetricListOutput,
     SeriesListInput,
