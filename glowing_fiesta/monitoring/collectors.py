@@ -3,6 +3,7 @@
 Being read at scrape time, these are never in the multiprocess files, so no process's copy can
 go stale or be counted twice. Each source costs one short query: the outbox count uses the
 partial index on unfinished batches (done rows, nearly all of the table, are never visited),
+the purges of deleted metrics count a table of a few rows at most,
 the connection count reads pg_stat_activity (one row per backend), the broker one LLEN.
 A source that fails is left out of that scrape and logged; the rest of the scrape answers.
 """
@@ -38,6 +39,27 @@ def queue_depth() -> Iterator[Metric]:
     for state in QUEUE_STATES:
         family.add_metric([state], counts.get(state, 0))
     yield family
+
+
+def purges_pending() -> Iterator[Metric]:
+    with connection.cursor() as cursor:
+        # A handful of rows at most: each lives from a metric's delete to its purge, seconds.
+        cursor.execute(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)"
+            " FROM metric_purges"
+        )
+        count, oldest = cursor.fetchone()
+    yield GaugeMetricFamily(
+        "glowing_fiesta_metric_purges_pending",
+        "Deleted metrics whose points and rollups a worker has still to remove.",
+        value=count,
+    )
+    yield GaugeMetricFamily(
+        "glowing_fiesta_metric_purge_oldest_seconds",
+        "Age of the oldest purge not yet done (0 when none): over a minute, it waits for the "
+        "sweeper or for a worker.",
+        value=float(oldest),
+    )
 
 
 def _broker() -> redis.Redis:
@@ -104,6 +126,7 @@ def database_connections() -> Iterator[Metric]:
 
 SOURCES = (
     ("queue_depth", queue_depth, DatabaseError),
+    ("purges_pending", purges_pending, DatabaseError),
     ("broker_queue", broker_queue, redis.RedisError),
     ("database_connections", database_connections, DatabaseError),
 )

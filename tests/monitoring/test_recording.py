@@ -234,3 +234,34 @@ def test_what_a_statsd_flush_cannot_store_counts_by_reason(scrape):
         2,
         4,
     )
+
+
+def test_metrics_shows_the_purges_of_deleted_metrics_until_they_are_done(make_api_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from metrics import purges
+    from metrics.models import MetricPurge
+    from metrics.services import PointInput, points_ingest
+
+    reader = make_api_client(scopes=["read"])
+
+    def parse(response) -> dict:
+        assert response.status_code == 200
+        return samples(response.content.decode())
+
+    before = parse(reader.get("/metrics"))
+    assert before[("glowing_fiesta_metric_purges_pending", ())] == 0  # present, and zero
+    assert before[("glowing_fiesta_metric_purge_oldest_seconds", ())] == 0
+    points_ingest(points=[PointInput("counter", "purged.soon", 1.0, timezone.now(), {})])
+    admin = make_api_client(scopes=["admin"])
+    assert admin.delete("/api/metrics/purged.soon").status_code == 204
+    MetricPurge.objects.update(created_at=timezone.now() - timedelta(seconds=90))
+    parsed = parse(reader.get("/metrics"))
+    assert value(parsed, "glowing_fiesta_metric_purges_pending") == 1
+    assert 89 < value(parsed, "glowing_fiesta_metric_purge_oldest_seconds") < 120
+    purges.purge_run(purge_id=MetricPurge.objects.get().pk)
+    parsed = parse(reader.get("/metrics"))
+    assert parsed[("glowing_fiesta_metric_purges_pending", ())] == 0
+    assert parsed[("glowing_fiesta_metric_purge_oldest_seconds", ())] == 0
