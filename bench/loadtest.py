@@ -49,9 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Run as a script, Python puts bench/ first on sys.path; the repository root takes its place.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+if __name__ == "__main__":
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench import _common  # noqa: E402
+from bench import _common
 
 ROOT = _common.ROOT
 LOCUSTFILE = ROOT / "locustfile.py"
@@ -126,15 +127,20 @@ def _start(stack: Stack, name: str, command: list[str], *, stdout_to_log: bool =
     )
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()  # gunicorn and Celery: a graceful stop
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)
-        process.wait()
+def _stop(processes: Sequence[subprocess.Popen]) -> None:
+    """A graceful stop (SIGTERM: gunicorn and Celery finish the request or task in hand), all
+    at once; what is still running after 30 s is killed with its children."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + 30
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, 9)
+            process.wait()
 
 
 def _wait_for(predicate, what: str, stack: Stack) -> None:
@@ -178,9 +184,8 @@ def running_stack(name: str, *, gunicorn_args: Sequence[str] = ()) -> Iterator[S
     try:
         with _common.scratch_database(database_url, f"gf_{name}_{run_id}", env) as scratch_url:
             env["DATABASE_URL"] = scratch_url
-            key = _common.api_key_create(env, name=name, rate_limit=10_000_000)
             port = _common.free_port()
-            stack = Stack(env, scratch_url, f"http://127.0.0.1:{port}", key, workdir)
+            stack = Stack(env, scratch_url, f"http://127.0.0.1:{port}", "", workdir)
             queue = env["CELERY_QUEUE"]
             celery = [sys.executable, "-m", "celery", "-A", "glowing_fiesta"]
             try:
@@ -204,6 +209,8 @@ def running_stack(name: str, *, gunicorn_args: Sequence[str] = ()) -> Iterator[S
                     [*celery, "beat", "--loglevel", "WARNING",
                      "--schedule", str(workdir / "celerybeat-schedule")],
                 )  # fmt: skip
+                # While the processes boot.
+                stack.api_key = _common.api_key_create(env, name=name, rate_limit=10_000_000)
                 _wait_for(lambda: _healthy(stack.base_url), "gunicorn to answer /healthz", stack)
                 worker_log = workdir / "worker.log"
                 _wait_for(
@@ -213,8 +220,7 @@ def running_stack(name: str, *, gunicorn_args: Sequence[str] = ()) -> Iterator[S
                 )
                 yield stack
             finally:
-                for process in stack.processes.values():
-                    _stop(process)
+                _stop(list(stack.processes.values()))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -38,12 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Run as a script, Python puts bench/ first on sys.path; the repository root takes its place.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+if __name__ == "__main__":
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import psutil  # noqa: E402 - after the path fix, like every import here
+import psutil
 
-from bench import loadtest  # noqa: E402
-from bench.loadtest import Stack, log  # noqa: E402
+from bench import loadtest
+from bench.loadtest import Stack, log
 
 OPEN_STATES = ("pending", "running")
 
