@@ -370,7 +370,7 @@ def print_figures(result: LoadResult) -> None:
         rows = [r for r in result.stats if (r["method"], r["name"]) == (method, name)]
         count = sum(r["num_requests"] for r in rows)
         print(
-            f"  {method} {name}: {count:,} requests, {count / result.seconds * 60:,.0f}/min, "
+            f"  {method} {name}: {count:,} requests, {count / max(result.seconds, 1e-9) * 60:,.0f}/min, "
             f"p50 {result.route_percentile(method, name, 50):.0f} ms, "
             f"p95 {result.route_percentile(method, name, 95):.0f} ms, "
             f"p99 {result.route_percentile(method, name, 99):.0f} ms",
