@@ -3,9 +3,8 @@ gunicorn, a Celery worker and beat on a database of their own, run locust agains
 their figures and a verdict, and exit 0 on PASS, 1 on FAIL.
 
 Each run is short and light (about 20 writes a second; in the soak, from 12 users pacing one
-write every half second or so, so that a busy machine's slower answers still leave them on
-pace), so the targets given here
-are ones such a run meets, or cannot meet whatever the machine. The scripts' own defaults (two
+task every 0.6 s, so that a busy machine's slower answers still leave them on pace), so the
+targets given here are ones such a run meets, or cannot meet whatever the machine. The scripts' own defaults (two
 and thirty minutes at 10,000 writes a minute) are run by hand; docs/TESTING.md has the figures.
 """
 
