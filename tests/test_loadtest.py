@@ -167,3 +167,17 @@ def test_memory_check_fails_on_growth_and_on_a_replaced_process():
     details = [c.detail for c in soak.memory_checks(sampler, 10, 10) if not c.ok]
     assert any("worker child 1 (pid 2) exited" in d for d in details), details
     assert any("gunicorn child 5 (pid 3)" in d for d in details), details
+
+
+def test_connection_check_allows_a_transient_connection_but_not_a_rising_level():
+    sampler = soak.Sampler(stack=None, every=1)  # type: ignore[arg-type]
+    rss = {pid: 1 for pid in range(9)}  # 9 processes: 8 may hold a connection
+    level = [4, 4, 5, 4, 4, 4, 4, 6, 4, 4]
+    sampler.samples = [soak.Sample(t, rss, n) for t, n in enumerate(level)]
+    assert soak.connection_check(sampler, 3, 10).ok
+    rising = [4, 4, 4, 4, 5, 5, 6, 6, 6, 6]
+    sampler.samples = [soak.Sample(t, rss, n) for t, n in enumerate(rising)]
+    assert not soak.connection_check(sampler, 3, 10).ok
+    one_too_many = [4, 4, 5, 4, 4, 4, 4, 4, 9, 4]
+    sampler.samples = [soak.Sample(t, rss, n) for t, n in enumerate(one_too_many)]
+    assert not soak.connection_check(sampler, 3, 10).ok
