@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-explore bench-queue bench-retention bench-statsd bench-otlp bench-influx bench-rollups bench-monitoring bench-roundtrips clean
+.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-explore bench-queue bench-retention bench-statsd bench-otlp bench-influx bench-rollups bench-monitoring bench-roundtrips loadtest loadtest-step soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -69,6 +69,21 @@ bench-monitoring: $(STAMP)
 
 bench-roundtrips: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/roundtrips.py $(ARGS)
+
+# Optional knobs of the load targets; empty means the script's default.
+LOAD_OPTS = $(if $(DURATION),--duration $(DURATION)) $(if $(USERS),--users $(USERS)) $(if $(RATE),--rate $(RATE))
+
+## Load test against gunicorn + a Celery worker, verdict on 10,000 writes/min at p95 < 200 ms: make loadtest [DURATION=2m USERS=60 RATE=11000].
+loadtest: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/loadtest.py $(LOAD_OPTS) $(ARGS)
+
+## The highest write rate that keeps p95 under 200 ms: stages of 45 s, 20 more users (3 writes/s each) per stage.
+loadtest-step: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/loadtest.py --step $(ARGS)
+
+## Soak test at 10,000 writes/min: errors, RSS growth, connections, queue drain, ledger: make soak [DURATION=30m].
+soak: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/soak.py $(LOAD_OPTS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

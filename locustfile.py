@@ -5,35 +5,58 @@
 
 The target is only ever given by --host. Give the key a rate limit above the load you mean to
 send (`manage.py create_api_key load-test --rate-limit 100000`), or the test measures 429s.
-Each simulated user is one host: it flushes an agent's batch now and then, increments request
-counters and records latencies in between, and reads a dashboard's series from time to time.
+Each simulated user is one host: it flushes an agent's batch now and then (synchronously, or
+with `Prefer: respond-async`), increments request counters and records latencies in between,
+and reads a dashboard's series from time to time. `make loadtest` and `make soak`
+(bench/loadtest.py, bench/soak.py) run it against gunicorn and a Celery worker.
+
+Optional environment, read at start:
+
+- GF_METRIC_PREFIX: put before every metric name, so one run's points can be counted apart
+  from any other's (e.g. `soak_3f2a.`).
+- GF_TASKS_PER_SECOND: pace each user at this many tasks per second (locust's
+  constant_throughput) instead of a random 0.05 to 0.5 s pause between tasks.
+- GF_REPORT_FILE: at the end, write there as JSON the count of every HTTP status received,
+  per metric the points the service acknowledged (a 201 or 202), and locust's request stats.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
+from collections import Counter
 from typing import Any
 
-from locust import HttpUser, between, events, task
+from locust import FastHttpUser, between, constant_throughput, events, task
 
 API_KEY = os.environ.get("GF_API_KEY", "").strip()
+PREFIX = os.environ.get("GF_METRIC_PREFIX", "").strip()
+TASKS_PER_SECOND = float(os.environ.get("GF_TASKS_PER_SECOND", "0") or 0)
+REPORT_FILE = os.environ.get("GF_REPORT_FILE", "").strip()
 
 COUNTERS = ("http.requests", "jobs.processed", "cache.misses")
 VALUES = ("http.latency_ms", "queue.depth", "cpu.percent", "memory.used_mb")
+# 30 hosts x 5 endpoints x 5 statuses: 750 series of http.requests, and 30 more from the
+# batches (tagged by host only), within the service's 1000 series per metric (METRIC_MAX_SERIES).
+HOSTS = 30
 ENDPOINTS = ("/", "/login", "/search", "/cart", "/checkout")
 STATUSES = ("200", "200", "200", "200", "201", "304", "404", "500")
 COUNTER_AGGREGATIONS = ("sum", "rate", "count")
 VALUE_AGGREGATIONS = ("avg", "max", "p95", "p99")
 INTERVALS = ("minute", "minute", "hour")
-BATCH_POINTS = 200
+BATCH_POINTS = 100
+# What this process saw: HTTP status -> responses; metric -> points acknowledged (201 or 202).
+STATUSES_SEEN: Counter[str] = Counter()
+ACKNOWLEDGED: Counter[str] = Counter()
+RUN: dict[str, Any] = {}
 
 
 def counter_body(rng: random.Random, host: str) -> dict[str, Any]:
     """A request counter; most clients leave the timestamp to the server."""
     return {
-        "name": "http.requests",
+        "name": PREFIX + "http.requests",
         "value": 1,
         "tags": {"host": host, "endpoint": rng.choice(ENDPOINTS), "status": rng.choice(STATUSES)},
     }
@@ -41,7 +64,7 @@ def counter_body(rng: random.Random, host: str) -> dict[str, Any]:
 
 def value_body(rng: random.Random, host: str, now: float) -> dict[str, Any]:
     return {
-        "name": "http.latency_ms",
+        "name": PREFIX + "http.latency_ms",
         "value": round(rng.lognormvariate(3, 0.6), 2),
         "timestamp": round(now, 3),
         "tags": {"host": host, "endpoint": rng.choice(ENDPOINTS)},
@@ -57,7 +80,7 @@ def batch_body(rng: random.Random, host: str, now: float) -> dict[str, Any]:
             points.append(
                 {
                     "type": "counter",
-                    "name": rng.choice(COUNTERS),
+                    "name": PREFIX + rng.choice(COUNTERS),
                     "value": rng.randint(1, 5),
                     "timestamp": timestamp,
                     "tags": {"host": host},
@@ -68,7 +91,7 @@ def batch_body(rng: random.Random, host: str, now: float) -> dict[str, Any]:
             points.append(
                 {
                     "type": "value",
-                    "name": name,
+                    "name": PREFIX + name,
                     "value": round(rng.uniform(0, 100), 3),
                     "timestamp": timestamp,
                     "tags": {"host": host, "unit": name.rsplit("_", 1)[-1]},
@@ -80,9 +103,9 @@ def batch_body(rng: random.Random, host: str, now: float) -> dict[str, Any]:
 def query_params(rng: random.Random, host: str, now: float) -> tuple[str, dict[str, Any]]:
     """A dashboard panel: the last hour of one metric, for one host or split by endpoint."""
     if rng.random() < 0.5:
-        name, aggregation = "http.requests", rng.choice(COUNTER_AGGREGATIONS)
+        name, aggregation = PREFIX + "http.requests", rng.choice(COUNTER_AGGREGATIONS)
     else:
-        name, aggregation = "http.latency_ms", rng.choice(VALUE_AGGREGATIONS)
+        name, aggregation = PREFIX + "http.latency_ms", rng.choice(VALUE_AGGREGATIONS)
     params: dict[str, Any] = {
         "from": _iso(now - 3600),
         "to": _iso(now),
@@ -109,35 +132,80 @@ def _require_key(environment: Any, **_: Any) -> None:
         )
 
 
-class MetricsHost(HttpUser):
+def _acknowledge(response: Any, points: list[dict[str, Any]]) -> None:
+    STATUSES_SEEN[str(response.status_code)] += 1
+    if response.status_code in (201, 202):
+        for point in points:
+            ACKNOWLEDGED[point["name"]] += 1
+
+
+@events.test_start.add_listener
+def _keep_environment(environment: Any, **_: Any) -> None:
+    RUN["environment"] = environment
+
+
+@events.quit.add_listener
+def _write_report(**_: Any) -> None:
+    """After the summary is printed and every user stopped: what the run saw, for a script."""
+    environment = RUN.get("environment")
+    if REPORT_FILE and environment is not None:
+        report = {
+            "statuses": dict(STATUSES_SEEN),
+            "acknowledged": dict(ACKNOWLEDGED),
+            "stats": environment.runner.stats.serialize_stats(),
+        }
+        with open(REPORT_FILE, "w") as file:
+            json.dump(report, file)
+
+
+class MetricsHost(FastHttpUser):
     """One monitored host: mostly small writes, a batch now and then, an occasional read."""
 
-    wait_time = between(0.05, 0.5)
+    wait_time = constant_throughput(TASKS_PER_SECOND) if TASKS_PER_SECOND else between(0.05, 0.5)
+    default_headers = {"X-API-Key": API_KEY}
 
     def on_start(self) -> None:
         self.rng = random.Random()
-        self.host_tag = f"host-{self.rng.randrange(50):02d}"
-        self.client.headers["X-API-Key"] = API_KEY
+        self.host_tag = f"host-{self.rng.randrange(HOSTS):02d}"
+        if TASKS_PER_SECOND:
+            # Users spawned together would otherwise send in step, in bursts, all run long.
+            time.sleep(self.rng.uniform(0, 1 / TASKS_PER_SECOND))
         # The metrics read_series asks for exist from the start (an unknown metric is a 404).
         self.increment_counter()
         self.record_value()
 
     @task(10)
     def increment_counter(self) -> None:
-        self.client.post("/api/metrics/counter", json=counter_body(self.rng, self.host_tag))
+        body = counter_body(self.rng, self.host_tag)
+        _acknowledge(self.client.post("/api/metrics/counter", json=body), [body])
 
     @task(6)
     def record_value(self) -> None:
         body = value_body(self.rng, self.host_tag, time.time())
-        self.client.post("/api/metrics/value", json=body)
+        _acknowledge(self.client.post("/api/metrics/value", json=body), [body])
 
-    @task(2)
+    @task(1)
     def flush_batch(self) -> None:
         body = batch_body(self.rng, self.host_tag, time.time())
-        self.client.post("/api/metrics/batch", json=body)
+        _acknowledge(self.client.post("/api/metrics/batch", json=body), body["points"])
 
-    @task(2)
+    @task(1)
+    def queue_batch(self) -> None:
+        """The same flush, stored by a worker: the answer is a 202 as soon as it is queued."""
+        body = batch_body(self.rng, self.host_tag, time.time())
+        response = self.client.post(
+            "/api/metrics/batch",
+            json=body,
+            headers={"Prefer": "respond-async"},
+            name="/api/metrics/batch (async)",
+        )
+        _acknowledge(response, body["points"])
+
+    @task(1)
     def read_series(self) -> None:
         name, params = query_params(self.rng, self.host_tag, time.time())
         # One stats row for all names, so the summary reads by endpoint.
-        self.client.get(f"/api/metrics/{name}", params=params, name="/api/metrics/[name]")
+        response = self.client.get(
+            f"/api/metrics/{name}", params=params, name="/api/metrics/[name]"
+        )
+        STATUSES_SEEN[str(response.status_code)] += 1

@@ -25,6 +25,7 @@ ROUTES = {
     ("POST", "/api/metrics/counter"),
     ("POST", "/api/metrics/value"),
     ("POST", "/api/metrics/batch"),
+    ("POST", "/api/metrics/batch (async)"),
     ("GET", "/api/metrics/[name]"),
 }
 
