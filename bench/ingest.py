@@ -174,6 +174,12 @@ def _batch_direct_client(args: tuple) -> Tally:
     django.setup()
     from datetime import UTC, datetime
 
+    from glowing_fiesta.collector import gc_settle
+
+    # As the service's processes do (deploy/gunicorn.conf.py, the Celery pool): the ceiling
+    # gets every tuning the measured path gets.
+    gc_settle(load_urls=False)
+
     from django.db import connections
 
     from metrics.services import PointInput, points_ingest

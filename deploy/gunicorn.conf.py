@@ -103,6 +103,14 @@ def on_starting(server):
     subprocess.run([sys.executable, "-c", PRUNE], check=False, timeout=120)  # noqa: S603
 
 
+def post_worker_init(worker):
+    """In the worker, once the application is loaded: settle the garbage collector
+    (glowing_fiesta/collector.py; a quarter less CPU per batch)."""
+    from glowing_fiesta.collector import gc_settle
+
+    gc_settle()
+
+
 def child_exit(server, worker):
     """A worker exited: its live-only gauges go; its counters stay in the sum. prometheus_client
     reads the directory from PROMETHEUS_MULTIPROC_DIR itself."""

@@ -1,4 +1,5 @@
-"""Celery tasks by outcome, and a last flush of the own figures when a pool process exits.
+"""Celery tasks by outcome; a pool process settles its collector when it starts and flushes the
+own figures when it exits.
 
 Imported by glowing_fiesta/celery.py so that every worker connects the handlers; they run in
 the pool process that ran the task.
@@ -41,6 +42,15 @@ def _task_revoked(sender: Any = None, **_: Any) -> None:
     from .record import celery_task
 
     celery_task(task=_name(sender), outcome="revoked")
+
+
+@signals.worker_process_init.connect(weak=False)
+def _pool_process_init(**_: Any) -> None:
+    # Each pool process, once forked with the tasks loaded: a drained group of 10,000 points
+    # makes hundreds of thousands of objects (glowing_fiesta/collector.py).
+    from glowing_fiesta.collector import gc_settle
+
+    gc_settle(load_urls=False)
 
 
 @signals.worker_process_shutdown.connect(weak=False)

@@ -17,6 +17,7 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from glowing_fiesta import monitoring
+from glowing_fiesta.collector import gc_settle
 from metrics.protocols.statsd import Aggregator, Flush
 from metrics.protocols.statsd_store import FlushWriter, WriteOutcome
 
@@ -236,6 +237,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         host, port = settings.STATSD_BIND
+        gc_settle(load_urls=False)
         try:
             asyncio.run(serve(host=host, port=port, interval=settings.STATSD_FLUSH_SECONDS))
         except BindError as exc:
