@@ -36,7 +36,7 @@ def gc_settle(*, load_urls: bool = True) -> int:
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
     frozen = gc.get_freeze_count()
-    logger.info(
+    logger.debug(
         "garbage collector settled", extra={"frozen": frozen, "gen0_threshold": GEN0_THRESHOLD}
     )
     return frozen

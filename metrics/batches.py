@@ -13,6 +13,13 @@ Running a batch twice never stores a point twice:
 2. The points are written, and the batch marked done, in one transaction that first locks the
    row *with the claim's number*: if a newer claim took the batch over, the old one writes nothing.
 3. A message redelivered after that commit (a worker killed before its ack) finds `done`.
+
+Messages wake workers; they do not carry the work. A request sends one only when no wake-up is
+queued already (a Redis key, set with the send and cleared by the task that starts on it), and a
+task goes on after its own batch with every pending one, in groups, waking one more worker when
+it finds more. A burst of 1000 acknowledged batches so costs a handful of messages instead of
+1000 (each an empty run for a batch already written with another's group). A batch left without
+a message (a lost wake-up, a lost key) is sent again by the sweeper, as before.
 """
 
 from __future__ import annotations
@@ -30,10 +37,13 @@ import psycopg.errors
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.core.cache import caches
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django_redis import get_redis_connection
 
+from apikeys import cache
 from glowing_fiesta import monitoring
 from glowing_fiesta.exceptions import Problem
 
@@ -75,6 +85,8 @@ class BatchRun:
     retry_in: float = 0.0
     # Other batches written in the same transaction.
     companions: int = 0
+    # Skipped because the batch had already ended (done or failed) before this run.
+    ended_before: bool = False
 
 
 def batch_points(batch: IngestBatch) -> list[PointInput]:
@@ -101,7 +113,7 @@ def batch_create(*, api_key_id: int, points: Sequence[PointInput], now: datetime
         created_at=now,
         updated_at=now,
     )
-    transaction.on_commit(lambda: batch_dispatch(batch_id=batch.pk, pausable=True))
+    transaction.on_commit(lambda: batch_dispatch(batch_id=batch.pk, pausable=True, coalesce=True))
     return batch
 
 
@@ -118,20 +130,55 @@ def broker_pause_reset() -> None:
     _broker_paused_until = 0.0
 
 
-def batch_dispatch(*, batch_id: int, pausable: bool = False) -> bool:
+def _wake_key() -> str:
+    # Per queue: tests, benchmarks and deployments sharing a Redis each have their own.
+    return caches["default"].make_key(f"queue-wake:{current_app.conf.task_default_queue}")
+
+
+def _wake_arm(batch_id: int) -> bool | None:
+    """Mark a wake-up as queued: True if this call did (and must send it), False if one is
+    queued already, None if Redis could not tell (then send: a spare message is harmless).
+    The key expires after QUEUE_STALE_SECONDS, so a wake-up lost with its key still set delays
+    nothing longer than the sweeper would."""
+    return cache.call(
+        "queue wake",
+        lambda: bool(
+            get_redis_connection("default").set(
+                _wake_key(), batch_id, nx=True, ex=settings.QUEUE_STALE_SECONDS
+            )
+        ),
+        None,
+    )
+
+
+def wake_clear() -> None:
+    """Called by a task as it starts, before it claims anything: a batch committed from now on
+    sends a wake-up of its own, and one committed before is found by this task's claims."""
+    cache.call("queue wake", lambda: get_redis_connection("default").delete(_wake_key()), None)
+
+
+def batch_dispatch(
+    *, batch_id: int, pausable: bool = False, coalesce: bool = False, countdown: float = 0
+) -> bool:
     """Send the batch id to the workers. A broker failure is logged, not raised: the batch is
     committed, and the sweeper sends it again after QUEUE_STALE_SECONDS.
 
     `pausable` sends (a request's own batch) are skipped for BROKER_PAUSE_SECONDS after a failure;
-    the sweeper's are always tried, since retrying is what it is for.
+    the sweeper's are always tried, since retrying is what it is for. `coalesce` sends nothing
+    while a wake-up is queued (see the module's docstring): the task it starts finds the batch.
     """
     global _broker_paused_until
     if pausable and time.monotonic() < _broker_paused_until:
         logger.debug("batch not enqueued; broker paused", extra={"batch_id": batch_id})
         return False
+    armed = _wake_arm(batch_id) if coalesce else None
+    if armed is False:
+        return True
     try:
-        current_app.send_task(PROCESS_TASK, args=[batch_id])
+        current_app.send_task(PROCESS_TASK, args=[batch_id], countdown=countdown or None)
     except Exception:
+        if armed:
+            wake_clear()  # no wake-up is queued after all
         _broker_paused_until = time.monotonic() + BROKER_PAUSE_SECONDS
         logger.warning(
             "batch not enqueued; the sweeper will retry",
@@ -156,7 +203,12 @@ def batch_process(*, batch_id: int, now: datetime) -> BatchRun:
     claim = _claim(batch_id, now)
     if isinstance(claim, BatchRun):
         return claim
-    group = {batch_id: claim[0], **_claim_companions(batch_id, claim[1], now)}
+    return _run_claimed(batch_id, *claim, now=now)
+
+
+def _run_claimed(batch_id: int, attempt: int, points: int, *, now: datetime) -> BatchRun:
+    """Write a claimed batch, with companions when others are pending (`batch_process`)."""
+    group = {batch_id: attempt, **_claim_companions(batch_id, points, now)}
     if len(group) > 1:
         try:
             written = _write(group)
@@ -288,6 +340,17 @@ def _drop_broken_connection() -> None:
 def _claim(batch_id: int, now: datetime) -> tuple[int, int] | BatchRun:
     """Take the batch for one attempt; return the attempt's number and the batch's points, or
     why not."""
+    # A deep queue's messages mostly find their batch already written with another's group:
+    # one plain read tells, where the locking claim below takes a transaction of three round
+    # trips. Done and failed are final here (only `batches_retry` reopens a failed batch, and
+    # it sends a message of its own), so reading them without the lock is safe.
+    ended = (
+        IngestBatch.objects.filter(pk=batch_id, state__in=[State.DONE, State.FAILED])
+        .values_list("attempts", flat=True)
+        .first()
+    )
+    if ended is not None:
+        return BatchRun(batch_id, "skipped", attempts=ended, ended_before=True)
     with transaction.atomic():
         batch = (
             IngestBatch.objects.select_for_update(skip_locked=True)
@@ -298,7 +361,7 @@ def _claim(batch_id: int, now: datetime) -> tuple[int, int] | BatchRun:
         if batch is None:  # deleted by retention, or being written by a live worker right now
             return BatchRun(batch_id, "skipped")
         if batch.state in (State.DONE, State.FAILED):
-            return BatchRun(batch_id, "skipped", attempts=batch.attempts)
+            return BatchRun(batch_id, "skipped", attempts=batch.attempts, ended_before=True)
         if batch.attempts >= settings.QUEUE_MAX_ATTEMPTS:
             # Every attempt died with its worker (or the limit was lowered): stop here, or a
             # batch that kills its worker would do so for ever.
@@ -314,6 +377,66 @@ def _claim(batch_id: int, now: datetime) -> tuple[int, int] | BatchRun:
             state=State.RUNNING, attempts=attempt, claimed_at=now, updated_at=now
         )
     return attempt, batch.points
+
+
+def _claim_next(now: datetime) -> tuple[int, int, int] | None:
+    """Claim the oldest pending batch that no other transaction holds; return (id, attempt,
+    points), or None when there is none. Found and claimed under one lock, and only if still
+    pending: a batch another worker has just claimed is never taken over here."""
+    with transaction.atomic():
+        batch = (
+            IngestBatch.objects.select_for_update(skip_locked=True)
+            .filter(state=State.PENDING, attempts__lt=settings.QUEUE_MAX_ATTEMPTS)
+            .order_by("pk")
+            .only("attempts", "points")
+            .first()
+        )
+        if batch is None:
+            return None
+        attempt = batch.attempts + 1
+        IngestBatch.objects.filter(pk=batch.pk).update(
+            state=State.RUNNING, attempts=attempt, claimed_at=now, updated_at=now
+        )
+    return batch.pk, attempt, batch.points
+
+
+def batches_follow(*, now: Callable[[], datetime], until: float) -> list[BatchRun]:
+    """Write the pending batches, oldest first and in groups, until none is left or `until`
+    (monotonic) passes; return what each group's first batch came to.
+
+    Run by a task after its own batch. The first time it finds more, it wakes one more worker
+    (a coalesced message), which does the same: idle workers join one by one while the queue is
+    deep, and the messages stay few. Stopped by the clock with batches left, it wakes one more.
+    """
+    runs: list[BatchRun] = []
+    while True:
+        if time.monotonic() >= until:
+            _wake_for_pending()
+            break
+        claim = _claim_next(now())
+        if claim is None:
+            break
+        if not runs:
+            batch_dispatch(batch_id=claim[0], pausable=True, coalesce=True)
+        run = _run_claimed(*claim, now=now())
+        runs.append(run)
+        if run.result == "retry":
+            # The database is failing: this batch gets the retry's backoff in a message of its
+            # own, and the rest waits for it.
+            batch_dispatch(batch_id=run.batch_id, pausable=True, countdown=run.retry_in)
+            break
+    return runs
+
+
+def _wake_for_pending() -> None:
+    pending = (
+        IngestBatch.objects.filter(state=State.PENDING)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if pending is not None:
+        batch_dispatch(batch_id=pending, pausable=True, coalesce=True)
 
 
 def _claim_companions(batch_id: int, points: int, now: datetime) -> dict[int, int]:

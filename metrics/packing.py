@@ -73,10 +73,17 @@ def points_unpack(packed: bytes) -> list[PointInput]:
         for column in columns:
             column.byteswap()
     index, values, stamps = columns
-    return [
-        PointInput(series[i][0], series[i][1], v, _EPOCH + _MICROSECOND * us, series[i][2])
-        for i, v, us in zip(index, values, stamps, strict=True)
-    ]
+    # Points of a batch share few distinct timestamps (an agent stamps a flush once): each
+    # becomes a datetime once, which halves the cost of unpacking.
+    times: dict[int, datetime] = {}
+    points = []
+    for i, v, us in zip(index, values, stamps, strict=True):
+        when = times.get(us)
+        if when is None:
+            when = times[us] = _EPOCH + _MICROSECOND * us
+        kind, name, tags = series[i]
+        points.append(PointInput(kind, name, v, when, tags))
+    return points
 
 
 def points_decode(payload: Iterable[dict[str, Any]]) -> list[PointInput]:

@@ -33,9 +33,13 @@ logger = logging.getLogger(__name__)
 def process_metric_batch(self: Task, batch_id: int) -> str:
     """Write one queued batch (see `batches.batch_process`); retry transient errors with backoff.
 
-    Logs one JSON line per run with the batch's points, attempts and duration.
+    Then writes the other pending batches (`batches.batches_follow`) and the stale ones whose
+    messages were lost (`batches.batches_drain`). Logs one JSON line per run with the batch's
+    points, attempts and duration, and one per group followed.
     """
     started = time.perf_counter()
+    # Before any claim: a batch committed after this sends a wake-up of its own.
+    batches.wake_clear()
     try:
         run = batches.batch_process(batch_id=batch_id, now=timezone.now())
     except batches.TRANSIENT_ERRORS as exc:
@@ -48,7 +52,14 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
             max_retries=settings.QUEUE_MAX_ATTEMPTS,
         ) from None
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
-    level = logging.WARNING if run.result in ("failed", "retry") else logging.INFO
+    if run.result in ("failed", "retry"):
+        level = logging.WARNING
+    elif run.ended_before:
+        # Already written, mostly with another batch's group: in a deep queue most messages
+        # end so, and a line each would outnumber the batches that were written.
+        level = logging.DEBUG
+    else:
+        level = logging.INFO
     logger.log(
         level,
         f"batch {run.result}",
@@ -67,9 +78,23 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
         # task's retries still back off, so a long outage is polled ever more slowly.
         countdown = max(run.retry_in, batches.retry_delay(self.request.retries + 1))
         raise self.retry(countdown=countdown)
-    # Messages may have been lost with their batches still pending: write those too, within
-    # half of this task's time limit.
+    # The other pending batches, then those whose messages may have been lost, within half of
+    # this task's time limit.
     until = time.monotonic() + settings.QUEUE_TASK_SOFT_TIME_LIMIT / 2
+    for followed in batches.batches_follow(now=timezone.now, until=until):
+        logger.log(
+            logging.WARNING if followed.result in ("failed", "retry") else logging.INFO,
+            f"batch {followed.result}",
+            extra={
+                "batch_id": followed.batch_id,
+                "result": followed.result,
+                "points": followed.points,
+                "attempts": followed.attempts,
+                "companions": followed.companions,
+                "followed": True,
+                **({"error": followed.error} if followed.error else {}),
+            },
+        )
     drained = batches.batches_drain(now=timezone.now, until=until)
     if drained:
         logger.info(

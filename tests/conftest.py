@@ -29,6 +29,7 @@ def _redis_not_paused():
     """A test that made Redis unreachable must not leave the next one skipping Redis."""
     apikeys_cache.reset()
     batches.broker_pause_reset()
+    batches.wake_clear()  # a wake-up another test armed on the default queue
     apikeys_selectors.apikey_rows_clear()
     yield
     apikeys_cache.reset()

@@ -462,22 +462,28 @@ def test_the_test_delay_is_refused_outside_debug(debug, refused):
     assert ("QUEUE_TEST_DELAY_SECONDS is for tests only" in result.stderr) == refused
 
 
-def test_a_worker_drains_the_stale_batches_whose_messages_were_lost(
+def test_a_worker_goes_on_with_every_pending_batch_and_the_abandoned_ones(
     api_client, settings, monkeypatch
 ):
-    """After a broker flush, the first message a worker gets is enough: it goes on with every
-    stale batch, at its own pace, instead of one message per batch from the sweeper."""
-    monkeypatch.setattr(batches, "GROUP_POINTS", 2)  # one batch at a time: the drain alone
+    """The first message a worker gets is enough: after its own batch it writes every pending
+    one (whose messages were coalesced into one, or lost with a flushed broker) and every claim
+    abandoned by a killed worker, at its own pace, instead of one message per batch."""
+    monkeypatch.setattr(batches, "GROUP_POINTS", 2)  # one batch at a time: no companions
     ids = [queue_points(api_client, values(2, name=f"lost.{i}")) for i in range(6)]
     stale = timezone.now() - timedelta(seconds=settings.QUEUE_STALE_SECONDS + 1)
-    IngestBatch.objects.filter(pk__in=ids[1:]).update(updated_at=stale)
+    # Claimed by a worker that died: not pending, so only the stale drain takes them over.
+    IngestBatch.objects.filter(pk__in=ids[4:]).update(state="running", attempts=1, updated_at=stale)
     fresh = queue_points(api_client, values(2, name="fresh"))
     assert run(ids[0]) == "done"
-    states = dict(IngestBatch.objects.values_list("pk", "state"))
-    assert {pk: states[pk] for pk in ids} == dict.fromkeys(ids, "done")
-    # A batch whose message is surely still on its way is left to it.
-    assert states[fresh] == "pending"
-    assert MetricPoint.objects.count() == 12
+    batches_ = {b.pk: b for b in IngestBatch.objects.all()}
+    assert {pk: batches_[pk].state for pk in [*ids, fresh]} == dict.fromkeys([*ids, fresh], "done")
+    assert [batches_[pk].attempts for pk in ids[4:]] == [2, 2]
+    # One group per batch here, each in its own transaction.
+    assert len({b.processed_at for b in batches_.values()}) == 7
+    assert MetricPoint.objects.count() == 14
+    # Their own messages, if any come, find them written.
+    assert [run(pk) for pk in [*ids[1:], fresh]] == ["skipped"] * 6
+    assert MetricPoint.objects.count() == 14
 
 
 def test_a_deep_queue_is_written_in_groups_in_one_transaction(api_client):
@@ -497,8 +503,11 @@ def test_a_group_is_bounded_by_its_points(api_client, monkeypatch):
     monkeypatch.setattr(batches, "GROUP_POINTS", 5)
     ids = [queue_points(api_client, values(2, name=f"g.{i}")) for i in range(4)]
     assert run(ids[0]) == "done"
-    states = list(IngestBatch.objects.order_by("pk").values_list("state", flat=True))
-    assert states == ["done", "done", "pending", "pending"]
+    # Two groups of two batches (4 points each), each in one transaction: the task followed its
+    # own group with the next.
+    groups = list(IngestBatch.objects.order_by("pk").values_list("state", "processed_at"))
+    assert [state for state, _ in groups] == ["done"] * 4
+    assert groups[0][1] == groups[1][1] != groups[2][1] == groups[3][1]
 
 
 def test_one_refused_batch_in_a_group_fails_alone(api_client):
@@ -512,3 +521,47 @@ def test_one_refused_batch_in_a_group_fails_alone(api_client):
     assert states == {good: "done", bad: "failed", also_good: "done"}
     assert "type conflict" in IngestBatch.objects.get(pk=bad).error.lower()
     assert MetricPoint.objects.filter(metric__name__startswith="fine").count() == 4
+
+
+def test_a_burst_of_202s_sends_one_wake_up_and_its_task_writes_them_all(
+    api_client, queue_name, monkeypatch, django_capture_on_commit_callbacks
+):
+    """While a wake-up is queued, more 202s send nothing; the task it starts clears the mark
+    before its claims, writes every pending batch, and wakes one more worker when it finds
+    more than its own."""
+    monkeypatch.setattr(batches, "GROUP_POINTS", 2)  # a group per batch, to follow them
+    ids = []
+    for i in range(4):
+        with django_capture_on_commit_callbacks(execute=True):
+            ids.append(queue_points(api_client, values(2, name=f"burst.{i}")))
+    assert queued_batch_ids(queue_name) == [ids[0]]
+    assert run(ids[0]) == "done"
+    assert list(IngestBatch.objects.order_by("pk").values_list("state", flat=True)) == ["done"] * 4
+    assert MetricPoint.objects.count() == 8
+    # It found more than its own: one more wake-up, for the batch it then claimed; the task it
+    # starts finds nothing left to do.
+    assert sorted(queued_batch_ids(queue_name)) == [ids[0], ids[1]]
+    assert run(ids[1]) == "skipped"
+    # Cleared by that task: the next 202 sends a wake-up of its own.
+    with django_capture_on_commit_callbacks(execute=True):
+        later = queue_points(api_client, values(2, name="later"))
+    assert sorted(queued_batch_ids(queue_name)) == [ids[0], ids[1], later]
+    assert run(later) == "done"
+    assert MetricPoint.objects.count() == 10
+
+
+def test_a_wake_up_that_could_not_be_sent_leaves_no_mark(
+    api_client, queue_name, monkeypatch, django_capture_on_commit_callbacks
+):
+    def broker_down(*args, **kwargs):
+        raise BrokerError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(celery_app, "send_task", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_points(api_client, values(2))
+    monkeypatch.undo()
+    batches.broker_pause_reset()
+    with django_capture_on_commit_callbacks(execute=True):
+        second = queue_points(api_client, values(2))
+    # Not held back by a mark with no message behind it.
+    assert queued_batch_ids(queue_name) == [second]
