@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -16,6 +18,19 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+@dataclass(frozen=True)
+class TypedBody:
+    """A body a view's `typed_decode` read into its own records (`value`), with the bytes it came
+    from: `plain()` is what the generic decoder makes of them, for whoever needs plain data (the
+    idempotency fingerprint)."""
+
+    raw: bytes
+    value: Any
+
+    def plain(self) -> Any:
+        return json.loads(self.raw)
+
+
 class StrictJSONParser(BaseParser):
     """JSON only; at most DATA_UPLOAD_MAX_MEMORY_SIZE bytes (413); NaN/Infinity and absurd
     nesting are a 400 (Python's decoder would raise RecursionError, a 500, on deep nesting).
@@ -25,6 +40,9 @@ class StrictJSONParser(BaseParser):
     """
 
     media_type = "application/json"
+    # A faster decoder for one view's usual bodies: bytes -> records, or None for anything it
+    # does not take, which then goes through the generic decoder and its error messages.
+    typed_decode: Callable[[bytes], Any] | None = None
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -38,6 +56,10 @@ class StrictJSONParser(BaseParser):
         raw = stream.read(limit + 1)
         if len(raw) > limit:
             raise too_large
+        if self.typed_decode is not None:
+            value = self.typed_decode(raw)
+            if value is not None:
+                return TypedBody(raw, value)
         try:
             text = raw.decode("utf-8")
             return json.loads(text, parse_constant=_reject_constant)

@@ -27,6 +27,7 @@ import psycopg.errors
 from django.db import OperationalError, connection, transaction
 
 from glowing_fiesta.exceptions import Problem, problem_body
+from glowing_fiesta.parsers import TypedBody
 
 from .models import IdempotencyRecord
 
@@ -63,6 +64,8 @@ class Outcome:
 
 
 def fingerprint(method: str, path: str, data: Any) -> str:
+    if isinstance(data, TypedBody):
+        data = data.plain()  # the same digest whichever decoder read the body
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from django.conf import settings
 
 from .models import MetricType
@@ -211,8 +212,50 @@ def parse_point(
     return PointInput(type=point_type, name=name, value=value, timestamp=when, tags=tags)
 
 
+class _PointRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A batch point as `batch_decode` reads it; UNSET where the JSON had no such field."""
+
+    type: str
+    name: str
+    value: float | msgspec.UnsetType = msgspec.UNSET
+    timestamp: float | str | msgspec.UnsetType | None = msgspec.UNSET
+    tags: dict[str, str] | msgspec.UnsetType | None = msgspec.UNSET
+
+    def plain(self) -> dict[str, Any]:
+        """The point as the generic JSON decoder would have made it, for the full check."""
+        return {
+            field: getattr(self, field)
+            for field in self.__struct_fields__
+            if getattr(self, field) is not msgspec.UNSET
+        }
+
+
+class BatchRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    points: list[_PointRecord]
+
+
+_BATCH_DECODER = msgspec.json.Decoder(BatchRecord)
+
+
+def batch_decode(raw: bytes) -> BatchRecord | None:
+    """A batch body read straight into records, in C, where its shape is the usual one: an
+    object of `points` whose items have the five fields with JSON types that can be valid.
+    Anything else (a wrong type, an unknown field, a number out of range, NaN, bad UTF-8, a
+    lone surrogate) is None, and the body then goes through the generic decoder and
+    `parse_batch`'s full checks, which name every problem; the rules themselves are applied to
+    the records by `parse_batch` all the same. Twice as fast as `json.loads`, and the records
+    are cheaper to check than dicts."""
+    try:
+        return _BATCH_DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def parse_batch(raw: Any, *, now: datetime) -> list[PointInput]:
-    """Validate a batch body; raise PointErrors listing every invalid point, not only the first."""
+    """Validate a batch body (plain JSON data, or the records of `batch_decode`); raise
+    PointErrors listing every invalid point, not only the first."""
+    if isinstance(raw, BatchRecord):
+        return _parse_records(raw.points, now=now)
     if not isinstance(raw, dict):
         raise PointErrors([{"field": None, "message": "the body must be a JSON object"}])
     unknown = sorted(set(raw) - {"points"})
@@ -221,15 +264,7 @@ def parse_batch(raw: Any, *, now: datetime) -> list[PointInput]:
     points = raw.get("points")
     if not isinstance(points, list):
         raise PointErrors([{"field": "points", "message": "is required: a list of points"}])
-    if not 1 <= len(points) <= BATCH_MAX:
-        raise PointErrors(
-            [
-                {
-                    "field": "points",
-                    "message": f"must hold 1 to {BATCH_MAX} points, not {len(points)}",
-                }
-            ]
-        )
+    _check_count(points)
     parsed: list[PointInput] = []
     errors: list[dict[str, Any]] = []
     window = Window.around(now)
@@ -249,6 +284,40 @@ def parse_batch(raw: Any, *, now: datetime) -> list[PointInput]:
     return parsed
 
 
+def _check_count(points: list) -> None:
+    if not 1 <= len(points) <= BATCH_MAX:
+        raise PointErrors(
+            [
+                {
+                    "field": "points",
+                    "message": f"must hold 1 to {BATCH_MAX} points, not {len(points)}",
+                }
+            ]
+        )
+
+
+def _parse_records(records: list[_PointRecord], *, now: datetime) -> list[PointInput]:
+    _check_count(records)
+    parsed: list[PointInput] = []
+    errors: list[dict[str, Any]] = []
+    window = Window.around(now)
+    fast = _FastBatch(now, window)
+    for index, record in enumerate(records):
+        point = fast.record(record)
+        if point is not None:
+            parsed.append(point)
+            continue
+        try:
+            parsed.append(
+                parse_point(record.plain(), kind=None, now=now, index=index, window=window)
+            )
+        except PointErrors as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise PointErrors(errors)
+    return parsed
+
+
 class _FastBatch:
     """The common case of a batch, checked quickly: points that are plainly valid, with names and
     tag sets that repeat (each distinct one is checked once per batch). Anything unusual returns
@@ -260,6 +329,58 @@ class _FastBatch:
         self.newest = window.newest.timestamp()
         self.names: dict[str, bool] = {}
         self.tags: dict[tuple, dict[str, str] | None] = {}
+        # An agent stamps a flush once: each distinct Unix time becomes a datetime once.
+        self.times: dict[float, datetime] = {}
+
+    def record(self, p: _PointRecord) -> PointInput | None:
+        """`point` for a record of `batch_decode`, whose JSON types are checked already."""
+        point_type = p.type
+        name = p.name
+        if point_type not in POINT_TYPES:
+            return None
+        valid = self.names.get(name)
+        if valid is None:
+            valid = self.names[name] = NAME_RE.fullmatch(name) is not None
+        if not valid:
+            return None
+        value = p.value
+        if value is msgspec.UNSET:
+            if point_type == VALUE:
+                return None
+            value = 1.0
+        elif not -VALUE_MAX <= value <= VALUE_MAX:  # False for NaN as well
+            return None
+        stamp = p.timestamp
+        if stamp is None or stamp is msgspec.UNSET:
+            when = self.now
+        elif type(stamp) is float:
+            if not self.oldest < stamp < self.newest:
+                return None
+            when = self.times.get(stamp)
+            if when is None:
+                when = self.times[stamp] = datetime.fromtimestamp(stamp, UTC)
+        else:
+            try:
+                when = datetime.fromisoformat(stamp)
+            except ValueError:
+                return None
+            if when.tzinfo is None:
+                return None
+            when = when.astimezone(UTC)
+            if not self.oldest < when.timestamp() < self.newest:
+                return None
+        raw_tags = p.tags
+        if raw_tags is None or raw_tags is msgspec.UNSET:
+            tags: dict[str, str] | None = {}
+        else:
+            items = tuple(raw_tags.items())
+            try:
+                tags = self.tags[items]
+            except KeyError:
+                tags = self.tags[items] = _tags_or_none(raw_tags)
+            if tags is None:
+                return None
+        return PointInput(point_type, name, value, when, tags)
 
     def point(self, raw: Any) -> PointInput | None:
         if type(raw) is not dict or not BATCH_POINT_FIELDS.issuperset(raw):
@@ -293,7 +414,9 @@ class _FastBatch:
             # Strictly inside: the exact edges are left to the full check's datetime arithmetic.
             if not self.oldest < stamp < self.newest:
                 return None
-            when = datetime.fromtimestamp(stamp, UTC)
+            when = self.times.get(stamp)
+            if when is None:
+                when = self.times[stamp] = datetime.fromtimestamp(stamp, UTC)
         elif type(stamp) is str:
             try:
                 when = datetime.fromisoformat(stamp)

@@ -18,11 +18,12 @@ from rest_framework.response import Response
 from apikeys.api import ApiKeyView
 from glowing_fiesta.exceptions import InvalidInput
 from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
+from glowing_fiesta.parsers import StrictJSONParser, TypedBody
 from idempotency.decorators import idempotent
 
 from .. import batches
 from ..models import MetricType
-from ..points import PointErrors, parse_batch, parse_point
+from ..points import PointErrors, batch_decode, parse_batch, parse_point
 from ..serializers import BatchInput, BatchOutput, CounterInput, PointOutput, ValueInput
 from ..services import PointInput, points_ingest
 from .batches import ACCEPTED, PREFER_PARAMETER, accepted_body, accepted_headers, prefers_async
@@ -176,13 +177,22 @@ class ValueView(_PointView):
     reserved_name = "value"
 
 
+class BatchJSONParser(StrictJSONParser):
+    """The strict parser, with the usual batch bodies read straight into records."""
+
+    typed_decode = staticmethod(batch_decode)
+
+
 @_ingest_schema("Write 1-1000 points at once, all or nothing", BatchInput, BatchOutput, "batch")
 class BatchView(_IngestView):
     reserved_name = "batch"
+    parser_classes = [BatchJSONParser]
 
     def post(self, request: Request) -> Response:
         return _ingest(
             request,
-            lambda data, now: parse_batch(data, now=now),
+            lambda data, now: parse_batch(
+                data.value if isinstance(data, TypedBody) else data, now=now
+            ),
             lambda points: {"processed": len(points)},
         )
