@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-explore bench-queue bench-retention bench-statsd bench-otlp bench-influx bench-rollups bench-monitoring bench-roundtrips loadtest loadtest-step soak clean
+.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-explore bench-queue bench-retention bench-statsd bench-otlp bench-influx bench-rollups bench-monitoring bench-roundtrips bench-profile loadtest loadtest-step soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -69,6 +69,9 @@ bench-monitoring: $(STAMP)
 
 bench-roundtrips: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/roundtrips.py $(ARGS)
+
+bench-profile: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/profiles.py $(ARGS)
 
 # Optional knobs of the load targets; empty means the script's default.
 LOAD_OPTS = $(if $(DURATION),--duration $(DURATION)) $(if $(USERS),--users $(USERS)) $(if $(RATE),--rate $(RATE))
