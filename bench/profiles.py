@@ -157,6 +157,7 @@ def run(kind: str, count: int, top: int, key: str, *, plain: bool, collector: st
             unit(i)
         label = {
             "single": "single counter",
+            "bare": "bare view + one INSERT",
             "batch": "batch of 1000 (201)",
             "ack": "batch of 1000 (202)",
         }[kind]

@@ -34,7 +34,7 @@ def _per_unit(out: str) -> tuple[float, float]:
     return float(found.group(1)), float(found.group(2))
 
 
-@pytest.mark.parametrize("kind", ["single", "batch"])
+@pytest.mark.parametrize("kind", ["single", "bare", "batch"])
 def test_a_request_profile_names_the_view_and_its_time(kind):
     out = _profile(kind, "--count", "20", "--top", "60")
     assert out.startswith(f"{kind}: 20 x ")
@@ -42,7 +42,8 @@ def test_a_request_profile_names_the_view_and_its_time(kind):
     assert 0 < cpu <= wall * 1.05  # one thread: its CPU time cannot pass the wall time
     assert "--- top 60 by tottime ---" in out and "--- top 60 by cumulative ---" in out
     # The endpoint's own frames are in the cumulative list.
-    assert re.search(r"\bingest\.py:\d+\(post\)", out), out[-3000:]
+    view = r"bare_app\.py:\d+\(post\)" if kind == "bare" else r"\bingest\.py:\d+\(post\)"
+    assert re.search(view, out), out[-3000:]
 
 
 def test_a_plain_run_times_without_the_profiler_with_either_collector():
