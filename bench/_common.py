@@ -188,6 +188,52 @@ def _wait_healthy(host: str, port: int, process: subprocess.Popen, errors) -> No
     raise SystemExit(f"bench: gunicorn did not become healthy:\n{errors.read()[-4000:]}")
 
 
+# --- CPU by process --------------------------------------------------------------------------
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_kind(name: str, command: str) -> str:
+    if "postgres" in name:
+        return "postgres"
+    if "redis" in name:
+        return "redis"
+    if "gunicorn" in command:
+        return "gunicorn"
+    if "celery" in command:
+        return "celery"
+    if "bench/" in command:
+        return "clients"  # the benchmark's own processes: clients and in-process writers
+    return "other"
+
+
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's CPU seconds so far (user + system, from /proc), with its kind."""
+    found: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue  # gone since the listing
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        found[int(entry)] = (_process_kind(name, command.replace("\0", " ")), seconds)
+    return found
+
+
+def cpu_used(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds each kind of process used between two `cpu_by_process` readings; a process
+    started in between counts from zero."""
+    used: dict[str, float] = {}
+    for pid, (kind, seconds) in after.items():
+        used[kind] = used.get(kind, 0.0) + seconds - before.get(pid, (kind, 0.0))[1]
+    return used
+
+
 # --- figures ---------------------------------------------------------------------------------
 
 

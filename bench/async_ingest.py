@@ -45,9 +45,19 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench import _common  # noqa: E402
-from bench.ingest import BATCH_SIZE, batch_points, run_batch_direct, window_after  # noqa: E402
+from bench.ingest import (  # noqa: E402
+    BATCH_SIZE,
+    batch_points,
+    run_batch_direct,
+    verdict,
+    window_after,
+)
 
 DATABASE_NAME = "gf_bench_queue"
+# The goals these figures answer to (docs/PERFORMANCE.md, "Where the goals stand").
+TARGET_ACK_RATIO = 2.0
+TARGET_ACK_P95_MS = 25.0
+TARGET_DRAIN_RATIO = 0.7
 BODIES = 16
 WORKER_START_SECONDS = 60
 
@@ -277,10 +287,20 @@ def main(argv: list[str]) -> int:
             f"[{run.workers} worker process(es)]",
             f"  202 acknowledgement         {ack_rate:>7,.1f} batches/s   "
             f"p50 {run.ack.p(50):.1f} ms  p95 {run.ack.p(95):.1f} ms  p99 {run.ack.p(99):.1f} ms",
-            f"  ratio 202 / 201             {ack_rate / sync_rate:>7.2f}x",
+            f"  ratio 202 / 201             {ack_rate / sync_rate:>7.2f}x   target ≥ "
+            f"{TARGET_ACK_RATIO:g}x with p95 ≤ {TARGET_ACK_P95_MS:g} ms: "
+            + verdict(
+                ack_rate / sync_rate >= TARGET_ACK_RATIO and run.ack.p(95) <= TARGET_ACK_P95_MS
+            ),
             f"  drain                       {drain_rate:>10,.0f} points/s "
             f"({run.points:,} points in {run.drain_seconds:.1f} s)",
-            f"  ratio drain / ceiling       {drain_rate / ceiling_rate:>7.2f}",
+            f"  ratio drain / ceiling       {drain_rate / ceiling_rate:>7.2f}    target ≥ "
+            f"{TARGET_DRAIN_RATIO:g} (2 worker processes): "
+            + (
+                verdict(drain_rate / ceiling_rate >= TARGET_DRAIN_RATIO)
+                if run.workers >= 2
+                else "-"
+            ),
         ]
     print("\n".join(lines), flush=True)
     return 0

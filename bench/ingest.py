@@ -14,6 +14,10 @@ One run prints four figures and two ratios:
   (4) the bare ceiling: the same bodies to a DRF view that validates them and does one INSERT,
       without authentication, rate limiting or rollups (bench/bare_app.py), same gunicorn config.
 
+Each phase also prints the CPU time every kind of process used per batch or request inside its
+window (gunicorn, PostgreSQL, Redis, the benchmark's own clients or writers, other), read from
+/proc: where the ratios' differences are spent.
+
 Everything runs against a database of its own (gf_bench_ingest, dropped at exit) on the server
 named by DATABASE_URL, and the service under gunicorn with deploy/gunicorn.conf.py, DEBUG off.
 Clients are separate processes; each phase is a fixed warm-up followed by a fixed measured window.
@@ -48,7 +52,7 @@ METRICS = [f"bench.counter.{i:02d}" for i in range(20)] + [
 ]
 SLOTS = 5
 BODIES_PER_CLIENT = 8
-TARGET_BATCH_RATIO = 0.50
+TARGET_BATCH_RATIO = 0.80
 TARGET_SINGLE_RATIO = 0.70
 TARGET_P95_MS = 25.0
 
@@ -285,6 +289,38 @@ class Round:
     single_p: tuple[float, float, float]
     bare: float
     bare_p: tuple[float, float, float]
+    # Per phase, the CPU milliseconds each kind of process used per unit (a 1000-point batch,
+    # or a request) inside the measured window.
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _cpu_during(window: Window, readings: dict) -> threading.Thread:
+    """Read every process's CPU time at the window's start and end, from a thread."""
+
+    def read() -> None:
+        time.sleep(max(0.0, window.start - time.time()))
+        readings["start"] = _common.cpu_by_process()
+        time.sleep(max(0.0, window.end - time.time()))
+        readings["end"] = _common.cpu_by_process()
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def _phase(cpu: dict, label: str, window: Window, run, units) -> Tally:
+    """Run one phase in `window`; record its CPU per unit (`units(tally)`) under `label`."""
+    readings: dict = {}
+    thread = _cpu_during(window, readings)
+    tally = run(window)
+    thread.join()
+    _check(label, tally)
+    count = units(tally)
+    cpu[label[:3]] = {
+        kind: seconds * 1000 / count
+        for kind, seconds in _common.cpu_used(readings["start"], readings["end"]).items()
+    }
+    return tally
 
 
 def window_after(warmup: float, duration: float) -> Window:
@@ -312,27 +348,31 @@ def run_round(args: argparse.Namespace, env: dict, bare_env: dict, key: str) -> 
         _common.gunicorn(env, workers=args.workers, threads=args.threads) as (host, port),
         _common.gunicorn(bare_env, workers=args.workers, threads=args.threads) as bare_address,
     ):
+        cpu: dict[str, dict[str, float]] = {}
+        batches = lambda tally: tally.done / BATCH_SIZE  # noqa: E731
+        requests = lambda tally: tally.done  # noqa: E731
         _common.log(f"(1) HTTP batches, {args.clients} clients")
-        batch_http = run_batch_http(host, port, key, args.clients, window_after(warmup, duration))
-        _check("(1) HTTP batches", batch_http)
+        batch_http = _phase(
+            cpu, "(1) HTTP batches", window_after(warmup, duration),
+            lambda w: run_batch_http(host, port, key, args.clients, w), batches,
+        )  # fmt: skip
         _common.log(f"(2) storage ceiling, {args.clients} processes")
-        direct = run_batch_direct(env, args.clients, window_after(warmup, duration))
-        _check("(2) storage ceiling", direct)
+        direct = _phase(
+            cpu, "(2) storage ceiling", window_after(warmup, duration),
+            lambda w: run_batch_direct(env, args.clients, w), batches,
+        )  # fmt: skip
         _common.log(f"(3) HTTP single counters, {args.connections} connections")
-        single = run_single(
-            host,
-            port,
-            "/api/metrics/counter",
-            key,
-            args.connections,
-            window_after(warmup, duration),
-        )
-        _check("(3) HTTP single counters", single)
+        single = _phase(
+            cpu, "(3) HTTP single counters", window_after(warmup, duration),
+            lambda w: run_single(host, port, "/api/metrics/counter", key, args.connections, w),
+            requests,
+        )  # fmt: skip
         _common.log(f"(4) bare ceiling, {args.connections} connections")
-        bare = run_single(
-            *bare_address, "/bare/counter", "", args.connections, window_after(warmup, duration)
-        )
-        _check("(4) bare ceiling", bare)
+        bare = _phase(
+            cpu, "(4) bare ceiling", window_after(warmup, duration),
+            lambda w: run_single(*bare_address, "/bare/counter", "", args.connections, w),
+            requests,
+        )  # fmt: skip
     return Round(
         batch_http=batch_http.done / duration,
         batch_direct=direct.done / duration,
@@ -340,10 +380,11 @@ def run_round(args: argparse.Namespace, env: dict, bare_env: dict, key: str) -> 
         single_p=_percentiles(single),
         bare=bare.done / duration,
         bare_p=_percentiles(bare),
+        cpu=cpu,
     )
 
 
-def _verdict(ok: bool) -> str:
+def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
@@ -370,15 +411,27 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
         f"(1) HTTP batch of 1000         {med('batch_http'):>10,.0f} points/s",
         f"(2) storage ceiling            {med('batch_direct'):>10,.0f} points/s",
         f"    (1)/(2) = {batch_ratio:.1%}   target ≥ {TARGET_BATCH_RATIO:.0%}: "
-        f"{_verdict(batch_ratio >= TARGET_BATCH_RATIO)}",
+        f"{verdict(batch_ratio >= TARGET_BATCH_RATIO)}",
         f"(3) HTTP single counter        {med('single'):>10,.0f} req/s   "
         f"p50 {med('single_p', 0):.1f} ms  p95 {p95:.1f} ms  p99 {med('single_p', 2):.1f} ms",
         f"(4) bare DRF + one INSERT      {med('bare'):>10,.0f} req/s   "
         f"p50 {med('bare_p', 0):.1f} ms  p95 {med('bare_p', 1):.1f} ms  p99 {med('bare_p', 2):.1f} ms",
         f"    (3)/(4) = {single_ratio:.1%}   target ≥ {TARGET_SINGLE_RATIO:.0%}: "
-        f"{_verdict(single_ratio >= TARGET_SINGLE_RATIO)}; "
-        f"p95 ≤ {TARGET_P95_MS:g} ms: {_verdict(p95 <= TARGET_P95_MS)}",
+        f"{verdict(single_ratio >= TARGET_SINGLE_RATIO)}; "
+        f"p95 ≤ {TARGET_P95_MS:g} ms: {verdict(p95 <= TARGET_P95_MS)}",
     ]
+    lines += ["", "CPU per unit inside the window, ms (medians; a unit is a batch or a request):"]
+    for phase in ("(1)", "(2)", "(3)", "(4)"):
+        kinds = sorted({kind for r in rounds for kind in r.cpu.get(phase, {})})
+        per_kind = {
+            k: statistics.median(r.cpu.get(phase, {}).get(k, 0.0) for r in rounds) for k in kinds
+        }
+        total = statistics.median(sum(r.cpu.get(phase, {}).values()) for r in rounds)
+        lines.append(
+            f"  {phase} "
+            + "  ".join(f"{k} {v:.2f}" for k, v in per_kind.items() if v >= 0.005)
+            + f"  = {total:.2f}"
+        )
     if len(rounds) > 1:
         lines.append("")
         for n, r in enumerate(rounds, 1):
