@@ -255,7 +255,7 @@ def parse_batch(raw: Any, *, now: datetime) -> list[PointInput]:
     """Validate a batch body (plain JSON data, or the records of `batch_decode`); raise
     PointErrors listing every invalid point, not only the first."""
     if isinstance(raw, BatchRecord):
-        return _parse_records(raw.points, now=now)
+        return _parse_points(raw.points, now=now, records=True)
     if not isinstance(raw, dict):
         raise PointErrors([{"field": None, "message": "the body must be a JSON object"}])
     unknown = sorted(set(raw) - {"points"})
@@ -264,27 +264,11 @@ def parse_batch(raw: Any, *, now: datetime) -> list[PointInput]:
     points = raw.get("points")
     if not isinstance(points, list):
         raise PointErrors([{"field": "points", "message": "is required: a list of points"}])
-    _check_count(points)
-    parsed: list[PointInput] = []
-    errors: list[dict[str, Any]] = []
-    window = Window.around(now)
-    fast = _FastBatch(now, window)
-    for index, item in enumerate(points):
-        point = fast.point(item)
-        if point is not None:
-            parsed.append(point)
-            continue
-        # Not plainly valid: the full check names every bad field.
-        try:
-            parsed.append(parse_point(item, kind=None, now=now, index=index, window=window))
-        except PointErrors as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise PointErrors(errors)
-    return parsed
+    return _parse_points(points, now=now, records=False)
 
 
-def _check_count(points: list) -> None:
+def _parse_points(points: list, *, now: datetime, records: bool) -> list[PointInput]:
+    """The points of a batch, JSON dicts or (`records`) `batch_decode`'s records."""
     if not 1 <= len(points) <= BATCH_MAX:
         raise PointErrors(
             [
@@ -294,23 +278,20 @@ def _check_count(points: list) -> None:
                 }
             ]
         )
-
-
-def _parse_records(records: list[_PointRecord], *, now: datetime) -> list[PointInput]:
-    _check_count(records)
     parsed: list[PointInput] = []
     errors: list[dict[str, Any]] = []
     window = Window.around(now)
     fast = _FastBatch(now, window)
-    for index, record in enumerate(records):
-        point = fast.record(record)
+    quick = fast.record if records else fast.point
+    for index, item in enumerate(points):
+        point = quick(item)
         if point is not None:
             parsed.append(point)
             continue
+        # Not plainly valid: the full check names every bad field.
+        raw = item.plain() if records else item
         try:
-            parsed.append(
-                parse_point(record.plain(), kind=None, now=now, index=index, window=window)
-            )
+            parsed.append(parse_point(raw, kind=None, now=now, index=index, window=window))
         except PointErrors as exc:
             errors.extend(exc.errors)
     if errors:
@@ -338,10 +319,7 @@ class _FastBatch:
         name = p.name
         if point_type not in POINT_TYPES:
             return None
-        valid = self.names.get(name)
-        if valid is None:
-            valid = self.names[name] = NAME_RE.fullmatch(name) is not None
-        if not valid:
+        if not self._name_ok(name):
             return None
         value = p.value
         if value is msgspec.UNSET:
@@ -353,34 +331,52 @@ class _FastBatch:
         stamp = p.timestamp
         if stamp is None or stamp is msgspec.UNSET:
             when = self.now
-        elif type(stamp) is float:
-            if not self.oldest < stamp < self.newest:
-                return None
-            when = self.times.get(stamp)
-            if when is None:
-                when = self.times[stamp] = datetime.fromtimestamp(stamp, UTC)
         else:
-            try:
-                when = datetime.fromisoformat(stamp)
-            except ValueError:
-                return None
-            if when.tzinfo is None:
-                return None
-            when = when.astimezone(UTC)
-            if not self.oldest < when.timestamp() < self.newest:
+            when = self._when(stamp) if type(stamp) is float else self._when_text(stamp)
+            if when is None:
                 return None
         raw_tags = p.tags
         if raw_tags is None or raw_tags is msgspec.UNSET:
             tags: dict[str, str] | None = {}
         else:
-            items = tuple(raw_tags.items())
-            try:
-                tags = self.tags[items]
-            except KeyError:
-                tags = self.tags[items] = _tags_or_none(raw_tags)
+            tags = self._tags(raw_tags)
             if tags is None:
                 return None
         return PointInput(point_type, name, value, when, tags)
+
+    def _name_ok(self, name: str) -> bool:
+        valid = self.names.get(name)
+        if valid is None:
+            valid = self.names[name] = NAME_RE.fullmatch(name) is not None
+        return valid
+
+    def _when(self, stamp: float) -> datetime | None:
+        # Strictly inside: the exact edges are left to the full check's datetime arithmetic.
+        if not self.oldest < stamp < self.newest:
+            return None
+        when = self.times.get(stamp)
+        if when is None:
+            when = self.times[stamp] = datetime.fromtimestamp(stamp, UTC)
+        return when
+
+    def _when_text(self, stamp: str) -> datetime | None:
+        try:
+            when = datetime.fromisoformat(stamp)
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            return None
+        when = when.astimezone(UTC)
+        return when if self.oldest < when.timestamp() < self.newest else None
+
+    def _tags(self, raw: dict) -> dict[str, str] | None:
+        """Each distinct tag set checked once per batch; the same dict for its points."""
+        items = tuple(raw.items())
+        try:
+            return self.tags[items]
+        except KeyError:
+            tags = self.tags[items] = _tags_or_none(raw)
+            return tags
 
     def point(self, raw: Any) -> PointInput | None:
         if type(raw) is not dict or not BATCH_POINT_FIELDS.issuperset(raw):
@@ -389,10 +385,7 @@ class _FastBatch:
         name = raw.get("name")
         if type(point_type) is not str or point_type not in POINT_TYPES or type(name) is not str:
             return None
-        valid = self.names.get(name)
-        if valid is None:
-            valid = self.names[name] = NAME_RE.fullmatch(name) is not None
-        if not valid:
+        if not self._name_ok(name):
             return None
         value = raw.get("value")
         if value is None:
@@ -411,23 +404,12 @@ class _FastBatch:
                 return None
             when = self.now
         elif type(stamp) is float or type(stamp) is int:
-            # Strictly inside: the exact edges are left to the full check's datetime arithmetic.
-            if not self.oldest < stamp < self.newest:
-                return None
-            when = self.times.get(stamp)
-            if when is None:
-                when = self.times[stamp] = datetime.fromtimestamp(stamp, UTC)
+            when = self._when(stamp)
         elif type(stamp) is str:
-            try:
-                when = datetime.fromisoformat(stamp)
-            except ValueError:
-                return None
-            if when.tzinfo is None:
-                return None
-            when = when.astimezone(UTC)
-            if not self.oldest < when.timestamp() < self.newest:
-                return None
+            when = self._when_text(stamp)
         else:
+            return None
+        if when is None:
             return None
         raw_tags = raw.get("tags")
         if raw_tags is None:
@@ -435,11 +417,8 @@ class _FastBatch:
                 return None
             tags: dict[str, str] | None = {}
         elif type(raw_tags) is dict:
-            items = tuple(raw_tags.items())
             try:
-                tags = self.tags[items]
-            except KeyError:
-                tags = self.tags[items] = _tags_or_none(raw_tags)
+                tags = self._tags(raw_tags)
             except TypeError:  # an unhashable value: not a string, so not valid
                 return None
             if tags is None:
