@@ -23,11 +23,12 @@ from rest_framework.views import APIView
 
 from glowing_fiesta.openapi import KEYED_ERRORS
 
-from .authentication import ApiKeyAuthentication
+from .authentication import AUTH_FAILURES_UNCHECKED, ApiKeyAuthentication
 from .models import Scope
 from .permissions import HasApiKey, HasScope
 from .ratelimit import RateUsage, ratelimit_enforce
 from .serializers import ApiKeyOutput
+from .services import apikey_mark_used
 
 
 class ApiKeyView(APIView):
@@ -38,6 +39,9 @@ class ApiKeyView(APIView):
     required_scope: str | None = None
 
     rate_usage: RateUsage | None = None
+    # The rate limit's round trip also reads the address's failed authentications when
+    # ApiKeyAuthentication left them unchecked (apikeys/ratelimit.py).
+    reads_auth_failures = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -50,7 +54,12 @@ class ApiKeyView(APIView):
         # Counted before the scope check rather than in check_throttles (which DRF runs after
         # it), so that refused requests count against the key and carry the headers as well.
         if request.auth is not None:
-            self.rate_usage = ratelimit_enforce(request=request, key=request.auth)
+            unchecked = getattr(request, AUTH_FAILURES_UNCHECKED, None)
+            self.rate_usage = ratelimit_enforce(
+                request=request, key=request.auth, check_failures=unchecked is not None
+            )
+            if unchecked is not None:
+                apikey_mark_used(key=request.auth, now=unchecked)
         super().check_permissions(request)
 
     def finalize_response(

@@ -22,12 +22,15 @@ from glowing_fiesta.logging import api_key_prefix_var
 
 from . import keyformat
 from .models import ApiKey
-from .selectors import KeyRejected, apikey_get_active
+from .selectors import KeyRejected, apikey_get_active, apikey_held
 from .services import apikey_mark_used
 
 logger = logging.getLogger(__name__)
 
 HEADER = "X-API-Key"
+# Set on a request whose address's failed authentications are yet to be read (see authenticate),
+# to the time its key is then marked used at.
+AUTH_FAILURES_UNCHECKED = "auth_failures_unchecked"
 _META_HEADER = "HTTP_X_API_KEY"
 # Authorization schemes that carry the raw key, compared case-insensitively (RFC 9110 11.1).
 _AUTHORIZATION_SCHEMES = frozenset({"bearer", "token"})
@@ -112,18 +115,37 @@ class ApiKeyAuthentication(BaseAuthentication):
         raw = raw_key_from(request)
         if not raw:
             return None
-        auth_failures_check(request)
+        prefix = None
         with contextlib.suppress(keyformat.MalformedKey):
-            api_key_prefix_var.set(keyformat.parse(raw).prefix)  # public; the key never is
+            prefix = keyformat.parse(raw).prefix
+            api_key_prefix_var.set(prefix)  # public; the key never is
+        # The failures check guards the database. When this process holds the prefix's row the
+        # lookup costs no query, and the check can wait for the rate limit's round trip, where
+        # one script reads the failures and counts the request (ApiKeyView.check_permissions).
+        # Only for views that do read them there (ApiKeyView); any other keyed view checks here.
+        view = (request.parser_context or {}).get("view")
+        deferred = (
+            getattr(view, "reads_auth_failures", False)
+            and prefix is not None
+            and apikey_held(prefix=prefix)
+        )
+        if not deferred:
+            auth_failures_check(request)
         now = timezone.now()
         try:
             key = apikey_get_active(raw_key=raw, now=now)
         except KeyRejected as rejected:
+            if deferred:
+                auth_failures_check(request)  # an address over the limit learns nothing more
             logger.info("api key rejected", extra={"reason": rejected.reason})
             auth_failure_record(request)
             monitoring.auth_failure(rejected.reason)
             raise _REJECTIONS[rejected.reason]() from None
-        apikey_mark_used(key=key, now=now)
+        if deferred:
+            # Marked used by the view once the failures are read: a refused request is no use.
+            setattr(request, AUTH_FAILURES_UNCHECKED, now)
+        else:
+            apikey_mark_used(key=key, now=now)
         return key, key
 
     def authenticate_header(self, request: Request) -> str:

@@ -1,7 +1,10 @@
 """Per-key request rate limits: a fixed one-minute window per key, counted in Redis.
 
 One round trip per request: the window's counter is created with its expiry and incremented in
-one MULTI/EXEC (django-ratelimit's get_usage takes two, an ADD and then an INCR). The windows are
+one MULTI/EXEC (django-ratelimit's get_usage takes two, an ADD and then an INCR). When the
+address's failed authentications are still to be checked (the key's row was in this process, so
+authentication made no round trip of its own), one Lua script reads them and counts the request
+only if the address is not locked out. The windows are
 staggered per key the way django-ratelimit staggers them, so clients do not all reset at the same
 second. When Redis cannot be reached the request is served uncounted: an outage of the cache must
 not become an outage of the API.
@@ -13,13 +16,14 @@ import logging
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpRequest
 from django_redis import get_redis_connection
 
-from glowing_fiesta import monitoring
+from glowing_fiesta import bruteforce, monitoring
 from glowing_fiesta.exceptions import TooManyRequests
 
 from . import cache
@@ -75,10 +79,55 @@ def _count(counter_id: str, *, now: int) -> tuple[int, int]:
     return int(count), end - now
 
 
-def ratelimit_hit(*, request: HttpRequest, key: ApiKey) -> RateUsage | None:
-    """Count one request against `key`; None when Redis is unavailable (served uncounted)."""
+# KEYS: the address's failures counter, the key's window counter; ARGV: the failures limit, the
+# window counter's lifetime. Returns -1 (nothing counted) for an address over the limit.
+_COUNT_UNLESS_LOCKED_OUT = """
+local failures = tonumber(redis.call('GET', KEYS[1]) or '0')
+if failures >= tonumber(ARGV[1]) then return -1 end
+redis.call('SET', KEYS[2], 0, 'EX', ARGV[2], 'NX')
+return redis.call('INCR', KEYS[2])
+"""
+_scripts: dict[int, Any] = {}
+
+
+def _count_unless_locked_out(
+    counter_id: str, *, now: int, failures_key: str, failures_limit: int
+) -> tuple[int, int]:
+    """`_count` in one script that first reads the address's failures: (-1, _) when locked out."""
+    end = window_end(counter_id, now=now)
+    prefix = getattr(settings, "RATELIMIT_CACHE_PREFIX", "rl:")
+    key = caches["default"].make_key(f"{prefix}{GROUP}:{counter_id}:{end}")
+    client = get_redis_connection("default")
+    script = _scripts.get(id(client))
+    if script is None:
+        script = _scripts[id(client)] = client.register_script(_COUNT_UNLESS_LOCKED_OUT)
+    count = script(keys=[failures_key, key], args=[failures_limit, end - now + 1])
+    return int(count), end - now
+
+
+def ratelimit_hit(
+    *, request: HttpRequest, key: ApiKey, check_failures: bool = False
+) -> RateUsage | None:
+    """Count one request against `key`; None when Redis is unavailable (served uncounted).
+
+    With `check_failures` the address's failed authentications are read in the same round trip,
+    and an address over AUTH_FAILURE_RATE gets the 429 of glowing_fiesta.bruteforce, uncounted.
+    """
     now = int(time.time())
-    counted = cache.call("ratelimit", lambda: _count(_counter_id(key), now=now), None)
+    counter_id = _counter_id(key)
+    if check_failures:
+        failures_key, failures_limit, seconds_left = bruteforce.failures_window(request)
+        counted = cache.call(
+            "ratelimit",
+            lambda: _count_unless_locked_out(
+                counter_id, now=now, failures_key=failures_key, failures_limit=failures_limit
+            ),
+            None,
+        )
+        if counted is not None and counted[0] < 0:
+            bruteforce.auth_failures_refuse(request, seconds_left=seconds_left)
+    else:
+        counted = cache.call("ratelimit", lambda: _count(counter_id, now=now), None)
     if counted is None:
         return None
     count, time_left = counted
@@ -91,9 +140,12 @@ def ratelimit_hit(*, request: HttpRequest, key: ApiKey) -> RateUsage | None:
     )
 
 
-def ratelimit_enforce(*, request: HttpRequest, key: ApiKey) -> RateUsage | None:
-    """Count the request; raise TooManyRequests (429 with Retry-After) when over the limit."""
-    usage = ratelimit_hit(request=request, key=key)
+def ratelimit_enforce(
+    *, request: HttpRequest, key: ApiKey, check_failures: bool = False
+) -> RateUsage | None:
+    """Count the request; raise TooManyRequests (429 with Retry-After) when over the limit
+    (or, with `check_failures`, when the address is over its failed authentications)."""
+    usage = ratelimit_hit(request=request, key=key, check_failures=check_failures)
     if usage is not None and usage.exceeded:
         monitoring.rate_limited()
         logger.info(

@@ -71,6 +71,13 @@ def apikey_get_by_prefix(*, prefix: str) -> ApiKey | None:
     return key
 
 
+def apikey_held(*, prefix: str) -> bool:
+    """Whether this process holds a fresh copy of the row for `prefix` (a key, or that there is
+    none), so that looking the key up costs no query."""
+    copy = _rows.get(prefix)
+    return bool(settings.API_KEY_CACHE_SECONDS) and copy is not None and copy[0] > time.monotonic()
+
+
 def apikey_get_active(*, raw_key: str, now: datetime | None = None) -> ApiKey:
     """The active key matching `raw_key`, or KeyRejected.
 

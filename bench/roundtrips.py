@@ -11,8 +11,9 @@ single counters one after another over one connection after a warm-up, and reads
 
   - PostgreSQL: `xact_commit` of the database in pg_stat_database (each statement of a request
     in autocommit is one transaction: the write, Django's health check when it sends one);
-  - Redis: INFO commandstats, every command by name. Commands sent together in one MULTI/EXEC
-    are one round trip: round trips = commands - those queued inside MULTI.
+  - Redis: INFO commandstats, every command by name (those a Lua script runs included), and the
+    round trips from MONITOR: each command a client sent, a MULTI ... EXEC block counting as
+    one and the commands a script runs (MONITOR's "lua" client) as none.
 
 Prints both per request, with the commands by name, and the sequential median latency beside the
 bare view's (bench/bare_app.py, same gunicorn): the ceiling, measured in the same run.
@@ -68,6 +69,48 @@ def redis_commands(port: int) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
 
 
+class RoundTrips:
+    """Client round trips seen by MONITOR on the private Redis, from a thread, until stopped."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        import redis
+
+        self.count = 0
+        self._stop = False
+        self._port = port
+        self._monitor = redis.Redis(port=port).monitor()
+        self._monitor.__enter__()  # MONITOR is on once this returns
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        in_multi = False
+        for command in self._monitor.listen():
+            if self._stop:
+                return
+            if command.get("client_type") == "lua":
+                continue  # run by a script: part of the EVALSHA that started it
+            name = command["command"].split(" ", 1)[0].upper()
+            if name == "MULTI":
+                in_multi = True
+            elif name == "EXEC":
+                in_multi = False
+                self.count += 1
+            elif not in_multi:
+                self.count += 1
+
+    def stop(self) -> int:
+        import redis
+
+        time.sleep(0.3)  # the last commands reach the listener
+        self._stop = True
+        redis.Redis(port=self._port).ping()  # wakes the listener to see the flag
+        self._thread.join(5)
+        return self.count  # the PING is read after the flag and not counted
+
+
 def pg_commits(url: str) -> int:
     import psycopg
 
@@ -121,7 +164,9 @@ def main(argv: list[str]) -> int:
                     send(host, port, "/api/metrics/counter", key, args.warmup)
                     settle(url)
                     commits, commands = pg_commits(url), redis_commands(redis_port)
+                    trips = RoundTrips(redis_port)
                     samples = send(host, port, "/api/metrics/counter", key, args.requests)
+                    redis_trips = trips.stop()
                     settle(url)
                     commits = pg_commits(url) - commits - 1  # less the reading query
                     after = redis_commands(redis_port)
@@ -135,11 +180,8 @@ def main(argv: list[str]) -> int:
     delta = {
         name: after.get(name, 0) - commands.get(name, 0)
         for name in after
-        if after.get(name, 0) - commands.get(name, 0) and name != "info"
+        if after.get(name, 0) - commands.get(name, 0) and name not in ("info", "monitor", "ping")
     }
-    queued = sum(n for name, n in delta.items() if name not in ("multi", "exec", "get"))
-    inside_multi = queued if delta.get("multi") else 0
-    redis_trips = sum(delta.values()) - inside_multi - delta.get("multi", 0)
     n = args.requests
     print(f"Machine: {machine}")
     print(f"{n} single counters, one connection, gunicorn 1 sync worker, after {args.warmup}")

@@ -1,9 +1,12 @@
 """Failed authentications per client address: wrong API keys and failed admin logins.
 
 Each failure is one atomic INCR in Redis (django-ratelimit, a fixed window of AUTH_FAILURE_RATE's
-period); the check every authenticated request makes reads the same counter with one GET. Once an address has failed AUTH_FAILURE_RATE times in its window, every attempt from it
-gets 429 with Retry-After until the window ends, before any key is looked up or any password
-hashed: guessing costs the guesser, not the database. Like the per-key limit, an unreachable
+period); the check every authenticated request makes reads the same counter with one GET, or,
+when the process holds the key's row (no lookup to guard), inside the per-key rate limit's one
+script (apikeys/ratelimit.py). Once an address has failed AUTH_FAILURE_RATE times in its window,
+every attempt from it gets 429 with Retry-After until the window ends, before any key is looked
+up in the database, counted or marked used, or any password hashed: guessing costs the guesser,
+not the database. Like the per-key limit, an unreachable
 Redis counts nothing rather than refusing everyone.
 """
 
@@ -21,6 +24,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django_ratelimit.core import ALL, _get_window, _make_cache_key, _split_rate, get_usage
+from django_redis import get_redis_connection
 
 from apikeys import cache
 
@@ -51,21 +55,27 @@ def client_address(request: HttpRequest) -> str:
     return forwarded[-count]
 
 
-def _failures(request: HttpRequest) -> tuple[int, int, int] | None:
-    """(failures, limit, seconds left) in the address's current window, with one GET.
-
-    get_usage without incrementing costs two round trips (an ADD of a zero, then a GET); the
-    key is django-ratelimit's own, so this reads exactly what auth_failure_record counts.
-    """
+def failures_window(request: HttpRequest) -> tuple[str, int, int]:
+    """The Redis key of the address's failures in the current window (django-ratelimit's own,
+    so it is exactly what auth_failure_record counts), the limit, and the seconds left."""
     address = client_address(request)
     rate = settings.AUTH_FAILURE_RATE
     limit, period = _split_rate(rate)
     window = _get_window(address, period)
-    key = _make_cache_key(GROUP, window, rate, address, ALL)
-    count = cache.call("auth failures", lambda: caches["default"].get(key, 0), None)
+    key = caches["default"].make_key(_make_cache_key(GROUP, window, rate, address, ALL))
+    return key, limit, window - int(time.time())
+
+
+def _failures(request: HttpRequest) -> tuple[int, int, int] | None:
+    """(failures, limit, seconds left) in the address's current window, with one GET.
+
+    get_usage without incrementing costs two round trips (an ADD of a zero, then a GET).
+    """
+    key, limit, seconds_left = failures_window(request)
+    count = cache.call("auth failures", lambda: get_redis_connection("default").get(key) or 0, None)
     if count is None:
         return None
-    return int(count), limit, window - int(time.time())
+    return int(count), limit, seconds_left
 
 
 def auth_failures_check(request: HttpRequest) -> None:
@@ -73,7 +83,12 @@ def auth_failures_check(request: HttpRequest) -> None:
     failures = _failures(request)
     if failures is None or failures[0] < failures[1]:
         return
-    retry_after = max(failures[2], 1)
+    auth_failures_refuse(request, seconds_left=failures[2])
+
+
+def auth_failures_refuse(request: HttpRequest, *, seconds_left: int) -> None:
+    """Raise the 429 of an address over the limit, with Retry-After the window's end."""
+    retry_after = max(seconds_left, 1)
     logger.warning(
         "authentication failures limit reached",
         extra={"client": client_address(request), "limit": settings.AUTH_FAILURE_RATE},

@@ -120,3 +120,26 @@ def test_the_admin_login_is_limited_the_same_way(three_per_minute):
         .status_code
         == 302
     )
+
+
+def test_a_key_held_in_process_is_refused_with_the_same_429_and_not_counted(
+    three_per_minute, client_anon, api_key, django_assert_num_queries
+):
+    """With the key's row in this process, the failures are read in the rate limit's round trip
+    (one script): the address over the limit still gets 429 before anything is counted or
+    written, and the key's own window is not charged for the refusals."""
+    _, raw = api_key
+    first = _get(client_anon, raw)  # the row is now held, and the key marked used
+    assert first.status_code == 200
+    remaining = int(first["X-RateLimit-Remaining"])
+    for _ in range(3):
+        assert _get(client_anon, WRONG).status_code == 401
+    with django_assert_num_queries(0):
+        refused = [_get(client_anon, raw) for _ in range(3)]
+    assert [r.status_code for r in refused] == [429] * 3
+    assert all(1 <= int(r["Retry-After"]) <= 60 for r in refused)
+    assert all("X-RateLimit-Remaining" not in r for r in refused)
+    # From another address the same key is served, charged one request, not four.
+    other = _get(client_anon, raw, REMOTE_ADDR="10.0.0.9")
+    assert other.status_code == 200
+    assert int(other["X-RateLimit-Remaining"]) == remaining - 1
