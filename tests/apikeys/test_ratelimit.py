@@ -175,7 +175,9 @@ def test_a_window_ends_at_the_keys_own_offset_within_the_period():
     assert ratelimit.window_end("1:abc", now=end) == end + ratelimit.PERIOD_SECONDS
 
 
-def test_a_request_costs_one_redis_round_trip_for_its_key_and_rate_limit(make_api_client, monkeypatch):
+def test_a_request_costs_one_redis_round_trip_for_its_key_and_rate_limit(
+    make_api_client, monkeypatch
+):
     client = make_api_client(rate_limit=100)
     assert client.get(ME).status_code == 200  # the key row is now in this process's copy
     connection = get_redis_connection("default")
