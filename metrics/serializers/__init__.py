@@ -12,6 +12,7 @@ import functools
 import math
 import re
 import zoneinfo
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -306,15 +307,23 @@ class SeriesQueryInput(serializers.Serializer):
         }
 
 
-def series_query_data(params: Any) -> dict[str, Any]:
-    """The query string (a QueryDict) as SeriesQueryInput data; unknown or repeated names refused."""
-    unknown = sorted(set(params) - set(PARAMETERS))
-    repeated = sorted(k for k in params if k not in REPEATABLE and len(params.getlist(k)) > 1)
+def query_string_data(
+    params: Any, *, allowed: Iterable[str], repeatable: Collection[str]
+) -> dict[str, Any]:
+    """A query string (a QueryDict) as serializer data: lists for the `repeatable` names; names
+    not `allowed`, or repeated when they may not be, refused (400)."""
+    unknown = sorted(set(params) - set(allowed))
+    repeated = sorted(k for k in params if k not in repeatable and len(params.getlist(k)) > 1)
     errors = {name: "Unknown parameter." for name in unknown}
     errors |= {name: "May be given only once." for name in repeated}
     if errors:
         raise serializers.ValidationError(errors)
-    return {k: params.getlist(k) if k in REPEATABLE else params[k] for k in params}
+    return {k: params.getlist(k) if k in repeatable else params[k] for k in params}
+
+
+def series_query_data(params: Any) -> dict[str, Any]:
+    """The query string as SeriesQueryInput data."""
+    return query_string_data(params, allowed=PARAMETERS, repeatable=REPEATABLE)
 
 
 class Bucket(serializers.Serializer):

@@ -11,7 +11,7 @@ from rest_framework import serializers
 from .. import discovery
 from ..models import MetricType
 from ..points import NAME_MAX
-from . import NAME_SCHEMA, TagFilterField
+from . import NAME_SCHEMA, TagFilterField, query_string_data
 
 
 class _PageInput(serializers.Serializer):
@@ -81,16 +81,10 @@ class TagListInput(serializers.Serializer):
 
 
 def discovery_query_data(serializer: type[serializers.Serializer], params: Any) -> dict[str, Any]:
-    """The query string as `serializer` data; unknown or repeated names refused."""
+    """The query string as `serializer` data: its list fields may repeat."""
     fields = serializer().fields
     repeatable = {name for name, f in fields.items() if isinstance(f, serializers.ListField)}
-    unknown = sorted(set(params) - set(fields))
-    repeated = sorted(k for k in params if k not in repeatable and len(params.getlist(k)) > 1)
-    errors = {name: "Unknown parameter." for name in unknown}
-    errors |= {name: "May be given only once." for name in repeated}
-    if errors:
-        raise serializers.ValidationError(errors)
-    return {k: params.getlist(k) if k in repeatable else params[k] for k in params}
+    return query_string_data(params, allowed=fields, repeatable=repeatable)
 
 
 _NEXT = serializers.URLField(allow_null=True, help_text="The next page, or null on the last.")
