@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
+from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -51,7 +52,28 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
             countdown=batches.retry_delay(self.request.retries + 1),
             max_retries=settings.QUEUE_MAX_ATTEMPTS,
         ) from None
-    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    _log_run(run, duration_ms=round((time.perf_counter() - started) * 1000, 2))
+    if run.result == "retry":
+        # Attempts given back (the database was away) keep the batch's own backoff short; the
+        # task's retries still back off, so a long outage is polled ever more slowly.
+        countdown = max(run.retry_in, batches.retry_delay(self.request.retries + 1))
+        raise self.retry(countdown=countdown)
+    # The other pending batches, then those whose messages may have been lost, within half of
+    # this task's time limit.
+    until = time.monotonic() + settings.QUEUE_TASK_SOFT_TIME_LIMIT / 2
+    for followed in batches.batches_follow(now=timezone.now, until=until):
+        _log_run(followed, followed=True)
+    drained = batches.batches_drain(now=timezone.now, until=until)
+    if drained:
+        logger.info(
+            "stale batches drained",
+            extra={"batches": len(drained), "results": sorted({r.result for r in drained})},
+        )
+    return run.result
+
+
+def _log_run(run: batches.BatchRun, **fields: Any) -> None:
+    """One JSON line for what a run (the task's own batch, or a group it followed) came to."""
     if run.result in ("failed", "retry"):
         level = logging.WARNING
     elif run.ended_before:
@@ -64,44 +86,15 @@ def process_metric_batch(self: Task, batch_id: int) -> str:
         level,
         f"batch {run.result}",
         extra={
-            "batch_id": batch_id,
+            "batch_id": run.batch_id,
             "result": run.result,
             "points": run.points,
             "attempts": run.attempts,
             "companions": run.companions,
-            "duration_ms": duration_ms,
+            **fields,
             **({"error": run.error} if run.error else {}),
         },
     )
-    if run.result == "retry":
-        # Attempts given back (the database was away) keep the batch's own backoff short; the
-        # task's retries still back off, so a long outage is polled ever more slowly.
-        countdown = max(run.retry_in, batches.retry_delay(self.request.retries + 1))
-        raise self.retry(countdown=countdown)
-    # The other pending batches, then those whose messages may have been lost, within half of
-    # this task's time limit.
-    until = time.monotonic() + settings.QUEUE_TASK_SOFT_TIME_LIMIT / 2
-    for followed in batches.batches_follow(now=timezone.now, until=until):
-        logger.log(
-            logging.WARNING if followed.result in ("failed", "retry") else logging.INFO,
-            f"batch {followed.result}",
-            extra={
-                "batch_id": followed.batch_id,
-                "result": followed.result,
-                "points": followed.points,
-                "attempts": followed.attempts,
-                "companions": followed.companions,
-                "followed": True,
-                **({"error": followed.error} if followed.error else {}),
-            },
-        )
-    drained = batches.batches_drain(now=timezone.now, until=until)
-    if drained:
-        logger.info(
-            "stale batches drained",
-            extra={"batches": len(drained), "results": sorted({r.result for r in drained})},
-        )
-    return run.result
 
 
 def _now(now: str | None) -> datetime:
