@@ -16,12 +16,12 @@ import logging
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpRequest
 from django_redis import get_redis_connection
+from redis.commands.core import Script
 
 from glowing_fiesta import bruteforce, monitoring
 from glowing_fiesta.exceptions import TooManyRequests
@@ -67,11 +67,16 @@ def window_end(counter_id: str, *, now: int, period: int = PERIOD_SECONDS) -> in
     return end if end > now else end + period
 
 
-def _count(counter_id: str, *, now: int) -> tuple[int, int]:
-    """Add one to the counter's current window; return (count, seconds left in the window)."""
+def _window_key(counter_id: str, *, now: int) -> tuple[str, int]:
+    """The Redis key of the counter's current window, and when the window ends."""
     end = window_end(counter_id, now=now)
     prefix = getattr(settings, "RATELIMIT_CACHE_PREFIX", "rl:")
-    key = caches["default"].make_key(f"{prefix}{GROUP}:{counter_id}:{end}")
+    return caches["default"].make_key(f"{prefix}{GROUP}:{counter_id}:{end}"), end
+
+
+def _count(counter_id: str, *, now: int) -> tuple[int, int]:
+    """Add one to the counter's current window; return (count, seconds left in the window)."""
+    key, end = _window_key(counter_id, now=now)
     pipe = get_redis_connection("default").pipeline(transaction=True)
     pipe.set(key, 0, ex=end - now + 1, nx=True)  # a second's grace, as django-ratelimit has
     pipe.incr(key)
@@ -87,21 +92,19 @@ if failures >= tonumber(ARGV[1]) then return -1 end
 redis.call('SET', KEYS[2], 0, 'EX', ARGV[2], 'NX')
 return redis.call('INCR', KEYS[2])
 """
-_scripts: dict[int, Any] = {}
+_script: Script | None = None  # sent by its SHA1 (EVALSHA), loaded on first use by a server
 
 
 def _count_unless_locked_out(
     counter_id: str, *, now: int, failures_key: str, failures_limit: int
 ) -> tuple[int, int]:
     """`_count` in one script that first reads the address's failures: (-1, _) when locked out."""
-    end = window_end(counter_id, now=now)
-    prefix = getattr(settings, "RATELIMIT_CACHE_PREFIX", "rl:")
-    key = caches["default"].make_key(f"{prefix}{GROUP}:{counter_id}:{end}")
+    global _script
+    key, end = _window_key(counter_id, now=now)
     client = get_redis_connection("default")
-    script = _scripts.get(id(client))
-    if script is None:
-        script = _scripts[id(client)] = client.register_script(_COUNT_UNLESS_LOCKED_OUT)
-    count = script(keys=[failures_key, key], args=[failures_limit, end - now + 1])
+    if _script is None:
+        _script = client.register_script(_COUNT_UNLESS_LOCKED_OUT)
+    count = _script(keys=[failures_key, key], args=[failures_limit, end - now + 1], client=client)
     return int(count), end - now
 
 
