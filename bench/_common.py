@@ -18,14 +18,18 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from glowing_fiesta.devstack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 
 
@@ -207,22 +211,65 @@ def _process_kind(name: str, command: str) -> str:
     return "other"
 
 
+@dataclass(frozen=True)
+class ProcessStat:
+    name: str  # the executable's name, as ps shows it
+    parent: int
+    cpu_seconds: float  # user + system so far
+
+
+def process_stat(pid: int) -> ProcessStat | None:
+    """A process's line of /proc/<pid>/stat, or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return ProcessStat(
+        name=stat[stat.index("(") + 1 : stat.rindex(")")],
+        parent=int(fields[1]),
+        cpu_seconds=(int(fields[11]) + int(fields[12])) / _CLOCK_TICKS,
+    )
+
+
+def process_command(pid: int) -> bytes | None:
+    """A process's command line (arguments separated by NUL bytes), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def process_ids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
 def cpu_by_process() -> dict[int, tuple[str, float]]:
     """Every process's CPU seconds so far (user + system, from /proc), with its kind."""
     found: dict[int, tuple[str, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
+    for pid in process_ids():
+        stat, command = process_stat(pid), process_command(pid)
+        if stat is None or command is None:
             continue  # gone since the listing
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        seconds = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-        found[int(entry)] = (_process_kind(name, command.replace("\0", " ")), seconds)
+        kind = _process_kind(stat.name, command.decode(errors="replace").replace("\0", " "))
+        found[pid] = (kind, stat.cpu_seconds)
     return found
+
+
+def at_window_edges(window, read: Callable[[], T]) -> tuple[threading.Thread, dict[str, T]]:
+    """Call `read` at `window`'s start and end (time.time() values), from a thread; the dict
+    holds the two readings under "start" and "end" once the thread is joined."""
+    readings: dict[str, T] = {}
+
+    def run() -> None:
+        time.sleep(max(0.0, window.start - time.time()))
+        readings["start"] = read()
+        time.sleep(max(0.0, window.end - time.time()))
+        readings["end"] = read()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, readings
 
 
 def cpu_used(before: dict, after: dict) -> dict[str, float]:

@@ -26,7 +26,6 @@ import argparse
 import gzip
 import http.client
 import json
-import os
 import statistics
 import sys
 import threading
@@ -155,35 +154,25 @@ def run_phase(
 
 # --- the service's CPU, from /proc -----------------------------------------------------------
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
 
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU of a process; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    stat = _common.process_stat(pid)
+    return stat.cpu_seconds if stat else 0.0
 
 
 def _gunicorn_pids(port: int) -> list[int]:
     """The gunicorn master bound to `port` and its workers."""
     master = None
     parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for pid in _common.process_ids():
+        stat, command = _common.process_stat(pid), _common.process_command(pid)
+        if stat is None or command is None:
             continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read().split(b"\0")
-            with open(f"/proc/{entry}/stat") as stat:
-                parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if b"gunicorn" in command and f"127.0.0.1:{port}".encode() in command:
-            master = master or int(entry)
+        parents[pid] = stat.parent
+        arguments = command.split(b"\0")
+        if b"gunicorn" in arguments and f"127.0.0.1:{port}".encode() in arguments:
+            master = master or pid
     if master is None:
         raise SystemExit(f"bench: no gunicorn process found for port {port}")
     return [master, *(pid for pid, parent in parents.items() if parent == master)]

@@ -294,24 +294,9 @@ class Round:
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _cpu_during(window: Window, readings: dict) -> threading.Thread:
-    """Read every process's CPU time at the window's start and end, from a thread."""
-
-    def read() -> None:
-        time.sleep(max(0.0, window.start - time.time()))
-        readings["start"] = _common.cpu_by_process()
-        time.sleep(max(0.0, window.end - time.time()))
-        readings["end"] = _common.cpu_by_process()
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread
-
-
 def _phase(cpu: dict, label: str, window: Window, run, units) -> Tally:
     """Run one phase in `window`; record its CPU per unit (`units(tally)`) under `label`."""
-    readings: dict = {}
-    thread = _cpu_during(window, readings)
+    thread, readings = _common.at_window_edges(window, _common.cpu_by_process)
     tally = run(window)
     thread.join()
     _check(label, tally)

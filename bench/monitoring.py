@@ -63,41 +63,24 @@ def _scraper(address: tuple[str, int], key: str, window, stop: threading.Event, 
             return
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
 def service_cpu_seconds(port: int) -> float:
     """User + system CPU of the gunicorn processes serving `port` (arbiter and workers)."""
     marker = f"127.0.0.1:{port}".encode()
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    total = 0.0
+    for pid in _common.process_ids():
+        if marker not in (_common.process_command(pid) or b""):
             continue
-        try:
-            if marker not in (entry / "cmdline").read_bytes():
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICK
-
-
-def _cpu_in_window(port: int, window: ingest.Window, out: list[float]) -> None:
-    time.sleep(max(0.0, window.start - time.time()))
-    start = service_cpu_seconds(port)
-    time.sleep(max(0.0, window.end - time.time()))
-    out.append(service_cpu_seconds(port) - start)
+        stat = _common.process_stat(pid)
+        total += stat.cpu_seconds if stat else 0.0  # 0 once exited meanwhile
+    return total
 
 
 def run_phase(address: tuple[str, int], key: str, args: argparse.Namespace, *, scrape: bool):
-    window = ingest._window(args.warmup, args.duration)
+    window = ingest.window_after(args.warmup, args.duration)
     stop = threading.Event()
     sizes: list[int] = []
-    cpu: list[float] = []
     scraper = threading.Thread(target=_scraper, args=(address, key, window, stop, sizes))
-    meter = threading.Thread(target=_cpu_in_window, args=(address[1], window, cpu))
-    meter.start()
+    meter, cpu = _common.at_window_edges(window, lambda: service_cpu_seconds(address[1]))
     if scrape:
         scraper.start()
     try:
@@ -108,7 +91,7 @@ def run_phase(address: tuple[str, int], key: str, args: argparse.Namespace, *, s
             scraper.join()
         meter.join()
     ingest._check("single counters", tally)
-    cpu_ms = cpu[0] * 1000 / tally.done
+    cpu_ms = (cpu["end"] - cpu["start"]) * 1000 / tally.done
     return tally.done / args.duration, _common.percentile(tally.latencies_ms, 95), cpu_ms, sizes
 
 
