@@ -1,10 +1,18 @@
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection
 
+from metrics import partitions
 from metrics.models import Metric, MetricPoint, RollupDay, RollupHour, RollupMinute, Series
 from metrics.services import MetricTypeConflict, PointInput, points_ingest
+from tests.helpers import truncate_point_tables
+from tests.processes import worker_database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -80,3 +88,92 @@ def test_type_conflict_stores_nothing():
         )
     assert list(Metric.objects.values_list("name", flat=True)) == ["x"]
     assert MetricPoint.objects.count() == 1
+
+
+# Writes single points as a server process does (its own persistent connection) and reports what
+# that connection has prepared: after 8 writes, after a point that creates a day's partition, and
+# after 2 more writes.
+PREPARED_WRITER = """
+import json
+from datetime import UTC, datetime, timedelta
+import django
+django.setup()
+from django.db import connection
+from metrics.services import PointInput, points_ingest
+
+def prepared():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), coalesce(sum(generic_plans + custom_plans), 0)"
+            " FROM pg_prepared_statements WHERE statement LIKE '%metric_rollup_15m%'"
+        )
+        return [int(n) for n in cursor.fetchone()]
+
+def write(when):
+    points_ingest(points=[PointInput("counter", "prepared", 1.0, when, {"k": "v"})])
+
+now = datetime.now(UTC)
+ahead = now + timedelta(days=6)
+with connection.cursor() as cursor:
+    # The day's partitions exist ahead of time; dropped here so that the write to it below
+    # creates them while the statement is prepared.
+    cursor.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_class p ON p.oid = i.inhparent"
+        " WHERE p.relname IN ('metric_points', 'metric_rollup_minute')"
+        " AND pg_get_expr(c.relpartbound, c.oid) LIKE %s",
+        [f"FOR VALUES FROM ('{ahead:%Y-%m-%d} %"],
+    )
+    dropped = [name for (name,) in cursor.fetchall()]
+    for name in dropped:
+        cursor.execute(f'DROP TABLE "{name}"')
+for _ in range(8):
+    write(now)
+first = prepared()
+write(ahead)
+write(now)
+write(now)
+print(json.dumps({"first": first, "last": prepared(), "dropped": len(dropped)}))
+"""
+
+
+def _run_prepared_writer(enabled: str) -> dict:
+    env = {
+        **os.environ,
+        "DATABASE_URL": worker_database_url(),
+        "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings",
+        "DB_PREPARED_STATEMENTS": enabled,
+    }
+    result = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", PREPARED_WRITER],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("enabled", ["true", "false"])
+def test_the_points_write_is_prepared_once_per_connection_unless_turned_off(enabled):
+    truncate_point_tables()
+    try:
+        report = _run_prepared_writer(enabled)
+        assert report["dropped"] == 2  # and created again by the write six days ahead
+        if enabled == "true":
+            # Prepared at its sixth use, then run from the prepared statement: 3 of the first 8
+            # writes, all 3 after the new day's partition (PostgreSQL re-plans it for that).
+            assert report["first"] == [1, 3]
+            assert report["last"] == [1, 6]
+        else:
+            assert report["first"] == report["last"] == [0, 0]
+        assert MetricPoint.objects.count() == 11
+        assert sorted(RollupDay.objects.values_list("count", flat=True)) == [1, 10]
+        assert sum(RollupMinute.objects.values_list("sum", flat=True)) == 11.0
+    finally:
+        partitions.partitions_ensure(now=datetime.now(UTC))
+        truncate_point_tables()
