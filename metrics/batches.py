@@ -417,7 +417,9 @@ def batches_follow(*, now: Callable[[], datetime], until: float) -> list[BatchRu
         if claim is None:
             break
         if not runs:
-            batch_dispatch(batch_id=claim[0], pausable=True, coalesce=True)
+            # For a batch still pending, not the one just claimed: a task started on the claimed
+            # one before this write locks its row would take it over (fenced, but written twice).
+            _wake_for_pending()
         run = _run_claimed(*claim, now=now())
         runs.append(run)
         if run.result == "retry":

@@ -538,14 +538,15 @@ def test_a_burst_of_202s_sends_one_wake_up_and_its_task_writes_them_all(
     assert run(ids[0]) == "done"
     assert list(IngestBatch.objects.order_by("pk").values_list("state", flat=True)) == ["done"] * 4
     assert MetricPoint.objects.count() == 8
-    # It found more than its own: one more wake-up, for the batch it then claimed; the task it
-    # starts finds nothing left to do.
-    assert sorted(queued_batch_ids(queue_name)) == [ids[0], ids[1]]
-    assert run(ids[1]) == "skipped"
+    # It found more than its own: one more wake-up, once it had claimed the next batch, for the
+    # oldest one still pending (never for a batch it holds); the task it starts finds nothing
+    # left to do.
+    assert sorted(queued_batch_ids(queue_name)) == [ids[0], ids[2]]
+    assert run(ids[2]) == "skipped"
     # Cleared by that task: the next 202 sends a wake-up of its own.
     with django_capture_on_commit_callbacks(execute=True):
         later = queue_points(api_client, values(2, name="later"))
-    assert sorted(queued_batch_ids(queue_name)) == [ids[0], ids[1], later]
+    assert sorted(queued_batch_ids(queue_name)) == [ids[0], ids[2], later]
     assert run(later) == "done"
     assert MetricPoint.objects.count() == 10
 
