@@ -299,7 +299,7 @@ def _phase(cpu: dict, label: str, window: Window, run, units) -> Tally:
     thread, readings = _common.at_window_edges(window, _common.cpu_by_process)
     tally = run(window)
     thread.join()
-    _check(label, tally)
+    tally_check(label, tally)
     count = units(tally)
     cpu[label[:3]] = {
         kind: seconds * 1000 / count
@@ -314,7 +314,8 @@ def window_after(warmup: float, duration: float) -> Window:
     return Window(start=start, end=start + duration)
 
 
-def _check(label: str, tally: Tally) -> None:
+def tally_check(label: str, tally: Tally) -> None:
+    """Log a phase's failed requests; stop the run when it completed nothing."""
     if tally.errors:
         _common.log(f"{label}: {tally.errors} failed requests; first: {tally.first_error}")
     if not tally.done:

@@ -90,7 +90,7 @@ def run_phase(address: tuple[str, int], key: str, args: argparse.Namespace, *, s
         if scrape:
             scraper.join()
         meter.join()
-    ingest._check("single counters", tally)
+    ingest.tally_check("single counters", tally)
     cpu_ms = (cpu["end"] - cpu["start"]) * 1000 / tally.done
     return tally.done / args.duration, _common.percentile(tally.latencies_ms, 95), cpu_ms, sizes
 

@@ -42,6 +42,8 @@ from bench.ingest import (  # noqa: E402
     Window,
     _batch_http_client,
     run_batch_http,
+    tally_check,
+    window_after,
 )
 
 DATABASE_NAME = "gf_bench_otlp"
@@ -196,7 +198,7 @@ def run_protocol(
         (host, port, key, protocol, protocol_bodies(protocol, c, args.bodies), None)
         for c in range(clients)
     ]
-    window = _window(args.warmup, args.duration)  # after the bodies are built
+    window = window_after(args.warmup, args.duration)  # after the bodies are built
     jobs = [(*job[:-1], window) for job in jobs]
     with _fork.Pool(clients) as pool:
         tallies = pool.map(_protocol_client, jobs)
@@ -204,18 +206,6 @@ def run_protocol(
     for tally in tallies:
         total.add(tally)
     return total
-
-
-def _window(warmup: float, duration: float) -> Window:
-    start = time.time() + 0.5 + warmup
-    return Window(start=start, end=start + duration)
-
-
-def _check(label: str, tally: Tally) -> None:
-    if tally.errors:
-        _common.log(f"{label}: {tally.errors} failed requests; first: {tally.first_error}")
-    if not tally.done:
-        raise SystemExit(f"bench: {label} completed nothing in the measured window")
 
 
 @dataclass
@@ -229,19 +219,21 @@ class Round:
 def run_round(args: argparse.Namespace, env: dict, key: str) -> Round:
     with _common.gunicorn(env, workers=args.workers) as (host, port):
         _common.log(f"(1) JSON batches, {args.clients} clients")
-        batch = run_batch_http(host, port, key, args.clients, _window(args.warmup, args.duration))
-        _check("(1) JSON batches", batch)
+        batch = run_batch_http(
+            host, port, key, args.clients, window_after(args.warmup, args.duration)
+        )
+        tally_check("(1) JSON batches", batch)
         _common.log(f"(1b) JSON batches of 1000 series, {args.clients} clients")
         shaped = run_streams_batch_http(
-            host, port, key, args.clients, _window(args.warmup, args.duration)
+            host, port, key, args.clients, window_after(args.warmup, args.duration)
         )
-        _check("(1b) JSON batches of 1000 series", shaped)
+        tally_check("(1b) JSON batches of 1000 series", shaped)
         _common.log(f"(2) OTLP, {args.clients} clients")
         otlp = run_protocol(host, port, key, "otlp", args.clients, args)
-        _check("(2) OTLP", otlp)
+        tally_check("(2) OTLP", otlp)
         _common.log(f"(3) remote write, {args.clients} clients")
         prw = run_protocol(host, port, key, "remote_write", args.clients, args)
-        _check("(3) remote write", prw)
+        tally_check("(3) remote write", prw)
     return Round(
         json=batch.done / args.duration,
         json_streams=shaped.done / args.duration,
