@@ -12,7 +12,9 @@ One run prints four figures and two ratios:
   (3) HTTP single counters: req/s and p50/p95/p99 latency of POST /api/metrics/counter over
       --connections concurrent connections;
   (4) the bare ceiling: the same bodies to a DRF view that validates them and does one INSERT,
-      without authentication, rate limiting or rollups (bench/bare_app.py), same gunicorn config.
+      without authentication, rate limiting or rollups (bench/bare_app.py), same gunicorn config;
+  (5) with --single-async: (3) with `Prefer: respond-async`, each point acknowledged 202 and
+      queued, while one Celery worker process drains the queue on the same cores.
 
 Each phase also prints the CPU time every kind of process used per batch or request inside its
 window (gunicorn, PostgreSQL, Redis, the benchmark's own clients or writers, other), read from
@@ -26,6 +28,7 @@ Clients are separate processes; each phase is a fixed warm-up followed by a fixe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing
@@ -34,6 +37,7 @@ import statistics
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,10 +232,13 @@ def run_batch_direct(env: dict[str, str], clients: int, window: Window) -> Tally
 
 
 def _single_client(args: tuple) -> Tally:
-    host, port, path, key, threads, bodies, window = args
+    host, port, path, key, threads, bodies, window, respond_async = args
     headers = {"Content-Type": "application/json"}
     if key:
         headers["X-API-Key"] = key
+    if respond_async:
+        headers["Prefer"] = "respond-async"
+    expected = 202 if respond_async else 201
     tallies = [Tally() for _ in range(threads)]
 
     def connection_loop(index: int) -> None:
@@ -248,7 +255,7 @@ def _single_client(args: tuple) -> Tally:
             i += 1
             if not window.start <= time.time() <= window.end:
                 continue
-            if response.status == 201:
+            if response.status == expected:
                 tally.done += 1
                 tally.latencies_ms.append(elapsed_ms)
             else:
@@ -265,7 +272,14 @@ def _single_client(args: tuple) -> Tally:
 
 
 def run_single(
-    host: str, port: int, path: str, key: str, connections: int, window: Window
+    host: str,
+    port: int,
+    path: str,
+    key: str,
+    connections: int,
+    window: Window,
+    *,
+    respond_async: bool = False,
 ) -> Tally:
     # Four connections per process: enough processes that the client side is not bound by one
     # GIL, few enough that they do not crowd the server on two cores.
@@ -273,7 +287,7 @@ def run_single(
     per_process = [
         connections // processes + (n < connections % processes) for n in range(processes)
     ]
-    jobs = [(host, port, path, key, n, single_bodies(), window) for n in per_process]
+    jobs = [(host, port, path, key, n, single_bodies(), window, respond_async) for n in per_process]
     with _fork.Pool(processes) as pool:
         return _merge(pool.map(_single_client, jobs))
 
@@ -292,6 +306,11 @@ class Round:
     # Per phase, the CPU milliseconds each kind of process used per unit (a 1000-point batch,
     # or a request) inside the measured window.
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    # --single-async only: req/s answered 202 with a worker draining, and the batches the
+    # worker had not written when the window closed.
+    single_async: float | None = None
+    single_async_p: tuple[float, float, float] | None = None
+    unfinished: int | None = None
 
 
 def _phase(cpu: dict, label: str, window: Window, run, units) -> Tally:
@@ -359,6 +378,22 @@ def run_round(args: argparse.Namespace, env: dict, bare_env: dict, key: str) -> 
             lambda w: run_single(*bare_address, "/bare/counter", "", args.connections, w),
             requests,
         )  # fmt: skip
+        single_async = unfinished = None
+        if args.single_async:
+            # Imported here: bench/async_ingest.py imports this module.
+            from bench.async_ingest import celery_worker
+
+            _common.log("(5) HTTP single counters acknowledged 202, one worker process draining")
+            with celery_worker(env, concurrency=1, queue=env["CELERY_QUEUE"]):
+                single_async = _phase(
+                    cpu, "(5) HTTP single counters, 202", window_after(warmup, duration),
+                    lambda w: run_single(
+                        host, port, "/api/metrics/counter", key, args.connections, w,
+                        respond_async=True,
+                    ),
+                    requests,
+                )  # fmt: skip
+                unfinished = batches_unfinished(env["DATABASE_URL"])
     return Round(
         batch_http=batch_http.done / duration,
         batch_direct=direct.done / duration,
@@ -367,7 +402,21 @@ def run_round(args: argparse.Namespace, env: dict, bare_env: dict, key: str) -> 
         bare=bare.done / duration,
         bare_p=_percentiles(bare),
         cpu=cpu,
+        single_async=None if single_async is None else single_async.done / duration,
+        single_async_p=None if single_async is None else _percentiles(single_async),
+        unfinished=unfinished,
     )
+
+
+def batches_unfinished(database_url: str) -> int:
+    """Queued batches not yet written (pending or being written)."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM ingest_batches WHERE state IN ('pending', 'running')"
+        ).fetchone()
+    return row[0]
 
 
 def verdict(ok: bool) -> str:
@@ -386,6 +435,8 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
     )
     batch_ratio = med("batch_http") / med("batch_direct")
     single_ratio = med("single") / med("bare")
+    # Rounds drift with the host's load; each round's own ratio compares phases run seconds apart.
+    round_ratios = [r.single / r.bare for r in rounds if r.bare]
     p95 = med("single_p", 1)
     lines = [
         f"machine:  {machine}",
@@ -406,8 +457,21 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
         f"{verdict(single_ratio >= TARGET_SINGLE_RATIO)}; "
         f"p95 ≤ {TARGET_P95_MS:g} ms: {verdict(p95 <= TARGET_P95_MS)}",
     ]
+    if len(round_ratios) > 1:
+        lines.append(
+            f"    median of the rounds' own (3)/(4): {statistics.median(round_ratios):.1%}"
+        )
+    if args.single_async:
+        lines += [
+            f"(5) HTTP single counter, 202   {med('single_async'):>10,.0f} req/s   "
+            f"p50 {med('single_async_p', 0):.1f} ms  p95 {med('single_async_p', 1):.1f} ms  "
+            f"p99 {med('single_async_p', 2):.1f} ms",
+            f"    (5)/(4) = {med('single_async') / med('bare'):.1%}   "
+            f"(Prefer: respond-async, one worker process draining; no target); "
+            f"{med('unfinished'):,.0f} batches unwritten when the window closed",
+        ]
     lines += ["", "CPU per unit inside the window, ms (medians; a unit is a batch or a request):"]
-    for phase in ("(1)", "(2)", "(3)", "(4)"):
+    for phase in ("(1)", "(2)", "(3)", "(4)", "(5)")[: 5 if args.single_async else 4]:
         kinds = sorted({kind for r in rounds for kind in r.cpu.get(phase, {})})
         per_kind = {
             k: statistics.median(r.cpu.get(phase, {}).get(k, 0.0) for r in rounds) for k in kinds
@@ -424,7 +488,9 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
             lines.append(
                 f"round {n}: (1) {r.batch_http:,.0f}  (2) {r.batch_direct:,.0f}  "
                 f"(3) {r.single:,.0f} req/s p95 {r.single_p[1]:.1f} ms  "
-                f"(4) {r.bare:,.0f} req/s p95 {r.bare_p[1]:.1f} ms"
+                f"(4) {r.bare:,.0f} req/s p95 {r.bare_p[1]:.1f} ms  "
+                f"(3)/(4) {r.single / r.bare:.1%}"
+                + (f"  (5) {r.single_async:,.0f} req/s" if r.single_async is not None else "")
             )
     print("\n".join(lines), flush=True)
 
@@ -438,6 +504,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per phase")
     parser.add_argument("--rounds", type=int, default=1, help="repeat and report medians")
+    parser.add_argument(
+        "--single-async",
+        action="store_true",
+        help="add (5): single counters acknowledged 202 (Prefer: respond-async) while one "
+        "Celery worker process drains them",
+    )
     return parser.parse_args(argv)
 
 
@@ -447,7 +519,10 @@ def main(argv: list[str]) -> int:
     redis_url = _common.required_env("REDIS_URL")
     setup_env = _common.service_env(database_url, redis_url)
     with _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url:
-        env = _common.service_env(bench_url, redis_url)
+        # A queue of its own: a 202 of phase (5) never reaches another checkout's worker.
+        env = _common.service_env(
+            bench_url, redis_url, CELERY_QUEUE=f"gf-bench-{uuid.uuid4().hex[:12]}"
+        )
         bare_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.bare_settings"}
         key = _common.api_key_create(env, name="bench-ingest", rate_limit=10_000_000)
         machine = _common.machine_summary(bench_url)
@@ -455,6 +530,10 @@ def main(argv: list[str]) -> int:
         for n in range(args.rounds):
             _common.log(f"round {n + 1} of {args.rounds}")
             rounds.append(run_round(args, env, bare_env, key))
+    with contextlib.suppress(Exception):
+        import redis
+
+        redis.Redis.from_url(redis_url).delete(env["CELERY_QUEUE"])
     report(args, machine, rounds)
     return 0
 
