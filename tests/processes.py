@@ -57,6 +57,20 @@ def queue_name() -> Iterator[str]:
     broker().delete(name)
 
 
+def python_run(code: str, *, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    """Run `code` in a new interpreter from the repository root, with the service's settings
+    and `env` over this process's environment; its output captured as text, never raising."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", code],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings", **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def worker_database_url() -> str:
     """A DATABASE_URL for the test database, over TCP or a Unix socket (the embedded server)."""
     db = connection.settings_dict

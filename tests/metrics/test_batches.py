@@ -1,11 +1,7 @@
 """The batch task, the sweeper and the admin retry, run in this process (task.apply)."""
 
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -29,7 +25,7 @@ from metrics.tasks import (
     process_metric_batch,
 )
 from tests.helpers import post, post_async
-from tests.processes import queued_batch_ids, worker_database_url
+from tests.processes import python_run, queued_batch_ids, worker_database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -441,22 +437,12 @@ def test_after_a_broker_failure_requests_skip_the_broker_for_a_while(
 
 @pytest.mark.parametrize(("debug", "refused"), [("false", True), ("true", False)])
 def test_the_test_delay_is_refused_outside_debug(debug, refused):
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings",
-        "DJANGO_DEBUG": debug,
-        "DJANGO_SECRET_KEY": "s" * 50,
-        "API_KEY_PEPPER": "p" * 50,
-        "QUEUE_TEST_DELAY_SECONDS": "5",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = python_run(
+        "import django; django.setup()",
+        DJANGO_DEBUG=debug,
+        DJANGO_SECRET_KEY="s" * 50,
+        API_KEY_PEPPER="p" * 50,
+        QUEUE_TEST_DELAY_SECONDS="5",
     )
     assert (result.returncode != 0) == refused, result.stderr
     assert ("QUEUE_TEST_DELAY_SECONDS is for tests only" in result.stderr) == refused

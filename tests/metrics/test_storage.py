@@ -1,9 +1,5 @@
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -12,7 +8,7 @@ from metrics import partitions
 from metrics.models import Metric, MetricPoint, RollupDay, RollupHour, RollupMinute, Series
 from metrics.services import MetricTypeConflict, PointInput, points_ingest
 from tests.helpers import truncate_point_tables
-from tests.processes import worker_database_url
+from tests.processes import python_run, worker_database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -138,20 +134,11 @@ print(json.dumps({"first": first, "last": prepared(), "dropped": len(dropped)}))
 
 
 def _run_prepared_writer(enabled: str) -> dict:
-    env = {
-        **os.environ,
-        "DATABASE_URL": worker_database_url(),
-        "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings",
-        "DB_PREPARED_STATEMENTS": enabled,
-    }
-    result = subprocess.run(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-c", PREPARED_WRITER],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
+    result = python_run(
+        PREPARED_WRITER,
         timeout=120,
-        check=False,
+        DATABASE_URL=worker_database_url(),
+        DB_PREPARED_STATEMENTS=enabled,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
