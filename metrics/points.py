@@ -282,9 +282,13 @@ def _parse_points(points: list, *, now: datetime, records: bool) -> list[PointIn
     errors: list[dict[str, Any]] = []
     window = Window.around(now)
     fast = _FastBatch(now, window)
-    quick = fast.record if records else fast.point
-    for index, item in enumerate(points):
-        point = quick(item)
+    if records:
+        quick, all_valid = fast.records(points)
+        if all_valid:
+            return quick  # type: ignore[return-value] - no None in it
+    else:
+        quick = map(fast.point, points)
+    for index, (item, point) in enumerate(zip(points, quick, strict=True)):
         if point is not None:
             parsed.append(point)
             continue
@@ -313,36 +317,71 @@ class _FastBatch:
         # An agent stamps a flush once: each distinct Unix time becomes a datetime once.
         self.times: dict[float, datetime] = {}
 
-    def record(self, p: _PointRecord) -> PointInput | None:
-        """`point` for a record of `batch_decode`, whose JSON types are checked already."""
-        point_type = p.type
-        name = p.name
-        if point_type not in POINT_TYPES:
-            return None
-        if not self._name_ok(name):
-            return None
-        value = p.value
-        if value is msgspec.UNSET:
-            if point_type == VALUE:
-                return None
-            value = 1.0
-        elif not -VALUE_MAX <= value <= VALUE_MAX:  # False for NaN as well
-            return None
-        stamp = p.timestamp
-        if stamp is None or stamp is msgspec.UNSET:
-            when = self.now
-        else:
-            when = self._when(stamp) if type(stamp) is float else self._when_text(stamp)
-            if when is None:
-                return None
-        raw_tags = p.tags
-        if raw_tags is None or raw_tags is msgspec.UNSET:
-            tags: dict[str, str] | None = {}
-        else:
-            tags = self._tags(raw_tags)
-            if tags is None:
-                return None
-        return PointInput(point_type, name, value, when, tags)
+    def records(self, records: list[_PointRecord]) -> tuple[list[PointInput | None], bool]:
+        """`point` for each record of `batch_decode` (whose JSON types are checked already), in
+        one loop with the batch's caches at hand, and whether all of them were plainly valid.
+        The points are built with tuple.__new__, which skips the named tuple's Python __new__."""
+        names, times, tag_sets = self.names, self.times, self.tags
+        now, oldest, newest = self.now, self.oldest, self.newest
+        unset = msgspec.UNSET
+        out: list[PointInput | None] = []
+        append = out.append
+        point = tuple.__new__
+        valid_all = True
+        for p in records:
+            point_type = p.type
+            name = p.name
+            valid = names.get(name)
+            if valid is None:
+                valid = names[name] = NAME_RE.fullmatch(name) is not None
+            if not valid or point_type not in POINT_TYPES:
+                append(None)
+                valid_all = False
+                continue
+            value = p.value
+            if value is unset:
+                if point_type == VALUE:
+                    append(None)
+                    valid_all = False
+                    continue
+                value = 1.0
+            elif not -VALUE_MAX <= value <= VALUE_MAX:  # False for NaN as well
+                append(None)
+                valid_all = False
+                continue
+            stamp = p.timestamp
+            if stamp is None or stamp is unset:
+                when = now
+            elif type(stamp) is float:
+                # Cached only once inside the window, which is the batch's own.
+                when = times.get(stamp)
+                if when is None:
+                    # Strictly inside: the exact edges are left to the full check.
+                    if not oldest < stamp < newest:
+                        append(None)
+                        valid_all = False
+                        continue
+                    when = times[stamp] = datetime.fromtimestamp(stamp, UTC)
+            else:
+                when = self._when_text(stamp)
+                if when is None:
+                    append(None)
+                    valid_all = False
+                    continue
+            raw_tags = p.tags
+            if raw_tags is None or raw_tags is unset:
+                tags: dict[str, str] | None = {}
+            else:
+                key = tuple(raw_tags.items())
+                tags = tag_sets.get(key, unset)
+                if tags is unset:
+                    tags = tag_sets[key] = _tags_or_none(raw_tags)
+                if tags is None:
+                    append(None)
+                    valid_all = False
+                    continue
+            append(point(PointInput, (point_type, name, value, when, tags)))
+        return out, valid_all
 
     def _name_ok(self, name: str) -> bool:
         valid = self.names.get(name)
