@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,20 @@ def server_version(url: str) -> str:
 
 
 # --- processes -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def own_queue(redis_url: str) -> Iterator[str]:
+    """A Celery queue name of this run's own (a 202 never reaches another checkout's worker);
+    its Redis list is deleted when the block ends."""
+    queue = f"gf-bench-{uuid.uuid4().hex[:12]}"
+    try:
+        yield queue
+    finally:
+        with contextlib.suppress(Exception):
+            import redis
+
+            redis.Redis.from_url(redis_url).delete(queue)
 
 
 def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:

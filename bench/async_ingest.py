@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,10 +229,12 @@ def main(argv: list[str]) -> int:
     counts = [int(n) for n in args.worker_counts.split(",")]
     database_url = _common.required_env("DATABASE_URL")
     redis_url = _common.required_env("REDIS_URL")
-    queue = f"gf-bench-{uuid.uuid4().hex[:12]}"
     setup_env = _common.service_env(database_url, redis_url)
     runs: list[Run] = []
-    with _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url:
+    with (
+        _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url,
+        _common.own_queue(redis_url) as queue,
+    ):
         env = _common.service_env(bench_url, redis_url, CELERY_QUEUE=queue)
         machine = _common.machine_summary(bench_url)
         key = _common.api_key_create(env, name="bench-queue", rate_limit=10_000_000)
@@ -261,10 +262,6 @@ def main(argv: list[str]) -> int:
                 with celery_worker(env, concurrency=workers, queue=queue):
                     points, seconds = drain(bench_url, ids, args.timeout)
                 runs.append(Run(workers, ack, points, seconds))
-    with contextlib.suppress(Exception):
-        import redis
-
-        redis.Redis.from_url(redis_url).delete(queue)
     lines = [
         f"machine:  {machine}",
         f"service:  gunicorn, {args.web_workers} sync workers, deploy/gunicorn.conf.py, DEBUG off; "

@@ -28,7 +28,6 @@ Clients are separate processes; each phase is a fixed warm-up followed by a fixe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import multiprocessing
@@ -37,7 +36,6 @@ import statistics
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -518,11 +516,11 @@ def main(argv: list[str]) -> int:
     database_url = _common.required_env("DATABASE_URL")
     redis_url = _common.required_env("REDIS_URL")
     setup_env = _common.service_env(database_url, redis_url)
-    with _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url:
-        # A queue of its own: a 202 of phase (5) never reaches another checkout's worker.
-        env = _common.service_env(
-            bench_url, redis_url, CELERY_QUEUE=f"gf-bench-{uuid.uuid4().hex[:12]}"
-        )
+    with (
+        _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url,
+        _common.own_queue(redis_url) as queue,  # for the 202s of phase (5)
+    ):
+        env = _common.service_env(bench_url, redis_url, CELERY_QUEUE=queue)
         bare_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.bare_settings"}
         key = _common.api_key_create(env, name="bench-ingest", rate_limit=10_000_000)
         machine = _common.machine_summary(bench_url)
@@ -530,10 +528,6 @@ def main(argv: list[str]) -> int:
         for n in range(args.rounds):
             _common.log(f"round {n + 1} of {args.rounds}")
             rounds.append(run_round(args, env, bare_env, key))
-    with contextlib.suppress(Exception):
-        import redis
-
-        redis.Redis.from_url(redis_url).delete(env["CELERY_QUEUE"])
     report(args, machine, rounds)
     return 0
 

@@ -30,7 +30,6 @@ import os
 import pstats
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
@@ -213,10 +212,11 @@ def main(argv: list[str]) -> int:
     database_url = _common.required_env("DATABASE_URL")
     redis_url = _common.required_env("REDIS_URL")
     setup_env = _common.service_env(database_url, redis_url)
-    with _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url:
-        env = _common.service_env(
-            bench_url, redis_url, CELERY_QUEUE=f"gf-bench-profile-{uuid.uuid4().hex[:8]}"
-        )
+    with (
+        _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url,
+        _common.own_queue(redis_url) as queue,
+    ):
+        env = _common.service_env(bench_url, redis_url, CELERY_QUEUE=queue)
         key = _common.api_key_create(env, name="bench-profile", rate_limit=10_000_000)
         if args.kind == "bare":
             env["DJANGO_SETTINGS_MODULE"] = "bench.bare_settings"
