@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,19 @@ def own_queue(redis_url: str) -> Iterator[str]:
             import redis
 
             redis.Redis.from_url(redis_url).delete(queue)
+
+
+# Batch states of a queued batch not yet written.
+OPEN_STATES = ("pending", "running")
+
+
+def queue_state(database_url: str) -> Counter[str]:
+    """How many queued batches are in each state."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT state, count(*) FROM ingest_batches GROUP BY 1").fetchall()
+    return Counter(dict(rows))
 
 
 def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:

@@ -391,7 +391,8 @@ def run_round(args: argparse.Namespace, env: dict, bare_env: dict, key: str) -> 
                     ),
                     requests,
                 )  # fmt: skip
-                unfinished = batches_unfinished(env["DATABASE_URL"])
+                states = _common.queue_state(env["DATABASE_URL"])
+                unfinished = sum(states[s] for s in _common.OPEN_STATES)
     return Round(
         batch_http=batch_http.done / duration,
         batch_direct=direct.done / duration,
@@ -404,17 +405,6 @@ def run_round(args: argparse.Namespace, env: dict, bare_env: dict, key: str) -> 
         single_async_p=None if single_async is None else _percentiles(single_async),
         unfinished=unfinished,
     )
-
-
-def batches_unfinished(database_url: str) -> int:
-    """Queued batches not yet written (pending or being written)."""
-    import psycopg
-
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM ingest_batches WHERE state IN ('pending', 'running')"
-        ).fetchone()
-    return row[0]
 
 
 def verdict(ok: bool) -> str:

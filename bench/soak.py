@@ -43,10 +43,8 @@ if __name__ == "__main__":
 
 import psutil
 
-from bench import loadtest
+from bench import _common, loadtest
 from bench.loadtest import Stack, log
-
-OPEN_STATES = ("pending", "running")
 
 
 @dataclass
@@ -114,20 +112,12 @@ class Sampler:
         thread.join(30)
 
 
-def queue_state(database_url: str) -> Counter[str]:
-    import psycopg
-
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        rows = conn.execute("SELECT state, count(*) FROM ingest_batches GROUP BY 1").fetchall()
-    return Counter(dict(rows))
-
-
 def drain(database_url: str, settle: float) -> tuple[float, Counter[str]]:
     """Wait until no batch is pending or running, up to `settle` seconds; (seconds, states)."""
     started = time.monotonic()
     while True:
-        states = queue_state(database_url)
-        if not any(states[s] for s in OPEN_STATES) or time.monotonic() - started > settle:
+        states = _common.queue_state(database_url)
+        if not any(states[s] for s in _common.OPEN_STATES) or time.monotonic() - started > settle:
             return time.monotonic() - started, states
         time.sleep(0.5)
 
@@ -261,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         connection_check(sampler, warmup_end, args.duration),
         Check(
             "drain",
-            not any(states[s] for s in OPEN_STATES) and not states["failed"],
+            not any(states[s] for s in _common.OPEN_STATES) and not states["failed"],
             f"queue drained {drain_seconds:.1f} s after the load stopped; batches by state: "
             + ", ".join(f"{s} {n:,}" for s, n in sorted(states.items())),
         ),
