@@ -164,6 +164,15 @@ class LengthRequired(Problem):
     title = "Length required"
 
 
+class BodyIncomplete(Problem):
+    """The request body ended before its Content-Length, or a chunked body before its last
+    chunk: the connection dropped mid-upload. Nothing of it may be stored (400)."""
+
+    status = 400
+    slug = "body-incomplete"
+    title = "Body incomplete"
+
+
 # DRF's default details hold placeholders ({method}, {media_type}) that make poor titles.
 _TITLES = {
     drf_exceptions.MethodNotAllowed: "Method not allowed",
