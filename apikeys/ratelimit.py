@@ -23,10 +23,9 @@ from django.http import HttpRequest
 from django_redis import get_redis_connection
 from redis.commands.core import Script
 
-from glowing_fiesta import bruteforce, monitoring
+from glowing_fiesta import bruteforce, failopen, monitoring
 from glowing_fiesta.exceptions import TooManyRequests
 
-from . import cache
 from .models import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -120,7 +119,7 @@ def ratelimit_hit(
     counter_id = _counter_id(key)
     if check_failures:
         failures_key, failures_limit, seconds_left = bruteforce.failures_window(request)
-        counted = cache.call(
+        counted = failopen.call(
             "ratelimit",
             lambda: _count_unless_locked_out(
                 counter_id, now=now, failures_key=failures_key, failures_limit=failures_limit
@@ -130,7 +129,7 @@ def ratelimit_hit(
         if counted is not None and counted[0] < 0:
             bruteforce.auth_failures_refuse(request, seconds_left=seconds_left)
     else:
-        counted = cache.call("ratelimit", lambda: _count(counter_id, now=now), None)
+        counted = failopen.call("ratelimit", lambda: _count(counter_id, now=now), None)
     if counted is None:
         return None
     count, time_left = counted

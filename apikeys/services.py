@@ -12,7 +12,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import cache, keyformat
+from glowing_fiesta import failopen
+
+from . import keyformat
 from .models import ApiKey, Scope, default_scopes
 from .selectors import apikey_forget
 
@@ -144,7 +146,7 @@ def apikey_mark_used(*, key: ApiKey, now: datetime | None = None) -> bool:
     marker = f"apikey:used:{key.prefix}"
     timeout = int(LAST_USED_RESOLUTION.total_seconds())
     _stamp_seen[key.pk] = now
-    if not cache.call("apikey mark used", lambda: redis.add(marker, 1, timeout), True):
+    if not failopen.call("apikey mark used", lambda: redis.add(marker, 1, timeout), True):
         return False
     updated = (
         ApiKey.objects.filter(pk=key.pk)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .api import KeyMeView
+from .base import KeyMeView
 
 urlpatterns = [
     path("keys/me", KeyMeView.as_view(), name="apikey-me"),

@@ -180,7 +180,7 @@ def _batch_direct_client(args: tuple) -> Tally:
     django.setup()
     from datetime import UTC, datetime
 
-    from glowing_fiesta.collector import gc_settle
+    from glowing_fiesta.gc_tuning import gc_settle
 
     # As the service's processes do (deploy/gunicorn.conf.py, the Celery pool): the ceiling
     # gets every tuning the measured path gets.

@@ -11,7 +11,7 @@
           message (it follows with every pending batch, in groups of up to 10,000 points).
 
 With --plain nothing is profiled: the per-unit times alone, without cProfile's overhead; with
---collector default the garbage collector keeps CPython's settings (glowing_fiesta/collector.py).
+--collector default the garbage collector keeps CPython's settings (glowing_fiesta/gc_tuning.py).
 
 Requests go through Django's WSGI handler and the whole middleware stack (called as gunicorn calls
 it, DEBUG off, plain HTTP), against a scratch database (gf_bench_profile) and a Celery queue that no
@@ -162,7 +162,7 @@ def run(kind: str, count: int, top: int, key: str, *, plain: bool, collector: st
         }[kind]
     if collector == "settled":
         # As gunicorn's post_worker_init and the Celery pool do, once the code is loaded.
-        from glowing_fiesta.collector import gc_settle
+        from glowing_fiesta.gc_tuning import gc_settle
 
         gc_settle()
     profiler = cProfile.Profile()

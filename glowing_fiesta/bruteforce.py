@@ -26,8 +26,7 @@ from django.views.decorators.cache import never_cache
 from django_ratelimit.core import ALL, _get_window, _make_cache_key, _split_rate, get_usage
 from django_redis import get_redis_connection
 
-from apikeys import cache
-
+from . import failopen
 from .exceptions import TooManyRequests, problem_http_response
 
 logger = logging.getLogger(__name__)
@@ -72,7 +71,9 @@ def _failures(request: HttpRequest) -> tuple[int, int, int] | None:
     get_usage without incrementing costs two round trips (an ADD of a zero, then a GET).
     """
     key, limit, seconds_left = failures_window(request)
-    count = cache.call("auth failures", lambda: get_redis_connection("default").get(key) or 0, None)
+    count = failopen.call(
+        "auth failures", lambda: get_redis_connection("default").get(key) or 0, None
+    )
     if count is None:
         return None
     return int(count), limit, seconds_left
@@ -102,7 +103,7 @@ def auth_failures_refuse(request: HttpRequest, *, seconds_left: int) -> None:
 def auth_failure_record(request: HttpRequest) -> None:
     """Count one failed authentication against the client's address."""
     address = client_address(request)
-    cache.call(
+    failopen.call(
         "auth failures",
         lambda: get_usage(
             request,

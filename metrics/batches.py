@@ -43,8 +43,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_redis import get_redis_connection
 
-from apikeys import cache
-from glowing_fiesta import monitoring
+from glowing_fiesta import failopen, monitoring
 from glowing_fiesta.exceptions import Problem
 
 from . import packing
@@ -140,7 +139,7 @@ def _wake_arm(batch_id: int) -> bool | None:
     queued already, None if Redis could not tell (then send: a spare message is harmless).
     The key expires after QUEUE_STALE_SECONDS, so a wake-up lost with its key still set delays
     nothing longer than the sweeper would."""
-    return cache.call(
+    return failopen.call(
         "queue wake",
         lambda: bool(
             get_redis_connection("default").set(
@@ -154,7 +153,7 @@ def _wake_arm(batch_id: int) -> bool | None:
 def wake_clear() -> None:
     """Called by a task as it starts, before it claims anything: a batch committed from now on
     sends a wake-up of its own, and one committed before is found by this task's claims."""
-    cache.call("queue wake", lambda: get_redis_connection("default").delete(_wake_key()), None)
+    failopen.call("queue wake", lambda: get_redis_connection("default").delete(_wake_key()), None)
 
 
 def batch_dispatch(

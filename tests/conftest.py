@@ -4,10 +4,10 @@ from collections.abc import Callable, Iterable, Iterator
 import pytest
 from rest_framework.test import APIClient
 
-from apikeys import cache as apikeys_cache
 from apikeys import selectors as apikeys_selectors
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
+from glowing_fiesta import failopen
 from metrics import batches, caches, partitions
 from tests.helpers import truncate_point_tables
 
@@ -27,12 +27,12 @@ def _fresh_storage_caches():
 @pytest.fixture(autouse=True)
 def _redis_not_paused():
     """A test that made Redis unreachable must not leave the next one skipping Redis."""
-    apikeys_cache.reset()
+    failopen.reset()
     batches.broker_pause_reset()
     batches.wake_clear()  # a wake-up another test armed on the default queue
     apikeys_selectors.apikey_rows_clear()
     yield
-    apikeys_cache.reset()
+    failopen.reset()
     batches.broker_pause_reset()
     apikeys_selectors.apikey_rows_clear()
 

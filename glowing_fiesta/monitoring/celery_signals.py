@@ -47,8 +47,8 @@ def _task_revoked(sender: Any = None, **_: Any) -> None:
 @signals.worker_process_init.connect(weak=False)
 def _pool_process_init(**_: Any) -> None:
     # Each pool process, once forked with the tasks loaded: a drained group of 10,000 points
-    # makes hundreds of thousands of objects (glowing_fiesta/collector.py).
-    from glowing_fiesta.collector import gc_settle
+    # makes hundreds of thousands of objects (glowing_fiesta/gc_tuning.py).
+    from glowing_fiesta.gc_tuning import gc_settle
 
     gc_settle(load_urls=False)
 

@@ -15,7 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 from rest_framework.request import Request
 
-from apikeys.api import ApiKeyView
+from apikeys.base import ApiKeyView
 from apikeys.models import Scope
 
 from . import multiproc

@@ -13,7 +13,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apikeys.api import ApiKeyView
+from apikeys.base import ApiKeyView
 from apikeys.models import Scope
 
 from .. import discovery, selectors

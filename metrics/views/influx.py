@@ -21,7 +21,7 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apikeys.api import ApiKeyView
+from apikeys.base import ApiKeyView
 from glowing_fiesta.exceptions import Problem, problem_exception_handler
 from idempotency.services import Outcome, fingerprint, idempotent_run
 

@@ -15,7 +15,7 @@ from drf_spectacular.utils import (
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apikeys.api import ApiKeyView
+from apikeys.base import ApiKeyView
 from glowing_fiesta.exceptions import InvalidInput
 from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 from glowing_fiesta.parsers import StrictJSONParser, TypedBody

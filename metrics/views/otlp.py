@@ -14,7 +14,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.request import Request
 
-from apikeys.api import ApiKeyView
+from apikeys.base import ApiKeyView
 from glowing_fiesta.exceptions import InvalidInput, PayloadTooLarge
 from glowing_fiesta.openapi import KEYED_ERRORS
 

@@ -17,7 +17,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apikeys.api import ApiKeyView
+from apikeys.base import ApiKeyView
 from apikeys.models import Scope
 from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 

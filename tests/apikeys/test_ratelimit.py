@@ -7,8 +7,8 @@ from django.conf import settings
 from django.core.cache import caches
 from django_redis import get_redis_connection
 
-from apikeys import cache as apikeys_cache
 from apikeys import ratelimit
+from glowing_fiesta import failopen
 from tests.apikeys.test_authentication import ME
 
 pytestmark = pytest.mark.django_db
@@ -121,18 +121,18 @@ def test_raising_a_keys_limit_applies_to_its_next_request(make_api_client):
 @pytest.fixture
 def dead_redis(settings):
     settings.CACHES = DEAD_REDIS  # pytest-django's settings fixture resets django.core.cache.caches
-    apikeys_cache.reset()
+    failopen.reset()
     yield
-    apikeys_cache.reset()
+    failopen.reset()
 
 
 def test_requests_are_served_when_redis_is_down(make_api_client, dead_redis, caplog):
     client = make_api_client(rate_limit=1)
-    with caplog.at_level(logging.ERROR, logger="apikeys.cache"):
+    with caplog.at_level(logging.ERROR, logger="glowing_fiesta.failopen"):
         responses = [client.get(ME) for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert all("X-RateLimit-Limit" not in r for r in responses)
-    errors = [r for r in caplog.records if r.name == "apikeys.cache"]
+    errors = [r for r in caplog.records if r.name == "glowing_fiesta.failopen"]
     assert errors and errors[0].levelname == "ERROR"
     assert "redis unavailable" in errors[0].getMessage()
     assert "ConnectionError" in errors[0].error
@@ -150,18 +150,18 @@ def test_rejections_still_work_when_redis_is_down(make_api_client, dead_redis):
 
 def test_after_a_redis_failure_redis_is_skipped_for_a_pause(make_api_client, dead_redis, caplog):
     client = make_api_client()
-    with caplog.at_level(logging.ERROR, logger="apikeys.cache"):
+    with caplog.at_level(logging.ERROR, logger="glowing_fiesta.failopen"):
         started = time.perf_counter()
         for _ in range(5):
             assert client.get(ME).status_code == 200
         elapsed = time.perf_counter() - started
-    assert len([r for r in caplog.records if r.name == "apikeys.cache"]) == 1
+    assert len([r for r in caplog.records if r.name == "glowing_fiesta.failopen"]) == 1
     assert elapsed < 2
 
 
 def test_redis_is_used_again_once_the_pause_ends(make_api_client):
     client = make_api_client(rate_limit=5)
-    apikeys_cache._paused_until = time.monotonic() - 1  # a pause that has just ended
+    failopen._paused_until = time.monotonic() - 1  # a pause that has just ended
     response = client.get(ME)
     assert response["X-RateLimit-Remaining"] == "4"
 

@@ -3,7 +3,7 @@ from django.core.exceptions import ImproperlyConfigured
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 
-from apikeys.api import ApiKeyView
+from apikeys.base import ApiKeyView
 from apikeys.models import Scope
 
 pytestmark = pytest.mark.django_db

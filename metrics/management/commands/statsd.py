@@ -17,7 +17,7 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from glowing_fiesta import monitoring
-from glowing_fiesta.collector import gc_settle
+from glowing_fiesta.gc_tuning import gc_settle
 from metrics.protocols.statsd import Aggregator, Flush
 from metrics.protocols.statsd_store import FlushWriter, WriteOutcome
 

@@ -1,4 +1,4 @@
-"""Every long-running process settles its garbage collector once loaded (glowing_fiesta/collector.py)."""
+"""Every long-running process settles its garbage collector once loaded (glowing_fiesta/gc_tuning.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from glowing_fiesta.collector import GEN0_THRESHOLD
+from glowing_fiesta.gc_tuning import GEN0_THRESHOLD
 from tests.processes import ROOT, worker_database_url
 from tests.security.conftest import production_env
 
@@ -18,7 +18,7 @@ def test_settling_freezes_what_is_loaded_and_raises_the_youngest_threshold():
     # In a process of its own: the test session's collector stays as it is.
     script = (
         "import django, gc, json; django.setup(); "
-        "from glowing_fiesta.collector import gc_settle; "
+        "from glowing_fiesta.gc_tuning import gc_settle; "
         "before = gc.get_threshold(); frozen = gc_settle(); "
         "print(json.dumps([frozen, gc.get_freeze_count(), before, gc.get_threshold()]))"
     )
