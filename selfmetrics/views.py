@@ -17,8 +17,8 @@ from rest_framework.request import Request
 
 from apikeys.base import ApiKeyView
 from apikeys.models import Scope
+from glowing_fiesta.monitoring import multiproc
 
-from . import multiproc
 from .collectors import ScrapeTimeCollector
 
 
