@@ -121,10 +121,11 @@ def measure_recording(key: str) -> None:
     from django.utils import timezone
 
     from glowing_fiesta import monitoring
-    from glowing_fiesta.monitoring import selfstore
+    from glowing_fiesta.monitoring import sink
+    from selfmetrics.selfstore import SelfStore
 
-    store = selfstore.SelfStore(interval=3600)  # deltas kept; flushed by hand below
-    selfstore._store, selfstore._store_pid = store, os.getpid()
+    store = SelfStore(interval=3600)  # deltas kept; flushed by hand below
+    sink.sink_register(lambda: store)
     write = monitoring.db_write_timed(lambda points: None)
     one = [object()]
     started = time.perf_counter()

@@ -116,6 +116,7 @@ INSTALLED_APPS = [
     "idempotency",
     "metrics",
     "retention",
+    "selfmetrics",
 ]
 
 MIDDLEWARE = [
