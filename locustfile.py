@@ -8,7 +8,7 @@ send (`manage.py create_api_key load-test --rate-limit 100000`), or the test mea
 Each simulated user is one host: it flushes an agent's batch now and then (synchronously, or
 with `Prefer: respond-async`), increments request counters and records latencies in between,
 and reads a dashboard's series from time to time. `make loadtest` and `make soak`
-(bench/loadtest.py, bench/soak.py) run it against gunicorn and a Celery worker.
+(`python -m bench.loadtest`, `python -m bench.soak`) run it against gunicorn and a Celery worker.
 
 Optional environment, read at start:
 

@@ -1,17 +1,16 @@
 """The load test sends only valid traffic: a short headless run against a live server fails nothing.
 
-locust is run in a subprocess: importing it here would monkey-patch the test process with gevent.
-"""
+locust is run in a subprocess: importing it here would monkey-patch the test process with gevent."""
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from apikeys.services import apikey_create
+from bench._common import ROOT
 from metrics.models import Metric, MetricPoint
 from tests.helpers import truncate_point_tables
 
@@ -19,7 +18,6 @@ from tests.helpers import truncate_point_tables
 # transaction.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parent.parent
 # Django's flush between transactional tests skips these unmanaged tables.
 ROUTES = {
     ("POST", "/api/metrics/counter"),
