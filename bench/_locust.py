@@ -1,5 +1,5 @@
 """Locust headless against a Stack, and what it measured: the write requests of locustfile.py's
-mix, their rate, their latency."""
+mix, their rate over the run time, their latency."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench._common import ROOT
 from bench._stack import Stack
@@ -23,6 +23,8 @@ WRITE_ROUTES = {
     ("POST", "/api/metrics/batch"),
     ("POST", "/api/metrics/batch (async)"),
 }
+# As the locustfile's report names them ("METHOD name").
+WRITE_NAMES = {f"{method} {name}" for method, name in WRITE_ROUTES}
 # The task weights of locustfile.MetricsHost: 18 write tasks (10 + 6 + 1 + 1) in 19.
 WRITE_SHARE = 18 / 19
 # The service's target: 10,000 writes a minute with a p95 latency under 200 ms.
@@ -32,13 +34,24 @@ TARGET_P95_MS = 200.0
 
 @dataclass
 class LoadResult:
-    """What one locust run measured, from its stats file and the locustfile's report."""
+    """What one locust run measured, from its stats file and the locustfile's report.
+
+    The rates are those of the requests started within the run time (--run-time), over the run
+    time: the requests the stop lets finish after it are counted (in `stats`, in the ledger's
+    `acknowledged`) but do not stretch the time they are divided by.
+    """
 
     stats: list[dict]
     statuses: Counter[str]
-    acknowledged: Counter[str]
-    seconds: float
+    acknowledged: Counter[str]  # points acknowledged (201 or 202) by metric, all of them
+    seconds: float  # the run time
     returncode: int
+    # Of the requests started within the run time: by "METHOD name", all and the failed ones;
+    # the points acknowledged to them.
+    started: Counter[str] = field(default_factory=Counter)
+    started_failed: Counter[str] = field(default_factory=Counter)
+    started_points: int = 0
+    run_started: float = 0.0  # time.time() at which the run time began
 
     def _write_rows(self) -> list[dict]:
         return [row for row in self.stats if (row["method"], row["name"]) in WRITE_ROUTES]
@@ -60,12 +73,17 @@ class LoadResult:
         return sum(n for status, n in self.statuses.items() if status.startswith("5"))
 
     @property
+    def writes_in_run(self) -> int:
+        """Write requests started within the run time and acknowledged."""
+        return sum(self.started[name] - self.started_failed[name] for name in WRITE_NAMES)
+
+    @property
     def writes_per_minute(self) -> float:
-        return self.writes / self.seconds * 60 if self.seconds else 0.0
+        return self.writes_in_run / self.seconds * 60 if self.seconds else 0.0
 
     @property
     def points_per_minute(self) -> float:
-        return sum(self.acknowledged.values()) / self.seconds * 60 if self.seconds else 0.0
+        return self.started_points / self.seconds * 60 if self.seconds else 0.0
 
     def write_percentile(self, q: float) -> float:
         return histogram_percentile(self._write_rows(), q)
@@ -141,21 +159,24 @@ def locust_result(stack: Stack, process: subprocess.Popen, *, timeout: float) ->
     if not report_path.exists():
         raise SystemExit(f"loadtest: locust exited with {returncode} and wrote no figures")
     report = json.loads(report_path.read_text())
-    stats = report["stats"]
-    started = min((row["start_time"] for row in stats if row["num_requests"]), default=0)
-    ended = max((row["last_request_timestamp"] or 0 for row in stats), default=0)
+    in_run = report["in_run"]
     return LoadResult(
-        stats,
+        report["stats"],
         Counter(report["statuses"]),
         Counter(report["acknowledged"]),
-        max(0.0, ended - started),
+        float(in_run["run_time"]),
         returncode,
+        started=Counter(in_run["requests"]),
+        started_failed=Counter(in_run["failures"]),
+        started_points=in_run["points"],
+        run_started=in_run["started"],
     )
 
 
 def print_figures(result: LoadResult) -> None:
     print(
-        f"duration {result.seconds:.0f} s; {result.requests:,} requests, {result.failed:,} failed; "
+        f"run time {result.seconds:.0f} s; {result.requests:,} requests "
+        f"({sum(result.started.values()):,} started within the run time), {result.failed:,} failed; "
         f"HTTP statuses: " + ", ".join(f"{s} x {n:,}" for s, n in sorted(result.statuses.items())),
         flush=True,
     )
@@ -168,8 +189,9 @@ def print_figures(result: LoadResult) -> None:
     for method, name in sorted({(r["method"], r["name"]) for r in result.stats}):
         rows = [r for r in result.stats if (r["method"], r["name"]) == (method, name)]
         count = sum(r["num_requests"] for r in rows)
+        per_minute = result.started[f"{method} {name}"] / max(result.seconds, 1e-9) * 60
         print(
-            f"  {method} {name}: {count:,} requests, {count / max(result.seconds, 1e-9) * 60:,.0f}/min, "
+            f"  {method} {name}: {count:,} requests, {per_minute:,.0f}/min, "
             f"p50 {result.route_percentile(method, name, 50):.0f} ms, "
             f"p95 {result.route_percentile(method, name, 95):.0f} ms, "
             f"p99 {result.route_percentile(method, name, 99):.0f} ms",

@@ -6,7 +6,9 @@
 
 The service's target: 10,000 writes a minute with a p95 latency under 200 ms. A write is one
 ingest request (a single counter or value, or a batch, synchronous or `Prefer: respond-async`),
-whatever its number of points; the points a minute are printed beside it.
+whatever its number of points; the points a minute are printed beside it. Both rates are those
+of the requests started within the run time, divided by the run time: the requests the stop lets
+finish after it are counted in the totals, not in the rates.
 
 The stack is the deployed one on this machine: gunicorn with deploy/gunicorn.conf.py (4 sync
 workers, DEBUG off, generated secrets) on a free loopback port, a `celery worker` (prefork, 2

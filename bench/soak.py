@@ -56,7 +56,9 @@ class Sampler:
 
     stack: Stack
     every: float
-    started: float = field(default_factory=time.monotonic)
+    # time.time() that samples count from: the sampler's start until `rebase` moves it to the
+    # load's (locust takes seconds to start on a busy machine).
+    started: float = field(default_factory=time.time)
     samples: list[Sample] = field(default_factory=list)
     roles: dict[int, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -86,7 +88,7 @@ class Sampler:
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
-        sample = Sample(time.monotonic() - self.started, rss, connections)
+        sample = Sample(time.time() - self.started, rss, connections)
         self.samples.append(sample)
         return sample
 
@@ -97,6 +99,15 @@ class Sampler:
             while not self._stop.is_set():
                 self.sample(conn)
                 self._stop.wait(self.every)
+
+    def rebase(self, load_started: float) -> None:
+        """Count the samples' times from `load_started` (a time.time()), and drop those taken
+        before it: the warm-up is the first part of the load, not of locust's start-up."""
+        shift = self.started - load_started
+        self.samples = [
+            Sample(s.at + shift, s.rss, s.connections) for s in self.samples if s.at + shift >= 0
+        ]
+        self.started = load_started
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, daemon=True)
@@ -225,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
         )
         result = _locust.locust_result(stack, locust, timeout=args.duration + 120)
         sampler.stop(thread)
+        sampler.rebase(result.run_started)
         stack.check_alive()
         drain_seconds, states = drain(stack.database_url, args.settle)
         stored = stored_points(stack.database_url, prefix)

@@ -30,6 +30,7 @@ def test_loadtest_prints_the_summary_figures_and_a_passing_verdict(run_bench, fi
     # locust's own summary, then the script's figures and its verdict.
     assert "Aggregated" in out and "Response time percentiles" in out
     assert "POST     /api/metrics/batch (async)" in out
+    assert figure(r"run time (\d+) s;", out) == 6
     writes = figure(r"writes: [\d,]+ acknowledged, ([\d,]+) writes/min", out)
     points = figure(r"writes/min, ([\d,]+) points/min", out)
     assert 600 <= writes <= 1800
@@ -79,6 +80,11 @@ def _result(*, writes: int, failures: int = 0, times: dict | None = None, second
         Counter({"m": writes}),
         seconds,
         0,
+        started=Counter(
+            {"POST /api/metrics/counter": writes + failures, "GET /api/metrics/[name]": 5}
+        ),
+        started_failed=Counter({"POST /api/metrics/counter": failures}),
+        started_points=writes,
     )
 
 
