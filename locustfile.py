@@ -21,6 +21,8 @@ Optional environment, read at start:
   and, of the requests started within --run-time (all of them without it), the count by route,
   the failed ones by route and the points acknowledged: a rate is these over the run time,
   without the requests the stop's tail lets finish later.
+- GF_EVERY_TASK_AT_START: if "1", each user runs every task once when it starts, so that even a
+  run of a few seconds sends every route of the mix (the tests' short runs).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ API_KEY = os.environ.get("GF_API_KEY", "").strip()
 PREFIX = os.environ.get("GF_METRIC_PREFIX", "").strip()
 TASKS_PER_SECOND = float(os.environ.get("GF_TASKS_PER_SECOND", "0") or 0)
 REPORT_FILE = os.environ.get("GF_REPORT_FILE", "").strip()
+EVERY_TASK_AT_START = os.environ.get("GF_EVERY_TASK_AT_START", "").strip() == "1"
 
 COUNTERS = ("http.requests", "jobs.processed", "cache.misses")
 VALUES = ("http.latency_ms", "queue.depth", "cpu.percent", "memory.used_mb")
@@ -205,6 +208,10 @@ class MetricsHost(FastHttpUser):
         # The metrics read_series asks for exist from the start (an unknown metric is a 404).
         self.increment_counter()
         self.record_value()
+        if EVERY_TASK_AT_START:
+            self.flush_batch()
+            self.queue_batch()
+            self.read_series()
 
     def _write(
         self, path: str, body: dict[str, Any], points: list[dict[str, Any]], **kw: Any
