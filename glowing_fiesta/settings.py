@@ -519,7 +519,7 @@ CELERY_WORKER_REDIRECT_STDOUTS = False
 # A worker started before Redis waits for it rather than exiting.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
-# Asynchronous ingestion (metrics/batches.py). A batch is given up after QUEUE_MAX_ATTEMPTS claims;
+# Asynchronous ingestion (metrics/batches/). A batch is given up after QUEUE_MAX_ATTEMPTS claims;
 # a pending batch not picked up after QUEUE_STALE_SECONDS is sent to the broker again.
 QUEUE_MAX_ATTEMPTS = env_int("QUEUE_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
 QUEUE_STALE_SECONDS = env_int("QUEUE_STALE_SECONDS", 60, minimum=5, maximum=86400)

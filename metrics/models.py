@@ -147,13 +147,13 @@ class IngestBatch(models.Model):
 
     api_key = models.ForeignKey("apikeys.ApiKey", on_delete=models.CASCADE, related_name="+")
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
-    # The validated points, packed (metrics.batches.points_pack): one short INSERT of bytes that
+    # The validated points, packed (metrics.packing.points_pack): one short INSERT of bytes that
     # PostgreSQL stores without parsing. `payload` holds batches queued before packing existed:
     # [{"type", "name", "value", "timestamp" (ISO 8601, UTC), "tags"}].
     packed = models.BinaryField(null=True)
     payload = models.JSONField(null=True)
     points = models.PositiveIntegerField()
-    # Claims so far; also the fencing token of the current claim (see metrics/batches.py).
+    # Claims so far; also the fencing token of the current claim (see metrics/batches/process.py).
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField()
