@@ -22,8 +22,9 @@ from glowing_fiesta.parsers import StrictJSONParser, TypedBody
 from idempotency.decorators import idempotent
 
 from ..batches.dispatch import outbox_create
+from ..json_points import batch_decode, parse_batch
 from ..models import MetricType
-from ..points import PointErrors, batch_decode, parse_batch, parse_point
+from ..points import PointErrors, parse_point
 from ..serializers import BatchInput, BatchOutput, CounterInput, PointOutput, ValueInput
 from ..services import PointInput, points_ingest
 from .batches import ACCEPTED, PREFER_PARAMETER, accepted_body, accepted_headers, prefers_async
