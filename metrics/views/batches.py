@@ -20,7 +20,7 @@ from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 
 from .. import selectors
 from ..models import IngestBatch
-from ..serializers import BatchAcceptedOutput, BatchStatusOutput
+from ..serializers.batches import BatchAcceptedOutput, BatchStatusOutput
 
 BIGINT_MAX = 2**63 - 1
 

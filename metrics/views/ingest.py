@@ -25,7 +25,7 @@ from ..batches.dispatch import outbox_create
 from ..json_points import batch_decode, parse_batch
 from ..models import MetricType
 from ..points import PointErrors, parse_point
-from ..serializers import BatchInput, BatchOutput, CounterInput, PointOutput, ValueInput
+from ..serializers.ingest import BatchInput, BatchOutput, CounterInput, PointOutput, ValueInput
 from ..services import PointInput, points_ingest
 from .batches import ACCEPTED, PREFER_PARAMETER, accepted_body, accepted_headers, prefers_async
 from .series import (
