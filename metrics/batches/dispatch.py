@@ -90,7 +90,7 @@ def outbox_dispatch(
 
     `pausable` sends (a request's own batch) are skipped for BROKER_PAUSE_SECONDS after a failure;
     the sweeper's are always tried, since retrying is what it is for. `coalesce` sends nothing
-    while a wake-up is queued (see the module's docstring): the task it starts finds the batch.
+    while a wake-up is queued (see metrics/batches/__init__.py): the task it starts finds the batch.
     """
     global _broker_paused_until
     if pausable and time.monotonic() < _broker_paused_until:

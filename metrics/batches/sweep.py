@@ -1,4 +1,4 @@
-"""Batches whose message was lost: sent again by the sweeper, drained by a worker, retried by hand."""
+"""Stale batches sent again (the sweeper) or drained by a worker; failed ones retried by hand."""
 
 from __future__ import annotations
 
