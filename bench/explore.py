@@ -18,8 +18,8 @@ then builds their minute, hour and day rollups, serves the application under gun
 and then DELETE /api/metrics/bench.delete with an admin key, once, timed end to end (the metric
 is hidden; its rows are left to the purge), then its purge as a worker runs it, timed, checking
 afterwards that no row of it is left in metrics, series, metric_points or any rollup table;
-then `storage.metric_delete` and `storage.metric_rows_purge` of `bench.delete.direct` in a
-`manage.py shell`, timed statement by statement (where the time of a delete goes).
+then `storage.metric_and_series_delete` and `storage.metric_rows_purge` of
+`bench.delete.direct` in a `manage.py shell`, timed statement by statement (where the time of a delete goes).
 Prints a table and checks the targets: first and deep page within 1.5x of each other, the
 delete ≤ 1 s.
 
@@ -222,8 +222,8 @@ def total_points(url: str) -> int:
         return conn.execute("SELECT count(*) FROM metric_points").fetchone()[0]
 
 
-# Runs storage.metric_delete itself in the service's environment and prints how long each of
-# its statements took: where the time of a delete goes.
+# Runs storage.metric_and_series_delete itself in the service's environment and prints how long
+# each of its statements took: where the time of a delete goes.
 DIRECT_DELETE = """
 import json, time
 from django.db import connection
@@ -248,7 +248,7 @@ with connection.cursor() as cursor:
     lsn = cursor.fetchone()[0]
 started = time.perf_counter()
 with connection.execute_wrapper(timed):
-    purge_id = storage.metric_delete(metric_id, now=timezone.now())
+    purge_id = storage.metric_and_series_delete(metric_id, now=timezone.now())
     timings.append(["(the metric is hidden: what DELETE answers after)", 0.0])
     storage.metric_rows_purge(purge_id)
 total = (time.perf_counter() - started) * 1000
@@ -286,7 +286,7 @@ def checkpoint(url: str) -> None:
 
 
 def direct_delete(env, wal_compression: str) -> dict:
-    """storage.metric_delete of DELETED_DIRECT, timed per statement (no HTTP)."""
+    """storage.metric_and_series_delete of DELETED_DIRECT, timed per statement (no HTTP)."""
     code = DIRECT_DELETE % (DELETED_DIRECT, wal_compression, wal_compression)
     out = _common.manage(env, "shell", "-c", code)
     return json.loads(out.strip().splitlines()[-1])
@@ -411,7 +411,7 @@ def main(argv: list[str]) -> int:
     )
     print()
     print(
-        f"storage.metric_delete + metric_rows_purge({DELETED_DIRECT}), no HTTP: "
+        f"storage.metric_and_series_delete + metric_rows_purge({DELETED_DIRECT}), no HTTP: "
         f"{direct['total_ms']:,.0f} ms, "
         f"{direct['wal_bytes'] / 2**20:,.0f} MiB of WAL "
         f"(wal_compression: {args.direct_wal_compression})"

@@ -6,7 +6,7 @@ servers, so the application has one storage code path everywhere. With the varia
 servers are used and nothing is embedded.
 
 This module is a development tool, not part of the application: the application itself reads its
-environment only in `glowing_fiesta/settings.py`.
+environment only in `glowing_fiesta/settings.py` (through `glowing_fiesta/env.py`).
 
     python -m glowing_fiesta.devstack run            # migrate, demo key, serve + worker + beat + statsd
     python -m glowing_fiesta.devstack test -- ARGS   # pytest ARGS

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
@@ -92,3 +93,52 @@ class RequestLogMiddleware:
         finally:
             request_id_var.reset(token)
             api_key_prefix_var.reset(prefix_token)
+
+
+# Libraries that log at INFO per connection or per message; their warnings still show.
+CHATTY_LOGGERS = (
+    "amqp",
+    "asyncio",
+    "celery.app.trace",
+    "celery.worker.strategy",
+    "django.db.backends",
+    "kombu",
+    "psycopg",
+    "redis",
+    "urllib3",
+)
+
+
+def logging_config(*, level: str, file: str) -> dict[str, Any]:
+    """The LOGGING setting: JSON lines at `level` on stdout and, when `file` is set, in it too."""
+    handlers: dict[str, dict[str, Any]] = {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json",
+            "filters": ["request"],
+        }
+    }
+    if file:
+        # WatchedFileHandler notices that logrotate renamed the file and opens a new one, so no
+        # signal or copytruncate is needed (deploy/logrotate/glowing-fiesta).
+        handlers["file"] = {
+            "class": "logging.handlers.WatchedFileHandler",
+            "filename": file,
+            "formatter": "json",
+            "filters": ["request"],
+        }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request": {"()": "glowing_fiesta.logging.RequestContextFilter"}},
+        "formatters": {"json": {"()": "glowing_fiesta.logging.JsonFormatter"}},
+        "handlers": handlers,
+        "root": {"handlers": list(handlers), "level": level},
+        "loggers": {
+            # Our own access log replaces Django's, which would log the query string.
+            "django.server": {"handlers": [], "propagate": False},
+            "django.request": {"level": "ERROR"},
+            **{name: {"level": "WARNING"} for name in CHATTY_LOGGERS},
+        },
+    }

@@ -54,7 +54,7 @@ KEYED_ERRORS = problem_responses(
 def request_bodies_required(result: dict, generator: Any, request: Any, public: bool) -> dict:
     """A drf-spectacular postprocessing hook: every request body of this API is required.
 
-    Bodies are declared as JSON Schema (metrics.serializers), for which drf-spectacular cannot
+    Bodies are declared as JSON Schema (metrics.serializers.ingest), for which drf-spectacular cannot
     tell; a POST without a body is answered 400 (or 415), so the schema says so.
     """
     for operations in result.get("paths", {}).values():

@@ -16,7 +16,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import batches, buckets, discovery, purges, selectors
+from . import buckets, discovery, purges, selectors
+from .batches.process import outbox_points
+from .batches.sweep import outbox_retry
 from .models import IngestBatch, Metric, MetricType, Series
 from .views.chart import ChartDataView
 
@@ -207,7 +209,7 @@ class IngestBatchAdmin(admin.ModelAdmin):
 
     @admin.display(description="points (the first 20)")
     def first_points(self, obj: IngestBatch) -> str:
-        points = batches.batch_points(obj)
+        points = outbox_points(obj)
         lines = [
             f"{p.timestamp.isoformat()} {p.type} {p.name} {p.value!r} {dict(p.tags)}"
             for p in points[:20]
@@ -219,7 +221,7 @@ class IngestBatchAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected failed batches")
     def retry(self, request: HttpRequest, queryset: QuerySet[IngestBatch]) -> None:
         selected = list(queryset.values_list("pk", flat=True))
-        retried = batches.batches_retry(batch_ids=selected, now=timezone.now())
+        retried = outbox_retry(batch_ids=selected, now=timezone.now())
         skipped = len(selected) - len(retried)
         message = f"{len(retried)} batch(es) queued again"
         if skipped:

@@ -36,7 +36,7 @@ PURGE_STALE_SECONDS = 60
 def purge_create(*, metric_id: int, now: datetime) -> int | None:
     """Hide the metric (its row and its series go) and record the purge of its points and
     rollups; the purge is sent to the workers once committed. None if there is no such metric."""
-    purge_id = storage.metric_delete(metric_id, now=now)
+    purge_id = storage.metric_and_series_delete(metric_id, now=now)
     if purge_id is not None:
         transaction.on_commit(lambda: purge_dispatch(purge_id=purge_id))
     return purge_id

@@ -125,7 +125,7 @@ def default_fill(metric_type: str, aggregation: str) -> str:
     return "null"
 
 
-def batch_get_for_key(*, api_key_id: int, batch_id: int) -> IngestBatch | None:
+def outbox_get_for_key(*, api_key_id: int, batch_id: int) -> IngestBatch | None:
     """The batch if this API key created it; another key's batch is None, as if absent."""
     return (
         IngestBatch.objects.filter(pk=batch_id, api_key_id=api_key_id)

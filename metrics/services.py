@@ -133,7 +133,7 @@ def metric_delete(*, name: str, now: datetime | None = None) -> int:
 
     Raises MetricNotFound (404) when there is no such metric, also when a concurrent delete
     removed it first. Writes racing the delete either commit before it (and are purged with it)
-    or after it (and create the metric anew); see `storage.metric_delete`.
+    or after it (and create the metric anew); see `storage.metric_and_series_delete`.
     """
     metric_id = Metric.objects.filter(name=name).values_list("id", flat=True).first()
     purge_id = None

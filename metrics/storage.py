@@ -65,8 +65,8 @@ def metrics_upsert(wanted: Mapping[str, str]) -> dict[str, MetricRef]:
         return found
     fresh: dict[str, MetricRef] = {}
     with connection.cursor() as cursor:
-        # FOR KEY SHARE holds each metric until this write commits, so `metric_delete` (FOR
-        # UPDATE) waits for the write and deletes its points too. A metric deleted while we
+        # FOR KEY SHARE holds each metric until this write commits, so `metric_and_series_delete`
+        # (FOR UPDATE) waits for the write and deletes its points too. A metric deleted while we
         # waited is not returned: it is inserted again on the next pass, a new metric.
         while missing:
             cursor.execute(
@@ -367,7 +367,7 @@ def _copy_points(points: Sequence[PointRow]) -> None:
 PURGE_SETTLE_SECONDS = 10
 
 
-def metric_delete(metric_id: int, *, now: datetime) -> int | None:
+def metric_and_series_delete(metric_id: int, *, now: datetime) -> int | None:
     """Delete a metric's row and its series rows, and record their purge; None if absent.
 
     One short transaction, whatever the metric holds: the points and rollups are left to
@@ -437,13 +437,13 @@ def metric_rows_purge(purge_id: int) -> bool:
             [f"{settings.METRIC_DELETE_TIMEOUT_MS}ms"],
         )
         previous = cursor.fetchone()[0]
-        _metric_rows_delete(cursor, found[0], list(found[1]))
+        _points_and_rollups_delete(cursor, found[0], list(found[1]))
         cursor.execute("DELETE FROM metric_purges WHERE id = %s", [purge_id])
         cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
     return True
 
 
-def _metric_rows_delete(cursor, metric_id: int, series_ids: list[int]) -> None:
+def _points_and_rollups_delete(cursor, metric_id: int, series_ids: list[int]) -> None:
     # Rollups coarsest first, as a write's statement locks them (PostgreSQL runs its
     # data-modifying CTEs last to first: day, hour, minute), so the two never wait on each
     # other in a cycle. By the ids the purge recorded: a late write's rollups carry them.

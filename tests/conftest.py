@@ -8,7 +8,8 @@ from apikeys import selectors as apikeys_selectors
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
 from glowing_fiesta import failopen
-from metrics import batches, caches, partitions
+from metrics import caches, partitions
+from metrics.batches import dispatch
 from tests.helpers import truncate_point_tables
 
 pytest_plugins = ["tests.browser", "tests.processes"]
@@ -28,12 +29,12 @@ def _fresh_storage_caches():
 def _redis_not_paused():
     """A test that made Redis unreachable must not leave the next one skipping Redis."""
     failopen.reset()
-    batches.broker_pause_reset()
-    batches.wake_clear()  # a wake-up another test armed on the default queue
+    dispatch.broker_pause_reset()
+    dispatch.wake_clear()  # a wake-up another test armed on the default queue
     apikeys_selectors.apikey_rows_clear()
     yield
     failopen.reset()
-    batches.broker_pause_reset()
+    dispatch.broker_pause_reset()
     apikeys_selectors.apikey_rows_clear()
 
 

@@ -11,7 +11,8 @@ from rest_framework import serializers
 from .. import discovery
 from ..models import MetricType
 from ..points import NAME_MAX
-from . import NAME_SCHEMA, TagFilterField, query_string_data
+from .ingest import NAME_SCHEMA
+from .query import TagFilterField, query_string_data
 
 
 class _PageInput(serializers.Serializer):

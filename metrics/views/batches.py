@@ -20,7 +20,7 @@ from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 
 from .. import selectors
 from ..models import IngestBatch
-from ..serializers import BatchAcceptedOutput, BatchStatusOutput
+from ..serializers.batches import BatchAcceptedOutput, BatchStatusOutput
 
 BIGINT_MAX = 2**63 - 1
 
@@ -86,7 +86,7 @@ class BatchStatusView(ApiKeyView):
         # An id past PostgreSQL's bigint names no batch (and would not fit the query).
         batch = None
         if batch_id <= BIGINT_MAX:
-            batch = selectors.batch_get_for_key(api_key_id=request.auth.pk, batch_id=batch_id)
+            batch = selectors.outbox_get_for_key(api_key_id=request.auth.pk, batch_id=batch_id)
         if batch is None:
             raise NotFound(f"No batch {batch_id} for this API key.")
         return Response(BatchStatusOutput(batch).data)

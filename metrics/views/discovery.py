@@ -1,6 +1,6 @@
 """GET /api/metrics, /api/series and /api/tags: which metrics, tag sets and tag values exist.
 
-Each view parses its query string with a serializer from `metrics.serializers`, calls one
+Each view parses its query string with a serializer from `metrics.serializers.discovery`, calls one
 selector of `metrics.discovery` and renders; lists are paged by an opaque cursor in `next`.
 """
 

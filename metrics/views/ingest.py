@@ -21,10 +21,11 @@ from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 from glowing_fiesta.parsers import StrictJSONParser, TypedBody
 from idempotency.decorators import idempotent
 
-from .. import batches
+from ..batches.dispatch import outbox_create
+from ..json_points import batch_decode, parse_batch
 from ..models import MetricType
-from ..points import PointErrors, batch_decode, parse_batch, parse_point
-from ..serializers import BatchInput, BatchOutput, CounterInput, PointOutput, ValueInput
+from ..points import PointErrors, parse_point
+from ..serializers.ingest import BatchInput, BatchOutput, CounterInput, PointOutput, ValueInput
 from ..services import PointInput, points_ingest
 from .batches import ACCEPTED, PREFER_PARAMETER, accepted_body, accepted_headers, prefers_async
 from .series import (
@@ -103,7 +104,7 @@ def _store(
     now: Any,
 ) -> Response:
     if prefers_async(request):
-        batch = batches.batch_create(api_key_id=request.auth.pk, points=points, now=now)
+        batch = outbox_create(api_key_id=request.auth.pk, points=points, now=now)
         body = accepted_body(batch)
         return Response(body, status=202, headers=accepted_headers(body))
     points_ingest(points=points)

@@ -23,12 +23,8 @@ from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 
 from .. import selectors, services
 from ..points import name_ok
-from ..serializers import (
-    NAME_SCHEMA,
-    SeriesQueryInput,
-    SeriesQueryOutput,
-    series_query_data,
-)
+from ..serializers.ingest import NAME_SCHEMA
+from ..serializers.query import SeriesQueryInput, SeriesQueryOutput, series_query_data
 
 
 def series_respond(request: Request, name: str) -> Response:

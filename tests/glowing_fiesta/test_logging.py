@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from glowing_fiesta.settings import _role_from_argv
+from glowing_fiesta.env import role_from_argv
 from tests.helpers import wait_for
 from tests.processes import ROOT
 
@@ -76,7 +76,7 @@ def test_log_file_gets_the_stdout_lines_and_survives_logrotate_moving_it(stack):
     ],
 )
 def test_process_role_is_told_from_the_command_line(argv, role):
-    assert _role_from_argv(argv) == role
+    assert role_from_argv(argv) == role
 
 
 @pytest.mark.parametrize(

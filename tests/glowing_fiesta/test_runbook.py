@@ -45,7 +45,7 @@ VALUED_OPTIONS = {"-s", "--signal", "-p", "--property", "-n", "--lines", "--sinc
                   "-o", "--output", "--kill-whom"}  # fmt: skip
 # Shell variables the runbook itself defines (its gf_manage function reads them).
 SHELL_VARIABLES = {"GF_DIR", "GF_ENV"}
-# Loggers of libraries the service configures (glowing_fiesta/settings.py, LOGGING).
+# Loggers of libraries the service configures (glowing_fiesta/logging.py, logging_config).
 LIBRARY_LOGGERS = {"django.request"}
 PLACEHOLDER = "PLACEHOLDER"
 

@@ -16,7 +16,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from apikeys.services import apikey_create
 from glowing_fiesta.celery import app as celery_app
 from glowing_fiesta.celery import beat_schedule
-from metrics import batches, packing
+from metrics import packing
+from metrics.batches import dispatch, process, sweep
 from metrics.models import IngestBatch, MetricPoint, RollupDay, RollupHour, RollupMinute
 from metrics.services import PointInput
 from metrics.tasks import (
@@ -125,7 +126,7 @@ def test_a_lock_not_granted_does_not_use_up_the_attempts(api_client, metrics_tab
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL lock_timeout = '50ms'")
     for _ in range(3):
-        run_ = batches.batch_process(batch_id=batch_id, now=timezone.now())
+        run_ = process.outbox_process(batch_id=batch_id, now=timezone.now())
         assert run_.result == "retry"
     batch = IngestBatch.objects.get()
     assert (batch.state, batch.attempts) == ("pending", 0)
@@ -152,7 +153,7 @@ def test_a_lock_timeout_in_the_raw_write_path_is_retried_not_failed(
     batch_id = queue_points(api_client, [{"type": "value", "name": "known", "value": 2}] * count)
     request.getfixturevalue("points_table_locked")
     # Waits DB_LOCK_TIMEOUT_MS for the lock, then gives up with a lock timeout.
-    run_ = batches.batch_process(batch_id=batch_id, now=timezone.now())
+    run_ = process.outbox_process(batch_id=batch_id, now=timezone.now())
     assert run_.result == "retry", run_
     batch = IngestBatch.objects.get()
     # Given back: a lock not granted says nothing about the batch.
@@ -166,18 +167,18 @@ def test_transient_error_puts_the_batch_back_to_pending_with_its_error(
     batch_id = queue_points(api_client, values(1, name="fresh"))
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL statement_timeout = '50ms'")
-    run_ = batches.batch_process(batch_id=batch_id, now=timezone.now())
+    run_ = process.outbox_process(batch_id=batch_id, now=timezone.now())
     assert run_.result == "retry"
-    assert 1 <= run_.retry_in <= batches.RETRY_BACKOFF_SECONDS
+    assert 1 <= run_.retry_in <= process.RETRY_BACKOFF_SECONDS
     batch = IngestBatch.objects.get()
     assert (batch.state, batch.attempts) == ("pending", 1)
     assert "statement timeout" in batch.error
 
 
 def test_retry_delay_grows_exponentially_and_is_capped():
-    assert 1 <= batches.retry_delay(1) <= 2
-    assert 4 <= batches.retry_delay(3) <= 8
-    assert 30 <= batches.retry_delay(20) <= batches.RETRY_BACKOFF_MAX_SECONDS
+    assert 1 <= process.retry_delay(1) <= 2
+    assert 4 <= process.retry_delay(3) <= 8
+    assert 30 <= process.retry_delay(20) <= process.RETRY_BACKOFF_MAX_SECONDS
 
 
 def test_a_running_batch_nobody_holds_is_taken_over(api_client):
@@ -194,7 +195,7 @@ def test_a_running_batch_nobody_holds_is_taken_over(api_client):
 def test_an_old_claim_cannot_finish_a_batch_taken_over(api_client):
     batch_id = queue_points(api_client, values(1))
     IngestBatch.objects.filter(pk=batch_id).update(state="running", attempts=2)
-    assert batches._end(batch_id, 1, "done", error="", now=timezone.now()) == 0
+    assert process._end(batch_id, 1, "done", error="", now=timezone.now()) == 0
     assert IngestBatch.objects.get().state == "running"
 
 
@@ -264,10 +265,10 @@ def test_a_batch_being_written_by_a_live_attempt_is_neither_claimed_nor_swept(
         # What a live attempt holds while it writes the points.
         other.execute("SELECT id FROM ingest_batches WHERE id = %s FOR UPDATE", [batch_id])
         assert run(batch_id) == "skipped"
-        assert batches.batches_sweep(now=timezone.now()) == []
+        assert sweep.outbox_sweep(now=timezone.now()) == []
         other.rollback()
     assert IngestBatch.objects.get().attempts == 1
-    assert batches.batches_sweep(now=timezone.now()) == [batch_id]
+    assert sweep.outbox_sweep(now=timezone.now()) == [batch_id]
     assert run(batch_id) == "done"
     assert MetricPoint.objects.count() == 1
 
@@ -311,7 +312,7 @@ def test_retried_batch_is_processed_to_done(api_client, settings):
     settings.QUEUE_MAX_ATTEMPTS = 1
     batch_id = queue_points(api_client, values(2))
     IngestBatch.objects.filter(pk=batch_id).update(state="failed", attempts=1, error="x")
-    assert batches.batches_retry(batch_ids=[batch_id], now=timezone.now()) == [batch_id]
+    assert sweep.outbox_retry(batch_ids=[batch_id], now=timezone.now()) == [batch_id]
     assert run(batch_id) == "done"
     batch = IngestBatch.objects.get()
     assert (batch.state, batch.attempts, batch.error) == ("done", 1, "")
@@ -408,7 +409,7 @@ def test_a_202_is_answered_when_the_broker_is_down_and_the_sweeper_sends_it_late
     monkeypatch.undo()
     later = timezone.now() + timedelta(seconds=settings.QUEUE_STALE_SECONDS + 1)
     with django_capture_on_commit_callbacks(execute=True):
-        assert batches.batches_sweep(now=later) == [batch_id]
+        assert sweep.outbox_sweep(now=later) == [batch_id]
     assert queued_batch_ids(queue_name) == [batch_id]
 
 
@@ -429,7 +430,7 @@ def test_after_a_broker_failure_requests_skip_the_broker_for_a_while(
     assert len(sends) == 1  # one timeout paid; the next two did not wait on the broker
     monkeypatch.undo()
     assert IngestBatch.objects.filter(state="pending").count() == 3
-    monkeypatch.setattr(batches, "_broker_paused_until", time.monotonic() - 1)
+    monkeypatch.setattr(dispatch, "_broker_paused_until", time.monotonic() - 1)
     with django_capture_on_commit_callbacks(execute=True):
         response = post_async(api_client, "/api/metrics/counter", {"name": "n"})
     assert queued_batch_ids(queue_name) == [response.json()["batch_id"]]
@@ -454,7 +455,7 @@ def test_a_worker_goes_on_with_every_pending_batch_and_the_abandoned_ones(
     """The first message a worker gets is enough: after its own batch it writes every pending
     one (whose messages were coalesced into one, or lost with a flushed broker) and every claim
     abandoned by a killed worker, at its own pace, instead of one message per batch."""
-    monkeypatch.setattr(batches, "GROUP_POINTS", 2)  # one batch at a time: no companions
+    monkeypatch.setattr(process, "GROUP_POINTS", 2)  # one batch at a time: no companions
     ids = [queue_points(api_client, values(2, name=f"lost.{i}")) for i in range(6)]
     stale = timezone.now() - timedelta(seconds=settings.QUEUE_STALE_SECONDS + 1)
     # Claimed by a worker that died: not pending, so only the stale drain takes them over.
@@ -486,7 +487,7 @@ def test_a_deep_queue_is_written_in_groups_in_one_transaction(api_client):
 
 
 def test_a_group_is_bounded_by_its_points(api_client, monkeypatch):
-    monkeypatch.setattr(batches, "GROUP_POINTS", 5)
+    monkeypatch.setattr(process, "GROUP_POINTS", 5)
     ids = [queue_points(api_client, values(2, name=f"g.{i}")) for i in range(4)]
     assert run(ids[0]) == "done"
     # Two groups of two batches (4 points each), each in one transaction: the task followed its
@@ -515,7 +516,7 @@ def test_a_burst_of_202s_sends_one_wake_up_and_its_task_writes_them_all(
     """While a wake-up is queued, more 202s send nothing; the task it starts clears the mark
     before its claims, writes every pending batch, and wakes one more worker when it finds
     more than its own."""
-    monkeypatch.setattr(batches, "GROUP_POINTS", 2)  # a group per batch, to follow them
+    monkeypatch.setattr(process, "GROUP_POINTS", 2)  # a group per batch, to follow them
     ids = []
     for i in range(4):
         with django_capture_on_commit_callbacks(execute=True):
@@ -547,7 +548,7 @@ def test_a_wake_up_that_could_not_be_sent_leaves_no_mark(
     with django_capture_on_commit_callbacks(execute=True):
         queue_points(api_client, values(2))
     monkeypatch.undo()
-    batches.broker_pause_reset()
+    dispatch.broker_pause_reset()
     with django_capture_on_commit_callbacks(execute=True):
         second = queue_points(api_client, values(2))
     # Not held back by a mark with no message behind it.

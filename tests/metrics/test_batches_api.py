@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from metrics.batches import batch_points
+from metrics.batches.process import outbox_points
 from metrics.models import IngestBatch, Metric, MetricPoint
 from metrics.services import PointInput
 from tests.helpers import PROBLEM, post, post_async
@@ -37,7 +37,7 @@ def test_batch_with_respond_async_gets_202_status_url_and_one_pending_row(
         0,
         api_client.api_key.pk,
     )
-    stored = batch_points(batch)
+    stored = outbox_points(batch)
     assert batch.payload is None
     assert stored == [
         PointInput("counter", "jobs.done", 1.0, stored[0].timestamp, {"queue": "mail"}),
@@ -62,7 +62,7 @@ def test_single_point_endpoints_accept_respond_async(api_client, path, body, val
     assert response.status_code == 202, response.content
     batch = IngestBatch.objects.get(pk=response.json()["batch_id"])
     assert batch.points == 1
-    [point] = batch_points(batch)
+    [point] = outbox_points(batch)
     assert (point.name, point.value) == (body["name"], value)
     assert MetricPoint.objects.count() == 0
 

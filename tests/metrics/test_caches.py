@@ -58,7 +58,7 @@ def test_a_metric_deleted_in_one_process_is_recreated_by_another(
     _write_through_the_worker(api_client, worker, batch)
     old = Metric.objects.get(name="gone")
     # This process (the web) deletes it; the worker's caches still hold the old ids.
-    purge_id = storage.metric_delete(old.pk, now=timezone.now())
+    purge_id = storage.metric_and_series_delete(old.pk, now=timezone.now())
     assert not Metric.objects.filter(name="gone").exists()
     # The worker's next write of that name recreates it cleanly.
     _write_through_the_worker(api_client, worker, batch)

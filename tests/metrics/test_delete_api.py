@@ -245,4 +245,4 @@ def test_the_sweeper_runs_a_purge_whose_message_was_lost(start_worker):
 def storage_delete_without_message(metric_id: int) -> int:
     from metrics import storage
 
-    return storage.metric_delete(metric_id, now=datetime.now(UTC))
+    return storage.metric_and_series_delete(metric_id, now=datetime.now(UTC))

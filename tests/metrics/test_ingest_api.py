@@ -4,7 +4,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db.models import Sum
 
+from glowing_fiesta.parsers import TypedBody
+from idempotency.services import fingerprint
+from metrics.json_points import BatchRecord, batch_decode, parse_batch
 from metrics.models import Metric, MetricPoint, RollupMinute, Series
+from metrics.points import PointErrors, parse_point
 from tests.helpers import assert_problem, post
 
 pytestmark = pytest.mark.django_db
@@ -348,8 +352,6 @@ def test_a_batch_validates_every_point_the_same_as_a_single_point(api_client, fr
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from metrics.points import PointErrors, batch_decode, parse_batch, parse_point
-
     week = 7 * 86400
     stamps = st.one_of(
         st.none(),
@@ -423,8 +425,6 @@ def test_a_batch_validates_every_point_the_same_as_a_single_point(api_client, fr
 
 
 def test_the_typed_decoder_takes_the_usual_batches_and_leaves_the_rest_to_the_generic_one():
-    from metrics.points import BatchRecord, batch_decode
-
     usual = b'{"points": [{"type": "counter", "name": "a", "value": 2, "tags": {"h": "x"}}]}'
     assert isinstance(batch_decode(usual), BatchRecord)
     for body in [
@@ -443,10 +443,6 @@ def test_the_typed_decoder_takes_the_usual_batches_and_leaves_the_rest_to_the_ge
 
 
 def test_an_idempotent_batch_retry_is_replayed_whichever_decoder_read_it(api_client):
-    from glowing_fiesta.parsers import TypedBody
-    from idempotency.services import fingerprint
-    from metrics.points import batch_decode
-
     body = {"points": [{"type": "value", "name": "retry.me", "value": 1, "tags": {"h": "x"}}]}
     raw = json.dumps(body).encode()
     # The digest is the generic decoder's, so a key first used before the typed decoder (or with

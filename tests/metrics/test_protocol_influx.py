@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from glowing_fiesta.exceptions import PayloadTooLarge
+from metrics.points import NAME_RE, TAG_KEY_RE
 from metrics.protocols.influx import (
     BodyUnreadable,
     EncodingUnsupported,
@@ -27,7 +28,6 @@ from metrics.protocols.line_protocol import (
     TooManyPoints,
     lines_parse,
 )
-from metrics.serializers import NAME_RE, TAG_KEY_RE
 from metrics.services import PointInput
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

@@ -27,7 +27,7 @@ import statsd.client.base
 from django.conf import settings
 from django.utils import timezone
 
-from glowing_fiesta.settings import env_host_port
+from glowing_fiesta.env import env_host_port
 from metrics.models import Metric, MetricPoint, Series
 from metrics.services import PointInput, points_ingest
 from tests.processes import worker_database_url
