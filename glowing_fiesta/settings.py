@@ -115,6 +115,7 @@ INSTALLED_APPS = [
     "apikeys",
     "idempotency",
     "metrics",
+    "protocols",
     "retention",
 ]
 
@@ -535,7 +536,7 @@ QUEUE_TEST_DELAY_SECONDS = env_int("QUEUE_TEST_DELAY_SECONDS", 0, minimum=0, max
 if QUEUE_TEST_DELAY_SECONDS and not DEBUG:
     raise ConfigError("QUEUE_TEST_DELAY_SECONDS is for tests only; it needs DJANGO_DEBUG=true")
 
-# StatsD/DogStatsD over UDP (`manage.py statsd`, metrics/protocols/statsd.py).
+# StatsD/DogStatsD over UDP (`manage.py statsd`, protocols/statsd.py).
 _statsd_bind = env_str("STATSD_BIND", "127.0.0.1:8125")
 try:
     STATSD_BIND = env_host_port(_statsd_bind)

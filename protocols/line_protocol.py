@@ -17,7 +17,7 @@ The grammar is InfluxDB's own (its EBNF, `line-protocol.ebnf`, and the reference
 
 A line outside the grammar is a syntax error naming its line number, and nothing is stored (400).
 
-Pure parsing: the reading of a body and the storing of its points are `metrics.protocols.influx`.
+Pure parsing: the reading of a body and the storing of its points are `protocols.influx`.
 """
 
 from __future__ import annotations

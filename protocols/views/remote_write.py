@@ -17,16 +17,16 @@ from apikeys.base import ApiKeyView
 from glowing_fiesta.exceptions import InvalidInput, PayloadTooLarge
 from glowing_fiesta.openapi import KEYED_ERRORS
 
-from ..protocols import remote_write
-from ..protocols.bodies import BodyTooLarge, body_read
-from ..protocols.intake import intake_store
-from .protocols import IgnoreAccept, body_stream
+from .. import remote_write
+from ..bodies import BodyTooLarge, body_read
+from ..intake import intake_store
+from .negotiation import IgnoreAccept, body_stream
 
 PROTOBUF = "application/x-protobuf"
 
 
 class RemoteWriteView(ApiKeyView):
-    """Prometheus remote write 1.0 (scope write); see metrics/protocols/remote_write.py."""
+    """Prometheus remote write 1.0 (scope write); see protocols/remote_write.py."""
 
     required_scope = "write"
     content_negotiation_class = IgnoreAccept

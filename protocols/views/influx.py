@@ -4,7 +4,7 @@ Telegraf and the InfluxDB client libraries write here unchanged: line protocol i
 gzip or not, the key as `Authorization: Token <key>`. Every answer, errors included, is in
 InfluxDB's shape (`{"code": ..., "message": ...}`) rather than problem+json, because those
 clients read it: Telegraf drops a batch on 400 and 422, retries on 429 and 5xx, and halves it on
-413. The wire format lives in `metrics.protocols.line_protocol` and `metrics.protocols.influx`.
+413. The wire format lives in `protocols.line_protocol` and `protocols.influx`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from rest_framework.response import Response
 from apikeys.base import ApiKeyView
 from glowing_fiesta.exceptions import Problem, problem_exception_handler
 from idempotency.services import Outcome, fingerprint, idempotent_run
+from metrics.views.ingest import IDEMPOTENCY_PARAMETER
 
-from ..protocols import influx, line_protocol
-from .ingest import IDEMPOTENCY_PARAMETER
+from .. import influx, line_protocol
 
 logger = logging.getLogger(__name__)
 

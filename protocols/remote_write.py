@@ -1,12 +1,12 @@
 """Prometheus remote write 1.0 (`prometheus.WriteRequest`, snappy block format) into points.
 
-The messages (`metrics.protocols.prometheus_pb`) are built with `protobuf` itself from the
+The messages (`protocols.prometheus_pb`) are built with `protobuf` itself from the
 remote-write 1.0 specification, as a descriptor made in code: no generated file is copied in.
 
 Mapping, per series: `__name__` is the metric, the other labels are the tags (at most 10; empty
 labels are absent, as in Prometheus). Samples (timestamps in milliseconds) are value points,
 except for a series named `…_total`, `…_count`, `…_sum` or `…_bucket`, a cumulative counter
-whose increase since its last sample is stored (`metrics.cumulative`: a drop is a reset; the
+whose increase since its last sample is stored (`protocols.cumulative`: a drop is a reset; the
 first sample of a series only sets the baseline). NaN samples are skipped: the stale marker
 and the NaN of a summary without observations both mean "no value".
 """
@@ -19,10 +19,11 @@ from datetime import UTC, datetime, timedelta
 import cramjam
 from google.protobuf.message import DecodeError
 
-from ..cumulative import CumulativeObservation, stream_key
-from ..models import MetricType
-from ..points import Window
-from ..services import PointInput
+from metrics.models import MetricType
+from metrics.points import Window
+from metrics.services import PointInput
+
+from .cumulative import CumulativeObservation, stream_key
 from .intake import Intake, Refused, clean_name, clean_tags, clean_value
 from .prometheus_pb import WriteRequest
 

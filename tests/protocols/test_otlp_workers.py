@@ -25,7 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from apikeys.services import apikey_create
 from glowing_fiesta.devstack import free_port
 from metrics.models import MetricPoint
-from metrics.protocols.prometheus_pb import WriteRequest
+from protocols.prometheus_pb import WriteRequest
 from tests.helpers import truncate_point_tables
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.gunicorn]

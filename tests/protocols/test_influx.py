@@ -26,9 +26,9 @@ from glowing_fiesta.devstack import free_port
 from glowing_fiesta.exceptions import DATABASE_RETRY_AFTER_SECONDS
 from idempotency.models import IdempotencyRecord
 from metrics.models import MetricPoint, MetricType
-from metrics.protocols import influx
 from metrics.services import PointInput, points_ingest
-from metrics.views.influx import influx_exception_handler
+from protocols import influx
+from protocols.views.influx import influx_exception_handler
 from tests.helpers import truncate_point_tables
 from tests.processes import worker_database_url
 

@@ -18,16 +18,16 @@ from apikeys.base import ApiKeyView
 from glowing_fiesta.exceptions import InvalidInput, PayloadTooLarge
 from glowing_fiesta.openapi import KEYED_ERRORS
 
-from ..protocols import otlp
-from ..protocols.bodies import (
+from .. import otlp
+from ..bodies import (
     BodyMalformed,
     BodyTooLarge,
     EncodingUnsupported,
     body_inflate,
     body_read,
 )
-from ..protocols.intake import intake_store
-from .protocols import IgnoreAccept, body_stream
+from ..intake import intake_store
+from .negotiation import IgnoreAccept, body_stream
 
 
 def _encoding(request: Request) -> str | None:
@@ -40,7 +40,7 @@ def _encoding(request: Request) -> str | None:
 
 
 class OtlpMetricsView(ApiKeyView):
-    """OTLP/HTTP metrics export (scope write); see metrics/protocols/otlp.py for the mapping."""
+    """OTLP/HTTP metrics export (scope write); see protocols/otlp.py for the mapping."""
 
     required_scope = "write"
     content_negotiation_class = IgnoreAccept

@@ -30,9 +30,9 @@ from typing import Any
 
 from django.db import connection
 
-from .models import MetricType
-from .points import VALUE_MAX
-from .services import PointInput
+from metrics.models import MetricType
+from metrics.points import VALUE_MAX
+from metrics.services import PointInput
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """InfluxDB line protocol: a request's body read, its lines mapped to points and stored.
 
-The grammar and its parser are `metrics.protocols.line_protocol`: a body with a line outside the
+The grammar and its parser are `protocols.line_protocol`: a body with a line outside the
 grammar stores nothing (400, the syntax error naming the line's number). Well-formed points
 that the service refuses (a name or tag outside its rules, a timestamp outside the accepted
 window, a boolean or string field, a metric that is a counter) are dropped one by one, and the
@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from glowing_fiesta.exceptions import PayloadTooLarge, Problem
+from metrics.models import Metric, MetricType
+from metrics.points import NAME_MAX, NAME_RE, VALUE_MAX, Window, parse_tags
+from metrics.services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
 
-from ..models import Metric, MetricType
-from ..points import NAME_MAX, NAME_RE, VALUE_MAX, Window, parse_tags
-from ..services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
 from .line_protocol import Line, LineSyntaxError, quoted
 
 logger = logging.getLogger(__name__)

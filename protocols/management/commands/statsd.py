@@ -18,8 +18,8 @@ from django.utils import timezone
 
 from glowing_fiesta import monitoring
 from glowing_fiesta.gc_tuning import gc_settle
-from metrics.protocols.statsd import Aggregator, Flush
-from metrics.protocols.statsd_store import FlushWriter, WriteOutcome
+from protocols.statsd import Aggregator, Flush
+from protocols.statsd_flush import FlushWriter, WriteOutcome
 
 logger = logging.getLogger("metrics.statsd")
 

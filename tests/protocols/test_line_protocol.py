@@ -12,14 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from glowing_fiesta.exceptions import PayloadTooLarge
-from metrics.protocols.influx import (
+from metrics.serializers import NAME_RE, TAG_KEY_RE
+from metrics.services import PointInput
+from protocols.influx import (
     BodyUnreadable,
     EncodingUnsupported,
     body_read,
     body_text,
     lines_points,
 )
-from metrics.protocols.line_protocol import (
+from protocols.line_protocol import (
     POINTS_MAX,
     Field,
     Line,
@@ -27,8 +29,6 @@ from metrics.protocols.line_protocol import (
     TooManyPoints,
     lines_parse,
 )
-from metrics.serializers import NAME_RE, TAG_KEY_RE
-from metrics.services import PointInput
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 NOW_NS = int(NOW.timestamp()) * 10**9

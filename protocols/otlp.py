@@ -12,7 +12,7 @@ Mapping, per data point:
   tags, a timestamp outside the accepted window, a value that is not finite: the data point is
   refused (reported in `partial_success`), the others stored;
 - Sum, monotonic: a counter; delta temporality adds the value, cumulative stores the increase
-  since the stream's last point (`metrics.cumulative`), a stream being resource + scope + metric
+  since the stream's last point (`protocols.cumulative`), a stream being resource + scope + metric
   + attributes. Sum, not monotonic, and Gauge: value points;
 - Histogram and ExponentialHistogram: counters `<name>.count` and `<name>.sum` (as a Sum), and
   value points `<name>.min` / `<name>.max` when present; Summary (always cumulative):
@@ -37,10 +37,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from ..cumulative import CumulativeObservation, stream_key, stream_prefix
-from ..models import MetricType
-from ..points import Window
-from ..services import PointInput
+from metrics.models import MetricType
+from metrics.points import Window
+from metrics.services import PointInput
+
+from .cumulative import CumulativeObservation, stream_key, stream_prefix
 from .intake import Intake, Refused, Stored, clean_name, clean_tags, clean_value
 
 PROTOBUF = "application/x-protobuf"

@@ -18,7 +18,7 @@ from metrics.models import Metric, Series
 from metrics.services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
 
 # The parser's logger name too: one name to filter all the StatsD protocol's records by.
-logger = logging.getLogger("metrics.protocols.statsd")
+logger = logging.getLogger("protocols.statsd")
 
 
 @dataclass

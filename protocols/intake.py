@@ -18,11 +18,12 @@ from typing import Any
 
 from django.db import transaction
 
-from .. import caches
-from ..cumulative import CumulativeObservation, streams_advance
-from ..models import Metric, MetricType
-from ..points import NAME_MAX, TAG_KEY_RE, VALUE_MAX, parse_tags
-from ..services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
+from metrics import caches
+from metrics.models import Metric, MetricType
+from metrics.points import NAME_MAX, TAG_KEY_RE, VALUE_MAX, parse_tags
+from metrics.services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
+
+from .cumulative import CumulativeObservation, streams_advance
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-:/]")
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]")

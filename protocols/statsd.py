@@ -23,7 +23,7 @@ characters outside the service's name charset, `metrics.points.NAME_RE`, are dro
 a minute per name. Nothing here raises on input: the UDP server must never die of a datagram.
 
 The `Aggregator` holds one interval's state, bounded in series and samples; storing its flushes
-is `metrics.protocols.statsd_store`.
+is `protocols.statsd_flush`.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ import pytest
 
 from metrics.models import Metric, MetricPoint, Series
 from metrics.points import NAME_RE
-from metrics.protocols import statsd as statsd_protocol
-from metrics.protocols.statsd import (
+from metrics.services import PointInput, points_ingest
+from protocols import statsd as statsd_protocol
+from protocols.statsd import (
     GAUGE_MEMORY,
     LOG_PER_MINUTE,
     Aggregator,
@@ -20,8 +21,7 @@ from metrics.protocols.statsd import (
     clean_name,
     parse_line,
 )
-from metrics.protocols.statsd_store import FlushWriter
-from metrics.services import PointInput, points_ingest
+from protocols.statsd_flush import FlushWriter
 
 NOW = datetime(2026, 11, 30, 12, 0, 10, tzinfo=UTC)
 
@@ -331,7 +331,7 @@ def test_a_64_kb_datagram_of_good_lines_is_taken_whole():
 def test_invalid_lines_are_logged_once_a_minute_per_name(caplog):
     clock = [1000.0]
     agg = Aggregator(max_series=10, max_samples=10, invalid_log=InvalidLog(clock=lambda: clock[0]))
-    with caplog.at_level(logging.WARNING, logger="metrics.protocols.statsd"):
+    with caplog.at_level(logging.WARNING, logger="protocols.statsd"):
         for _ in range(5):
             agg.add_packet(b"bad:x|c\nworse:1|q")
         clock[0] += 59.9
@@ -351,7 +351,7 @@ def test_invalid_lines_are_logged_once_a_minute_per_name(caplog):
 
 def test_a_flood_of_distinct_bad_names_logs_at_most_the_global_bound(caplog):
     agg = aggregate()
-    with caplog.at_level(logging.WARNING, logger="metrics.protocols.statsd"):
+    with caplog.at_level(logging.WARNING, logger="protocols.statsd"):
         agg.add_packet("\n".join(f"n{i}:x|c" for i in range(LOG_PER_MINUTE + 50)).encode())
     assert len([r for r in caplog.records if r.message == "statsd line refused"]) == LOG_PER_MINUTE
     assert agg.stats.invalid == LOG_PER_MINUTE + 50
@@ -388,7 +388,7 @@ def test_a_metric_past_its_series_limit_keeps_existing_and_fitting_series(settin
     points_ingest(points=[point("counter", "hits", shard="0")])
     writer = FlushWriter(max_kept=100)
     flood = [point("counter", "hits", shard=str(i)) for i in range(6)]
-    with caplog.at_level(logging.WARNING, logger="metrics.protocols.statsd"):
+    with caplog.at_level(logging.WARNING, logger="protocols.statsd"):
         outcome = writer.write([*flood, point("counter", "calm")])
     assert outcome.stored == 4  # shard 0 (existing), shards 1 and 2 (room for two), calm
     assert outcome.series_limited == {"hits": 3}

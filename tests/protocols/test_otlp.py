@@ -22,7 +22,8 @@ from opentelemetry.sdk.metrics.export import MetricExportResult, PeriodicExporti
 from opentelemetry.sdk.resources import Resource
 
 from apikeys.services import apikey_create
-from metrics.models import CumulativeStream, Metric, MetricPoint
+from metrics.models import Metric, MetricPoint
+from protocols.models import CumulativeStream
 from tests.helpers import truncate_point_tables
 
 pytestmark = pytest.mark.django_db(transaction=True)
