@@ -13,13 +13,11 @@ Mapping: a field named `value` is a point of metric `<measurement>`, any other f
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from glowing_fiesta.exceptions import PayloadTooLarge, Problem
+from glowing_fiesta.exceptions import Problem
 from metrics.models import Metric, MetricType
 from metrics.points import NAME_MAX, NAME_RE, VALUE_MAX, Window, parse_tags
 from metrics.services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
@@ -37,18 +35,11 @@ REASONS_SHOWN = 5
 # A refused write is retried without the names it named (a type conflict raced in, or a metric
 # reached its series limit): a bound, since each try runs a transaction.
 WRITE_ATTEMPTS = 5
-_READ_CHUNK = 64 * 1024
 
 VALUE = MetricType.VALUE.value
 
 
 # --- errors ----------------------------------------------------------------------------------
-
-
-class BodyUnreadable(Problem):
-    status = 400
-    slug = "body-unreadable"
-    title = "The body could not be read"
 
 
 class NoPoints(Problem):
@@ -57,67 +48,7 @@ class NoPoints(Problem):
     title = "No points"
 
 
-class EncodingUnsupported(Problem):
-    status = 415
-    slug = "encoding-unsupported"
-    title = "Unsupported Content-Encoding"
-
-
 # --- the body --------------------------------------------------------------------------------
-
-
-def body_read(
-    stream: Any, *, content_encoding: str, limit: int, declared_length: str | None = None
-) -> bytes:
-    """Read a request body of at most `limit` bytes, gunzipped when its encoding says so.
-
-    Gzip is inflated as it streams in, never more than `limit` + 64 KiB at a time, so a small
-    compressed body that inflates to gigabytes (a gzip bomb) costs no more memory than the cap:
-    past it the read stops with a 413. Concatenated gzip members are read as one body, as
-    InfluxDB reads them. `stream` has `read(n)`, or is None for an empty body; a declared
-    Content-Length over the cap is refused before anything is read.
-    """
-    encoding = content_encoding.strip().lower()
-    if encoding not in ("", "identity", "gzip", "x-gzip"):
-        raise EncodingUnsupported(
-            f"Content-Encoding {content_encoding[:40]!r} is not supported; send gzip or none."
-        )
-    too_large = PayloadTooLarge(f"The body is larger than the {limit:,}-byte limit.")
-    if declared_length and declared_length.isdigit() and int(declared_length) > limit:
-        raise too_large
-    gzipped = encoding in ("gzip", "x-gzip")
-    chunks: list[bytes] = []
-    size = 0
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
-    read = 0
-    while stream is not None:
-        chunk = stream.read(_READ_CHUNK)
-        if not chunk:
-            break
-        read += len(chunk)
-        if read > limit:
-            raise too_large
-        if inflater is None:
-            size += len(chunk)
-            chunks.append(chunk)
-            continue
-        data = chunk
-        while data:
-            if inflater.eof:
-                # Another gzip member follows the one just finished.
-                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            try:
-                out = inflater.decompress(data, min(limit - size + 1, _READ_CHUNK))
-            except zlib.error as exc:
-                raise BodyUnreadable(f"The gzip body is invalid: {exc}.") from None
-            size += len(out)
-            if size > limit:
-                raise too_large
-            chunks.append(out)
-            data = inflater.unconsumed_tail or (inflater.unused_data if inflater.eof else b"")
-    if inflater is not None and read and not inflater.eof:
-        raise BodyUnreadable("The gzip body is truncated.")
-    return b"".join(chunks)
 
 
 def body_text(body: bytes) -> str:
@@ -322,7 +253,6 @@ __all__ = [
     "PRECISIONS_V1",
     "PRECISIONS_V2",
     "WriteResult",
-    "body_read",
     "body_text",
     "influx_write",
     "lines_points",

@@ -27,6 +27,7 @@ from idempotency.services import Outcome, fingerprint, idempotent_run
 from metrics.views.ingest import IDEMPOTENCY_PARAMETER
 
 from .. import influx, line_protocol
+from ..bodies import GZIP, request_body
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +139,7 @@ class _InfluxWriteView(ApiKeyView):
             raise InfluxQueryInvalid(
                 f"precision {precision[:20]!r} is not one of {', '.join(self.precisions)}."
             )
-        body = influx.body_read(
-            _body_stream(request),
-            content_encoding=request.headers.get("Content-Encoding", ""),
-            limit=settings.INFLUX_MAX_BODY_BYTES,
-            declared_length=request.META.get("CONTENT_LENGTH"),
-        )
+        body = request_body(request, limit=settings.INFLUX_MAX_BODY_BYTES, encodings=GZIP)
         lines = line_protocol.lines_parse(influx.body_text(body), precision=precision)
         if not lines:
             raise influx.NoPoints("writing requires points")
@@ -166,20 +162,6 @@ class _InfluxWriteView(ApiKeyView):
             action=action,
         )
         return _outcome_response(outcome, self.legacy_error_key)
-
-
-def _body_stream(request: Request) -> Any:
-    """The body's stream; None when there is no body.
-
-    Telegraf sends gzipped bodies chunked, without a Content-Length, and Django then reads no
-    body at all. A server that marks its input as terminated (gunicorn does) ends the stream at
-    the end of the body, so it is read directly, still under the cap.
-    """
-    if request.META.get("CONTENT_LENGTH"):
-        return request.stream
-    if request.META.get("wsgi.input_terminated"):
-        return request.META.get("wsgi.input")
-    return None
 
 
 def _required(request: Request, *names: str) -> None:

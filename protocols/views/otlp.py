@@ -15,19 +15,13 @@ from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.request import Request
 
 from apikeys.base import ApiKeyView
-from glowing_fiesta.exceptions import InvalidInput, PayloadTooLarge
+from glowing_fiesta.exceptions import InvalidInput
 from glowing_fiesta.openapi import KEYED_ERRORS
 
 from .. import otlp
-from ..bodies import (
-    BodyMalformed,
-    BodyTooLarge,
-    EncodingUnsupported,
-    body_inflate,
-    body_read,
-)
+from ..bodies import request_body
 from ..intake import intake_store
-from .negotiation import IgnoreAccept, body_stream
+from .negotiation import IgnoreAccept
 
 
 def _encoding(request: Request) -> str | None:
@@ -71,22 +65,7 @@ class OtlpMetricsView(ApiKeyView):
                 request.META.get("CONTENT_TYPE", ""),
                 detail="Send application/x-protobuf or application/json.",
             )
-        limit = settings.OTLP_MAX_BODY_BYTES
-        try:
-            raw = body_read(
-                body_stream(request), content_length=request.META.get("CONTENT_LENGTH"), limit=limit
-            )
-            body = body_inflate(
-                raw, encoding=request.headers.get("Content-Encoding", ""), limit=limit
-            )
-        except BodyTooLarge as exc:
-            raise PayloadTooLarge(f"The request body is too large: {exc}.") from None
-        except EncodingUnsupported as exc:
-            raise UnsupportedMediaType(
-                request.headers.get("Content-Encoding", ""), detail=str(exc)
-            ) from None
-        except BodyMalformed as exc:
-            raise InvalidInput(f"The request body cannot be read: {exc}.") from None
+        body = request_body(request, limit=settings.OTLP_MAX_BODY_BYTES)
         try:
             export = otlp.request_parse(body, encoding=encoding)
         except otlp.Malformed as exc:

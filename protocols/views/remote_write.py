@@ -18,9 +18,9 @@ from glowing_fiesta.exceptions import InvalidInput, PayloadTooLarge
 from glowing_fiesta.openapi import KEYED_ERRORS
 
 from .. import remote_write
-from ..bodies import BodyTooLarge, body_read
+from ..bodies import request_body
 from ..intake import intake_store
-from .negotiation import IgnoreAccept, body_stream
+from .negotiation import IgnoreAccept
 
 PROTOBUF = "application/x-protobuf"
 
@@ -62,12 +62,10 @@ class RemoteWriteView(ApiKeyView):
                 encoding, detail="Send the body snappy-compressed (Content-Encoding: snappy)."
             )
         limit = settings.REMOTE_WRITE_MAX_BODY_BYTES
+        raw = request_body(request, limit=limit, encodings=None)  # snappy, decoded by the parser
         try:
-            raw = body_read(
-                body_stream(request), content_length=request.META.get("CONTENT_LENGTH"), limit=limit
-            )
             write = remote_write.request_parse(raw, limit=limit)
-        except (BodyTooLarge, remote_write.TooLarge) as exc:
+        except remote_write.TooLarge as exc:
             raise PayloadTooLarge(f"The request body is too large: {exc}.") from None
         except remote_write.Malformed as exc:
             raise InvalidInput(f"The request body cannot be read: {exc}.") from None

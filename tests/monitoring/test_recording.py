@@ -212,8 +212,7 @@ def test_any_method_token_shares_one_label(api_client, scrape):
 def test_what_a_statsd_flush_cannot_store_counts_by_reason(scrape):
     from datetime import UTC, datetime
 
-    from metrics.management.commands.statsd import count_failures
-
+    from protocols.management.commands.statsd import count_failures
     from protocols.statsd import Aggregator
     from protocols.statsd_flush import WriteOutcome
 

@@ -1,26 +1,15 @@
 """The line-protocol parser and its mapping to points: every escape rule, every grammar error."""
 
-import gzip
-import io
 import math
-import tracemalloc
-import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glowing_fiesta.exceptions import PayloadTooLarge
 from metrics.serializers import NAME_RE, TAG_KEY_RE
 from metrics.services import PointInput
-from protocols.influx import (
-    BodyUnreadable,
-    EncodingUnsupported,
-    body_read,
-    body_text,
-    lines_points,
-)
+from protocols.influx import body_text, lines_points
 from protocols.line_protocol import (
     POINTS_MAX,
     Field,
@@ -370,68 +359,6 @@ def test_ten_tags_pass_and_exactly_seven_days_old_passes():
     tags = ",".join(f"k{i}=v" for i in range(10))
     text = f"m,{tags} f=1 {NOW_NS - 7 * 86400 * 10**9}"
     assert len(lines_points(lines_parse(text), now=NOW).points) == 1
-
-
-# --- the body: gzip and the cap --------------------------------------------------------------
-
-
-def test_plain_and_gzip_bodies_read_the_same():
-    text = b"m f=1\n" * 1000
-    assert body_read(io.BytesIO(text), content_encoding="", limit=10**6) == text
-    assert body_read(io.BytesIO(gzip.compress(text)), content_encoding="gzip", limit=10**6) == text
-
-
-def test_concatenated_gzip_members_are_one_body():
-    body = gzip.compress(b"m f=1\n") + gzip.compress(b"m f=2\n")
-    assert body_read(io.BytesIO(body), content_encoding="gzip", limit=1000) == b"m f=1\nm f=2\n"
-
-
-def test_the_cap_holds_at_its_edge_plain_and_gzipped():
-    text = b"x" * 5000
-    assert len(body_read(io.BytesIO(text), content_encoding="", limit=5000)) == 5000
-    with pytest.raises(PayloadTooLarge):
-        body_read(io.BytesIO(text + b"x"), content_encoding="", limit=5000)
-    packed = gzip.compress(text)
-    assert len(body_read(io.BytesIO(packed), content_encoding="gzip", limit=5000)) == 5000
-    with pytest.raises(PayloadTooLarge):
-        body_read(io.BytesIO(gzip.compress(text + b"x")), content_encoding="gzip", limit=5000)
-
-
-def test_a_declared_length_over_the_cap_is_refused_before_reading():
-    class Unread:
-        def read(self, n):
-            raise AssertionError("read")
-
-    with pytest.raises(PayloadTooLarge):
-        body_read(Unread(), content_encoding="", limit=10, declared_length="11")
-
-
-def test_truncated_and_corrupt_gzip_are_unreadable():
-    packed = gzip.compress(b"m f=1\n" * 100)
-    with pytest.raises(BodyUnreadable, match="truncated"):
-        body_read(io.BytesIO(packed[:-10]), content_encoding="gzip", limit=10**6)
-    with pytest.raises(BodyUnreadable, match="invalid"):
-        body_read(io.BytesIO(b"not gzip at all"), content_encoding="gzip", limit=10**6)
-
-
-def test_unknown_content_encoding_is_refused():
-    with pytest.raises(EncodingUnsupported):
-        body_read(io.BytesIO(b"m f=1"), content_encoding="br", limit=100)
-
-
-def test_a_gzip_bomb_never_holds_much_more_than_the_cap():
-    # 256 MiB of zeros compress to about 256 KiB; the cap is 1 MiB.
-    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    zeros = bytes(1 << 20)
-    bomb = b"".join(packer.compress(zeros) for _ in range(256)) + packer.flush()
-    tracemalloc.start()
-    try:
-        with pytest.raises(PayloadTooLarge):
-            body_read(io.BytesIO(bomb), content_encoding="gzip", limit=1 << 20)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 3 << 20
 
 
 # --- properties ------------------------------------------------------------------------------
