@@ -13,14 +13,14 @@ Mapping: a field named `value` is a point of metric `<measurement>`, any other f
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from glowing_fiesta.exceptions import Problem
-from metrics.models import Metric, MetricType
+from metrics.models import MetricType
 from metrics.points import NAME_MAX, NAME_RE, VALUE_MAX, Window, parse_tags
-from metrics.services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
+from metrics.services import SERIES_LIMIT, PointInput, points_ingest_partial
 
 from .line_protocol import Line, LineSyntaxError, quoted
 
@@ -32,9 +32,6 @@ PRECISIONS_V2 = ("ns", "us", "ms", "s")
 PRECISIONS_V1 = ("n", "ns", "u", "us", "ms", "s", "m", "h")
 # Reasons listed in a partial-write message; the count covers them all.
 REASONS_SHOWN = 5
-# A refused write is retried without the names it named (a type conflict raced in, or a metric
-# reached its series limit): a bound, since each try runs a transaction.
-WRITE_ATTEMPTS = 5
 
 VALUE = MetricType.VALUE.value
 
@@ -183,70 +180,25 @@ class WriteResult:
 def influx_write(*, lines: Sequence[Line], now: datetime) -> WriteResult:
     """Store the lines' points; drop, line by line, those the service refuses.
 
-    All points are of type value, so a metric that exists as a counter cannot take them: those
-    names are looked up first (one query) and their points dropped. A conflict that commits in
-    between, or a metric at its series limit, makes `points_ingest` refuse the whole write; the
-    names it reports are dropped and the rest written again, at most WRITE_ATTEMPTS times.
+    All points are of type value, so the points of a metric that exists as a counter are
+    dropped, and so are those of a metric at its series limit: `points_ingest_partial` says
+    which, and the lines they came from are named.
     """
     mapped = lines_points(lines, now=now)
     dropped = list(mapped.dropped)
-    pairs = list(zip(mapped.points, mapped.lines, strict=True))
-    pairs = _drop(pairs, _counter_names({p.name for p, _ in pairs}), dropped, _conflict_reason)
-    for attempt in range(WRITE_ATTEMPTS):
-        if not pairs:
-            break
-        try:
-            stored = points_ingest(points=[p for p, _ in pairs])
-        except MetricTypeConflict as exc:
-            refused = {e["name"] for e in exc.errors or () if "name" in e}
-            reason = _conflict_reason
-        except SeriesLimitExceeded as exc:
-            refused = {exc.extra.get("metric")}
-            reason = _series_reason(exc.detail)
+    result = points_ingest_partial(points=mapped.points)
+    if result.retries:
+        logger.info("influx write retried without refused metrics", extra={"count": result.retries})
+    per_line: dict[tuple[int, str, str], int] = {}
+    for index, refusal in result.refused:
+        if refusal.reason == SERIES_LIMIT:
+            reason = refusal.detail
         else:
-            return WriteResult(stored, dropped)
-        if not refused & {p.name for p, _ in pairs} or attempt == WRITE_ATTEMPTS - 1:
-            refused = {p.name for p, _ in pairs}  # nothing to single out, or no tries left
-        logger.info("influx write retried without refused metrics", extra={"count": len(refused)})
-        pairs = _drop(pairs, refused, dropped, reason)
-    return WriteResult(0, dropped)
-
-
-def _counter_names(names: set[str]) -> set[str]:
-    """Those of `names` that are metrics of another type than value: one query."""
-    if not names:
-        return set()
-    others = Metric.objects.filter(name__in=names).exclude(type=VALUE)
-    return set(others.values_list("name", flat=True))
-
-
-def _conflict_reason(name: str) -> str:
-    return f"metric {name!r} is a counter; line protocol writes values"
-
-
-def _series_reason(detail: str) -> Callable[[str], str]:
-    return lambda name: detail
-
-
-def _drop(
-    pairs: list[tuple[PointInput, int]],
-    names: set[str],
-    dropped: list[Dropped],
-    reason: Callable[[str], str],
-) -> list[tuple[PointInput, int]]:
-    """The pairs whose point is not of `names`; the others are added to `dropped` by line."""
-    if not names:
-        return pairs
-    kept = []
-    per_line: dict[tuple[int, str], int] = {}
-    for point, line in pairs:
-        if point.name in names:
-            key = (line, point.name)
-            per_line[key] = per_line.get(key, 0) + 1
-        else:
-            kept.append((point, line))
-    dropped.extend(Dropped(line, count, reason(name)) for (line, name), count in per_line.items())
-    return kept
+            reason = f"metric {refusal.name!r} is a counter; line protocol writes values"
+        key = (mapped.lines[index], refusal.name, reason)
+        per_line[key] = per_line.get(key, 0) + 1
+    dropped.extend(Dropped(line, count, reason) for (line, _, reason), count in per_line.items())
+    return WriteResult(result.stored, dropped)
 
 
 __all__ = [

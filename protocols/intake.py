@@ -13,23 +13,23 @@ import functools
 import math
 import re
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any
 
-from django.db import transaction
-
-from metrics import caches
-from metrics.models import Metric, MetricType
+from metrics.models import MetricType
 from metrics.points import NAME_MAX, TAG_KEY_RE, VALUE_MAX, parse_tags
-from metrics.services import MetricTypeConflict, PointInput, SeriesLimitExceeded, points_ingest
+from metrics.services import (
+    SERIES_LIMIT,
+    TWO_TYPES,
+    PointInput,
+    Refusal,
+    points_ingest_partial,
+)
 
-from .cumulative import CumulativeObservation, streams_advance
+from .cumulative import Advance, CumulativeObservation, streams_advance
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-:/]")
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
-# A write that keeps failing on a race (a metric created with the other type meanwhile, a series
-# limit reached) is retried without the offending metric this many times.
-ATTEMPTS = 3
 MESSAGES_KEPT = 5
 
 
@@ -115,77 +115,47 @@ class Stored:
 def intake_store(*, intake: Intake) -> Stored:
     """Store what the intake holds that can be stored; report the rest.
 
-    Points whose metric exists with the other type (one query), or is given two types in this
-    request (the first wins), are refused up front. Cumulative observations become increments
-    (`streams_advance`) and everything is written by `points_ingest` in one transaction. Should
-    a concurrent write still make it fail (a metric created meanwhile with the other type, a
-    series limit reached), the write is tried again without that metric.
+    Cumulative observations become increments (`streams_advance`) inside the transaction that
+    writes every point, so the stream rows stay locked until the points commit; what the
+    service refuses (a metric of the other type, or given both types here, a series limit) is
+    reported against the wire items it came from (`points_ingest_partial`).
     """
-    _refuse_type_conflicts(intake)
-    excluded: set[str] = set()
-    for attempt in range(ATTEMPTS):
-        points = [(i, p) for i, p in intake.points if p.name not in excluded]
-        observations = [(i, o) for i, o in intake.observations if o.name not in excluded]
-        try:
-            with transaction.atomic():
-                advance = streams_advance(observations=[o for _, o in observations])
-                stored = points_ingest(points=[p for _, p in points] + advance.increments)
-        except (MetricTypeConflict, SeriesLimitExceeded) as exc:
-            if isinstance(exc, MetricTypeConflict):
-                names = {e["name"] for e in exc.errors or ()} - excluded
-                reason = "exists with the other type"
-            else:
-                names = {exc.extra["metric"]} - excluded
-                reason = f"already has its limit of {exc.extra['limit']} tag sets"
-            if not names or attempt == ATTEMPTS - 1:
-                raise
-        else:
-            item_of = {id(o): i for i, o in observations}
-            for observation, message in advance.refused:
-                intake.refuse(item_of[id(observation)], f"{observation.name}: {message}")
-            return Stored(stored, intake.refusals, intake.message())
-        excluded |= names
-        for name in sorted(names):
-            for item in _items_of(intake, name):
-                intake.refuse(item, f"metric {name!r} {reason}")
-    raise AssertionError("unreachable")  # the loop returns or raises
+    points = [point for _, point in intake.points]
+    observations = intake.observations
+    advances: list[Advance] = []
+
+    def derive(excluded: AbstractSet[str]) -> list[PointInput]:
+        advance = streams_advance(
+            observations=[o for _, o in observations if o.name not in excluded]
+        )
+        advances[:] = [advance]  # a write redone advances the streams again from the start
+        return advance.increments
+
+    result = points_ingest_partial(
+        points=points,
+        derived=dict.fromkeys((o.name for _, o in observations), MetricType.COUNTER),
+        derive=derive if observations else None,
+    )
+    for index, refusal in result.refused:
+        item, point = intake.points[index]
+        intake.refuse(item, _message(refusal, point.type))
+    for item, observation in observations:
+        refusal = result.derived_refused.get(observation.name)
+        if refusal is not None:
+            intake.refuse(item, _message(refusal, MetricType.COUNTER))
+    if advances:
+        item_of = {id(o): i for i, o in observations}
+        for observation, message in advances[0].refused:
+            intake.refuse(item_of[id(observation)], f"{observation.name}: {message}")
+    return Stored(result.stored, intake.refusals, intake.message())
 
 
-def _items_of(intake: Intake, name: str) -> list[int]:
-    return [i for i, p in intake.points if p.name == name] + [
-        i for i, o in intake.observations if o.name == name
-    ]
-
-
-def _refuse_type_conflicts(intake: Intake) -> None:
-    wanted: dict[str, str] = {}
-    for _, point in intake.points:
-        wanted.setdefault(point.name, point.type)
-    for _, observation in intake.observations:
-        wanted.setdefault(observation.name, MetricType.COUNTER)
-    existing = _existing_types(wanted)
-    kept_points = []
-    for item, point in intake.points:
-        metric_type = existing.get(point.name, wanted[point.name])
-        if metric_type != point.type:
-            intake.refuse(item, f"metric {point.name!r} is a {metric_type}, not a {point.type}")
-        else:
-            kept_points.append((item, point))
-    kept_observations = []
-    for item, observation in intake.observations:
-        metric_type = existing.get(observation.name, wanted[observation.name])
-        if metric_type != MetricType.COUNTER:
-            intake.refuse(item, f"metric {observation.name!r} is a {metric_type}, not a counter")
-        else:
-            kept_observations.append((item, observation))
-    intake.points = kept_points
-    intake.observations = kept_observations
-
-
-def _existing_types(wanted: Mapping[str, str]) -> dict[str, Any]:
-    known = {name: caches.metric_cached(name) for name in wanted}
-    found = {name: ref.type for name, ref in known.items() if ref is not None}
-    missing = [name for name, ref in known.items() if ref is None]
-    if missing:
-        found |= dict(Metric.objects.filter(name__in=missing).values_list("name", "type"))
-    return found
+def _message(refusal: Refusal, point_type: str) -> str:
+    name = refusal.name
+    if refusal.reason == SERIES_LIMIT:
+        return f"metric {name!r} already has its limit of {refusal.limit} tag sets"
+    if refusal.reason == TWO_TYPES:
+        return f"metric {name!r} is sent as a counter and as a value; neither is stored"
+    if refusal.metric_type is None:
+        return f"metric {name!r} exists with the other type"
+    return f"metric {name!r} is a {refusal.metric_type}, not a {point_type}"

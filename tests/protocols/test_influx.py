@@ -27,7 +27,6 @@ from glowing_fiesta.exceptions import DATABASE_RETRY_AFTER_SECONDS
 from idempotency.models import IdempotencyRecord
 from metrics.models import MetricPoint, MetricType
 from metrics.services import PointInput, points_ingest
-from protocols import influx
 from protocols.views.influx import influx_exception_handler
 from tests.helpers import truncate_point_tables
 from tests.processes import worker_database_url
@@ -300,7 +299,7 @@ def test_a_type_conflict_that_commits_after_the_look_up_drops_only_its_lines(
 ):
     points_ingest(points=[PointInput(MetricType.COUNTER, "jobs.done", 1.0, when, {})])
     # As if the counter had been created by another request just after the look-up.
-    monkeypatch.setattr(influx, "_counter_names", lambda names: set())
+    monkeypatch.setattr("metrics.services._existing_types", lambda wanted: {})
     t = ns(when)
     status, headers, data = write(live_server, raw_key, f"jobs done=5 {t}\nq depth=2 {t}")
     assert_influx_error(status, headers, data, 422, "unprocessable entity")

@@ -305,7 +305,7 @@ def test_a_type_conflict_the_screening_missed_is_retried_without_that_metric(
     # As if the metric had been created with the other type between the screening query and
     # the write: points_ingest raises, and the write is redone without it.
     Metric.objects.create(name="busy", type="counter")
-    monkeypatch.setattr("protocols.intake._existing_types", lambda wanted: {})
+    monkeypatch.setattr("metrics.services._existing_types", lambda wanted: {})
     now_ms = int(time.time() * 1000)
     body = write_request(
         [({"__name__": "busy"}, [(1.0, now_ms)]), ({"__name__": "calm"}, [(2.0, now_ms)])]
