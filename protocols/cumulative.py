@@ -31,7 +31,7 @@ from typing import Any
 from django.db import connection
 
 from metrics.models import MetricType
-from metrics.points import VALUE_MAX
+from metrics.points import value_ok
 from metrics.services import PointInput
 
 
@@ -133,7 +133,7 @@ def streams_advance(*, observations: Sequence[CumulativeObservation]) -> Advance
                 start_ns, last_ns, last_value = o.start_ns, o.time_ns, o.value
                 if increase == 0:
                     continue
-                if abs(increase) > VALUE_MAX:
+                if not value_ok(increase):
                     refused.append((o, f"increase {increase:g} lies beyond ±1e15"))
                     continue
                 increments.append(

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from glowing_fiesta.exceptions import Problem
 from metrics.models import MetricType
-from metrics.points import NAME_MAX, NAME_RE, VALUE_MAX, Window, parse_tags
+from metrics.points import NAME_MAX, Window, name_ok, parse_tags, value_ok
 from metrics.services import SERIES_LIMIT, PointInput, points_ingest_partial
 
 from .line_protocol import Line, LineSyntaxError, quoted
@@ -129,7 +129,7 @@ def lines_points(lines: Iterable[Line], *, now: datetime) -> Mapped:
                 refused.append(name_error)  # type: ignore[arg-type]
             elif kind == "boolean" or kind == "string":
                 refused.append(f"field {quoted(key)} is a {kind}; only numbers are stored")
-            elif -VALUE_MAX <= value <= VALUE_MAX:  # type: ignore[operator]
+            elif value_ok(value):  # type: ignore[arg-type]
                 points.append(PointInput(VALUE, name, float(value), when, tags))
                 origins.append(line.number)
             else:
@@ -149,7 +149,7 @@ def _tags_check(tags: tuple[tuple[str, str], ...]) -> tuple[dict[str, str], str 
 def _name_check(measurement: str, key: str) -> tuple[str | None, str | None]:
     """The metric name of a field, or None and why it is refused."""
     name = measurement if key == "value" else f"{measurement}.{key}"
-    if NAME_RE.fullmatch(name):
+    if name_ok(name):
         return name, None
     return None, (
         f"metric name {name[:60]!r} must be 1-{NAME_MAX} characters from letters, digits "

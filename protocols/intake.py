@@ -17,7 +17,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from metrics.models import MetricType
-from metrics.points import NAME_MAX, TAG_KEY_RE, VALUE_MAX, parse_tags
+from metrics.points import NAME_MAX, name_ok, parse_tags, tag_key_ok, value_ok
 from metrics.services import (
     SERIES_LIMIT,
     TWO_TYPES,
@@ -42,7 +42,7 @@ def clean_name(raw: str, suffix: str = "") -> str:
     name = _NAME_CHARS.sub("_", raw) + suffix
     if not raw:
         raise Refused("a metric needs a name")
-    if len(name) > NAME_MAX:
+    if not name_ok(name):
         raise Refused(f"metric name {name[:60]!r}… is longer than {NAME_MAX} characters")
     return name
 
@@ -66,7 +66,7 @@ def _clean_tags(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
         clean = _KEY_CHARS.sub("_", key)
         if not clean or not (clean[0].isascii() and (clean[0].isalpha() or clean[0] == "_")):
             clean = "_" + clean
-        if not TAG_KEY_RE.fullmatch(clean):
+        if not tag_key_ok(clean):
             raise Refused(f"attribute key {key[:70]!r} is longer than 64 characters")
         tags[clean] = value
     try:
@@ -78,7 +78,7 @@ def _clean_tags(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
 def clean_value(raw: float) -> float:
     if not math.isfinite(raw):
         raise Refused(f"value {raw} is not finite")
-    if abs(raw) > VALUE_MAX:
+    if not value_ok(raw):
         raise Refused(f"value {raw:g} lies beyond ±1e15")
     return float(raw)
 

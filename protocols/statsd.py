@@ -38,7 +38,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from metrics.models import MetricType
-from metrics.points import NAME_MAX, NAME_RE, TAG_KEY_RE, TAG_VALUE_MAX, TAGS_MAX, VALUE_MAX
+from metrics.points import (
+    NAME_MAX,
+    TAG_VALUE_MAX,
+    TAGS_MAX,
+    name_ok,
+    tag_key_ok,
+    tag_value_ok,
+    value_ok,
+)
 from metrics.services import PointInput
 
 logger = logging.getLogger(__name__)
@@ -100,7 +108,7 @@ def clean_name(raw: str) -> str:
     name = _OUTSIDE.sub("", _SPACES.sub("_", raw).replace("/", "-"))
     if not name:
         raise InvalidLine("the name is empty once cleaned", "", raw[:80])
-    if not NAME_RE.fullmatch(name):
+    if not name_ok(name):
         raise InvalidLine(f"the name is longer than {NAME_MAX} characters", name[:80])
     return name
 
@@ -109,7 +117,7 @@ def _number(raw: str, name: str) -> float:
     if not _NUMBER.fullmatch(raw):
         raise InvalidLine(f"value {raw[:40]!r} is not a number", name)
     value = float(raw)
-    if not math.isfinite(value) or abs(value) > VALUE_MAX:
+    if not value_ok(value):
         raise InvalidLine(f"value {raw[:40]!r} lies outside ±1e15", name)
     return value
 
@@ -130,13 +138,15 @@ def _tags(raw: str, name: str, tags: dict[str, str]) -> None:
         key, sep, value = item.partition(":")
         if not sep:
             value = "true"
-        if not TAG_KEY_RE.fullmatch(key):
+        if not tag_key_ok(key):
             raise InvalidLine(
                 f"tag key {key[:70]!r} must match [A-Za-z_][A-Za-z0-9_.-]{{0,63}}", name
             )
-        if not 1 <= len(value) <= TAG_VALUE_MAX or not value.isprintable():
+        if not tag_value_ok(value):
             raise InvalidLine(
-                f"value of tag {key!r} must be 1-{TAG_VALUE_MAX} printable characters", name
+                f"value of tag {key!r} must be 1-{TAG_VALUE_MAX} characters, none of them a "
+                "control character",
+                name,
             )
         if tags.setdefault(key, value) != value:
             raise InvalidLine(f"tag {key!r} is given twice with different values", name)
@@ -404,7 +414,7 @@ class Aggregator:
         points: list[PointInput] = []
         stats = self.stats
         for (name, tags), total in self._counters.items():
-            if abs(total) > VALUE_MAX or not math.isfinite(total):
+            if not value_ok(total):
                 stats.out_of_range += 1
                 self.invalid_log.report(InvalidLine("the counter's sum lies outside ±1e15", name))
                 continue
@@ -413,7 +423,7 @@ class Aggregator:
         for key, value in self._gauges.items():
             memory.pop(key, None)
             memory[key] = value
-            if abs(value) > VALUE_MAX or not math.isfinite(value):
+            if not value_ok(value):
                 stats.out_of_range += 1
                 self.invalid_log.report(InvalidLine("the gauge lies outside ±1e15", key[0]))
                 continue
