@@ -28,24 +28,14 @@ from idempotency.models import IdempotencyRecord
 from metrics.models import MetricPoint, MetricType
 from metrics.services import PointInput, points_ingest
 from protocols.views.influx import influx_exception_handler
-from tests.helpers import truncate_point_tables
 from tests.processes import worker_database_url
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("clean_point_tables"),
+]
 
 V2 = "/api/v2/write?org=acme&bucket=telegraf"
-
-
-@pytest.fixture(autouse=True)
-def _empty_point_tables():
-    truncate_point_tables()
-    yield
-    truncate_point_tables()
-
-
-@pytest.fixture
-def raw_key(db):
-    return apikey_create(name="influx", scopes=["read", "write"], rate_limit=100_000)[1]
 
 
 @pytest.fixture

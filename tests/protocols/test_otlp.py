@@ -24,21 +24,11 @@ from opentelemetry.sdk.resources import Resource
 from apikeys.services import apikey_create
 from metrics.models import Metric, MetricPoint
 from protocols.models import CumulativeStream
-from tests.helpers import truncate_point_tables
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _empty_point_tables():
-    truncate_point_tables()
-    yield
-    truncate_point_tables()
-
-
-@pytest.fixture
-def raw_key() -> str:
-    return apikey_create(name="otel", scopes=["read", "write"], rate_limit=1_000_000)[1]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("clean_point_tables"),
+]
 
 
 class RecordingExporter(OTLPMetricExporter):

@@ -26,20 +26,16 @@ from apikeys.services import apikey_create
 from glowing_fiesta.devstack import free_port
 from metrics.models import MetricPoint
 from protocols.prometheus_pb import WriteRequest
-from tests.helpers import truncate_point_tables
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.gunicorn]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.gunicorn,
+    pytest.mark.usefixtures("clean_point_tables"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS_MAX = 20
 ROUNDS_ON_TWO_WORKERS = 3
-
-
-@pytest.fixture(autouse=True)
-def _empty_point_tables():
-    truncate_point_tables()
-    yield
-    truncate_point_tables()
 
 
 @pytest.fixture

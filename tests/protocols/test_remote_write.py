@@ -18,24 +18,14 @@ from apikeys.services import apikey_create
 from metrics.models import Metric, MetricPoint, Series
 from protocols.models import CumulativeStream
 from protocols.prometheus_pb import WriteRequest
-from tests.helpers import truncate_point_tables
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("clean_point_tables"),
+]
 
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 MINUTE_MS = 60_000
-
-
-@pytest.fixture(autouse=True)
-def _empty_point_tables():
-    truncate_point_tables()
-    yield
-    truncate_point_tables()
-
-
-@pytest.fixture
-def raw_key() -> str:
-    return apikey_create(name="prometheus", scopes=["read", "write"], rate_limit=1_000_000)[1]
 
 
 def write_request(series: list[tuple[dict[str, str], list[tuple[float, int]]]]) -> bytes:

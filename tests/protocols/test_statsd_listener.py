@@ -7,8 +7,6 @@ must land in one flush starts sending just after a boundary (`in_one_interval`).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import random
 import signal
@@ -16,133 +14,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import datadog
 import pytest
 import statsd
 import statsd.client.base
-from django.conf import settings
 from django.utils import timezone
 
 from glowing_fiesta.settings import env_host_port
 from metrics.models import Metric, MetricPoint, Series
 from metrics.services import PointInput, points_ingest
-from tests.processes import worker_database_url
+
+from .statsd_server import ROOT, free_udp_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.statsd]
-
-ROOT = Path(__file__).resolve().parents[2]
-START_SECONDS = 60
-FLUSH_WAIT_SECONDS = 60
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    log_path: Path
-    port: int
-    flush_seconds: int
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def records(self) -> list[dict]:
-        out = []
-        for line in self.log().splitlines():
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
-        return out
-
-    def flushes(self) -> list[dict]:
-        return [r for r in self.records() if r.get("message") == "statsd flush"]
-
-    def wait_for(self, predicate: Callable[[], object], what: str, timeout: float) -> object:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if self.process.poll() is not None:
-                pytest.fail(f"statsd exited with {self.process.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout} s waiting for {what}:\n{self.log()}")
-            time.sleep(0.05)
-
-    def wait_for_flush(self, after: int, *, lines: int | None = None) -> dict:
-        """The first flush logged after the `after` first ones that received anything."""
-
-        def found() -> dict | None:
-            busy = [f for f in self.flushes()[after:] if f["lines"]]
-            return busy[0] if busy else None
-
-        flush = self.wait_for(found, "a flush", FLUSH_WAIT_SECONDS)
-        if lines is not None:
-            assert flush["lines"] == lines, flush
-        return flush
-
-    def send(self, *datagrams: bytes) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            for data in datagrams:
-                sock.sendto(data, ("127.0.0.1", self.port))
-
-    def in_one_interval(self) -> int:
-        """Sleep to just after a flush boundary; return how many flushes were logged by then."""
-        phase = time.time() % self.flush_seconds
-        time.sleep(self.flush_seconds - phase + 0.5)
-        return len(self.flushes())
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
-        return self.process.wait(START_SECONDS)
-
-
-@pytest.fixture
-def start_statsd(
-    transactional_db, clean_point_tables, tmp_path: Path
-) -> Iterator[Callable[..., Server]]:
-    """Start `manage.py statsd` on the test database; killed at teardown if still running."""
-    servers: list[Server] = []
-
-    def start(flush_seconds: int = 3, **extra_env: str) -> Server:
-        port = free_udp_port()
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=worker_database_url(),
-            REDIS_URL=settings.REDIS_URL,
-            DJANGO_DEBUG="true",
-            DJANGO_SETTINGS_MODULE="glowing_fiesta.settings",
-            STATSD_BIND=f"127.0.0.1:{port}",
-            STATSD_FLUSH_SECONDS=str(flush_seconds),
-        )
-        env.update(extra_env)
-        log_path = tmp_path / f"statsd-{len(servers)}.log"
-        with log_path.open("w") as log_file:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and manage.py
-                [sys.executable, str(ROOT / "manage.py"), "statsd"],
-                env=env,
-                cwd=ROOT,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        server = Server(process, log_path, port, flush_seconds)
-        servers.append(server)
-        server.wait_for(lambda: "statsd listening" in server.log(), "start-up", START_SECONDS)
-        return server
-
-    yield start
-    for server in servers:
-        if server.process.poll() is None:
-            server.process.kill()
-        server.process.wait(10)
 
 
 def total(client, name: str, aggregation: str, **params: str) -> float:
