@@ -5,6 +5,7 @@ chunked body is read whole."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -165,10 +166,33 @@ def test_a_chunked_body_without_content_length_is_read_whole(server):
         "POST",
         "/api/v1/write",
         body=(body[i : i + 1000] for i in range(0, len(body), 1000)),
-        headers={"Content-Encoding": "snappy", "X-API-Key": key},
+        headers={
+            "Content-Type": "application/x-protobuf",
+            "Content-Encoding": "snappy",
+            "X-API-Key": key,
+        },
         encode_chunked=True,
     )
     response = conn.getresponse()
 
     assert response.status == 204, response.read()
     assert MetricPoint.objects.count() == 300
+
+
+def test_remote_write_without_a_content_type_is_415_naming_the_missing_header(server):
+    url, _ = server
+    key = apikey_create(name="prometheus", scopes=["write"], rate_limit=1_000_000)[1]
+    host, port = url.removeprefix("http://").split(":")
+
+    # gunicorn, unlike the test server, leaves a missing Content-Type missing.
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request(
+        "POST",
+        "/api/v1/write",
+        body=b"\x00",
+        headers={"Content-Encoding": "snappy", "X-API-Key": key},
+    )
+    response = conn.getresponse()
+
+    assert response.status == 415
+    assert "Content-Type is missing" in json.loads(response.read())["detail"]

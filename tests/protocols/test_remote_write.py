@@ -245,6 +245,45 @@ def test_auth_and_content_checks(live_server, raw_key, settings):
     assert not MetricPoint.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("headers", "status", "named"),
+    [
+        ({}, 204, None),
+        ({"Content-Type": "application/x-protobuf;proto=prometheus.WriteRequest"}, 204, None),
+        ({"Content-Type": "Application/X-Protobuf"}, 204, None),
+        ({"Content-Encoding": "Snappy"}, 204, None),
+        # The test server (wsgiref) fills a missing Content-Type in as text/plain; gunicorn
+        # leaves it empty, and the detail then says "Content-Type is missing".
+        ({"Content-Type": None}, 415, "Content-Type"),
+        ({"Content-Type": "application/octet-stream"}, 415, "Content-Type 'application/"),
+        ({"Content-Type": "application/x-protobuf;proto=other.Message"}, 415, "Content-Type"),
+        ({"Content-Encoding": None}, 415, "Content-Encoding is missing"),
+        ({"Content-Encoding": "identity"}, 415, "Content-Encoding 'identity'"),
+        ({"Content-Encoding": "zstd"}, 415, "Content-Encoding 'zstd'"),
+    ],
+)
+def test_content_type_and_encoding_are_required_as_the_spec_says_senders_send_them(
+    live_server, raw_key, headers, status, named
+):
+    body = write_request([({"__name__": "up"}, [(1.0, int(time.time() * 1000))])])
+    sent = {
+        "Authorization": f"Bearer {raw_key}",
+        "Content-Type": "application/x-protobuf",
+        "Content-Encoding": "snappy",
+        "X-Prometheus-Remote-Write-Version": "0.1.0",
+        **headers,
+    }
+    sent = {name: value for name, value in sent.items() if value is not None}
+    # requests adds no Content-Type of its own to a bytes body.
+    response = requests.post(f"{live_server.url}/api/v1/write", data=body, headers=sent, timeout=30)
+
+    assert response.status_code == status, response.text
+    if named:
+        assert named in response.json()["detail"]
+        assert response.headers["Content-Type"] == "application/problem+json"
+    assert MetricPoint.objects.exists() == (status == 204)
+
+
 def test_decompressed_body_cap_at_its_edge(live_server, raw_key, settings):
     now_ms = int(time.time() * 1000)
     request = WriteRequest()
