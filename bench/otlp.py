@@ -79,7 +79,7 @@ def remote_write_body(client: int, request_number: int, now_ms: int) -> bytes:
     """One WriteRequest of 1000 series, one sample each; counters grow by 1..5 per request."""
     import cramjam
 
-    from metrics.protocols.prometheus_pb import WriteRequest
+    from protocols.prometheus_pb import WriteRequest
 
     request = WriteRequest()
     for index in range(20):

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "apikeys",
     "idempotency",
     "metrics",
+    "protocols",
     "retention",
     "selfmetrics",
 ]
@@ -406,7 +407,7 @@ QUEUE_TEST_DELAY_SECONDS = env_int("QUEUE_TEST_DELAY_SECONDS", 0, minimum=0, max
 if QUEUE_TEST_DELAY_SECONDS and not DEBUG:
     raise ConfigError("QUEUE_TEST_DELAY_SECONDS is for tests only; it needs DJANGO_DEBUG=true")
 
-# StatsD/DogStatsD over UDP (`manage.py statsd`, metrics/protocols/statsd.py).
+# StatsD/DogStatsD over UDP (`manage.py statsd`, protocols/statsd.py).
 STATSD_BIND = env_address("STATSD_BIND", "127.0.0.1:8125")
 STATSD_FLUSH_SECONDS = env_int("STATSD_FLUSH_SECONDS", 10, minimum=1, maximum=3600)
 STATSD_MAX_SERIES_PER_FLUSH = env_int(

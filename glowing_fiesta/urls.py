@@ -4,9 +4,6 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
-from metrics.views.influx import InfluxV1WriteView
-from metrics.views.otlp import OtlpMetricsView
-
 from . import bruteforce, docs, health
 
 urlpatterns = [
@@ -19,18 +16,16 @@ urlpatterns = [
         ),
     ),
     path("readyz", health.readyz, name="readyz"),
-    # InfluxDB 1.x clients write to /write at the root of the server.
-    path("write", InfluxV1WriteView.as_view(), name="influx-v1-write"),
     # Before admin.site.urls: failed logins are counted per client address.
     path("admin/login/", bruteforce.admin_login, name="admin-login"),
     # GET /metrics, the service's own figures for Prometheus.
     path("", include("selfmetrics.urls")),
     path("admin/", admin.site.urls),
-    # OTLP/HTTP's standard path, where exporters send by default (endpoint + /v1/metrics).
-    path("v1/metrics", OtlpMetricsView.as_view(), name="otlp-metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", docs.swagger, name="docs"),
     path("api/redoc/", docs.redoc, name="redoc"),
+    # The wire formats of other tools: /write, /api/v2/write, /api/v1/write, /v1/metrics.
+    path("", include("protocols.urls")),
     path("api/", include("metrics.urls")),
     path("api/", include("apikeys.urls")),
 ]

@@ -62,7 +62,7 @@ def parse_value(raw: Any) -> float:
         raise ValueError("must be a JSON number")
     if not math.isfinite(number):
         raise ValueError("must be finite")
-    if abs(number) > VALUE_MAX:
+    if not value_ok(number):
         raise ValueError("must lie within ±1e15")
     return number
 
@@ -130,13 +130,26 @@ def name_ok(name: str) -> bool:
     return NAME_RE.fullmatch(name) is not None
 
 
+def tag_key_ok(key: str) -> bool:
+    """A tag key: a letter or `_`, then up to 63 of letters, digits and `_ . -`."""
+    return TAG_KEY_RE.fullmatch(key) is not None
+
+
+def value_ok(value: float) -> bool:
+    """A point's value: finite and within ±VALUE_MAX (False for NaN and the infinities).
+
+    The one range check of every way points arrive, protocols and derived increments included.
+    """
+    return -VALUE_MAX <= value <= VALUE_MAX
+
+
 def parse_tags(raw: Any) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise ValueError("must be an object of string keys to string values")
     if len(raw) > TAGS_MAX:
         raise ValueError(f"may hold at most {TAGS_MAX} tags, not {len(raw)}")
     for key, value in raw.items():
-        if not TAG_KEY_RE.fullmatch(key):
+        if not tag_key_ok(key):
             raise ValueError(f"key {key[:70]!r} must match [A-Za-z_][A-Za-z0-9_.-]{{0,63}}")
         if not isinstance(value, str):
             raise ValueError(f"value of {key!r} must be a string")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import NamedTuple
@@ -16,7 +18,7 @@ from glowing_fiesta import monitoring
 from glowing_fiesta.exceptions import Problem
 
 from . import caches, partitions, purges, storage
-from .models import Metric, MetricType
+from .models import Metric, MetricType, Series
 from .selectors import MetricNotFound
 
 _NO_TAGS: Mapping[str, str] = MappingProxyType({})
@@ -192,11 +194,184 @@ def _conflict_error(index: int, name: str, metric_type: str, point_type: str) ->
     }
 
 
+# --- the one refusal path of the protocols ---------------------------------------------------
+
+# Why points of `points_ingest_partial` were not stored.
+TYPE_CONFLICT = "type-conflict"  # the metric has the other type (metric_type: which, if known)
+TWO_TYPES = "two-types"  # a new metric given both types in one write: which was meant is unknown
+SERIES_LIMIT = "series-limit"  # the metric has METRIC_MAX_SERIES tag sets (limit: how many)
+
+
+class Refusal(NamedTuple):
+    """Why points of one metric were not stored.
+
+    `metric_type` is the metric's type when it was known before the write, None when the
+    conflict came from a write that committed in between; `detail` is the service's message.
+    """
+
+    reason: str
+    name: str
+    detail: str
+    metric_type: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class PartialIngest:
+    """What `points_ingest_partial` stored, and what it refused and why."""
+
+    stored: int
+    refused: list[tuple[int, Refusal]]  # (index in `points`, why), in the order refused
+    derived_refused: dict[str, Refusal]  # the names of `derived` whose points were not made
+    retries: int  # writes redone without what a concurrent write made impossible
+
+
+def points_ingest_partial(
+    *,
+    points: Sequence[PointInput],
+    derived: Mapping[str, str] | None = None,
+    derive: Callable[[AbstractSet[str]], Sequence[PointInput]] | None = None,
+    trim_series: bool = False,
+) -> PartialIngest:
+    """Store what can be stored of `points`; return what was refused and why.
+
+    The one write path of every protocol (the JSON endpoints refuse a whole batch instead).
+    Points whose metric exists with the other type (one look-up), or whose new metric is
+    given both types in this write, are refused up front. Should the write still fail (a
+    metric created with the other type meanwhile, a series limit reached), it is redone
+    without that metric, each round refusing one more, so this ends. Past a metric's series
+    limit, `trim_series` keeps its existing series and the first new ones that fit (StatsD has
+    no sender to tell); otherwise the metric's points are refused whole, its sender being told
+    which metric and why.
+
+    `derive`, when given, makes more points inside the write's transaction, `derived` naming
+    their metrics and types (screened like the points): it is called with the names refused so
+    far, so that the rows it locks (cumulative streams) stay locked until its points commit.
+    """
+    derived = derived or {}
+    wanted: dict[str, set[str]] = {}
+    for point in points:
+        wanted.setdefault(point.name, set()).add(point.type)
+    for name, metric_type in derived.items():
+        wanted.setdefault(name, set()).add(metric_type)
+    existing = _existing_types(wanted)
+    excluded: dict[str, Refusal] = {}  # every point of these is refused
+    typed: dict[str, Refusal] = {}  # the points of another type than the metric's are refused
+    for name, types in wanted.items():
+        known = existing.get(name)
+        if known is None and len(types) > 1:
+            excluded[name] = Refusal(TWO_TYPES, name, f"Metric {name!r} is given two types.")
+        elif known is not None and types != {known}:
+            refusal = Refusal(TYPE_CONFLICT, name, f"Metric {name!r} is a {known}.", known)
+            typed[name] = refusal
+            if derived.get(name, known) != known:
+                excluded[name] = refusal
+    refused: list[tuple[int, Refusal]] = []
+    pending: list[tuple[int, PointInput]] = []
+    for index, point in enumerate(points):
+        refusal = excluded.get(point.name) or typed.get(point.name)
+        if refusal is not None and (
+            refusal.reason != TYPE_CONFLICT or refusal.metric_type != point.type
+        ):
+            refused.append((index, refusal))
+        else:
+            pending.append((index, point))
+    trimmed: set[str] = set()
+    for retries in range(2 * len(wanted) + 1):
+        try:
+            stored = _ingest_without(pending, excluded.keys(), derive)
+        except MetricTypeConflict as exc:
+            raced = {error["name"] for error in exc.errors or ()} - excluded.keys()
+            if not raced:
+                raise
+            for name in raced:
+                excluded[name] = Refusal(
+                    TYPE_CONFLICT, name, f"Metric {name!r} exists with the other type."
+                )
+        except SeriesLimitExceeded as exc:
+            name, limit = exc.extra["metric"], exc.extra["limit"]
+            if name in excluded:
+                raise
+            refusal = Refusal(SERIES_LIMIT, name, exc.detail, limit=limit)
+            if trim_series and name not in trimmed:
+                trimmed.add(name)
+                pending = _series_trim(pending, refusal, refused)
+                continue
+            excluded[name] = refusal
+        else:
+            derived_refused = {n: r for n, r in excluded.items() if n in derived}
+            return PartialIngest(stored, refused, derived_refused, retries)
+        kept = []
+        for index, point in pending:
+            refusal = excluded.get(point.name)
+            if refusal is None:
+                kept.append((index, point))
+            else:
+                refused.append((index, refusal))
+        pending = kept
+    raise AssertionError("unreachable: each round refuses one more metric or trims one")
+
+
+def _ingest_without(
+    pending: Sequence[tuple[int, PointInput]],
+    excluded: AbstractSet[str],
+    derive: Callable[[AbstractSet[str]], Sequence[PointInput]] | None,
+) -> int:
+    points = [point for _, point in pending]
+    if derive is None:
+        return points_ingest(points=points)
+    with transaction.atomic():
+        return points_ingest(points=points + list(derive(excluded)))
+
+
+def _existing_types(wanted: Iterable[str]) -> dict[str, str]:
+    """The types of those of `wanted` that are metrics: from the cache, the rest in one query."""
+    found: dict[str, str] = {}
+    missing = []
+    for name in wanted:
+        ref = caches.metric_cached(name)
+        if ref is None:
+            missing.append(name)
+        else:
+            found[name] = ref.type
+    if missing:
+        found |= dict(Metric.objects.filter(name__in=missing).values_list("name", "type"))
+    return found
+
+
+def _series_trim(
+    pending: list[tuple[int, PointInput]], refusal: Refusal, refused: list[tuple[int, Refusal]]
+) -> list[tuple[int, PointInput]]:
+    """The pending points less those of the metric's new series past its limit (to `refused`):
+    its existing series and the first new ones that fit are kept."""
+    name = refusal.name
+    existing = set(Series.objects.filter(metric__name=name).values_list("tags_hash", flat=True))
+    room = max(0, (refusal.limit or 0) - len(existing))
+    admitted: set = set()
+    kept = []
+    for index, point in pending:
+        if point.name == name:
+            digest = storage.tags_hash(point.tags)
+            if digest not in existing and digest not in admitted:
+                if len(admitted) >= room:
+                    refused.append((index, refusal))
+                    continue
+                admitted.add(digest)
+        kept.append((index, point))
+    return kept
+
+
 __all__ = [
+    "SERIES_LIMIT",
+    "TWO_TYPES",
+    "TYPE_CONFLICT",
     "MetricType",
     "MetricTypeConflict",
+    "PartialIngest",
     "PointInput",
+    "Refusal",
     "SeriesLimitExceeded",
     "metric_delete",
     "points_ingest",
+    "points_ingest_partial",
 ]

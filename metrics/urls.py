@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import batches, discovery, influx, ingest, remote_write, series
+from .views import batches, discovery, ingest, series
 
 urlpatterns = [
     path("metrics", discovery.MetricListView.as_view(), name="metric-list"),
@@ -9,8 +9,6 @@ urlpatterns = [
     path("metrics/counter", ingest.CounterView.as_view(), name="metric-counter"),
     path("metrics/value", ingest.ValueView.as_view(), name="metric-value"),
     path("metrics/batch", ingest.BatchView.as_view(), name="metric-batch"),
-    path("v1/write", remote_write.RemoteWriteView.as_view(), name="remote-write"),
-    path("v2/write", influx.InfluxV2WriteView.as_view(), name="influx-v2-write"),
     path("batches/<int:batch_id>", batches.BatchStatusView.as_view(), name="ingest-batch"),
     # Last: any other metrics/... route above wins over a metric of the same name.
     path("metrics/<path:name>", series.SeriesQueryView.as_view(), name="metric-query"),

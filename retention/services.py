@@ -92,7 +92,7 @@ PRUNE_RULES: tuple[PruneRule, ...] = (
     # until an operator retries or deletes them.
     PruneRule("ingest_batches", "processed_at", _days("QUEUE_KEEP_DAYS"), where="state = 'done'"),
     # Counter streams (OTLP, remote write) silent for as long as points are kept; one seen
-    # again after that is treated as a new stream (metrics/cumulative.py).
+    # again after that is treated as a new stream (protocols/cumulative.py).
     PruneRule("cumulative_streams", "updated_at", _days("RETENTION_DAYS")),
 )
 

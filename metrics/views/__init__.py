@@ -1,1 +1,1 @@
-"""HTTP views of metrics, one module per noun: ingest, series, batches, influx."""
+"""HTTP views of metrics, one module per noun: ingest, series, batches, discovery, chart."""

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ["metrics", "idempotency", "retention", "apikeys"]
+APPS = ["metrics", "protocols", "idempotency", "retention", "apikeys"]
 
 
 def _tables():
@@ -37,6 +37,19 @@ def test_every_app_migrates_to_zero_and_back():
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'metric_points'::regclass"
         )
         assert cursor.fetchone()[0] >= 17  # 8 days back, today, 8 days ahead
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_cumulative_streams_model_moves_to_protocols_and_back_without_touching_its_table():
+    from django.db.migrations.recorder import MigrationRecorder
+
+    moves = {("protocols", "0001_initial"), ("metrics", "0012_cumulative_streams_move_out")}
+    call_command("migrate", "protocols", "zero", verbosity=0)
+    assert not moves & set(MigrationRecorder(connection).applied_migrations())
+    assert "cumulative_streams" in _tables()
+    call_command("migrate", verbosity=0)
+    assert moves <= set(MigrationRecorder(connection).applied_migrations())
+    assert "cumulative_streams" in _tables()
 
 
 @pytest.mark.django_db(transaction=True)

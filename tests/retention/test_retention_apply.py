@@ -12,13 +12,13 @@ from django.db import connection
 from glowing_fiesta import locks
 from glowing_fiesta.logging import JsonFormatter
 from metrics.models import (
-    CumulativeStream,
     IngestBatch,
     MetricPoint,
     RollupDay,
     RollupHour,
     RollupMinute,
 )
+from protocols.models import CumulativeStream
 from retention.services import retention_apply
 from tests.helpers import wait_for
 

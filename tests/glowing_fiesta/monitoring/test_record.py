@@ -206,9 +206,9 @@ def test_any_method_token_shares_one_label(api_client, scrape):
 def test_what_a_statsd_flush_cannot_store_counts_by_reason(scrape):
     from datetime import UTC, datetime
 
-    from metrics.management.commands.statsd import count_failures
-    from metrics.protocols.statsd import Aggregator
-    from metrics.protocols.statsd_store import WriteOutcome
+    from protocols.management.commands.statsd import count_failures
+    from protocols.statsd import Aggregator
+    from protocols.statsd_flush import WriteOutcome
 
     aggregator = Aggregator(max_series=100, max_samples=100)
     aggregator.add_packet(b"ok:1|c\nnot a line\nalso:bad|zz")

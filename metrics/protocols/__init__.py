@@ -1,1 +1,0 @@
-"""Wire formats of other tools, turned into PointInputs for points_ingest."""

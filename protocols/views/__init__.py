@@ -1,0 +1,1 @@
+"""HTTP views of the protocol endpoints, one module per wire format."""
