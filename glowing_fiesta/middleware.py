@@ -173,7 +173,7 @@ class BodyCompleteMiddleware:
         if declared.isdigit() and int(declared) > 0:
             stream = BodyStream(meta["wsgi.input"], int(declared))
             # Django made its own stream over the server's input when the request was built.
-            request._stream = LimitedStream(stream, int(declared))  # type: ignore[attr-defined]
+            request._stream = LimitedStream(stream, int(declared))
         elif "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and meta.get(
             "wsgi.input_terminated"
         ):
