@@ -121,11 +121,19 @@ class BodyStream:
         wanted = remaining if size is None or size < 0 else min(size, remaining)
         if not wanted:
             return b""
-        line = self._call(self._stream.readline, wanted)
-        self.received += len(line)
-        if len(line) < wanted and not line.endswith(b"\n"):
-            raise self._incomplete()
-        return line
+        parts: list[bytes] = []
+        got = 0
+        while got < wanted:
+            part = self._call(self._stream.readline, wanted - got)
+            if not part:
+                self.received += got
+                raise self._incomplete()
+            parts.append(part)
+            got += len(part)
+            if part.endswith(b"\n"):
+                break
+        self.received += got
+        return b"".join(parts)
 
     def _call(self, read: Callable[[int], bytes], size: int) -> bytes:
         try:

@@ -65,6 +65,14 @@ def test_readline_stops_at_lines_and_at_the_declared_end():
     assert stream.readline() == b""
 
 
+def test_readline_reads_whole_lines_from_small_pieces():
+    stream = BodyStream(Trickle(b"first line\nsecond"), 17)
+
+    assert stream.readline() == b"first line\n"
+    assert stream.readline() == b"second"
+    assert stream.readline() == b""
+
+
 def test_readline_of_a_short_body_is_incomplete():
     stream = BodyStream(io.BytesIO(b"one\ntw"), 13)
 
