@@ -54,11 +54,17 @@ accesslog = None
 errorlog = "-"
 loglevel = "info"
 
-# Requests gunicorn refuses before the application sees them (docs/SECURITY.md, "Limits"):
-# a request line (method, path and query string) over 4094 bytes gets 414; more than 50 header
-# fields, or one over 8190 bytes, gets 431; a malformed request 400. The proxy in front should
-# refuse first (deploy/nginx/glowing-fiesta.conf); these hold if it does not.
-limit_request_line = 4094
+# Requests gunicorn refuses before the application sees them (docs/DEPLOYMENT.md, "gunicorn's
+# limits"): a request line (method, path and query string) over 8190 bytes gets 414; more than
+# 50 header fields, or one over 8190 bytes, gets 431; a malformed request 400. The proxy in front
+# should refuse first (deploy/nginx/glowing-fiesta.conf); these hold if it does not.
+#
+# The request line: the longest query the service takes is GET /api/metrics/{name} with a
+# 191-character name, ten tag filters (a series holds at most ten tags) of a 64-character key
+# and a 191-character value, both timestamps, the longest zone name and group_by: 7,473 bytes
+# with every character of the name, the values, the timestamps and the zone percent-encoded
+# (tests/glowing_fiesta/test_gunicorn_conf.py computes it). 8190 is gunicorn's maximum.
+limit_request_line = 8190
 limit_request_fields = 50
 limit_request_field_size = 8190
 

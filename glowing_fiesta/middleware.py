@@ -1,5 +1,5 @@
 """Request-level guards that run before any view: HTTPS for the API, no caching of API answers,
-and request bodies sent without a Content-Length.
+request bodies cut off before their end, and request bodies sent without a Content-Length.
 
 Each one answers in problem+json, like every other error of the service.
 """
@@ -9,13 +9,22 @@ from __future__ import annotations
 import functools
 import io
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from gunicorn.http.errors import ChunkMissingTerminator, ParseException
 
-from .exceptions import HttpsRequired, LengthRequired, PayloadTooLarge, problem_http_response
+from .exceptions import (
+    BodyIncomplete,
+    HttpsRequired,
+    LengthRequired,
+    PayloadTooLarge,
+    Problem,
+    problem_http_response,
+)
 
 Handler = Callable[[HttpRequest], HttpResponse]
 
@@ -64,6 +73,134 @@ class ApiCacheControlMiddleware:
         return response
 
 
+class BodyStream:
+    """A request body's WSGI input that ends where the body does, or not at all.
+
+    Servers hand over what arrived before the connection closed: gunicorn's reader of a body of
+    known length returns fewer bytes than its Content-Length at EOF, and every reader above it
+    (Django's `request.body`, the protocols' capped reader) takes them for the whole body. Here
+    each read returns everything it asks for within the declared length, or raises
+    BodyIncomplete when the input ends before that; a chunked body that ends before its last
+    chunk (gunicorn raises NoMoreData or ChunkMissingTerminator) raises it too. Every reader
+    reads the whole body before parsing any of it, so nothing of a cut-off body is ever stored.
+    `failure` keeps the refusal, for the middleware to make sure the client gets it.
+    """
+
+    def __init__(self, stream: Any, length: int | None) -> None:
+        self._stream = stream
+        self.length = length  # None: chunked, ended by the server
+        self.received = 0
+        self.failure: Problem | None = None
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self.length is None:
+            data = self._call(self._stream.read, -1 if size is None else size)
+            self.received += len(data)
+            return data
+        remaining = self.length - self.received
+        wanted = remaining if size is None or size < 0 else min(size, remaining)
+        parts: list[bytes] = []
+        got = 0
+        # A stream may return less than asked before its end; only an empty read is the end.
+        while got < wanted:
+            part = self._call(self._stream.read, wanted - got)
+            if not part:
+                self.received += got
+                raise self._incomplete()
+            parts.append(part)
+            got += len(part)
+        self.received += got
+        return b"".join(parts)
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        if self.length is None:
+            line = self._call(self._stream.readline, -1 if size is None else size)
+            self.received += len(line)
+            return line
+        remaining = self.length - self.received
+        wanted = remaining if size is None or size < 0 else min(size, remaining)
+        if not wanted:
+            return b""
+        parts: list[bytes] = []
+        got = 0
+        while got < wanted:
+            part = self._call(self._stream.readline, wanted - got)
+            if not part:
+                self.received += got
+                raise self._incomplete()
+            parts.append(part)
+            got += len(part)
+            if part.endswith(b"\n"):
+                break
+        self.received += got
+        return b"".join(parts)
+
+    def _call(self, read: Callable[[int], bytes], size: int) -> bytes:
+        try:
+            return read(size)
+        except (ChunkMissingTerminator, OSError):
+            # OSError: gunicorn's NoMoreData (EOF inside a chunk), a reset, a read timeout.
+            raise self._incomplete() from None
+        except ParseException as exc:
+            self.failure = Problem(f"The chunked body is malformed: {exc}.")
+            raise self.failure from None
+
+    def _incomplete(self) -> BodyIncomplete:
+        if self.length is None:
+            detail = (
+                "The chunked body ended before its last (zero-size) chunk: the upload was cut "
+                "off. Nothing was stored; send it again."
+            )
+        else:
+            detail = (
+                f"The body ended after {self.received} of the {self.length} bytes its "
+                "Content-Length declared: the upload was cut off. Nothing was stored; send it "
+                "again."
+            )
+        self.failure = BodyIncomplete(detail)
+        return self.failure
+
+
+class BodyCompleteMiddleware:
+    """Every request that declares a body reads it through a BodyStream: a body shorter than its
+    Content-Length, or a chunked one without its last chunk, is refused with 400
+    `body-incomplete` before any of it is parsed, on every endpoint.
+
+    The views answer the refusal themselves (the protocol endpoints in their own error shape);
+    whatever read it elsewhere (a form in the admin, another middleware), the answer is the same
+    400 in problem+json, never a 500 or an answer about the half that arrived.
+    """
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        meta = request.META
+        declared = meta.get("CONTENT_LENGTH") or ""
+        stream: BodyStream | None = None
+        if declared.isdigit() and int(declared) > 0:
+            stream = BodyStream(meta["wsgi.input"], int(declared))
+            # Django made its own stream over the server's input when the request was built.
+            request._stream = LimitedStream(stream, int(declared))
+        elif "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and meta.get(
+            "wsgi.input_terminated"
+        ):
+            stream = BodyStream(meta["wsgi.input"], None)
+        if stream is not None:
+            meta["wsgi.input"] = stream
+        response = self.get_response(request)
+        if stream is not None and stream.failure is not None and response.status_code != 400:
+            return problem_http_response(stream.failure)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A view outside DRF that read a cut-off body: the 400, not a logged 500."""
+        stream = request.META.get("wsgi.input")
+        if isinstance(stream, BodyStream) and exception is stream.failure:
+            return problem_http_response(stream.failure)
+        return None
+
+
 @functools.cache
 def _self_reading() -> frozenset[str]:
     # The protocol endpoints (OTLP, remote write, InfluxDB) read their own, much larger, bodies
@@ -95,7 +232,10 @@ class ChunkedBodyMiddleware:
                     LengthRequired("Send the body with a Content-Length header.")
                 )
             limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-            body = meta["wsgi.input"].read(limit + 1)
+            try:
+                body = meta["wsgi.input"].read(limit + 1)
+            except Problem as exc:  # a BodyStream's: cut off or malformed
+                return problem_http_response(exc)
             if len(body) > limit:
                 return problem_http_response(
                     PayloadTooLarge(

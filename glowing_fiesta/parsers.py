@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.parsers import BaseParser
 
 from .exceptions import PayloadTooLarge
@@ -35,6 +35,11 @@ class StrictJSONParser(BaseParser):
     """JSON only; at most DATA_UPLOAD_MAX_MEMORY_SIZE bytes (413); NaN/Infinity and absurd
     nesting are a 400 (Python's decoder would raise RecursionError, a 500, on deep nesting).
 
+    The body is taken as sent: any Content-Encoding but `identity` is a 415 naming it, before a
+    byte is read. Decoding gzip would buy little for bodies of at most 512 KiB, and taking a
+    `br` body as plain JSON (what ignoring the header did) stores whatever the bytes happen to
+    say.
+
     DRF reads the body from the request stream, which bypasses Django's own size check, so the
     cap is enforced here: by Content-Length up front and by the bytes actually read.
     """
@@ -48,6 +53,13 @@ class StrictJSONParser(BaseParser):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         request = (parser_context or {}).get("request")
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+        encoding = request.META.get("HTTP_CONTENT_ENCODING", "") if request is not None else ""
+        if encoding.strip().lower() not in ("", "identity"):
+            raise UnsupportedMediaType(
+                encoding,
+                detail=f"Content-Encoding {encoding.strip()[:40]!r} is not accepted here: send "
+                "the JSON body unencoded (no Content-Encoding, or identity).",
+            )
         too_large = PayloadTooLarge(
             f"The request body is larger than the {limit // 1024} KiB limit."
         )

@@ -73,6 +73,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "glowing_fiesta.logging.RequestLogMiddleware",
     "glowing_fiesta.monitoring.middleware.RequestMetricsMiddleware",
+    # Before anything reads the body: one cut off before its Content-Length or its last chunk
+    # is refused (400 body-incomplete), whatever endpoint reads it.
+    "glowing_fiesta.middleware.BodyCompleteMiddleware",
     # Before anything reads the body: a chunked upload gets a length (or a 411/413).
     "glowing_fiesta.middleware.ChunkedBodyMiddleware",
     # Redirects browser pages to https; HSTS, nosniff, Referrer-Policy, COOP on every response.

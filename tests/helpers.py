@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import time
+import zoneinfo
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from django.db import connection
 
 from glowing_fiesta.exceptions import PROBLEM_CONTENT_TYPE, TYPE_PREFIX
+from metrics import points, selectors
 from metrics.services import PointInput, points_ingest
 
 PROBLEM = PROBLEM_CONTENT_TYPE
+GUNICORN_CONF = Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py"
 
 # Unmanaged (hand-made) tables: Django's flush after a transactional test leaves them alone.
 POINT_TABLES = (
@@ -80,3 +85,39 @@ def wait_for(predicate: Callable[[], object], *, timeout: float, what: str, log=
             details = f"\n--- log ---\n{log()}" if log else ""
             pytest.fail(f"timed out after {timeout} s waiting for {what}{details}")
         time.sleep(0.1)
+
+
+def longest_query_target() -> str:
+    """The longest request target GET /api/metrics/{name} takes, as a client that percent-encodes
+    everything but letters, digits and `_.-` in keys sends it: a name of NAME_MAX characters,
+    TAGS_MAX tag filters (a series holds no more tags) of a 64-character key and a value of
+    TAG_VALUE_MAX characters, both timestamps, the longest aggregation, zone and fill, group_by."""
+
+    def encoded(text: str) -> str:
+        return "".join(f"%{ord(c):02X}" for c in text)
+
+    key = "k" * 64
+    when = encoded("2026-03-29T00:00:00.000000+01:00")
+    params = [
+        ("from", when),
+        ("to", when),
+        ("interval", max(selectors.INTERVALS, key=len)),
+        ("aggregation", max(selectors.AGGREGATIONS, key=len)),
+        ("tz", encoded(max(zoneinfo.available_timezones(), key=len))),
+        ("fill", max(selectors.FILLS, key=len)),
+        ("group_by", key),
+    ]
+    params += [("tag", key + encoded(":" + "v" * points.TAG_VALUE_MAX))] * points.TAGS_MAX
+    name = encoded("a" * points.NAME_MAX)
+    return f"/api/metrics/{name}?" + "&".join(f"{k}={v}" for k, v in params)
+
+
+def gunicorn_conf_value(name: str) -> object:
+    """A constant of deploy/gunicorn.conf.py, read without running the file (running it patches
+    gunicorn's error pages in this process)."""
+    for node in ast.parse(GUNICORN_CONF.read_text()).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [
+            name
+        ]:
+            return ast.literal_eval(node.value)
+    raise LookupError(name)

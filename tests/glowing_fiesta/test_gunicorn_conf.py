@@ -1,6 +1,7 @@
 """deploy/gunicorn.conf.py's hooks run in gunicorn's arbiter, the process every worker is forked
 from: they must do their work without importing the application, or workers started after a
-reload (HUP) would run the old release's settings and Celery app."""
+reload (HUP) would run the old release's settings and Celery app. Its request-line limit holds
+the longest query the service takes."""
 
 import json
 import os
@@ -8,7 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gunicorn.http.message import MAX_REQUEST_LINE
+
+from tests.helpers import gunicorn_conf_value, longest_query_target
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_longest_query_fits_the_request_line_limit():
+    line = f"GET {longest_query_target()} HTTP/1.1"
+
+    assert len(line) <= gunicorn_conf_value("limit_request_line") <= MAX_REQUEST_LINE
+    assert len(line) == 7473  # the figure deploy/gunicorn.conf.py and docs/DEPLOYMENT.md give
+
 
 ARBITER = """
 import json, runpy, sys

@@ -1,15 +1,18 @@
 """One error shape on every path: what Django or gunicorn answer before a view is problem+json."""
 
 import json
+import socket
 
 import pytest
 from django.test import Client
 
+from tests.helpers import gunicorn_conf_value, longest_query_target
 from tests.security.conftest import HTTPS
 
 pytestmark = pytest.mark.django_db
 
 PROBLEM = "application/problem+json"
+LIMIT_REQUEST_LINE = gunicorn_conf_value("limit_request_line")
 
 
 def _problem(response, status: int, slug: str) -> dict:
@@ -73,7 +76,7 @@ def test_gunicorn_refusals_are_problem_documents(gunicorn_server):
     cases = [
         ({"X-Long": "x" * 9000}, "/healthz", 431),
         ({f"X-H{i}": "1" for i in range(60)}, "/healthz", 431),
-        ({}, "/healthz?" + "q" * 5000, 414),
+        ({}, "/healthz?" + "q" * 9000, 414),
     ]
     for headers, path, status in cases:
         response, body = gunicorn_server.request("GET", path, headers={**HTTPS, **headers})
@@ -85,6 +88,73 @@ def test_gunicorn_refusals_are_problem_documents(gunicorn_server):
     response, body = gunicorn_server.request("GET", "/healthz", headers={"Host": "evil.example"})
     assert response.status == 400
     assert json.loads(body)["type"].endswith(":host-not-allowed")
+
+
+def _raw_exchange(server, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """`raw` sent as is (http.client refuses what these tests send), the answer read to EOF."""
+    with socket.create_connection((server.host, server.port), timeout=30) as sock:
+        sock.sendall(raw)
+        received = bytearray()
+        while data := sock.recv(65536):
+            received += data
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def _gunicorn_problem(answer: tuple[int, dict[str, str], bytes], status: int) -> dict:
+    code, headers, body = answer
+    assert code == status, answer
+    assert headers["content-type"] == PROBLEM
+    problem = json.loads(body)
+    assert problem["status"] == status
+    assert problem["type"].startswith("urn:glowing-fiesta:problem:")
+    return problem
+
+
+@pytest.mark.server
+def test_a_request_line_at_the_limit_is_served_and_one_byte_longer_is_a_414_problem(
+    gunicorn_server,
+):
+    def line_of(length: int) -> bytes:
+        start, end = "GET /healthz?q=", " HTTP/1.1"
+        line = start + "q" * (length - len(start) - len(end)) + end
+        assert len(line) == length
+        return f"{line}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+
+    at_limit = _raw_exchange(gunicorn_server, line_of(LIMIT_REQUEST_LINE))
+    over = _raw_exchange(gunicorn_server, line_of(LIMIT_REQUEST_LINE + 1))
+
+    assert at_limit[0] == 200, at_limit
+    assert _gunicorn_problem(over, 414)["title"] == "URI Too Long"
+
+
+@pytest.mark.server
+def test_the_longest_query_passes_gunicorn(gunicorn_server, api_key):
+    _, raw = api_key
+    answer = _raw_exchange(
+        gunicorn_server,
+        f"GET {longest_query_target()} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {raw}\r\n"
+        "X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n".encode(),
+    )
+
+    # Read by the service: the metric does not exist.
+    assert answer[0] == 404, answer
+    assert json.loads(answer[2])["type"].endswith(":metric-not-found")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("value", [b"\x01", b"k\x7fk", b"a\x00"])
+def test_a_control_byte_in_a_header_is_a_400_problem(gunicorn_server, value):
+    answer = _raw_exchange(
+        gunicorn_server,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nIdempotency-Key: "
+        + value
+        + b"\r\nConnection: close\r\n\r\n",
+    )
+
+    assert _gunicorn_problem(answer, 400)["type"].endswith(":bad-request")
 
 
 @pytest.mark.server
