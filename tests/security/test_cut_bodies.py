@@ -25,7 +25,6 @@ from pathlib import Path
 import cramjam
 import pytest
 from google.protobuf import json_format
-from metrics.protocols.prometheus_pb import WriteRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -33,6 +32,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from glowing_fiesta.devstack import free_port
 from glowing_fiesta.exceptions import PROBLEM_CONTENT_TYPE, TYPE_PREFIX
 from metrics.models import Metric, MetricPoint
+from protocols.prometheus_pb import WriteRequest
 from tests.security.conftest import ROOT, Server
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
