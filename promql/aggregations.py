@@ -95,7 +95,9 @@ def aggregate(
     raise Unsupported(f"aggregation {op}() is not supported")
 
 
-def _top(vector: Vector, names: list[str], without: bool, k: np.ndarray, *, largest: bool) -> Vector:
+def _top(
+    vector: Vector, names: list[str], without: bool, k: np.ndarray, *, largest: bool
+) -> Vector:
     """topk/bottomk: each series kept at the steps where it ranks within k of its group.
 
     NaN ranks last either way, as in Prometheus's heaps.
@@ -113,7 +115,9 @@ def _top(vector: Vector, names: list[str], without: bool, k: np.ndarray, *, larg
         # Order within each step: absent last, then NaN, then by value.
         order = np.lexsort((keys, nan, ~mask), axis=0)
         ranks = np.empty_like(order)
-        np.put_along_axis(ranks, order, np.arange(len(members))[:, None].repeat(values.shape[1], 1), axis=0)
+        np.put_along_axis(
+            ranks, order, np.arange(len(members))[:, None].repeat(values.shape[1], 1), axis=0
+        )
         keep = mask & (ranks < limit[None, :])
         present[members] = keep
     out = Vector(list(vector.labels), vector.values, present, vector.times).compact()

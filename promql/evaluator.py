@@ -16,7 +16,7 @@ import numpy as np
 import promql_parser as pp
 
 from . import aggregations, functions, operators, windows
-from .errors import BadData, ExecutionError, QueryTimeout, Unsupported
+from .errors import BadData, QueryTimeout, Unsupported
 from .values import (
     NAME,
     Labels,
@@ -51,7 +51,12 @@ class Source(Protocol):
 
 
 # The parser's enums are not hashable: keyed by their text.
-_MATCH_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
+_MATCH_OPS = {
+    "MatchOp.Equal": "=",
+    "MatchOp.NotEqual": "!=",
+    "MatchOp.Re": "=~",
+    "MatchOp.NotRe": "!~",
+}
 
 _CARDINALITY = {
     "VectorMatchCardinality.OneToOne": "one-to-one",
@@ -143,7 +148,9 @@ class Evaluator:
             return Scalar(-value.values)
         if isinstance(value, Vector):
             return names_dropped(value, -value.values)
-        raise BadData("unary expression only allowed on expressions of type scalar or instant vector")
+        raise BadData(
+            "unary expression only allowed on expressions of type scalar or instant vector"
+        )
 
     def _refs(self, node: Any, times: np.ndarray) -> np.ndarray:
         """The times a selector reads at: the step times, or its @ time, less its offset."""
@@ -256,7 +263,9 @@ class Evaluator:
         keep_name = name in _KEEP_NAME
         labels, rows, presence = [], [], []
         for samples in series:
-            values, present = windows.range_apply(name, samples, ends, range_ms, steps=times, scalar=scalar)
+            values, present = windows.range_apply(
+                name, samples, ends, range_ms, steps=times, scalar=scalar
+            )
             if not present.any():
                 continue
             labels.append(samples.labels if keep_name else without_name(samples.labels))
@@ -267,7 +276,9 @@ class Evaluator:
         out = Vector(labels, np.array(rows, dtype=float), np.array(presence))
         return out if keep_name else distinct(out)
 
-    def _absent(self, node: Any, series: list[Samples], ends: np.ndarray, range_ms: int, times: np.ndarray) -> Vector:
+    def _absent(
+        self, node: Any, series: list[Samples], ends: np.ndarray, range_ms: int, times: np.ndarray
+    ) -> Vector:
         any_present = np.zeros(len(times), dtype=bool)
         for samples in series:
             lo, hi = windows.window_bounds(samples.times, ends, range_ms)
@@ -328,7 +339,9 @@ class Evaluator:
         if name == "time":
             return Scalar(times / 1000.0)
         if name == "vector":
-            return Vector([()], self._scalar_arg(args[0], times)[None, :], np.ones((1, n), dtype=bool))
+            return Vector(
+                [()], self._scalar_arg(args[0], times)[None, :], np.ones((1, n), dtype=bool)
+            )
         if name == "scalar":
             vector = self._vector_arg(args[0], times)
             count = vector.present.sum(axis=0)
@@ -339,26 +352,40 @@ class Evaluator:
             return Scalar(values)
         if name == "timestamp":
             vector = self._vector_arg(args[0], times)
-            stamps = vector.times if vector.times is not None else np.broadcast_to(times, vector.values.shape)
+            stamps = (
+                vector.times
+                if vector.times is not None
+                else np.broadcast_to(times, vector.values.shape)
+            )
             return names_dropped(vector, stamps / 1000.0)
         if name == "absent":
             vector = self._vector_arg(args[0], times)
             arg = args[0]
             selector = arg if type(arg).__name__ == "VectorSelector" else None
-            return self._absent_vector(selector, ~vector.present.any(axis=0) if len(vector) else np.ones(n, dtype=bool))
+            return self._absent_vector(
+                selector, ~vector.present.any(axis=0) if len(vector) else np.ones(n, dtype=bool)
+            )
         if name in ("sort", "sort_desc"):
-            return functions.sort_rows(self._vector_arg(args[0], times), descending=name == "sort_desc")
+            return functions.sort_rows(
+                self._vector_arg(args[0], times), descending=name == "sort_desc"
+            )
         if name == "round":
             to = self._scalar_arg(args[1], times) if len(args) > 1 else np.ones(n)
             return functions.round_to(self._vector_arg(args[0], times), to)
         if name == "clamp":
             return functions.clamp(
-                self._vector_arg(args[0], times), self._scalar_arg(args[1], times), self._scalar_arg(args[2], times)
+                self._vector_arg(args[0], times),
+                self._scalar_arg(args[1], times),
+                self._scalar_arg(args[2], times),
             )
         if name == "clamp_min":
-            return functions.clamp(self._vector_arg(args[0], times), self._scalar_arg(args[1], times), None)
+            return functions.clamp(
+                self._vector_arg(args[0], times), self._scalar_arg(args[1], times), None
+            )
         if name == "clamp_max":
-            return functions.clamp(self._vector_arg(args[0], times), None, self._scalar_arg(args[1], times))
+            return functions.clamp(
+                self._vector_arg(args[0], times), None, self._scalar_arg(args[1], times)
+            )
         if name in functions.DATE_FUNCTIONS:
             if args:
                 vector = self._vector_arg(args[0], times)
@@ -378,7 +405,9 @@ class Evaluator:
                 [self._string_arg(arg, times) for arg in args[3:]],
             )
         if name == "histogram_quantile":
-            return functions.histogram_quantile(self._scalar_arg(args[0], times), self._vector_arg(args[1], times))
+            return functions.histogram_quantile(
+                self._scalar_arg(args[0], times), self._vector_arg(args[1], times)
+            )
         raise Unsupported(f"function {name}() is not supported")
 
     # -- aggregations -------------------------------------------------------------------------
@@ -414,7 +443,9 @@ class Evaluator:
             return operators.vector_scalar(op, right, left, swap=True, return_bool=return_bool)
         if isinstance(left, Vector) and isinstance(right, Vector):
             return operators.vector_vector(op, left, right, self._matching(op, modifier))
-        raise BadData(f"binary expression must contain only scalar and instant vector types, not {op}")
+        raise BadData(
+            f"binary expression must contain only scalar and instant vector types, not {op}"
+        )
 
     @staticmethod
     def _matching(op: str, modifier: Any) -> operators.Matching:

@@ -15,7 +15,16 @@ import numpy as np
 import re2
 
 from .errors import ExecutionError
-from .values import NAME, Labels, Vector, distinct, label_get, labels_of, names_dropped, without_name
+from .values import (
+    NAME,
+    Labels,
+    Vector,
+    distinct,
+    label_get,
+    labels_of,
+    names_dropped,
+    without_name,
+)
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 

@@ -82,7 +82,9 @@ def scalar_scalar(op: str, left: Scalar, right: Scalar, return_bool: bool) -> Sc
     return Scalar(values)
 
 
-def vector_scalar(op: str, vector: Vector, scalar: Scalar, *, swap: bool, return_bool: bool) -> Vector:
+def vector_scalar(
+    op: str, vector: Vector, scalar: Scalar, *, swap: bool, return_bool: bool
+) -> Vector:
     """`vector op scalar`, or `scalar op vector` when `swap`."""
     right = scalar.values[None, :]
     left = vector.values
@@ -163,7 +165,9 @@ def vector_vector(op: str, left: Vector, right: Vector, matching: Matching) -> V
             both = many.present[i] & one.present[j]
             if not both.any():
                 continue
-            left_values, right_values = (one.values[j], many.values[i]) if swapped else (many.values[i], one.values[j])
+            left_values, right_values = (
+                (one.values[j], many.values[i]) if swapped else (many.values[i], one.values[j])
+            )
             if matching.card == "one-to-one":
                 # Checked before a comparison filters: an ambiguous match is an error even
                 # where the comparison would drop it.
@@ -196,7 +200,9 @@ def vector_vector(op: str, left: Vector, right: Vector, matching: Matching) -> V
         earlier = seen.get(labels)
         if earlier is not None:
             if (earlier & present).any():
-                raise ExecutionError("multiple matches for labels: grouping labels must ensure unique matches")
+                raise ExecutionError(
+                    "multiple matches for labels: grouping labels must ensure unique matches"
+                )
             seen[labels] = earlier | present
         else:
             seen[labels] = present

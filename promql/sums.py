@@ -15,7 +15,9 @@ def kahan_inc(inc: np.ndarray, total: np.ndarray, c: np.ndarray) -> tuple[np.nda
     with np.errstate(all="ignore"):
         t = total + inc
         big = np.abs(total) >= np.abs(inc)
-        c = np.where(np.isinf(t), 0.0, np.where(big, c + ((total - t) + inc), c + ((inc - t) + total)))
+        c = np.where(
+            np.isinf(t), 0.0, np.where(big, c + ((total - t) + inc), c + ((inc - t) + total))
+        )
     return t, c
 
 
@@ -82,7 +84,9 @@ def prometheus_mean(values: np.ndarray, present: np.ndarray) -> np.ndarray:
         return np.where(np.isinf(mean) & incremental, mean, out)
 
 
-def window_positions(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def window_positions(
+    values: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """values[lo + k] for k below the longest window, as rows[k, windows], with presence."""
     longest = int((hi - lo).max()) if len(lo) else 0
     k = np.arange(longest)[:, None]

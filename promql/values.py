@@ -141,7 +141,9 @@ def distinct(vector: Vector) -> Vector:
     return vector.compact() if len(seen) != len(vector.labels) else vector
 
 
-def names_dropped(vector: Vector, values: np.ndarray | None = None, present: np.ndarray | None = None) -> Vector:
+def names_dropped(
+    vector: Vector, values: np.ndarray | None = None, present: np.ndarray | None = None
+) -> Vector:
     """`vector` (with new values or presence, if given) without metric names."""
     return distinct(
         Vector(

@@ -22,14 +22,18 @@ from .values import Samples
 Result = tuple[np.ndarray, np.ndarray]
 
 
-def window_bounds(times: np.ndarray, ends: np.ndarray, range_ms: int) -> tuple[np.ndarray, np.ndarray]:
+def window_bounds(
+    times: np.ndarray, ends: np.ndarray, range_ms: int
+) -> tuple[np.ndarray, np.ndarray]:
     """`lo, hi` such that `times[lo:hi]` are the samples in `(end - range, end]` for each end."""
     lo = np.searchsorted(times, ends - range_ms, side="right")
     hi = np.searchsorted(times, ends, side="right")
     return lo, hi
 
 
-def segment_reduce(ufunc: np.ufunc, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def segment_reduce(
+    ufunc: np.ufunc, values: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     """`ufunc.reduce(values[lo:hi])` for every window; meaningless where `lo >= hi`.
 
     `reduceat` over the interleaved bounds `[lo0, hi0, lo1, hi1, …]` reduces each
@@ -58,7 +62,9 @@ def _sum(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return segment_reduce(np.add, values, lo, hi)
 
 
-def _compensated_sum(times: np.ndarray, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _compensated_sum(
+    times: np.ndarray, values: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     """sum_over_time: a plain sum where it cannot have lost precision, else compensated."""
     plain = _sum(values, lo, hi)
     magnitude = segment_reduce(np.add, np.abs(values), lo, hi)
@@ -220,7 +226,9 @@ def _running_at(samples: Samples, running: np.ndarray, at: np.ndarray) -> np.nda
     return np.where(index >= 0, taken, samples.base)
 
 
-def _exact_increase(samples: Samples, lo: np.ndarray, hi: np.ndarray, ends: np.ndarray, range_ms: int) -> Result:
+def _exact_increase(
+    samples: Samples, lo: np.ndarray, hi: np.ndarray, ends: np.ndarray, range_ms: int
+) -> Result:
     """The sum of a counter's increments in each window, from its running totals."""
     running = samples.values
     present = hi > lo
@@ -265,7 +273,9 @@ def range_apply(
         return _instant_rate(times, values, lo, hi, is_rate=name == "irate")
     if name == "deriv":
         two = count >= 2
-        slope, _ = _regression(times, values, lo, hi, times[np.minimum(lo, len(times) - 1)] if len(times) else ends)
+        slope, _ = _regression(
+            times, values, lo, hi, times[np.minimum(lo, len(times) - 1)] if len(times) else ends
+        )
         return slope, two
     if name == "predict_linear":
         assert scalar is not None
