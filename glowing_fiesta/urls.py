@@ -31,6 +31,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", docs.swagger, name="docs"),
     path("api/redoc/", docs.redoc, name="redoc"),
+    path("", include("promql.urls")),
     path("api/", include("metrics.urls")),
     path("api/", include("apikeys.urls")),
 ]

@@ -1,0 +1,220 @@
+"""Reads of the Prometheus query API: the series a selector matches and their samples.
+
+`DatabaseSource` is what the evaluator reads through (promql.evaluator.Source). It lists the
+candidate metrics and series in SQL (promql.storage), matches labels in Python with RE2, and
+reads the points of the matched series only. A key's namespaces bound every read: a metric
+outside them does not exist here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import promql_parser as pp
+import re2
+from django.conf import settings
+
+from . import storage
+from .errors import BadData, TooManySeries
+from .evaluator import LabelMatcher, selector_matchers
+from .names import label_name, promql_name, series_labels
+from .values import NAME, Labels, Samples, label_get
+
+POSITIVE = frozenset(["=", "=~"])
+
+
+def _compile(matcher: LabelMatcher) -> re2._Regexp | None:
+    if "~" not in matcher.op:
+        return None
+    try:
+        return re2.compile(f"^(?:{matcher.value})$")
+    except re2.error as exc:
+        raise BadData(f"invalid regular expression {matcher.value!r}: {exc}") from None
+
+
+def _accepts(matcher: LabelMatcher, regex: re2._Regexp | None, value: str) -> bool:
+    if regex is None:
+        equal = value == matcher.value
+        return equal if matcher.op == "=" else not equal
+    found = regex.match(value) is not None
+    return found if matcher.op == "=~" else not found
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    id: int
+    metric_id: int
+    labels: Labels
+    counter: bool
+
+
+def _ms_time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class DatabaseSource:
+    """The store as the evaluator sees it, for one query and one key's namespaces."""
+
+    def __init__(self, *, namespaces: Sequence[str] = (), max_series: int = 10_000) -> None:
+        self.namespaces = tuple(namespaces)
+        self.max_series = max_series
+        self._refs: dict[tuple[LabelMatcher, ...], list[SeriesRef]] = {}
+
+    def series(self, matchers: Sequence[LabelMatcher]) -> list[SeriesRef]:
+        """The series every matcher accepts (a missing label counts as the empty value)."""
+        key = tuple(matchers)
+        found = self._refs.get(key)
+        if found is not None:
+            return found
+        compiled = [(m, _compile(m)) for m in matchers]
+        names = [(m, r) for m, r in compiled if m.name == NAME]
+        labels = [(m, r) for m, r in compiled if m.name != NAME]
+        equal = next((m.value for m, _ in names if m.op == "="), None)
+        metrics = {}
+        for metric_id, name, kind in storage.metrics_candidates(
+            name=equal, namespaces=self.namespaces
+        ):
+            mapped = promql_name(name)
+            if all(
+                (_accepts(m, r, mapped) or _accepts(m, r, name))
+                if m.op in POSITIVE
+                else (_accepts(m, r, mapped) and _accepts(m, r, name))
+                for m, r in names
+            ):
+                metrics[metric_id] = (name, kind == "counter")
+        refs = []
+        for series_id, metric_id, tags in storage.series_of(list(metrics)):
+            name, counter = metrics[metric_id]
+            series_labels_ = series_labels(name, tags)
+            if all(_accepts(m, r, label_get(series_labels_, m.name)) for m, r in labels):
+                refs.append(SeriesRef(series_id, metric_id, series_labels_, counter))
+                if len(refs) > self.max_series:
+                    raise TooManySeries(
+                        f"the selector matches more than {self.max_series} series "
+                        "(PROMQL_MAX_SERIES); add label matchers to narrow it"
+                    )
+        self._refs[key] = refs
+        return refs
+
+    def select(self, matchers: list[LabelMatcher], start_ms: int, end_ms: int) -> list[Samples]:
+        refs = self.series(matchers)
+        if not refs:
+            return []
+        by_id = {ref.id: ref for ref in refs}
+        metric_ids = sorted({ref.metric_id for ref in refs})
+        after, until = _ms_time(start_ms), _ms_time(end_ms)
+        rows = storage.points_between(
+            metric_ids=metric_ids, series_ids=list(by_id), after=after, until=until
+        )
+        counters = [ref.id for ref in refs if ref.counter]
+        bases = (
+            storage.counter_totals_until(metric_ids=metric_ids, series_ids=counters, until=after)
+            if counters
+            else {}
+        )
+        out = []
+        for series_id, times, values in rows:
+            ref = by_id[series_id]
+            out.append(
+                Samples(
+                    ref.labels,
+                    np.asarray(times, dtype=np.int64),
+                    np.asarray(values, dtype=float),
+                    counter=ref.counter,
+                    base=bases.get(series_id, 0.0),
+                )
+            )
+        return out
+
+    def series_in_range(
+        self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int
+    ) -> list[Labels]:
+        refs = self.series(matchers)
+        alive = storage.series_with_data(
+            series_ids=[ref.id for ref in refs], after=_ms_time(start_ms), until=_ms_time(end_ms)
+        )
+        return [ref.labels for ref in refs if ref.id in alive]
+
+
+_LABEL_NAME = re2.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _match_selectors(matches: Sequence[str]) -> list[list[LabelMatcher]]:
+    """Each `match[]` parsed as a series selector, or BadData naming it."""
+    out = []
+    for text in matches:
+        try:
+            node = pp.parse(text)
+        except ValueError as exc:
+            raise BadData(f'invalid parameter "match[]": {exc}') from None
+        if type(node).__name__ != "VectorSelector":
+            raise BadData(f'invalid parameter "match[]": {text[:80]!r} is not a series selector')
+        out.append(selector_matchers(node))
+    return out
+
+
+def series_find(
+    *, matches: Sequence[str], start_s: float | None, end_s: float | None, namespaces: Sequence[str]
+) -> list[Labels]:
+    """The label sets of the series any `match[]` selects (with data in the range, if given)."""
+    source = DatabaseSource(namespaces=namespaces, max_series=settings.PROMQL_MAX_SERIES)
+    found: set[Labels] = set()
+    for matchers in _match_selectors(matches):
+        if start_s is None and end_s is None:
+            found.update(ref.labels for ref in source.series(matchers))
+        else:
+            start = round((start_s if start_s is not None else 0.0) * 1000)
+            end = round((end_s if end_s is not None else 4102444800.0) * 1000)
+            found.update(source.series_in_range(matchers, start, end))
+    return sorted(found)
+
+
+def label_names(
+    *, matches: Sequence[str], start_s: float | None, end_s: float | None, namespaces: Sequence[str]
+) -> list[str]:
+    if matches:
+        series = series_find(matches=matches, start_s=start_s, end_s=end_s, namespaces=namespaces)
+        return sorted({name for labels in series for name, _ in labels})
+    names = {label_name(key) for key in storage.tag_keys(namespaces=namespaces)}
+    if storage.metrics_candidates(name=None, namespaces=namespaces):
+        names.add(NAME)
+    return sorted(names)
+
+
+def label_values(
+    *,
+    name: str,
+    matches: Sequence[str],
+    start_s: float | None,
+    end_s: float | None,
+    namespaces: Sequence[str],
+) -> list[str]:
+    if not _LABEL_NAME.match(name):
+        raise BadData(f'invalid label name: "{name[:80]}"')
+    if matches:
+        series = series_find(matches=matches, start_s=start_s, end_s=end_s, namespaces=namespaces)
+        return sorted({value for labels in series for key, value in labels if key == name})
+    if name == NAME:
+        return sorted(
+            {
+                promql_name(metric)
+                for _, metric, _ in storage.metrics_candidates(name=None, namespaces=namespaces)
+            }
+        )
+    return sorted(set(storage.tag_values(label=name, namespaces=namespaces)))
+
+
+def metadata(*, metric: str | None, namespaces: Sequence[str]) -> dict[str, list[dict[str, str]]]:
+    """Each metric's type as Prometheus names it (counter or gauge), for Grafana's builder."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for _, name, kind in storage.metrics_candidates(name=metric, namespaces=namespaces):
+        mapped = promql_name(name)
+        if metric is not None and metric not in (mapped, name):
+            continue
+        entry = {"type": "counter" if kind == "counter" else "gauge", "help": "", "unit": ""}
+        if entry not in out.setdefault(mapped, []):
+            out[mapped].append(entry)
+    return out
