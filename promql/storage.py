@@ -59,7 +59,10 @@ def series_of(metric_ids: Sequence[int]) -> list[tuple[int, int, dict[str, str]]
             [list(metric_ids)],
         )
         # Django reads jsonb as text (its JSONField decodes it): decoded here.
-        return [(sid, mid, json.loads(tags) if isinstance(tags, str) else tags) for sid, mid, tags in cursor.fetchall()]
+        return [
+            (sid, mid, json.loads(tags) if isinstance(tags, str) else tags)
+            for sid, mid, tags in cursor.fetchall()
+        ]
 
 
 def points_between(
