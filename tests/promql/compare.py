@@ -21,8 +21,10 @@ answer where the reference answered, or a reference that did not behave as the c
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -110,12 +112,23 @@ class Summary:
     def not_passed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status != "pass"]
 
+    def by_family(self) -> dict[str, tuple[int, int]]:
+        """(passed, total) of each family of queries."""
+        totals: dict[str, list[int]] = {}
+        for o in self.outcomes:
+            tally = totals.setdefault(o.case.family, [0, 0])
+            tally[0] += o.status == "pass"
+            tally[1] += 1
+        return {family: (passed, total) for family, (passed, total) in sorted(totals.items())}
+
     def report(self) -> str:
         counts = self.counts()
         lines = [
             f"{len(self.outcomes)} queries: "
             + ", ".join(f"{n} {status}" for status, n in counts.items())
-            + f"; pass rate {self.pass_rate:.1%}"
+            + f"; pass rate {self.pass_rate:.1%}",
+            "by family: "
+            + ", ".join(f"{f or '-'} {p}/{t}" for f, (p, t) in self.by_family().items()),
         ]
         lines += [f"{o.status.upper()} {o.case.query}\n    {o.detail}" for o in self.not_passed()]
         return "\n".join(lines)
@@ -332,3 +345,45 @@ def compare(
             for case in cases
         ]
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Compare a live service with a live reference over the query list; exit 0 when all pass."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.promql.compare", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--ours", required=True, help="base URL of the API under test")
+    parser.add_argument("--reference", required=True, help="base URL of the reference Prometheus")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help='a header sent to ours, "Name: value" (e.g. "X-API-Key: gf_..."); repeatable',
+    )
+    parser.add_argument("--start", type=float, required=True, help="Unix seconds")
+    parser.add_argument("--end", type=float, required=True, help="Unix seconds")
+    parser.add_argument("--step", type=float, default=60.0, help="seconds (default 60)")
+    parser.add_argument(
+        "--time", type=float, action="append", default=[], help="an instant query time; repeatable"
+    )
+    parser.add_argument("--queries", type=Path, default=QUERIES)
+    parser.add_argument("--family", action="append", default=[], help="only these families")
+    args = parser.parse_args(argv)
+    headers = dict(h.split(":", 1) for h in args.header)
+    ours = Endpoint(args.ours, {k.strip(): v.strip() for k, v in headers.items()})
+    cases = [c for c in queries_load(args.queries) if not args.family or c.family in args.family]
+    summary = compare(
+        ours,
+        Endpoint(args.reference),
+        cases,
+        start=args.start,
+        end=args.end,
+        step=args.step,
+        times=args.time,
+    )
+    print(summary.report())
+    return 0 if summary.pass_rate == 1.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ from tests.promql.compare import (
     Endpoint,
     case_compare,
     compare,
+    main,
     queries_load,
     results_diff,
     value_equal,
@@ -266,3 +267,25 @@ def test_the_query_list_loads_and_refuses_unknown_keys(tmp_path):
     bad.write_text("queries:\n  - query: up\n    shouldfail: true\n")
     with pytest.raises(ValueError, match="shouldfail"):
         queries_load(bad)
+
+
+def test_the_command_line_compares_two_live_apis(fake_api, tmp_path, capsys):
+    auths = []
+
+    def ours_answer(path, form):
+        auths.append(form["_auth"])
+        return success(matrix((A, [(60, "2" if form["query"] == "y" else "1")])))
+
+    ours = fake_api(ours_answer)
+    reference = fake_api(lambda path, form: success(matrix((A, [(60, "1")]))))
+    queries = tmp_path / "q.yml"
+    queries.write_text("queries:\n  - {query: x, family: a}\n  - {query: y, family: b}\n")
+    common = ["--ours", ours.url, "--reference", reference.url, "--header", "X-API-Key: gf_k"]
+    common += ["--start", "0", "--end", "120", "--time", "60", "--queries", str(queries)]
+    assert main(common) == 1
+    out = capsys.readouterr().out
+    assert "2 queries: 1 pass, 1 fail" in out
+    assert "by family: a 1/1, b 0/1" in out
+    assert "FAIL y" in out
+    assert set(auths) == {"gf_k"}
+    assert main([*common, "--family", "a"]) == 0
