@@ -257,6 +257,9 @@ class Evaluator:
             scalar = self._scalar_arg(args[0], times)
         elif name == "predict_linear":
             scalar = self._scalar_arg(args[1], times)
+        pushed = self._pushed(name, matrix_arg, times)
+        if pushed is not None:
+            return pushed
         series, ends, range_ms = self._range_input(matrix_arg, times)
         if name == "absent_over_time":
             return self._absent(matrix_arg, series, ends, range_ms, times)
@@ -275,6 +278,29 @@ class Evaluator:
             return Vector.empty(len(times))
         out = Vector(labels, np.array(rows, dtype=float), np.array(presence))
         return out if keep_name else distinct(out)
+
+    def _pushed(self, name: str, node: Any, times: np.ndarray) -> Vector | None:
+        """The range function answered by the source from its rollups, when it can."""
+        windows_of = getattr(self.source, "windows", None)
+        while type(node).__name__ == "ParenExpr":
+            node = node.expr
+        if windows_of is None or type(node).__name__ != "MatrixSelector":
+            return None
+        selector = node.vector_selector
+        ends = self._refs(selector, times)
+        found = windows_of(selector_matchers(selector), name, ends, _ms(node.range))
+        if found is None:
+            return None
+        kept = [(labels, values, present) for labels, values, present in found if present.any()]
+        if not kept:
+            return Vector.empty(len(times))
+        return distinct(
+            Vector(
+                [without_name(labels) for labels, _, _ in kept],
+                np.array([values for _, values, _ in kept], dtype=float),
+                np.array([present for _, _, present in kept]),
+            )
+        )
 
     def _absent(
         self, node: Any, series: list[Samples], ends: np.ndarray, range_ms: int, times: np.ndarray

@@ -22,6 +22,7 @@ from .errors import BadData, TooManySeries
 from .evaluator import LabelMatcher, selector_matchers
 from .names import label_name, promql_name, series_labels
 from .values import NAME, Labels, Samples, label_get
+from .windows import Rollups, rollup_apply, rollup_pushable
 
 POSITIVE = frozenset(["=", "=~"])
 
@@ -96,6 +97,9 @@ class DatabaseSource:
                         f"the selector matches more than {self.max_series} series "
                         "(PROMQL_MAX_SERIES); add label matchers to narrow it"
                     )
+        # In label order, as Prometheus's index returns series: ties in topk, bottomk and
+        # sort then fall the same way.
+        refs.sort(key=lambda ref: ref.labels)
         self._refs[key] = refs
         return refs
 
@@ -116,7 +120,7 @@ class DatabaseSource:
             else {}
         )
         out = []
-        for series_id, times, values in rows:
+        for series_id, times, values in sorted(rows, key=lambda row: by_id[row[0]].labels):
             ref = by_id[series_id]
             out.append(
                 Samples(
@@ -127,6 +131,59 @@ class DatabaseSource:
                     base=bases.get(series_id, 0.0),
                 )
             )
+        return out
+
+    def windows(
+        self, matchers: list[LabelMatcher], name: str, ends: np.ndarray, range_ms: int
+    ) -> list[tuple[Labels, np.ndarray, np.ndarray]] | None:
+        """`name` over every matched series from rollups, where their buckets tile the windows
+        (the window ends and the range whole multiples of an hour, 15 minutes or a minute) and
+        `name` is one rollups answer; None when the raw points must be read instead."""
+        if not (rollup_pushable(name, counter=True) or rollup_pushable(name, counter=False)):
+            return None
+        refs = self.series(matchers)
+        if not all(rollup_pushable(name, counter=ref.counter) for ref in refs):
+            return None
+        bucket = next(
+            (b for b in storage.ROLLUP_TABLES if range_ms % b == 0 and not (ends % b).any()), None
+        )
+        if bucket is None:
+            return None
+        if not refs:
+            return []
+        ids = [ref.id for ref in refs]
+        metric_ids = sorted({ref.metric_id for ref in refs})
+        first, last = int(ends.min()) - range_ms, int(ends.max())
+        rows = {
+            row[0]: row[1:]
+            for row in storage.rollups_between(
+                bucket_ms=bucket, series_ids=ids, after=_ms_time(first), before=_ms_time(last)
+            )
+        }
+        edge_times = sorted({int(t) for t in ends} | {int(t) - range_ms for t in ends})
+        edges = {
+            row[0]: row[1:]
+            for row in storage.points_at(
+                metric_ids=metric_ids, series_ids=ids, times=[_ms_time(t) for t in edge_times]
+            )
+        }
+        out = []
+        for ref in refs:
+            buckets, counts, sums, mins, maxes = rows.get(ref.id, ([], [], [], [], []))
+            at, values = edges.get(ref.id, ([], []))
+            rollups = Rollups(
+                np.asarray(buckets, dtype=np.int64),
+                np.asarray(counts, dtype=np.int64),
+                np.asarray(sums, dtype=float),
+                np.asarray(mins, dtype=float),
+                np.asarray(maxes, dtype=float),
+                np.asarray(at, dtype=np.int64),
+                np.asarray(values, dtype=float),
+            )
+            result = rollup_apply(name, rollups, ends, range_ms)
+            if result is None:
+                return None
+            out.append((ref.labels, *result))
         return out
 
     def series_in_range(

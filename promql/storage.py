@@ -177,3 +177,56 @@ def tag_values(*, label: str, namespaces: Sequence[str]) -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute(sql + " WHERE " + " AND ".join(where), params)
         return [row[0] for row in cursor.fetchall()]
+
+
+ROLLUP_TABLES = {
+    3_600_000: "metric_rollup_hour",
+    900_000: "metric_rollup_15m",
+    60_000: "metric_rollup_minute",
+}
+
+
+def rollups_between(
+    *, bucket_ms: int, series_ids: Sequence[int], after: datetime, before: datetime
+) -> Iterable[tuple[int, list[int], list[int], list[float], list[float], list[float]]]:
+    """Each series' rollups with buckets in `[after, before)`: (series_id, bucket starts in ms,
+    counts, sums, mins, maxes), in bucket order, read by the rollups' (series_id, bucket) keys."""
+    if not series_ids:
+        return []
+    table = ROLLUP_TABLES[bucket_ms]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT series_id,
+                   array_agg(round(extract(epoch FROM bucket) * 1000)::int8 ORDER BY bucket),
+                   array_agg(count ORDER BY bucket), array_agg(sum ORDER BY bucket),
+                   array_agg(min ORDER BY bucket), array_agg(max ORDER BY bucket)
+            FROM {table}
+            WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
+            GROUP BY series_id
+            """,  # noqa: S608 - the table name is one of ROLLUP_TABLES' constants
+            [list(series_ids), after, before],
+        )
+        return cursor.fetchall()
+
+
+def points_at(
+    *, metric_ids: Sequence[int], series_ids: Sequence[int], times: Sequence[datetime]
+) -> Iterable[tuple[int, list[int], list[float]]]:
+    """Each series' points recorded exactly at one of `times` (window edges that fall on bucket
+    boundaries): one index probe of (metric_id, recorded_at) per time."""
+    if not series_ids or not times:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT series_id,
+                   array_agg(round(extract(epoch FROM recorded_at) * 1000)::int8 ORDER BY recorded_at),
+                   array_agg(value ORDER BY recorded_at)
+            FROM metric_points
+            WHERE metric_id = ANY(%s) AND series_id = ANY(%s) AND recorded_at = ANY(%s)
+            GROUP BY series_id
+            """,
+            [list(metric_ids), list(series_ids), list(times)],
+        )
+        return cursor.fetchall()

@@ -12,6 +12,7 @@ needs has no result at that step.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -362,3 +363,73 @@ RANGE_FUNCTIONS = frozenset(
         "absent_over_time",
     ]
 )
+
+
+# Range functions that rollups (count, sum, min, max per bucket) answer exactly, by series kind.
+ROLLUP_ANY = frozenset(["count_over_time", "present_over_time"])
+ROLLUP_GAUGE = frozenset(["sum_over_time", "avg_over_time", "min_over_time", "max_over_time"])
+ROLLUP_COUNTER = frozenset(["increase", "rate"])
+
+
+def rollup_pushable(name: str, *, counter: bool) -> bool:
+    return name in ROLLUP_ANY or name in (ROLLUP_COUNTER if counter else ROLLUP_GAUGE)
+
+
+@dataclass
+class Rollups:
+    """One series' rollup buckets (start times in ms) and its points exactly on window edges."""
+
+    buckets: np.ndarray
+    counts: np.ndarray
+    sums: np.ndarray
+    mins: np.ndarray
+    maxes: np.ndarray
+    edge_times: np.ndarray
+    edge_values: np.ndarray
+
+
+def rollup_apply(name: str, rollups: Rollups, ends: np.ndarray, range_ms: int) -> Result | None:
+    """`name` over the windows `(end - range, end]` from whole buckets `[end - range, end)`,
+    corrected by the points exactly at `end` (in the window, in the next bucket) and at
+    `end - range` (in the first bucket, not in the window). None where the answer needs the
+    raw points (a min or max with a point on a window's open edge)."""
+    lo = np.searchsorted(rollups.buckets, ends - range_ms, side="left")
+    hi = np.searchsorted(rollups.buckets, ends, side="left")
+    count = segment_reduce(np.add, rollups.counts.astype(float), lo, hi)
+    count = np.where(hi > lo, count, 0.0)
+    total = np.where(hi > lo, segment_reduce(np.add, rollups.sums, lo, hi), 0.0)
+    edges = rollups.edge_times
+    if len(edges):
+        e_lo, e_hi = (
+            np.searchsorted(edges, ends, side="left"),
+            np.searchsorted(edges, ends, side="right"),
+        )
+        s_lo = np.searchsorted(edges, ends - range_ms, side="left")
+        s_hi = np.searchsorted(edges, ends - range_ms, side="right")
+        if name in ("min_over_time", "max_over_time") and (s_hi > s_lo).any():
+            return None
+        edge_values = rollups.edge_values
+        count = count + (e_hi - e_lo) - (s_hi - s_lo)
+        total = total + np.where(e_hi > e_lo, segment_reduce(np.add, edge_values, e_lo, e_hi), 0.0)
+        total = total - np.where(s_hi > s_lo, segment_reduce(np.add, edge_values, s_lo, s_hi), 0.0)
+    present = count > 0
+    with np.errstate(all="ignore"):
+        if name == "count_over_time":
+            return count, present
+        if name == "present_over_time":
+            return np.ones(len(ends)), present
+        if name in ("sum_over_time", "increase"):
+            return total, present
+        if name == "rate":
+            return total / (range_ms / 1000.0), present
+        if name == "avg_over_time":
+            return total / count, present
+        ufunc = np.fmin if name == "min_over_time" else np.fmax
+        column = rollups.mins if name == "min_over_time" else rollups.maxes
+        extreme = np.where(hi > lo, segment_reduce(ufunc, column, lo, hi), np.nan)
+        if len(edges):
+            at_end = np.where(
+                e_hi > e_lo, segment_reduce(ufunc, rollups.edge_values, e_lo, e_hi), np.nan
+            )
+            extreme = ufunc(extreme, at_end)
+        return extreme, present
