@@ -174,6 +174,17 @@ class Evaluator:
         n = len(times)
         if not n:
             return Vector.empty(0)
+        instants = getattr(self.source, "instants", None)
+        found = instants(selector_matchers(node), refs, self.lookback_ms) if instants else None
+        if found is not None:
+            if not found:
+                return Vector.empty(n)
+            return Vector(
+                [labels for labels, _, _, _ in found],
+                np.array([values for _, values, _, _ in found], dtype=float),
+                np.array([present for _, _, present, _ in found]),
+                np.array([times for _, _, _, times in found]),
+            )
         series = self._select(node, int(refs.min()) - self.lookback_ms, int(refs.max()))
         labels, values, present, stamps = [], [], [], []
         for samples in series:

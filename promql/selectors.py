@@ -22,7 +22,7 @@ from .errors import BadData, TooManySeries
 from .evaluator import LabelMatcher, selector_matchers
 from .names import label_name, promql_name, series_labels
 from .values import NAME, Labels, Samples, label_get
-from .windows import Rollups, rollup_apply, rollup_pushable
+from .windows import Rollups, rollup_apply, rollup_pushable, segment_reduce
 
 POSITIVE = frozenset(["=", "=~"])
 
@@ -169,7 +169,7 @@ class DatabaseSource:
         }
         out = []
         for ref in refs:
-            buckets, counts, sums, mins, maxes = rows.get(ref.id, ([], [], [], [], []))
+            buckets, counts, sums, mins, maxes, _, _ = rows.get(ref.id, ([],) * 7)
             at, values = edges.get(ref.id, ([], []))
             rollups = Rollups(
                 np.asarray(buckets, dtype=np.int64),
@@ -184,6 +184,88 @@ class DatabaseSource:
             if result is None:
                 return None
             out.append((ref.labels, *result))
+        return out
+
+    def instants(
+        self, matchers: list[LabelMatcher], refs_ms: np.ndarray, lookback_ms: int
+    ) -> list[tuple[Labels, np.ndarray, np.ndarray, np.ndarray]] | None:
+        """Each matched series' latest sample at or before every time of `refs_ms` within the
+        lookback, from the rollups' latest points, where every time is a whole multiple of a
+        bucket (a step of a minute or more); None when the raw points must be read instead.
+
+        The latest sample at or before `t` is a point exactly at `t` (read by one index probe;
+        it lies in the bucket that starts at `t`) or else the latest point of the last bucket
+        that starts before `t`. A counter's running total at `t` is its total before the span
+        plus the sums of the buckets before `t` and the increments exactly at `t`.
+        """
+        bucket = next((b for b in storage.ROLLUP_TABLES if not (refs_ms % b).any()), None)
+        if bucket is None:
+            return None
+        refs = self.series(matchers)
+        if not refs:
+            return []
+        ids = [ref.id for ref in refs]
+        metric_ids = sorted({ref.metric_id for ref in refs})
+        first = (int(refs_ms.min()) - lookback_ms) // bucket * bucket
+        last = int(refs_ms.max())
+        rows = {
+            row[0]: row[1:]
+            for row in storage.rollups_between(
+                bucket_ms=bucket, series_ids=ids, after=_ms_time(first), before=_ms_time(last)
+            )
+        }
+        if any(None in row[6] for row in rows.values()):
+            return None  # buckets written before their latest points were kept
+        edges = {
+            row[0]: row[1:]
+            for row in storage.points_at(
+                metric_ids=metric_ids,
+                series_ids=ids,
+                times=[_ms_time(t) for t in sorted({int(t) for t in refs_ms})],
+            )
+        }
+        counters = [ref.id for ref in refs if ref.counter]
+        bases = (
+            storage.counter_totals_until(
+                metric_ids=metric_ids, series_ids=counters, until=_ms_time(first), inclusive=False
+            )
+            if counters
+            else {}
+        )
+        out = []
+        for ref in refs:
+            buckets, _, sums, _, _, lasts, last_ats = rows.get(ref.id, ([],) * 7)
+            starts = np.asarray(buckets, dtype=np.int64)
+            index = np.searchsorted(starts, refs_ms, side="left") - 1
+            safe = np.maximum(index, 0)
+            before = index >= 0
+            latest_at = np.where(before, np.asarray(last_ats or [0], dtype=np.int64)[safe], 0)
+            at_times, at_values = edges.get(ref.id, ([], []))
+            at_times = np.asarray(at_times, dtype=np.int64)
+            at_values = np.asarray(at_values, dtype=float)
+            e_lo = np.searchsorted(at_times, refs_ms, side="left")
+            e_hi = np.searchsorted(at_times, refs_ms, side="right")
+            on_edge = e_hi > e_lo
+            if ref.counter:
+                running = np.concatenate([[0.0], np.cumsum(np.asarray(sums, dtype=float))])
+                edge_sums = (
+                    np.where(on_edge, segment_reduce(np.add, at_values, e_lo, e_hi), 0.0)
+                    if len(at_values)
+                    else np.zeros(len(refs_ms))
+                )
+                values = bases.get(ref.id, 0.0) + running[index + 1] + edge_sums
+            else:
+                latest = np.where(before, np.asarray(lasts or [0.0], dtype=float)[safe], np.nan)
+                edge_last = (
+                    np.append(at_values, np.nan)[np.maximum(e_hi - 1, 0)]
+                    if len(at_values)
+                    else latest
+                )
+                values = np.where(on_edge, edge_last, latest)
+            present = on_edge | (before & (latest_at > refs_ms - lookback_ms))
+            times = np.where(on_edge, refs_ms, latest_at)
+            if present.any():
+                out.append((ref.labels, values, present, times))
         return out
 
     def series_in_range(

@@ -94,18 +94,19 @@ def points_between(
 
 
 def counter_totals_until(
-    *, metric_ids: Sequence[int], series_ids: Sequence[int], until: datetime
+    *, metric_ids: Sequence[int], series_ids: Sequence[int], until: datetime, inclusive: bool = True
 ) -> dict[int, float]:
-    """Each counter series' sum of increments at or before `until`, from the coarsest rollups
-    that tile the time before it: whole days, then whole hours of its day, whole minutes of its
-    hour, and the raw points of its minute. Rollups are kept longer than raw points, so this
+    """Each counter series' sum of increments at or before `until` (before it, if not
+    `inclusive`), from the coarsest rollups that tile the time before it: whole days, then whole
+    hours of its day, whole minutes of its hour, and the raw points of its minute. Rollups are kept longer than raw points, so this
     counts from the oldest data still held."""
     if not series_ids:
         return {}
     ids = list(series_ids)
+    upto = "<=" if inclusive else "<"
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             WITH edges AS (
                 SELECT date_trunc('day', %(until)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day,
                        date_trunc('hour', %(until)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
@@ -125,11 +126,11 @@ def counter_totals_until(
                 UNION ALL
                 SELECT series_id, sum(value) FROM metric_points, edges
                 WHERE metric_id = ANY(%(metrics)s) AND series_id = ANY(%(ids)s)
-                  AND recorded_at >= edges.minute AND recorded_at <= %(until)s
+                  AND recorded_at >= edges.minute AND recorded_at {upto} %(until)s
                 GROUP BY series_id
             ) parts
             GROUP BY series_id
-            """,
+            """,  # noqa: S608 - {upto} is one of two operators of this function
             {"until": until, "ids": ids, "metrics": list(metric_ids)},
         )
         return {series_id: float(total) for series_id, total in cursor.fetchall()}
@@ -188,9 +189,10 @@ ROLLUP_TABLES = {
 
 def rollups_between(
     *, bucket_ms: int, series_ids: Sequence[int], after: datetime, before: datetime
-) -> Iterable[tuple[int, list[int], list[int], list[float], list[float], list[float]]]:
+) -> Iterable[tuple]:
     """Each series' rollups with buckets in `[after, before)`: (series_id, bucket starts in ms,
-    counts, sums, mins, maxes), in bucket order, read by the rollups' (series_id, bucket) keys."""
+    counts, sums, mins, maxes, latest values, latest times in ms (None where unknown)), in
+    bucket order, read by the rollups' (series_id, bucket) keys."""
     if not series_ids:
         return []
     table = ROLLUP_TABLES[bucket_ms]
@@ -200,7 +202,9 @@ def rollups_between(
             SELECT series_id,
                    array_agg(round(extract(epoch FROM bucket) * 1000)::int8 ORDER BY bucket),
                    array_agg(count ORDER BY bucket), array_agg(sum ORDER BY bucket),
-                   array_agg(min ORDER BY bucket), array_agg(max ORDER BY bucket)
+                   array_agg(min ORDER BY bucket), array_agg(max ORDER BY bucket),
+                   array_agg(last ORDER BY bucket),
+                   array_agg(round(extract(epoch FROM last_at) * 1000)::int8 ORDER BY bucket)
             FROM {table}
             WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
             GROUP BY series_id
