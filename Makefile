@@ -39,54 +39,54 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 
 bench-ingest: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/ingest.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.ingest $(ARGS)
 
 bench-query: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/query.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.query $(ARGS)
 
 bench-explore: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/explore.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.explore $(ARGS)
 
 bench-queue: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/async_ingest.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.async_ingest $(ARGS)
 
 bench-retention: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/retention.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.retention $(ARGS)
 
 bench-statsd: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/statsd.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.statsd $(ARGS)
 
 bench-otlp: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/otlp.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.otlp $(ARGS)
 
 bench-influx: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/influx.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.influx $(ARGS)
 
 bench-rollups: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/rollups.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.rollups $(ARGS)
 bench-monitoring: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/monitoring.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.monitoring $(ARGS)
 
 bench-roundtrips: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/roundtrips.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.roundtrips $(ARGS)
 
 bench-profile: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/profiles.py $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.profiles $(ARGS)
 
 # Optional knobs of the load targets; empty means the script's default.
 LOAD_OPTS = $(if $(DURATION),--duration $(DURATION)) $(if $(USERS),--users $(USERS)) $(if $(RATE),--rate $(RATE))
 
 ## Load test against gunicorn + a Celery worker, verdict on 10,000 writes/min at p95 < 200 ms: make loadtest [DURATION=2m USERS=60 RATE=11000].
 loadtest: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/loadtest.py $(LOAD_OPTS) $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.loadtest $(LOAD_OPTS) $(ARGS)
 
 ## The highest write rate that keeps p95 under 200 ms: stages of 45 s, 20 more users (3 writes/s each) per stage.
 loadtest-step: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/loadtest.py --step $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.loadtest --step $(ARGS)
 
 ## Soak test at 10,000 writes/min: errors, RSS growth, connections, queue drain, ledger: make soak [DURATION=30m].
 soak: $(STAMP)
-	$(PY) -m glowing_fiesta.devstack exec -- $(PY) bench/soak.py $(LOAD_OPTS) $(ARGS)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.soak $(LOAD_OPTS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

@@ -8,7 +8,7 @@ send (`manage.py create_api_key load-test --rate-limit 100000`), or the test mea
 Each simulated user is one host: it flushes an agent's batch now and then (synchronously, or
 with `Prefer: respond-async`), increments request counters and records latencies in between,
 and reads a dashboard's series from time to time. `make loadtest` and `make soak`
-(bench/loadtest.py, bench/soak.py) run it against gunicorn and a Celery worker.
+(`python -m bench.loadtest`, `python -m bench.soak`) run it against gunicorn and a Celery worker.
 
 Optional environment, read at start:
 
@@ -17,12 +17,18 @@ Optional environment, read at start:
 - GF_TASKS_PER_SECOND: pace each user at this many tasks per second (locust's
   constant_throughput) instead of a random 0.05 to 0.5 s pause between tasks.
 - GF_REPORT_FILE: at the end, write there as JSON the count of every HTTP status received,
-  per metric the points the service acknowledged (a 201 or 202), and locust's request stats.
+  per metric the points the service acknowledged (a 201 or 202), and locust's request stats;
+  and, of the requests started within --run-time (all of them without it), the count by route,
+  the failed ones by route and the points acknowledged: a rate is these over the run time,
+  without the requests the stop's tail lets finish later.
+- GF_EVERY_TASK_AT_START: if "1", each user runs every task once when it starts, so that even a
+  run of a few seconds sends every route of the mix (the tests' short runs).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -35,6 +41,7 @@ API_KEY = os.environ.get("GF_API_KEY", "").strip()
 PREFIX = os.environ.get("GF_METRIC_PREFIX", "").strip()
 TASKS_PER_SECOND = float(os.environ.get("GF_TASKS_PER_SECOND", "0") or 0)
 REPORT_FILE = os.environ.get("GF_REPORT_FILE", "").strip()
+EVERY_TASK_AT_START = os.environ.get("GF_EVERY_TASK_AT_START", "").strip() == "1"
 
 COUNTERS = ("http.requests", "jobs.processed", "cache.misses")
 VALUES = ("http.latency_ms", "queue.depth", "cpu.percent", "memory.used_mb")
@@ -50,7 +57,12 @@ BATCH_POINTS = 100
 # What this process saw: HTTP status -> responses; metric -> points acknowledged (201 or 202).
 STATUSES_SEEN: Counter[str] = Counter()
 ACKNOWLEDGED: Counter[str] = Counter()
-RUN: dict[str, Any] = {}
+# Of the requests started within the run time, by "METHOD name": all of them, the failed ones.
+STARTED_IN_RUN: Counter[str] = Counter()
+FAILED_IN_RUN: Counter[str] = Counter()
+# The run time's start and end (time.time()), and the points acknowledged to requests started
+# before its end.
+RUN: dict[str, Any] = {"deadline": math.inf, "points_in_run": 0}
 
 
 def counter_body(rng: random.Random, host: str) -> dict[str, Any]:
@@ -132,16 +144,32 @@ def _require_key(environment: Any, **_: Any) -> None:
         )
 
 
-def _acknowledge(response: Any, points: list[dict[str, Any]]) -> None:
+def _acknowledge(response: Any, points: list[dict[str, Any]], started: float) -> None:
     STATUSES_SEEN[str(response.status_code)] += 1
     if response.status_code in (201, 202):
         for point in points:
             ACKNOWLEDGED[point["name"]] += 1
+        if started < RUN["deadline"]:
+            RUN["points_in_run"] += len(points)
 
 
 @events.test_start.add_listener
 def _keep_environment(environment: Any, **_: Any) -> None:
     RUN["environment"] = environment
+    # Locust's --run-time timer starts as the test does (in the same instant, to milliseconds).
+    run_time = getattr(environment.parsed_options, "run_time", None)
+    RUN["started"] = time.time()
+    RUN["deadline"] = RUN["started"] + run_time if run_time else math.inf
+
+
+@events.request.add_listener
+def _count_in_run(
+    request_type: str, name: str, start_time: float, exception: Any, **_: Any
+) -> None:
+    if start_time < RUN["deadline"]:
+        STARTED_IN_RUN[f"{request_type} {name}"] += 1
+        if exception is not None:
+            FAILED_IN_RUN[f"{request_type} {name}"] += 1
 
 
 @events.quit.add_listener
@@ -153,6 +181,13 @@ def _write_report(**_: Any) -> None:
             "statuses": dict(STATUSES_SEEN),
             "acknowledged": dict(ACKNOWLEDGED),
             "stats": environment.runner.stats.serialize_stats(),
+            "in_run": {
+                "started": RUN["started"],
+                "run_time": getattr(environment.parsed_options, "run_time", None),
+                "requests": dict(STARTED_IN_RUN),
+                "failures": dict(FAILED_IN_RUN),
+                "points": RUN["points_in_run"],
+            },
         }
         with open(REPORT_FILE, "w") as file:
             json.dump(report, file)
@@ -173,33 +208,43 @@ class MetricsHost(FastHttpUser):
         # The metrics read_series asks for exist from the start (an unknown metric is a 404).
         self.increment_counter()
         self.record_value()
+        if EVERY_TASK_AT_START:
+            self.flush_batch()
+            self.queue_batch()
+            self.read_series()
+
+    def _write(
+        self, path: str, body: dict[str, Any], points: list[dict[str, Any]], **kw: Any
+    ) -> None:
+        started = time.time()
+        _acknowledge(self.client.post(path, json=body, **kw), points, started)
 
     @task(10)
     def increment_counter(self) -> None:
         body = counter_body(self.rng, self.host_tag)
-        _acknowledge(self.client.post("/api/metrics/counter", json=body), [body])
+        self._write("/api/metrics/counter", body, [body])
 
     @task(6)
     def record_value(self) -> None:
         body = value_body(self.rng, self.host_tag, time.time())
-        _acknowledge(self.client.post("/api/metrics/value", json=body), [body])
+        self._write("/api/metrics/value", body, [body])
 
     @task(1)
     def flush_batch(self) -> None:
         body = batch_body(self.rng, self.host_tag, time.time())
-        _acknowledge(self.client.post("/api/metrics/batch", json=body), body["points"])
+        self._write("/api/metrics/batch", body, body["points"])
 
     @task(1)
     def queue_batch(self) -> None:
         """The same flush, stored by a worker: the answer is a 202 as soon as it is queued."""
         body = batch_body(self.rng, self.host_tag, time.time())
-        response = self.client.post(
+        self._write(
             "/api/metrics/batch",
-            json=body,
+            body,
+            body["points"],
             headers={"Prefer": "respond-async"},
             name="/api/metrics/batch (async)",
         )
-        _acknowledge(response, body["points"])
 
     @task(1)
     def read_series(self) -> None:

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: a throwaway database, gunicorn, an API key, percentiles.
+"""Shared by every benchmark: the environment, a throwaway database, an API key, CPU by process,
+percentiles.
 
 The scripts read DATABASE_URL and REDIS_URL (set by `make bench-*`, or by hand). They never touch
 the database named there: each one creates its own next to it, migrates it and drops it at exit.
@@ -9,7 +10,6 @@ can fork client processes cleanly.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import math
 import os
 import platform
@@ -17,7 +17,6 @@ import re
 import secrets
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -28,11 +27,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from glowing_fiesta.devstack import free_port
-
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 
 
 def log(message: str) -> None:
@@ -166,61 +162,6 @@ def api_key_create(
     return candidates[-1]
 
 
-@contextlib.contextmanager
-def gunicorn(
-    env: Mapping[str, str],
-    *,
-    workers: int,
-    threads: int = 1,
-    app: str = "glowing_fiesta.wsgi:application",
-) -> Iterator[tuple[str, int]]:
-    """Serve `app` with deploy/gunicorn.conf.py on a free loopback port; yield (host, port).
-
-    Worker count, threads and bind are the only overrides, so the figures are those of the
-    deployed configuration. The service's stdout (one JSON line per request) is discarded;
-    stderr goes to a temporary file that is shown if start-up fails.
-    """
-    port = free_port()
-    command = [
-        sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
-        "--bind", f"127.0.0.1:{port}",
-        "--workers", str(workers),
-        "--threads", str(threads),
-        app,
-    ]  # fmt: skip
-    with tempfile.TemporaryFile("w+") as errors:
-        process = subprocess.Popen(
-            command, env=dict(env), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors
-        )
-        try:
-            _wait_healthy("127.0.0.1", port, process, errors)
-            yield "127.0.0.1", port
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_healthy(host: str, port: int, process: subprocess.Popen, errors) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            conn = http.client.HTTPConnection(host, port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-        except OSError:
-            time.sleep(0.1)
-    errors.seek(0)
-    raise SystemExit(f"bench: gunicorn did not become healthy:\n{errors.read()[-4000:]}")
-
-
 # --- CPU by process --------------------------------------------------------------------------
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -235,7 +176,7 @@ def _process_kind(name: str, command: str) -> str:
         return "gunicorn"
     if "celery" in command:
         return "celery"
-    if "bench/" in command:
+    if "bench/" in command or "-m bench." in command:
         return "clients"  # the benchmark's own processes: clients and in-process writers
     return "other"
 

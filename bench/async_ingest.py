@@ -1,7 +1,7 @@
 """Asynchronous ingestion: how fast a 202 comes back, and how fast workers drain the queue.
 
     make bench-queue                          # or, with DATABASE_URL and REDIS_URL set:
-    python bench/async_ingest.py --batches 300
+    python -m bench.async_ingest --batches 300
 
 For each number of Celery worker processes (--worker-counts, default 1 and 2):
 
@@ -26,31 +26,16 @@ name of its own on the Redis named by REDIS_URL, with the service under gunicorn
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path, where this file would shadow the
-# standard library's queue module (which Celery and redis import); the repository root takes its
-# place.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from bench import _common  # noqa: E402
-from bench.ingest import (  # noqa: E402
-    BATCH_SIZE,
-    batch_points,
-    run_batch_direct,
-    verdict,
-    window_after,
-)
+from bench import _common, _loads, _runners, _servers, _workers
+from bench._loads import BATCH_SIZE
+from bench._tallies import verdict, window_after
 
 DATABASE_NAME = "gf_bench_queue"
 # The goals these figures answer to (docs/PERFORMANCE.md, "Where the goals stand").
@@ -58,7 +43,6 @@ TARGET_ACK_RATIO = 2.0
 TARGET_ACK_P95_MS = 25.0
 TARGET_DRAIN_RATIO = 0.7
 BODIES = 16
-WORKER_START_SECONDS = 60
 
 
 @dataclass
@@ -122,40 +106,6 @@ def post_all(
     if not result.ok:
         raise SystemExit("bench: no request succeeded")
     return result
-
-
-@contextlib.contextmanager
-def celery_worker(env: Mapping[str, str], *, concurrency: int, queue: str) -> Iterator[None]:
-    """A `celery worker` with `concurrency` prefork processes on `queue`, until the block ends."""
-    command = [
-        sys.executable, "-m", "celery", "-A", "glowing_fiesta", "worker",
-        "--pool", "prefork", "--concurrency", str(concurrency), "-Q", queue,
-        "-n", f"{queue}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
-        "--loglevel", "INFO",
-    ]  # fmt: skip
-    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
-        process = subprocess.Popen(
-            command, env=dict(env), cwd=_common.ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            deadline = time.monotonic() + WORKER_START_SECONDS
-            while " ready." not in Path(log.name).read_text(errors="replace"):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(
-                        f"bench: the worker did not start:\n{Path(log.name).read_text()[-4000:]}"
-                    )
-                time.sleep(0.1)
-            yield
-        except BaseException:
-            _common.log(f"worker log (end):\n{Path(log.name).read_text()[-6000:]}")
-            raise
-        finally:
-            process.terminate()  # warm shutdown: finishes the task in hand
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def drain(database_url: str, batch_ids: tuple[int, int], timeout: float) -> tuple[int, float]:
@@ -227,28 +177,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     counts = [int(n) for n in args.worker_counts.split(",")]
-    database_url = _common.required_env("DATABASE_URL")
-    redis_url = _common.required_env("REDIS_URL")
-    setup_env = _common.service_env(database_url, redis_url)
     runs: list[Run] = []
-    with (
-        _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url,
-        _common.own_queue(redis_url) as queue,
-    ):
-        env = _common.service_env(bench_url, redis_url, CELERY_QUEUE=queue)
-        machine = _common.machine_summary(bench_url)
-        key = _common.api_key_create(env, name="bench-queue", rate_limit=10_000_000)
+    with _runners.scratch(DATABASE_NAME, key_name="bench-queue", queue=True) as run:
+        env, key, bench_url, queue = run.env, run.key, run.database_url, run.env["CELERY_QUEUE"]
         now = time.time()
         bodies = [
-            json.dumps({"points": batch_points(n % 4, n, now)}).encode() for n in range(BODIES)
+            json.dumps({"points": _loads.batch_points(n % 4, n, now)}).encode()
+            for n in range(BODIES)
         ]
-        with _common.gunicorn(env, workers=args.web_workers) as (host, port):
+        with _servers.gunicorn(env, workers=args.web_workers) as (host, port):
             _common.log(f"synchronous 201, {args.batches} batches for scale")
             sync = post_all(
                 host, port, key, bodies, args.batches, args.connections, respond_async=False
             )
             _common.log("storage ceiling: points_ingest in-process from 2 processes")
-            ceiling = run_batch_direct(env, 2, window_after(3.0, 10.0))
+            ceiling = _workers.batch_direct_run(env, 2, window_after(3.0, 10.0))
             ceiling_rate = ceiling.done / 10.0
             last_id = 0
             for workers in counts:
@@ -259,9 +202,10 @@ def main(argv: list[str]) -> int:
                 ids = batch_id_range(bench_url, last_id)
                 last_id = ids[1]
                 _common.log(f"({workers} worker process(es)) draining")
-                with celery_worker(env, concurrency=workers, queue=queue):
+                with _servers.celery_worker(env, concurrency=workers, queue=queue):
                     points, seconds = drain(bench_url, ids, args.timeout)
                 runs.append(Run(workers, ack, points, seconds))
+    machine = run.machine
     lines = [
         f"machine:  {machine}",
         f"service:  gunicorn, {args.web_workers} sync workers, deploy/gunicorn.conf.py, DEBUG off; "

@@ -1,7 +1,7 @@
 """Discovery and delete over HTTP: GET /api/metrics among 10,000 metrics, DELETE of a big metric.
 
     make bench-explore                       # or, with DATABASE_URL and REDIS_URL set:
-    python bench/explore.py --points 10000000 --delete-points 1000000
+    python -m bench.explore --points 10000000 --delete-points 1000000
 
 Loads, with generate_series in SQL:
   - --metrics (default 10,000) small counter metrics `bench.m.00000`…, one series each, with
@@ -37,15 +37,9 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlencode
 
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-else:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench import _common, query
+from bench import _bulk, _common, _reads, _servers
 
 DATABASE_NAME = "gf_bench_explore"
 DELETED = "bench.delete"
@@ -116,7 +110,7 @@ def load(
             )
         conn.execute(SMALL_METRICS_SQL, {"count": metrics})
         conn.execute(SMALL_SERIES_SQL)
-        for index in query.POINT_INDEXES:
+        for index in _bulk.POINT_INDEXES:
             conn.execute(f"DROP INDEX {index}")
         conn.execute(SMALL_POINTS_SQL, {"end": end})
         big = [(DELETED, delete_points), (DELETED_DIRECT, delete_points)]
@@ -144,7 +138,7 @@ def load(
                 for lo, hi in ((0, count // 2), (count // 2, count)):
                     params = {"metric": metric, "first_series": first, "series": SERIES}
                     params |= {"start": start, "step": step, "lo": lo, "hi": hi}
-                    jobs.append((query.LOAD_SQL, params))
+                    jobs.append((_bulk.LOAD_SQL, params))
         else:
             # As ingestion lays them out: every metric's points side by side on the same pages.
             count = points - 2 * metrics
@@ -154,32 +148,32 @@ def load(
                 params[key], params[f"{key}_series"] = firsts[name]
             for lo, hi in ((0, count // 2), (count // 2, count)):
                 jobs.append((INTERLEAVED_SQL, {**params, "lo": lo, "hi": hi}))
-        query._timed("points", lambda: query._parallel(url, jobs))
-        query._timed(
+        _bulk.timed("points", lambda: _bulk.parallel(url, jobs))
+        _bulk.timed(
             "indexes",
-            lambda: query._parallel(
-                url, [(f"CREATE INDEX {n} ON {d}", {}) for n, d in query.POINT_INDEXES.items()]
+            lambda: _bulk.parallel(
+                url, [(f"CREATE INDEX {n} ON {d}", {}) for n, d in _bulk.POINT_INDEXES.items()]
             ),
         )
         middle = (start + (end - start) / 2).replace(second=0, microsecond=0)
         halves = [{"lo": start - timedelta(days=1), "hi": middle}]
         halves.append({"lo": middle, "hi": end + timedelta(days=1)})
-        query._timed(
+        _bulk.timed(
             "minute rollups",
-            lambda: query._parallel(url, [(query.ROLLUP_MINUTE_SQL, h) for h in halves]),
+            lambda: _bulk.parallel(url, [(_bulk.ROLLUP_MINUTE_SQL, h) for h in halves]),
         )
         for target, width, source in (
             ("metric_rollup_15m", "15 minutes", "metric_rollup_minute"),
             ("metric_rollup_hour", "1 hour", "metric_rollup_15m"),
             ("metric_rollup_day", "1 day", "metric_rollup_hour"),
         ):
-            sql = query.ROLLUP_COARSER_SQL.format(target=target, width=width, source=source)
-            query._timed(f"{target} rollups", lambda sql=sql: conn.execute(sql))
+            sql = _bulk.ROLLUP_COARSER_SQL.format(target=target, width=width, source=source)
+            _bulk.timed(f"{target} rollups", lambda sql=sql: conn.execute(sql))
         tables = [*TABLES, "series", "metrics"]
-        query._timed(
+        _bulk.timed(
             "vacuum analyze", lambda: [conn.execute(f"VACUUM (ANALYZE) {t}") for t in tables]
         )
-        query._timed("checkpoint", lambda: conn.execute("CHECKPOINT"))
+        _bulk.timed("checkpoint", lambda: conn.execute("CHECKPOINT"))
 
 
 def refs_of(url: str, name: str) -> tuple[int, list[int]]:
@@ -326,7 +320,7 @@ def paths(metrics: int) -> dict[str, str]:
         "GET /api/metrics?prefix=bench.m.05": "/api/metrics?prefix=bench.m.05",
         "GET /api/series?metric=bench.other": f"/api/series?metric={OTHER}",
         "GET /api/tags?metric=bench.other": f"/api/tags?metric={OTHER}",
-        query.FLOOR: "/api/keys/me",
+        _reads.FLOOR: "/api/keys/me",
     }
 
 
@@ -384,8 +378,8 @@ def main(argv: list[str]) -> int:
         shapes = paths(args.metrics)
         refs = refs_of(bench_url, DELETED)
         before = rows_of(bench_url, refs)
-        with _common.gunicorn(env, workers=2) as (host, port):
-            samples, bodies = query.measure_http(
+        with _servers.gunicorn(env, workers=2) as (host, port):
+            samples, bodies = _reads.measure_http(
                 host, port, reader, shapes, requests=args.requests, warmup=args.warmup
             )
             checkpoint(bench_url)
@@ -442,7 +436,9 @@ def report(args, machine, loaded, stored, shapes, samples, bodies, seconds, befo
         body = bodies[label]
         rows = len(body.get("results", body.get("keys", {}).get("host", [1])))
         median, p95 = statistics.median(samples[label]), _common.percentile(samples[label], 95)
-        print(f"| {label:<46} | {rows:>5} | {query.fmt(median):>9} | {query.fmt(p95):>7} |")
+        print(
+            f"| {label:<46} | {rows:>5} | {_reads.ms_text(median):>9} | {_reads.ms_text(p95):>7} |"
+        )
     print()
     print(
         f"DELETE /api/metrics/{DELETED}: {seconds * 1000:,.0f} ms (one run, end to end, the "

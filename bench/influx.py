@@ -1,7 +1,7 @@
 """Line-protocol throughput over HTTP, beside the JSON batch endpoint in the same run.
 
     make bench-influx                         # or, with DATABASE_URL and REDIS_URL set:
-    python bench/influx.py --rounds 3         # medians of three rounds
+    python -m bench.influx --rounds 3        # medians of three rounds
 
 One round measures, against the same gunicorn service, the same points sent three ways:
 
@@ -26,18 +26,14 @@ import argparse
 import gzip
 import http.client
 import json
-import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path; the repository root takes its place.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from bench import _common  # noqa: E402
+from bench import _common, _options, _runners, _servers
+from bench._tallies import Tally, Window, merge, tally_check
 
 DATABASE_NAME = "gf_bench_influx"
 LINES = 2000
@@ -86,19 +82,6 @@ def json_bodies(rows: list) -> list[bytes]:
 # --- clients ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Tally:
-    points: int = 0
-    errors: int = 0
-    first_error: str = ""
-
-
-@dataclass(frozen=True)
-class Window:
-    start: float
-    end: float
-
-
 def _client(
     host: str, port: int, requests: list[tuple[str, bytes, dict, int]], window: Window, tally: Tally
 ) -> None:
@@ -113,7 +96,7 @@ def _client(
         if not window.start <= time.time() <= window.end:
             continue
         if response.status in (201, 204):
-            tally.points += points
+            tally.done += points
         else:
             tally.errors += 1
             tally.first_error = tally.first_error or f"{response.status} {payload[:300]!r}"
@@ -144,12 +127,7 @@ def run_phase(
     cpu_used = cpu() - cpu_start
     for thread in threads:
         thread.join()
-    total = Tally()
-    for tally in tallies:
-        total.points += tally.points
-        total.errors += tally.errors
-        total.first_error = total.first_error or tally.first_error
-    return total, cpu_used
+    return merge(tallies), cpu_used
 
 
 # --- the service's CPU, from /proc -----------------------------------------------------------
@@ -215,13 +193,6 @@ class Round:
     cpu_json: float
 
 
-def _check(label: str, tally: Tally) -> None:
-    if tally.errors:
-        _common.log(f"{label}: {tally.errors} failed requests; first: {tally.first_error}")
-    if not tally.points:
-        raise SystemExit(f"bench: {label} stored nothing in the measured window")
-
-
 def run_round(args: argparse.Namespace, env: dict, key: str, round_number: int) -> Round:
     now = time.time()
     rows = [[_rows(c, v, now) for v in range(VARIANTS)] for c in range(args.clients)]
@@ -252,14 +223,14 @@ def run_round(args: argparse.Namespace, env: dict, key: str, round_number: int) 
     # Each round starts at another phase, so no figure always pays for going first or last.
     shift = round_number % len(phases)
     rates, cpus = {}, {}
-    with _common.gunicorn(env, workers=args.workers) as (host, port):
+    with _servers.gunicorn(env, workers=args.workers) as (host, port):
         cpu = service_cpu(port, env["DATABASE_URL"])
         for label, requests in phases[shift:] + phases[:shift]:
             _common.log(f"{label}, {args.clients} client threads")
             tally, cpu_used = run_phase(host, port, requests, args.warmup, args.duration, cpu)
-            _check(label, tally)
-            rates[label] = tally.points / args.duration
-            cpus[label] = cpu_used * 1000 * POINTS / tally.points
+            tally_check(label, tally)
+            rates[label] = tally.done / args.duration
+            cpus[label] = cpu_used * 1000 * POINTS / tally.done
     lp, lpz, js = (rates[label] for label, _ in phases)
     clp, clpz, cjs = (cpus[label] for label, _ in phases)
     return Round(lp, lpz, js, clp, clpz, cjs)
@@ -267,7 +238,7 @@ def run_round(args: argparse.Namespace, env: dict, key: str, round_number: int) 
 
 def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
     def med(attr: str) -> float:
-        return statistics.median(getattr(r, attr) for r in rounds)
+        return _runners.median(rounds, attr)
 
     lp, lpz, js = med("line_protocol"), med("line_protocol_gzip"), med("json")
     clp, clpz, cjs = med("cpu_line_protocol"), med("cpu_line_protocol_gzip"), med("cpu_json")
@@ -297,28 +268,15 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=2, help="client threads")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per phase")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat and report medians")
+    _options.round_options(parser, clients=2, clients_help="client threads")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    database_url = _common.required_env("DATABASE_URL")
-    redis_url = _common.required_env("REDIS_URL")
-    setup_env = _common.service_env(database_url, redis_url)
-    with _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url:
-        env = _common.service_env(bench_url, redis_url)
-        key = _common.api_key_create(env, name="bench-influx", rate_limit=10_000_000)
-        machine = _common.machine_summary(bench_url)
-        rounds = []
-        for n in range(args.rounds):
-            _common.log(f"round {n + 1} of {args.rounds}")
-            rounds.append(run_round(args, env, key, n))
-    report(args, machine, rounds)
+    with _runners.scratch(DATABASE_NAME, key_name="bench-influx") as run:
+        rounds = _runners.rounds_run(args.rounds, lambda n: run_round(args, run.env, run.key, n))
+    report(args, run.machine, rounds)
     return 0
 
 

@@ -7,7 +7,7 @@ own (gf_bench_monitoring, dropped at exit): "on" with everything a production ho
 (PROMETHEUS_MULTIPROC_DIR, figures recorded per request, the own-store flush every
 SELF_METRICS_INTERVAL seconds, a Prometheus scrape of /metrics every 15 s);
 "off" with SELF_METRICS=0 and SELF_METRICS_RECORDING=0. Each round runs one phase of each, in
-a random order, with the same clients (bench/ingest.py's single-point workload), so both see the
+a random order, with the same clients (bench/ingest.py's single-point workload, bench/_workers.py), so both see the
 same machine;
 the first figure is the median ratio of on to off over the rounds. Target: at least 95%.
 
@@ -32,11 +32,9 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from bench import _common, ingest  # noqa: E402
+from bench import _common, _options, _servers, _workers
+from bench._tallies import tally_check, window_after
 
 DATABASE_NAME = "gf_bench_monitoring"
 # tmpfs; the directory is made by mkdtemp (private, unique), so a shared parent is safe.
@@ -76,7 +74,7 @@ def service_cpu_seconds(port: int) -> float:
 
 
 def run_phase(address: tuple[str, int], key: str, args: argparse.Namespace, *, scrape: bool):
-    window = ingest.window_after(args.warmup, args.duration)
+    window = window_after(args.warmup, args.duration)
     stop = threading.Event()
     sizes: list[int] = []
     scraper = threading.Thread(target=_scraper, args=(address, key, window, stop, sizes))
@@ -84,13 +82,13 @@ def run_phase(address: tuple[str, int], key: str, args: argparse.Namespace, *, s
     if scrape:
         scraper.start()
     try:
-        tally = ingest.run_single(*address, "/api/metrics/counter", key, args.connections, window)
+        tally = _workers.single_run(*address, "/api/metrics/counter", key, args.connections, window)
     finally:
         stop.set()
         if scrape:
             scraper.join()
         meter.join()
-    ingest.tally_check("single counters", tally)
+    tally_check("single counters", tally)
     cpu_ms = (cpu["end"] - cpu["start"]) * 1000 / tally.done
     return tally.done / args.duration, _common.percentile(tally.latencies_ms, 95), cpu_ms, sizes
 
@@ -121,10 +119,11 @@ def measure_recording(key: str) -> None:
     from django.utils import timezone
 
     from glowing_fiesta import monitoring
-    from glowing_fiesta.monitoring import selfstore
+    from glowing_fiesta.monitoring import sink
+    from selfmetrics.selfstore import SelfStore
 
-    store = selfstore.SelfStore(interval=3600)  # deltas kept; flushed by hand below
-    selfstore._store, selfstore._store_pid = store, os.getpid()
+    store = SelfStore(interval=3600)  # deltas kept; flushed by hand below
+    sink.sink_register(lambda: store)
     write = monitoring.db_write_timed(lambda points: None)
     one = [object()]
     started = time.perf_counter()
@@ -167,8 +166,8 @@ def recording_cost(env: dict[str, str], key: str) -> dict:
     import json
 
     result = subprocess.run(
-        [sys.executable, __file__, "--measure-recording", key],
-        env=env, capture_output=True, text=True, check=False,
+        [sys.executable, "-m", "bench.monitoring", "--measure-recording", key],
+        env=env, cwd=_common.ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if result.returncode:
         raise SystemExit(f"bench: the in-process measurement failed:\n{result.stderr[-3000:]}")
@@ -181,10 +180,7 @@ def main(argv: list[str]) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=16, help="client connections")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per service")
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per phase")
-    parser.add_argument("--rounds", type=int, default=3, help="off/on pairs; medians reported")
+    _options.round_options(parser, rounds=3, rounds_help="off/on pairs; medians reported")
     args = parser.parse_args(argv)
 
     database_url = _common.required_env("DATABASE_URL")
@@ -204,8 +200,8 @@ def main(argv: list[str]) -> int:
         results: dict[str, list[tuple[float, float, float]]] = {"off": [], "on": []}
         scrape_sizes: list[int] = []
         with (
-            _common.gunicorn(on_env, workers=args.workers) as on_address,
-            _common.gunicorn(off_env, workers=args.workers) as off_address,
+            _servers.gunicorn(on_env, workers=args.workers) as on_address,
+            _servers.gunicorn(off_env, workers=args.workers) as off_address,
         ):
             for n in range(args.rounds):
                 pair = [("off", off_address), ("on", on_address)]

@@ -1,7 +1,7 @@
 """OTLP/HTTP and Prometheus remote-write throughput, beside the JSON batch endpoint in the same run.
 
     make bench-otlp                           # or, with DATABASE_URL and REDIS_URL set:
-    python bench/otlp.py --rounds 3           # medians of three rounds
+    python -m bench.otlp --rounds 3          # medians of three rounds
 
 Three phases against one gunicorn (deploy/gunicorn.conf.py, DEBUG off), each from --clients
 processes, 1000 points per request:
@@ -25,26 +25,13 @@ import argparse
 import http.client
 import json
 import multiprocessing
-import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-# As in bench/ingest.py: the repository root, not bench/, first on sys.path.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from bench import _common  # noqa: E402
-from bench.ingest import (  # noqa: E402
-    BATCH_SIZE,
-    BODIES_PER_CLIENT,
-    Tally,
-    Window,
-    _batch_http_client,
-    run_batch_http,
-    tally_check,
-    window_after,
-)
+from bench import _common, _loads, _options, _runners, _servers, _workers
+from bench._loads import BATCH_SIZE, BODIES_PER_CLIENT
+from bench._tallies import Tally, Window, merge, tally_check, window_after
 
 DATABASE_NAME = "gf_bench_otlp"
 COUNTERS = [f"bench.otlp.counter.{i:02d}" for i in range(20)]
@@ -133,16 +120,10 @@ def streams_batch_body(client: int, variant: int, now: float) -> bytes:
 
 def run_streams_batch_http(host: str, port: int, key: str, clients: int, window: Window) -> Tally:
     now = time.time()
-    jobs = [
-        (host, port, key, [streams_batch_body(c, v, now) for v in range(BODIES_PER_CLIENT)], window)
-        for c in range(clients)
+    bodies = [
+        [streams_batch_body(c, v, now) for v in range(BODIES_PER_CLIENT)] for c in range(clients)
     ]
-    with _fork.Pool(clients) as pool:
-        tallies = pool.map(_batch_http_client, jobs)
-    total = Tally()
-    for tally in tallies:
-        total.add(tally)
-    return total
+    return _workers.batch_http_run(host, port, key, bodies, window)
 
 
 def protocol_bodies(protocol: str, client: int, count: int) -> list[bytes]:
@@ -201,11 +182,7 @@ def run_protocol(
     window = window_after(args.warmup, args.duration)  # after the bodies are built
     jobs = [(*job[:-1], window) for job in jobs]
     with _fork.Pool(clients) as pool:
-        tallies = pool.map(_protocol_client, jobs)
-    total = Tally()
-    for tally in tallies:
-        total.add(tally)
-    return total
+        return merge(pool.map(_protocol_client, jobs))
 
 
 @dataclass
@@ -217,10 +194,14 @@ class Round:
 
 
 def run_round(args: argparse.Namespace, env: dict, key: str) -> Round:
-    with _common.gunicorn(env, workers=args.workers) as (host, port):
+    with _servers.gunicorn(env, workers=args.workers) as (host, port):
         _common.log(f"(1) JSON batches, {args.clients} clients")
-        batch = run_batch_http(
-            host, port, key, args.clients, window_after(args.warmup, args.duration)
+        batch = _workers.batch_http_run(
+            host,
+            port,
+            key,
+            _loads.clients_batch_bodies(args.clients, time.time()),
+            window_after(args.warmup, args.duration),
         )
         tally_check("(1) JSON batches", batch)
         _common.log(f"(1b) JSON batches of 1000 series, {args.clients} clients")
@@ -244,7 +225,7 @@ def run_round(args: argparse.Namespace, env: dict, key: str) -> Round:
 
 def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
     def med(attr: str) -> float:
-        return statistics.median(getattr(r, attr) for r in rounds)
+        return _runners.median(rounds, attr)
 
     lines = [
         f"machine:  {machine}",
@@ -274,11 +255,7 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=3, help="client processes per phase")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per phase")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat and report medians")
+    _options.round_options(parser, clients=3)
     parser.add_argument(
         "--bodies", type=int, default=300, help="requests built ahead per client and phase"
     )
@@ -287,18 +264,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    database_url = _common.required_env("DATABASE_URL")
-    redis_url = _common.required_env("REDIS_URL")
-    setup_env = _common.service_env(database_url, redis_url)
-    with _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url:
-        env = _common.service_env(bench_url, redis_url)
-        key = _common.api_key_create(env, name="bench-otlp", rate_limit=10_000_000)
-        machine = _common.machine_summary(bench_url)
-        rounds = []
-        for n in range(args.rounds):
-            _common.log(f"round {n + 1} of {args.rounds}")
-            rounds.append(run_round(args, env, key))
-    report(args, machine, rounds)
+    with _runners.scratch(DATABASE_NAME, key_name="bench-otlp") as run:
+        rounds = _runners.rounds_run(args.rounds, lambda n: run_round(args, run.env, run.key))
+    report(args, run.machine, rounds)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Where a request's time goes: cProfile over one ingestion path, in one process, end to end.
 
     make bench-profile ARGS="single"           # or, with DATABASE_URL and REDIS_URL set:
-    python bench/profiles.py single|bare|batch|ack|drain [--count N] [--top K]
+    python -m bench.profiles single|bare|batch|ack|drain [--count N] [--top K]
 
   single  POST /api/metrics/counter, one counter with one tag;
   bare    the same bodies to the bare ceiling of bench/ingest.py (bench/bare_app.py);
@@ -30,12 +30,9 @@ import os
 import pstats
 import sys
 import time
-from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from bench import _common  # noqa: E402
-from bench.ingest import BODIES_PER_CLIENT, batch_points, single_bodies  # noqa: E402
+from bench import _common
+from bench._loads import BODIES_PER_CLIENT, batch_points, single_bodies
 
 DATABASE_NAME = "gf_bench_profile"
 WARMUP = 50

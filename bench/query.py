@@ -1,7 +1,7 @@
 """Query latency over HTTP, rollup-backed and raw, on a month of points.
 
     make bench-query                        # or, with DATABASE_URL and REDIS_URL set:
-    python bench/query.py --requests 30
+    python -m bench.query --requests 30
 
 Loads, with generate_series in SQL, --points raw points (default 10M) for one value metric over
 --days days (default 30) and --tagged-points (default 1M) for a second one spread over 10 tag
@@ -28,25 +28,16 @@ DATABASE_URL; it is dropped at exit.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import statistics
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-# Run as a script, Python puts bench/ first on sys.path; the project root goes there instead, so
-# the project's packages import and no script here can shadow a standard module.
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-else:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench import _common
+from bench import _bulk, _common, _reads, _servers
 
 DATABASE_NAME = "gf_bench_query"
 BIG = "bench.latency"
@@ -55,43 +46,9 @@ TAG_SETS = 10
 TARGET_P95_MS = 20.0
 TARGET_RAW_RATIO = 50.0
 TARGET_SIZE_RATIO = 1.5
-# The same service's cheapest authenticated endpoint: API-key check, rate limit, tiny JSON.
-FLOOR = "floor: GET /api/keys/me"
 
 
 # --- loading ---------------------------------------------------------------------------------
-
-
-LOAD_SQL = """
-INSERT INTO metric_points (metric_id, series_id, value, recorded_at)
-SELECT %(metric)s,
-       %(first_series)s + (i %% %(series)s),
-       -- a skewed latency-like value: mostly small, a long tail
-       round((5 + 100 * random() ^ 4)::numeric, 3)::float8,
-       %(start)s::timestamptz + (i * %(step)s) * interval '1 microsecond'
-FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) AS i
-"""
-
-# The migration's two indexes on metric_points, dropped during the bulk load and rebuilt after
-# (building an index once is several times faster than maintaining it row by row).
-POINT_INDEXES = {
-    "metric_points_metric_recorded": "metric_points (metric_id, recorded_at)",
-    "metric_points_metric_hour": "metric_points (metric_id, bucket_hour)",
-}
-
-# Rollups as the write path keeps them: minute from the points, hour from minutes, day from
-# hours, all UTC-aligned. The minute pass is split by time so two sessions share it.
-ROLLUP_MINUTE_SQL = """
-INSERT INTO metric_rollup_minute (series_id, bucket, count, sum, min, max)
-SELECT series_id, date_trunc('minute', recorded_at), count(*), sum(value), min(value), max(value)
-FROM metric_points WHERE recorded_at >= %(lo)s AND recorded_at < %(hi)s GROUP BY 1, 2
-"""
-ROLLUP_COARSER_SQL = """
-INSERT INTO {target} (series_id, bucket, count, sum, min, max)
-SELECT series_id, date_bin('{width}', bucket, timestamptz 'epoch'),
-       sum(count), sum(sum), min(min), max(max)
-FROM {source} GROUP BY 1, 2
-"""
 
 
 def load(url: str, *, points: int, tagged_points: int, days: int, end: datetime) -> dict:
@@ -132,7 +89,7 @@ def load(url: str, *, points: int, tagged_points: int, days: int, end: datetime)
             for lo, hi in ((0, count // 2), (count // 2, count)):
                 jobs.append(
                     (
-                        LOAD_SQL,
+                        _bulk.LOAD_SQL,
                         {
                             "metric": metric,
                             "first_series": first,
@@ -144,26 +101,29 @@ def load(url: str, *, points: int, tagged_points: int, days: int, end: datetime)
                         },
                     )
                 )
-        for index in POINT_INDEXES:
+        for index in _bulk.POINT_INDEXES:
             conn.execute(f"DROP INDEX {index}")
-        _timed("points", lambda: _parallel(url, jobs))
-        _timed(
+        _bulk.timed("points", lambda: _bulk.parallel(url, jobs))
+        _bulk.timed(
             "indexes",
-            lambda: _parallel(
-                url, [(f"CREATE INDEX {n} ON {d}", {}) for n, d in POINT_INDEXES.items()]
+            lambda: _bulk.parallel(
+                url, [(f"CREATE INDEX {n} ON {d}", {}) for n, d in _bulk.POINT_INDEXES.items()]
             ),
         )
         # A whole minute, so no minute falls in both halves.
         middle = (start + (end - start) / 2).replace(second=0, microsecond=0)
         halves = [{"lo": start, "hi": middle}, {"lo": middle, "hi": end + timedelta(days=1)}]
-        _timed("minute rollups", lambda: _parallel(url, [(ROLLUP_MINUTE_SQL, h) for h in halves]))
+        _bulk.timed(
+            "minute rollups",
+            lambda: _bulk.parallel(url, [(_bulk.ROLLUP_MINUTE_SQL, h) for h in halves]),
+        )
         for target, width, source in (
             ("metric_rollup_15m", "15 minutes", "metric_rollup_minute"),
             ("metric_rollup_hour", "1 hour", "metric_rollup_15m"),
             ("metric_rollup_day", "1 day", "metric_rollup_hour"),
         ):
-            sql = ROLLUP_COARSER_SQL.format(target=target, width=width, source=source)
-            _timed(f"{target} rollups", lambda sql=sql: conn.execute(sql))
+            sql = _bulk.ROLLUP_COARSER_SQL.format(target=target, width=width, source=source)
+            _bulk.timed(f"{target} rollups", lambda sql=sql: conn.execute(sql))
         tables = [
             "metric_points",
             "metric_rollup_minute",
@@ -171,64 +131,15 @@ def load(url: str, *, points: int, tagged_points: int, days: int, end: datetime)
             "metric_rollup_hour",
         ]
         tables += ["metric_rollup_day", "series", "metrics"]
-        _timed("vacuum analyze", lambda: [conn.execute(f"VACUUM (ANALYZE) {t}") for t in tables])
+        _bulk.timed(
+            "vacuum analyze", lambda: [conn.execute(f"VACUUM (ANALYZE) {t}") for t in tables]
+        )
         # Write the loaded pages out now rather than during the measurements.
-        _timed("checkpoint", lambda: conn.execute("CHECKPOINT"))
+        _bulk.timed("checkpoint", lambda: conn.execute("CHECKPOINT"))
     return ids
 
 
-def _timed(label: str, action) -> None:
-    started = time.perf_counter()
-    action()
-    _common.log(f"{label} in {time.perf_counter() - started:.1f} s")
-
-
-def _parallel(url: str, jobs: list[tuple[str, dict]]) -> None:
-    """Run the statements two at a time, each in its own session (one per core)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import psycopg
-
-    def run(job: tuple[str, dict]) -> None:
-        sql, params = job
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("SET TIME ZONE 'UTC'")
-            conn.execute(sql, params)
-
-    # psycopg releases the GIL while PostgreSQL works, so threads give one busy backend each.
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(run, jobs))
-
-
 # --- measuring -------------------------------------------------------------------------------
-
-
-def http_get(host: str, port: int, key: str, path: str) -> tuple[float, dict]:
-    started = time.perf_counter()
-    conn = http.client.HTTPConnection(host, port, timeout=60)
-    conn.request("GET", path, headers={"X-API-Key": key})
-    response = conn.getresponse()
-    body = response.read()
-    elapsed = (time.perf_counter() - started) * 1000
-    conn.close()
-    if response.status != 200:
-        raise SystemExit(f"bench: GET {path} -> {response.status}: {body[:500]!r}")
-    return elapsed, json.loads(body)
-
-
-def measure_http(host, port, key, paths: dict[str, str], *, requests: int, warmup: int):
-    """{label: latencies in ms}, {label: last body}. Requests go round-robin over the shapes,
-    so a noisy moment on the shared machine spreads over all of them alike."""
-    bodies = {}
-    for label, path in paths.items():
-        for _ in range(warmup):
-            _, bodies[label] = http_get(host, port, key, path)
-    samples: dict[str, list[float]] = {label: [] for label in paths}
-    for _ in range(requests):
-        for label, path in paths.items():
-            elapsed, bodies[label] = http_get(host, port, key, path)
-            samples[label].append(elapsed)
-    return samples, bodies
 
 
 RAW_SQL = """
@@ -385,10 +296,6 @@ def explain_all(end: datetime) -> None:
 # --- report ----------------------------------------------------------------------------------
 
 
-def fmt(ms: float) -> str:
-    return f"{ms:,.1f}" if ms < 100 else f"{ms:,.0f}"
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, default=10_000_000)
@@ -420,13 +327,13 @@ def main(argv: list[str]) -> int:
         loaded = time.perf_counter() - began
         key = _common.api_key_create(env, name="bench-query", rate_limit=10_000_000)
         results = []
-        paths = {FLOOR: "/api/keys/me"}
+        paths = {_reads.FLOOR: "/api/keys/me"}
         paths |= {label: f"/api/metrics/{name}?{urlencode(p)}" for label, name, p, _ in shapes(end)}
-        with _common.gunicorn(env, workers=2) as (host, port):
-            samples, bodies = measure_http(
+        with _servers.gunicorn(env, workers=2) as (host, port):
+            samples, bodies = _reads.measure_http(
                 host, port, key, paths, requests=args.requests, warmup=args.warmup
             )
-        for label, _, _, rollup in [(FLOOR, None, None, None), *shapes(end)]:
+        for label, _, _, rollup in [(_reads.FLOOR, None, None, None), *shapes(end)]:
             body = bodies[label]
             if "groups" in body:
                 buckets = len(body["groups"]) * len(body["groups"][0]["buckets"])
@@ -443,8 +350,9 @@ def main(argv: list[str]) -> int:
         )
         if args.explain:
             subprocess.run(
-                [sys.executable, __file__, "--explain-only", end.isoformat()],
+                [sys.executable, "-m", "bench.query", "--explain-only", end.isoformat()],
                 env={**env, "QUERY_SLOW_MS": "600000"},
+                cwd=_common.ROOT,
                 check=True,
             )
     report(args, machine, loaded, results, raw)
@@ -452,6 +360,7 @@ def main(argv: list[str]) -> int:
 
 
 def report(args, machine: str, loaded: float, results: list, raw: list[float]) -> None:
+    fmt = _reads.ms_text
     print()
     print(f"Machine: {machine}")
     print(

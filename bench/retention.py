@@ -1,7 +1,7 @@
 """Expiring one day of points: dropping its partition against deleting its rows.
 
     make bench-retention                          # or, with DATABASE_URL and REDIS_URL set:
-    python bench/retention.py --points 1000000 --rounds 3
+    python -m bench.retention --points 1000000 --rounds 3
 
 Each round loads --points points into each of three past days (same shape as the service writes:
 100 series, timestamps spread over the day, both indexes, vacuumed as autovacuum would have
@@ -31,13 +31,8 @@ import sys
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
-# The repository root instead of this script's folder: the project's packages import, and no
-# script here can shadow a standard module.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from bench import _common  # noqa: E402
+from bench import _common
 
 DATABASE_NAME = "gf_bench_retention"
 SERIES = 100

@@ -1,10 +1,10 @@
 """What each rollup level costs the write path: `points_ingest` with and without one level.
 
     make bench-rollups                        # or, with DATABASE_URL and REDIS_URL set:
-    python bench/rollups.py --rounds 15
+    python -m bench.rollups --rounds 15
 
-Writes the batches of `bench/ingest.py` (1000 points, 200 series, timestamps over the last 5 s)
-and single points (one known series), in one process, through `metrics.services.points_ingest`,
+Writes the batches of `bench/ingest.py` (bench/_loads.py: 1000 points, 200 series, timestamps over
+the last 5 s) and single points (one known series), in one process, through `metrics.services.points_ingest`,
 alternating round by round between the write path as it is (minute, 15-minute, hour and day
 rollups in one statement) and the same path without the 15-minute level
 (`metrics.storage.ROLLUP_TABLES` minus `metric_rollup_15m`). Alternating, rather than one run
@@ -22,12 +22,9 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from bench import _common  # noqa: E402
-from bench.ingest import BODIES_PER_CLIENT, batch_points  # noqa: E402
+from bench import _common
+from bench._loads import BODIES_PER_CLIENT, batch_points
 
 DATABASE_NAME = "gf_bench_rollups"
 SINGLES_PER_ROUND = 200

@@ -1,7 +1,7 @@
 """Round trips to PostgreSQL and Redis per single-point write, counted by the servers themselves.
 
     make bench-roundtrips                    # or, with DATABASE_URL set:
-    python bench/roundtrips.py --requests 500
+    python -m bench.roundtrips --requests 500
 
 Latency on a shared machine moves with whatever else runs on it; the number of round trips a
 request makes does not. This serves the service under gunicorn (one worker, deploy's config,
@@ -30,18 +30,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from bench import _common  # noqa: E402
+from bench import _common, _servers
+from glowing_fiesta.devstack import free_port
 
 DATABASE_NAME = "gf_bench_roundtrips"
 BODY = json.dumps({"name": "bench.rt", "value": 1, "tags": {"host": "a", "route": "/x"}}).encode()
 
 
 def redis_start(directory: str) -> tuple[subprocess.Popen, int]:
-    port = _common.free_port()
+    port = free_port()
     server = shutil.which("redis-server") or "redis-server"
     process = subprocess.Popen(
         [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -160,7 +158,7 @@ def main(argv: list[str]) -> int:
                 env = _common.service_env(url, redis_url, SELF_METRICS="false")
                 machine = _common.machine_summary(url)
                 key = _common.api_key_create(env, name="bench-rt", rate_limit=10_000_000)
-                with _common.gunicorn(env, workers=1) as (host, port):
+                with _servers.gunicorn(env, workers=1) as (host, port):
                     send(host, port, "/api/metrics/counter", key, args.warmup)
                     settle(url)
                     commits, commands = pg_commits(url), redis_commands(redis_port)
@@ -171,7 +169,7 @@ def main(argv: list[str]) -> int:
                     commits = pg_commits(url) - commits - 1  # less the reading query
                     after = redis_commands(redis_port)
                 bare_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.bare_settings"}
-                with _common.gunicorn(bare_env, workers=1) as (host, port):
+                with _servers.gunicorn(bare_env, workers=1) as (host, port):
                     send(host, port, "/bare/counter", "", args.warmup)
                     bare = send(host, port, "/bare/counter", "", args.requests)
         finally:

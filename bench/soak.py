@@ -1,10 +1,10 @@
 """The soak test: the load test's mix at the target rate for a long time, and what it leaves behind.
 
     make soak [DURATION=30m] [RATE=10000] [ARGS=...]
-    python bench/soak.py --duration 30m     # with DATABASE_URL and REDIS_URL set
+    python -m bench.soak --duration 30m     # with DATABASE_URL and REDIS_URL set
 
-The stack of bench/loadtest.py (gunicorn with deploy/gunicorn.conf.py, a Celery worker and beat,
-a database of its own), except that gunicorn does not recycle its workers (`--max-requests 0`):
+The stack of bench/loadtest.py (bench/_stack.py: gunicorn with deploy/gunicorn.conf.py, a Celery
+worker and beat, a database of its own), except that gunicorn does not recycle its workers (`--max-requests 0`):
 recycling would hide the growth this test looks for. Locust's users are paced to offer --rate
 writes a minute (default 10,000, the target) with metric names unique to the run. Every
 --sample seconds the script records the resident memory (RSS) of each process of the stack and
@@ -35,16 +35,12 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-
-# Run as a script, Python puts bench/ first on sys.path; the repository root takes its place.
-if __name__ == "__main__":
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import psutil
 
-from bench import _common, loadtest
-from bench.loadtest import Stack, log
+from bench import _common, _locust
+from bench._options import duration
+from bench._stack import Stack, log, machine_line, running_stack
 
 
 @dataclass
@@ -60,7 +56,9 @@ class Sampler:
 
     stack: Stack
     every: float
-    started: float = field(default_factory=time.monotonic)
+    # time.time() that samples count from: the sampler's start until `rebase` moves it to the
+    # load's (locust takes seconds to start on a busy machine).
+    started: float = field(default_factory=time.time)
     samples: list[Sample] = field(default_factory=list)
     roles: dict[int, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -90,7 +88,7 @@ class Sampler:
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
-        sample = Sample(time.monotonic() - self.started, rss, connections)
+        sample = Sample(time.time() - self.started, rss, connections)
         self.samples.append(sample)
         return sample
 
@@ -101,6 +99,15 @@ class Sampler:
             while not self._stop.is_set():
                 self.sample(conn)
                 self._stop.wait(self.every)
+
+    def rebase(self, load_started: float) -> None:
+        """Count the samples' times from `load_started` (a time.time()), and drop those taken
+        before it: the warm-up is the first part of the load, not of locust's start-up."""
+        shift = self.started - load_started
+        self.samples = [
+            Sample(s.at + shift, s.rss, s.connections) for s in self.samples if s.at + shift >= 0
+        ]
+        self.started = load_started
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, daemon=True)
@@ -211,15 +218,15 @@ def ledger_check(acknowledged: Counter[str], stored: Counter[str]) -> Check:
 
 def run(args: argparse.Namespace) -> int:
     prefix = f"soak_{uuid.uuid4().hex[:8]}."
-    with loadtest.running_stack("soak", gunicorn_args=["--max-requests", "0"]) as stack:
-        log(loadtest.machine_line(stack.database_url))
+    with running_stack("soak", gunicorn_args=["--max-requests", "0"]) as stack:
+        log(machine_line(stack.database_url))
         log(
             f"{args.users} users offering {args.rate:,.0f} writes/min for {args.duration} s "
             f"against {stack.base_url}; metrics {prefix}*"
         )
         sampler = Sampler(stack, args.sample)
         thread = sampler.start()
-        locust = loadtest.locust_run(
+        locust = _locust.locust_run(
             stack,
             users=args.users,
             writes_per_minute=args.rate,
@@ -227,13 +234,14 @@ def run(args: argparse.Namespace) -> int:
             prefix=prefix,
             background=True,
         )
-        result = loadtest.locust_result(stack, locust, timeout=args.duration + 120)
+        result = _locust.locust_result(stack, locust, timeout=args.duration + 120)
         sampler.stop(thread)
+        sampler.rebase(result.run_started)
         stack.check_alive()
         drain_seconds, states = drain(stack.database_url, args.settle)
         stored = stored_points(stack.database_url, prefix)
         stack.check_alive()
-    loadtest.print_figures(result)
+    _locust.print_figures(result)
     warmup_end = args.duration * args.warmup / 100
     checks = [
         Check(
@@ -277,9 +285,9 @@ def run(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--duration", type=loadtest.seconds, default=1800, help="default 30m")
+    p.add_argument("--duration", type=duration, default=1800, help="default 30m")
     p.add_argument("--users", type=int, default=60)
-    p.add_argument("--rate", type=float, default=loadtest.TARGET_WRITES_PER_MINUTE)
+    p.add_argument("--rate", type=float, default=_locust.TARGET_WRITES_PER_MINUTE)
     p.add_argument("--warmup", type=float, default=20, help="percent of the run (default 20)")
     p.add_argument("--max-rss-growth", type=float, default=10, help="percent (default 10)")
     p.add_argument("--sample", type=float, default=5, help="seconds between samples")

@@ -1,7 +1,7 @@
 """StatsD lines per second one `manage.py statsd` process stores without loss, 1-second flushes.
 
     make bench-statsd                                 # or, with DATABASE_URL and REDIS_URL set:
-    python bench/statsd.py --seconds 10 --rates 10000,20000,40000,80000,160000
+    python -m bench.statsd --seconds 10 --rates 10000,20000,40000,80000,160000
 
 Starts the real server (STATSD_FLUSH_SECONDS=1) on a free loopback port and a database of its
 own (gf_bench_statsd, dropped at exit), then, for each rate in turn, sends that many lines per
@@ -34,9 +34,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from bench import _common  # noqa: E402
+from bench import _common
 
 DATABASE_NAME = "gf_bench_statsd"
 TICK = 0.005

@@ -10,7 +10,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "glowing_fiesta.settings")
 app = Celery("glowing_fiesta")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-app.autodiscover_tasks(["glowing_fiesta.monitoring"])
 
 # Celery tasks by outcome (glowing_fiesta/monitoring/).
 from .monitoring import celery_signals  # noqa: E402, F401
@@ -42,8 +41,8 @@ def beat_schedule(settings) -> dict:
         # The gauges of the own figures (queue depth, connections), once per interval.
         **(
             {
-                "monitoring-gauges-store": {
-                    "task": "monitoring.gauges_store",
+                "selfmetrics-gauges-store": {
+                    "task": "selfmetrics.gauges_store",
                     "schedule": float(settings.SELF_METRICS_INTERVAL),
                     "options": {"expires": settings.SELF_METRICS_INTERVAL},
                 }

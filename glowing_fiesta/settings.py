@@ -117,6 +117,7 @@ INSTALLED_APPS = [
     "metrics",
     "promql",
     "retention",
+    "selfmetrics",
 ]
 
 MIDDLEWARE = [

@@ -8,7 +8,6 @@ from metrics.views.influx import InfluxV1WriteView
 from metrics.views.otlp import OtlpMetricsView
 
 from . import bruteforce, docs, health
-from .monitoring.views import PrometheusMetricsView
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -24,7 +23,8 @@ urlpatterns = [
     path("write", InfluxV1WriteView.as_view(), name="influx-v1-write"),
     # Before admin.site.urls: failed logins are counted per client address.
     path("admin/login/", bruteforce.admin_login, name="admin-login"),
-    path("metrics", PrometheusMetricsView.as_view(), name="prometheus-metrics"),
+    # GET /metrics, the service's own figures for Prometheus.
+    path("", include("selfmetrics.urls")),
     path("admin/", admin.site.urls),
     # OTLP/HTTP's standard path, where exporters send by default (endpoint + /v1/metrics).
     path("v1/metrics", OtlpMetricsView.as_view(), name="otlp-metrics"),

@@ -29,12 +29,13 @@ from zoneinfo import ZoneInfo
 import psycopg.errors
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, Min
 
 from glowing_fiesta import monitoring
 from glowing_fiesta.exceptions import Problem
 
 from . import buckets, storage
-from .models import IngestBatch, Metric, MetricType
+from .models import IngestBatch, Metric, MetricPurge, MetricType
 
 logger = logging.getLogger(__name__)
 
@@ -374,3 +375,26 @@ def series_query(*, query: SeriesQuery) -> BucketSeries | GroupedSeries:
         for grp in sorted(rows, key=_group_order)
     ]
     return GroupedSeries(starts=starts, groups=groups)
+
+
+# --- the outbox and the purges, as GET /metrics reads them at every scrape ------------------
+
+
+def outbox_backlog() -> dict[str, int]:
+    """Batches of the outbox not yet done, by state ({"pending": 3, "failed": 1}; a state
+    without batches is absent). Reads only ingest_batches_unfinished_idx, which holds exactly
+    these rows: the done ones, nearly all of the table, are never visited."""
+    rows = (
+        IngestBatch.objects.exclude(state=IngestBatch.State.DONE)
+        .order_by()
+        .values_list("state")
+        .annotate(batches=Count("*"))
+    )
+    return dict(rows)
+
+
+def purges_pending() -> tuple[int, datetime | None]:
+    """The purges of deleted metrics not yet done, and when the oldest was asked for (None
+    when none is). A handful of rows at most: each lives from a metric's delete to its purge."""
+    found = MetricPurge.objects.aggregate(purges=Count("*"), oldest=Min("created_at"))
+    return found["purges"], found["oldest"]

@@ -1,15 +1,16 @@
-"""Self-monitoring: the service's own figures on GET /metrics (Prometheus) and in its own store.
+"""Self-monitoring, the recording side: the service's own figures for GET /metrics (Prometheus)
+and for its own store. Imports no app.
 
 The working code calls one function here at the spot it measures, and never prometheus_client:
 
-    figures.py      every metric, label and bucket
+    figures.py      every metric, label, bucket and known label value
     record.py       the recording calls (re-exported below)
+    sink.py         the one interface to the own store, registered by the selfmetrics app
     middleware.py   request duration by method, URL pattern name and status
-    collectors.py   gauges read when /metrics is scraped: queue depth, PostgreSQL connections
-    views.py        GET /metrics
     multiproc.py    the PROMETHEUS_MULTIPROC_DIR files that let every process be summed
-    selfstore.py    the background flush of the same figures as glowing_fiesta.* metrics
     celery_signals.py  Celery tasks by outcome
+
+The selfmetrics app serves GET /metrics, reads the scrape-time gauges and stores the figures.
 """
 
 from typing import Any

@@ -7,9 +7,17 @@ every process (multiproc.py).
 
 Labels hold bounded values only: URL pattern names (never a path), fixed reasons and outcomes,
 task and table names. Nothing a client sends, an API key above all, ever becomes a label.
+
+Every labelled counter has the list of its known label values next to it, and `counters_zero`
+exports each of them at 0 from the moment the figures are defined: `rate()` and `increase()`
+over a series that appears only with its first event miss that event, and an alert on them
+sees nothing until the second (Prometheus's advice on missing series: initialise them).
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -25,12 +33,24 @@ REQUEST_DURATION = Histogram(
     ["method", "route", "status"],
     buckets=LATENCY_BUCKETS,
 )
+INGESTION_FAILURE_REASONS = (
+    "invalid",
+    "type_conflict",
+    "series_limit",
+    "too_large",
+    "unsupported_media",
+    "rate_limited",
+    "unauthenticated",
+    "database",
+    "batch_failed",
+    "other",
+)
 INGESTION_FAILURES = Counter(
     "glowing_fiesta_ingestion_failures",
-    "Writes refused or lost, by reason (invalid, type_conflict, series_limit, too_large, "
-    "unsupported_media, rate_limited, unauthenticated, database, batch_failed, other).",
+    f"Writes refused or lost, by reason ({', '.join(INGESTION_FAILURE_REASONS)}).",
     ["reason"],
 )
+INGEST_PATHS = ("sync", "async", "statsd", "self")
 POINTS_INGESTED = Counter(
     "glowing_fiesta_points_ingested",
     "Points stored, by path: sync (in the request), async (a queued batch), statsd (the StatsD "
@@ -53,6 +73,17 @@ AGGREGATION_LATENCY = Histogram(
     ["interval", "source"],
     buckets=LATENCY_BUCKETS,
 )
+# The tables of retention/services.py's PRUNE_RULES, in their order (tests hold them equal).
+RETENTION_TABLES = (
+    "metric_points",
+    "metric_rollup_minute",
+    "metric_rollup_15m",
+    "metric_rollup_hour",
+    "metric_rollup_day",
+    "idempotency_keys",
+    "ingest_batches",
+    "cumulative_streams",
+)
 RETENTION_DELETED = Counter(
     "glowing_fiesta_retention_deleted",
     "Rows removed by retention runs, by table.",
@@ -64,18 +95,51 @@ RETENTION_LAST_SUCCESS = Gauge(
     "Unix time at which the last successful retention run finished (0: none since start).",
     multiprocess_mode="max",
 )
+AUTH_FAILURE_REASONS = ("missing", "invalid", "revoked", "expired", "in_url", "insufficient_scope")
 AUTH_FAILURES = Counter(
     "glowing_fiesta_auth_failures",
-    "Requests refused by API-key authentication, by reason "
-    "(missing, invalid, revoked, expired, in_url, insufficient_scope).",
+    f"Requests refused by API-key authentication, by reason ({', '.join(AUTH_FAILURE_REASONS)}).",
     ["reason"],
 )
 RATE_LIMITED = Counter(
     "glowing_fiesta_rate_limited_requests",
     "Requests refused with 429 because their API key was over its rate limit.",
 )
+# The project's Celery tasks by registered name (tests hold the list equal to the tasks the
+# Celery app registers), and every outcome a task signal reports.
+CELERY_TASK_NAMES = (
+    "metrics.ProcessMetricBatch",
+    "metrics.batches_sweep",
+    "metrics.partitions_ensure",
+    "metrics.purge",
+    "metrics.purges_sweep",
+    "retention.apply",
+    "selfmetrics.gauges_store",
+)
+CELERY_TASK_OUTCOMES = ("success", "failure", "retry", "revoked")
 CELERY_TASKS = Counter(
     "glowing_fiesta_celery_tasks",
-    "Celery task runs by task name and outcome (success, failure, retry, revoked).",
+    f"Celery task runs by task name and outcome ({', '.join(CELERY_TASK_OUTCOMES)}).",
     ["task", "outcome"],
 )
+
+# Every labelled counter with the known values of each of its labels, in label order.
+COUNTER_LABEL_VALUES: tuple[tuple[Counter, tuple[Sequence[str], ...]], ...] = (
+    (INGESTION_FAILURES, (INGESTION_FAILURE_REASONS,)),
+    (POINTS_INGESTED, (INGEST_PATHS,)),
+    (RETENTION_DELETED, (RETENTION_TABLES,)),
+    (AUTH_FAILURES, (AUTH_FAILURE_REASONS,)),
+    (CELERY_TASKS, (CELERY_TASK_NAMES, CELERY_TASK_OUTCOMES)),
+)
+
+
+def counters_zero() -> None:
+    """Create every known series of the labelled counters at 0 (in this process's file under
+    PROMETHEUS_MULTIPROC_DIR), so that a scrape shows them before their first event. Creating
+    a series that exists already leaves its value as it is."""
+    for counter, label_values in COUNTER_LABEL_VALUES:
+        for values in itertools.product(*label_values):
+            counter.labels(*values)
+
+
+counters_zero()

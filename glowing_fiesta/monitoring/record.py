@@ -1,7 +1,8 @@
 """The recording calls the working code makes, one per spot being measured.
 
 Each call updates the Prometheus figure (figures.py) and, in processes that write the service's
-own figures (selfstore.py), the in-memory deltas of the next flush. With SELF_METRICS_RECORDING
+own figures, the in-memory deltas of the next flush, through the sink an app registered
+(sink.py; selfmetrics/selfstore.py). With SELF_METRICS_RECORDING
 off every call returns at once. The cost of a call is a few microseconds: a dictionary lookup
 and a write to a memory-mapped file, under a lock held for nothing else.
 """
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import DatabaseError
 
-from . import figures, selfstore
+from . import figures, sink
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,7 +65,7 @@ def request_observe(*, method: str, route: str, status: int, seconds: float) -> 
         tags = (("method", method), ("route", route), ("status", str(status)))
         series = _request_series[(method, route, status)] = (child, tags)
     series[0].observe(seconds)
-    store = selfstore.current()
+    store = sink.current()
     if store is not None:
         store.request(series[1], seconds * 1000)
 
@@ -75,7 +76,7 @@ def ingestion_failure(reason: str, amount: int = 1) -> None:
     if not _on() or amount <= 0:
         return
     figures.INGESTION_FAILURES.labels(reason).inc(amount)
-    store = selfstore.current()
+    store = sink.current()
     if store is not None:
         store.count("ingestion_failures", (("reason", reason),), amount)
 
@@ -116,7 +117,7 @@ def points_ingested(count: int) -> None:
     if child is None:
         child = _path_series[path] = figures.POINTS_INGESTED.labels(path)
     child.inc(count)
-    store = selfstore.current()
+    store = sink.current()
     if store is not None:
         store.count("points_ingested", (("path", path),), count)
 
@@ -145,7 +146,7 @@ def db_write_timed(function: F) -> F:
         seconds = time.perf_counter() - started
         figures.DB_WRITE_LATENCY.observe(seconds)
         figures.DB_WRITE_POINTS.observe(len(points))
-        store = selfstore.current()
+        store = sink.current()
         if store is not None:
             store.db_write(seconds * 1000, len(points))
         return result
@@ -159,7 +160,7 @@ def aggregation_observe(*, interval: str, shape: str, seconds: float) -> None:
         return
     source = shape.removeprefix("rollup:") if shape.startswith("rollup:") else "raw"
     figures.AGGREGATION_LATENCY.labels(interval, source).observe(seconds)
-    store = selfstore.current()
+    store = sink.current()
     if store is not None:
         tags = (("interval", interval), ("source", source))
         store.sample("aggregation_latency_ms", tags, seconds * 1000)
@@ -169,7 +170,7 @@ def retention_observe(*, deleted: Mapping[str, int]) -> None:
     """A retention run that finished: rows removed per table, and its time."""
     if not _on():
         return
-    store = selfstore.current()
+    store = sink.current()
     for table, rows in deleted.items():
         if rows:
             figures.RETENTION_DELETED.labels(table).inc(rows)
@@ -184,7 +185,7 @@ def auth_failure(reason: str) -> None:
     if not _on():
         return
     figures.AUTH_FAILURES.labels(reason).inc()
-    store = selfstore.current()
+    store = sink.current()
     if store is not None:
         store.count("auth_failures", (("reason", reason),))
 
@@ -193,7 +194,7 @@ def rate_limited() -> None:
     if not _on():
         return
     figures.RATE_LIMITED.inc()
-    store = selfstore.current()
+    store = sink.current()
     if store is not None:
         store.count("rate_limited", ())
 
@@ -202,6 +203,6 @@ def celery_task(*, task: str, outcome: str) -> None:
     if not _on():
         return
     figures.CELERY_TASKS.labels(task, outcome).inc()
-    store = selfstore.current()
+    store = sink.current()
     if store is not None:
         store.count("celery_tasks", (("outcome", outcome), ("task", task)))

@@ -5,9 +5,9 @@ inline code. Every `manage.py`/`gf_manage` command must exist and accept the opt
 `systemctl`/`journalctl` unit must be shipped in deploy/systemd/ (or be a well-known system
 unit), every `make` target must be in the Makefile, every `migrate <app> <migration>` and every
 `<app>.<migration>` must name a real migration (and every migration must be in the runbook), every
-`glowing_fiesta_…` metric must be defined in glowing_fiesta/monitoring/, every log message and
-logger quoted must be one the code writes, every setting named must exist, and every `shell -c`
-snippet must compile and import only what exists.
+`glowing_fiesta_…` metric must be defined in glowing_fiesta/monitoring/ or selfmetrics/, every log
+message and logger quoted must be one the code writes, every setting named must exist, and every
+`shell -c` snippet must compile and import only what exists.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from django.db.migrations.loader import MigrationLoader
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = ROOT / "docs" / "RUNBOOK.md"
 DOCS = [RUNBOOK, ROOT / "docs" / "DEPLOYMENT.md", ROOT / "docs" / "OPERATIONS.md"]
-PROJECT_APPS = ("metrics", "apikeys", "idempotency", "retention")
+PROJECT_APPS = ("metrics", "apikeys", "idempotency", "retention", "selfmetrics")
 SOURCE_DIRS = ("glowing_fiesta", *PROJECT_APPS)
 
 # Debian 12's: postgresql@15-main is the unit of its default cluster.
@@ -218,7 +218,11 @@ def defined_metrics() -> frozenset[str]:
     pattern = re.compile(
         r"\b(Counter|Histogram|Gauge|\w+MetricFamily)\(\s*\"(glowing_fiesta_\w+)\""
     )
-    for path in (ROOT / "glowing_fiesta" / "monitoring").glob("*.py"):
+    paths = [
+        *(ROOT / "glowing_fiesta" / "monitoring").glob("*.py"),
+        *(ROOT / "selfmetrics").glob("*.py"),
+    ]
+    for path in paths:
         for kind, name in pattern.findall(_text(path)):
             if kind == "Counter" or kind == "CounterMetricFamily":
                 names.add(name + "_total")
@@ -492,7 +496,7 @@ def test_every_migration_named_exists_and_the_runbook_lists_every_migration():
             assert f"| `{app}.{name[:4]}` | `migrate {app} " in runbook, f"{app}.{name}"
 
 
-def test_every_metric_named_is_defined_by_the_monitoring_package():
+def test_every_metric_named_is_defined_by_the_monitoring_package_or_selfmetrics():
     assert "glowing_fiesta_ingestion_failures_total" in defined_metrics()
     assert "glowing_fiesta_request_duration_seconds_count" in defined_metrics()
     errors = []

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import random
 import threading
 from collections.abc import Iterable
@@ -40,14 +39,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from glowing_fiesta import monitoring
+from glowing_fiesta.exceptions import Problem
+from glowing_fiesta.monitoring.sink import Tags
+from metrics.services import PointInput, points_ingest
+
+from .collectors import ScrapeTimeCollector
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "glowing_fiesta."
 SAMPLES_PER_KEY = 50
 WRITER_ROLES = frozenset({"web", "worker", "statsd"})
-
-Tags = tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -78,7 +84,8 @@ class Reservoir:
 
 
 class SelfStore:
-    """One process's pending figures and the thread that flushes them."""
+    """One process's pending figures and the thread that flushes them: the sink of the
+    recording calls (glowing_fiesta/monitoring/sink.py)."""
 
     def __init__(self, *, interval: float) -> None:
         self.interval = interval
@@ -137,17 +144,12 @@ class SelfStore:
         """Write what is pending as one `points_ingest` batch timestamped `now`; return the
         number of points written. A domain error (a metric of ours created with another type)
         drops the batch with a warning; a database error puts the counts back and re-raises."""
-        from glowing_fiesta.exceptions import Problem
-        from metrics.services import points_ingest
-
-        from .record import ingest_path
-
         counts, samples = self.take()
         points = list(_points(counts, samples, now))
         if not points:
             return 0
         try:
-            with ingest_path("self"):
+            with monitoring.ingest_path("self"):
                 return points_ingest(points=points)
         except Problem as problem:
             logger.warning(
@@ -175,9 +177,6 @@ class SelfStore:
             self.flush_quietly()
 
     def flush_quietly(self) -> None:
-        from django.db import connection
-        from django.utils import timezone
-
         try:
             self.flush(now=timezone.now())
         except Exception:
@@ -187,9 +186,7 @@ class SelfStore:
             connection.close()
 
 
-def _points(counts: dict, samples: dict, now: datetime) -> Iterable:
-    from metrics.services import PointInput
-
+def _points(counts: dict, samples: dict, now: datetime) -> Iterable[PointInput]:
     for (name, tags), amount in sorted(counts.items()):
         if amount:
             yield PointInput("counter", PREFIX + name, float(amount), now, dict(tags))
@@ -198,33 +195,15 @@ def _points(counts: dict, samples: dict, now: datetime) -> Iterable:
             yield PointInput("value", PREFIX + name, float(value), now, dict(tags))
 
 
-_store: SelfStore | None = None
-_store_pid: int | None = None
-_store_lock = threading.Lock()
-
-
-def current() -> SelfStore | None:
-    """This process's store, started on first use (after any fork); None where the process
-    does not write its own figures."""
-    global _store, _store_pid
-    pid = os.getpid()
-    if _store_pid == pid:
-        return _store
-    with _store_lock:
-        if _store_pid != pid:
-            # A forked child inherits its parent's store but not its thread: start afresh.
-            store = None
-            if settings.SELF_METRICS and settings.PROCESS_ROLE in WRITER_ROLES:
-                store = SelfStore(interval=settings.SELF_METRICS_INTERVAL)
-                store.start()
-            _store, _store_pid = store, pid
-    return _store
-
-
-def flush_now() -> None:
-    """Write this process's pending figures now (a Celery pool process about to exit)."""
-    if _store is not None and _store_pid == os.getpid():
-        _store.stop()
+def store_for_process() -> SelfStore | None:
+    """A started store for this process, or None where the process does not write its own
+    figures: the sink factory registered in SelfmetricsConfig.ready(), called once per process
+    on its first figure (after any fork)."""
+    if not (settings.SELF_METRICS and settings.PROCESS_ROLE in WRITER_ROLES):
+        return None
+    store = SelfStore(interval=settings.SELF_METRICS_INTERVAL)
+    store.start()
+    return store
 
 
 def gauges_store(*, now: datetime) -> int:
@@ -234,15 +213,10 @@ def gauges_store(*, now: datetime) -> int:
     One beat-scheduled task runs this every SELF_METRICS_INTERVAL seconds, so each gauge is
     written once per interval, whichever worker takes it, rather than once per process.
     """
-    from metrics.services import PointInput, points_ingest
-
-    from .collectors import ScrapeTimeCollector
-    from .record import ingest_path
-
     points = [
         PointInput("value", PREFIX + sample.name.removeprefix("glowing_fiesta_"), float(sample.value), now, dict(sample.labels))
         for family in ScrapeTimeCollector().collect()
         for sample in family.samples
     ]  # fmt: skip
-    with ingest_path("self"):
+    with monitoring.ingest_path("self"):
         return points_ingest(points=points)

@@ -1,19 +1,96 @@
-"""The service's own figures in its own store, flushed by real gunicorn workers, read back
-through the ordinary query API."""
+"""The own-store flush: exact counts from several processes' deltas, bounded samples; and the
+same figures flushed by real gunicorn workers, read back through the ordinary query API."""
 
 from __future__ import annotations
 
-import json
+import random
 import time
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
-from apikeys.services import apikey_create
-from metrics.models import Metric
-from tests.helpers import wait_for
+from metrics.models import Metric, MetricType
+from selfmetrics.selfstore import SAMPLES_PER_KEY, Reservoir, SelfStore
 
-pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db
+
+
+def _sum(name: str, **tags: str) -> float:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(sum(p.value), 0), count(*) FROM metric_points p "
+            "JOIN series s ON s.id = p.series_id JOIN metrics m ON m.id = p.metric_id "
+            "WHERE m.name = %s AND s.tags @> %s::jsonb",
+            [name, __import__("json").dumps(tags)],
+        )
+        return cursor.fetchone()
+
+
+def test_deltas_of_two_processes_sum_exactly_and_are_written_once():
+    web, worker = SelfStore(interval=10), SelfStore(interval=10)
+    for _ in range(7):
+        web.count("requests", (("route", "metric-counter"),))
+    worker.count("requests", (("route", "metric-counter"),), 5)
+    now = timezone.now()
+    assert web.flush(now=now) == 1
+    assert worker.flush(now=now) == 1
+    assert web.flush(now=now) == 0  # nothing left: a second flush writes nothing
+    total, points = _sum("glowing_fiesta.requests", route="metric-counter")
+    assert (total, points) == (12, 2)
+    assert Metric.objects.get(name="glowing_fiesta.requests").type == MetricType.COUNTER
+
+
+def test_a_failed_flush_keeps_its_counts_for_the_next():
+    store = SelfStore(interval=10)
+    store.count("auth_failures", (("reason", "missing"),), 3)
+    store.sample("request_duration_ms", (("route", "x"),), 1.5)
+    # A write that fails half-way through points_ingest (here: a point without a timestamp).
+    with pytest.raises(AttributeError):
+        store.flush(now=None)
+    assert store.flush(now=timezone.now()) == 1  # the counter, not the dropped sample
+    assert _sum("glowing_fiesta.auth_failures", reason="missing") == (3, 1)
+
+
+def test_a_conflicting_metric_of_ours_drops_the_batch_with_a_warning(caplog):
+    Metric.objects.create(name="glowing_fiesta.rate_limited", type=MetricType.VALUE)
+    store = SelfStore(interval=10)
+    store.count("rate_limited", ())
+    assert store.flush(now=timezone.now()) == 0
+    assert "own figures not stored" in caplog.text
+    assert store.take() == ({}, {})
+
+
+def test_reservoir_writes_every_sample_up_to_its_size():
+    reservoir = Reservoir()
+    values = [float(v) for v in range(SAMPLES_PER_KEY)]
+    for v in values:
+        reservoir.add(v)
+    assert sorted(reservoir.values()) == values
+
+
+def test_reservoir_past_its_size_is_bounded_and_keeps_the_exact_maximum():
+    random.seed(7)
+    reservoir = Reservoir()
+    values = [random.uniform(0, 10) for _ in range(10_000)] + [99.0]
+    random.shuffle(values)
+    for v in values:
+        reservoir.add(v)
+    kept = reservoir.values()
+    assert len(kept) <= SAMPLES_PER_KEY + 1
+    assert max(kept) == 99.0
+    assert reservoir.seen == len(values)
+    # A uniform sample: its median is near the true one (5).
+    assert 3 < sorted(kept)[len(kept) // 2] < 7
+
+
+def test_reservoir_one_past_its_size_writes_its_size_plus_the_maximum_at_most():
+    reservoir = Reservoir()
+    for v in range(SAMPLES_PER_KEY + 1):
+        reservoir.add(float(v))
+    kept = reservoir.values()
+    assert SAMPLES_PER_KEY <= len(kept) <= SAMPLES_PER_KEY + 1
+    assert max(kept) == float(SAMPLES_PER_KEY)
 
 
 def _groups(service, key: str, path: str) -> dict[str, float]:
@@ -28,6 +105,8 @@ def _groups(service, key: str, path: str) -> dict[str, float]:
     }
 
 
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
 def test_own_figures_answer_through_the_query_api_after_one_flush_interval(stack):
     service = stack.serve(workers=2, SELF_METRICS="true", SELF_METRICS_INTERVAL="1")
     key = {"X-API-Key": stack.write_key}
@@ -90,6 +169,8 @@ def test_own_figures_answer_through_the_query_api_after_one_flush_interval(stack
     assert any(b["value"] for b in db.json()["buckets"])
 
 
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
 def test_self_metrics_off_writes_nothing_but_metrics_endpoint_stays(stack):
     service = stack.serve(workers=1, SELF_METRICS="false", SELF_METRICS_INTERVAL="1")
     key = {"X-API-Key": stack.write_key}
@@ -106,64 +187,3 @@ def test_self_metrics_off_writes_nothing_but_metrics_endpoint_stays(stack):
         b'glowing_fiesta_request_duration_seconds_count{method="POST",route="metric-counter",status="201"} 5.0'
         in scrape.body
     )
-
-
-def test_a_real_worker_stores_the_gauges_once_per_tick(stack):
-    from django.db import connection
-
-    from glowing_fiesta.celery import app as celery_app
-    from metrics.models import IngestBatch
-
-    key, _ = apikey_create(name="gauges", scopes=["write"])
-    now = timezone.now()
-    for state in ("pending", "pending", "failed"):
-        IngestBatch.objects.create(
-            api_key=key, state=state, payload=[], points=0, created_at=now, updated_at=now
-        )
-    # The pool processes flush their own figures too (Celery tasks by outcome).
-    stack.start_worker(SELF_METRICS="true", SELF_METRICS_INTERVAL="1")
-    celery_app.send_task("monitoring.gauges_store", queue=stack.queue)
-
-    def stored():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT s.tags ->> 'state', p.value FROM metric_points p "
-                "JOIN series s ON s.id = p.series_id JOIN metrics m ON m.id = p.metric_id "
-                "WHERE m.name = 'glowing_fiesta.queue_depth'"
-            )
-            return dict(cursor.fetchall())
-
-    assert wait_for(stored, timeout=30, what="the gauges task") == {
-        "pending": 2.0, "running": 0.0, "failed": 1.0,
-    }  # fmt: skip
-    assert Metric.objects.get(name="glowing_fiesta.db_max_connections").type == "value"
-
-    def task_counted():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT s.tags, sum(p.value) FROM metric_points p "
-                "JOIN series s ON s.id = p.series_id JOIN metrics m ON m.id = p.metric_id "
-                "WHERE m.name = 'glowing_fiesta.celery_tasks' GROUP BY 1"
-            )
-            return cursor.fetchall()
-
-    [(tags, runs)] = wait_for(task_counted, timeout=15, what="the worker's own figures")
-    assert (json.loads(tags), runs) == (
-        {"task": "monitoring.gauges_store", "outcome": "success"},
-        1.0,
-    )
-
-
-def test_beat_sends_the_gauges_task_every_interval_only_with_self_metrics(settings):
-    from glowing_fiesta.celery import app as celery_app
-    from glowing_fiesta.celery import beat_schedule
-    from glowing_fiesta.monitoring import tasks  # what a worker's autodiscovery imports
-
-    settings.SELF_METRICS, settings.SELF_METRICS_INTERVAL = True, 7
-    entry = beat_schedule(settings)["monitoring-gauges-store"]
-    assert (entry["task"], entry["schedule"], entry["options"]) == (
-        "monitoring.gauges_store", 7.0, {"expires": 7},
-    )  # fmt: skip
-    assert tasks.gauges_store_task.name in celery_app.tasks
-    settings.SELF_METRICS = False
-    assert "monitoring-gauges-store" not in beat_schedule(settings)

@@ -1,10 +1,10 @@
 """Gauges read when /metrics is scraped, from PostgreSQL and the broker, by whoever serves it.
 
 Being read at scrape time, these are never in the multiprocess files, so no process's copy can
-go stale or be counted twice. Each source costs one short query: the outbox count uses the
-partial index on unfinished batches (done rows, nearly all of the table, are never visited),
-the purges of deleted metrics count a table of a few rows at most,
-the connection count reads pg_stat_activity (one row per backend), the broker one LLEN.
+go stale or be counted twice. Each source costs one short query: the outbox backlog and the
+purges of deleted metrics are read through metrics' selectors (`outbox_backlog` uses the partial
+index on unfinished batches, `purges_pending` counts a table of a few rows at most), the
+connection count reads pg_stat_activity (storage.py, one row per backend), the broker one LLEN.
 A source that fails is left out of that scrape and logged; the rest of the scrape answers.
 """
 
@@ -15,8 +15,13 @@ from collections.abc import Iterator
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
+from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
+
+from metrics import selectors
+
+from . import storage
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +30,7 @@ _broker_clients: dict[str, redis.Redis] = {}
 
 
 def queue_depth() -> Iterator[Metric]:
-    with connection.cursor() as cursor:
-        # ingest_batches_unfinished_idx covers exactly these rows.
-        cursor.execute(
-            "SELECT state, count(*) FROM ingest_batches WHERE state <> 'done' GROUP BY state"
-        )
-        counts = dict(cursor.fetchall())
+    counts = selectors.outbox_backlog()
     family = GaugeMetricFamily(
         "glowing_fiesta_queue_depth",
         "Queued batches (the ingest_batches outbox) by state: pending, running, failed.",
@@ -42,13 +42,8 @@ def queue_depth() -> Iterator[Metric]:
 
 
 def purges_pending() -> Iterator[Metric]:
-    with connection.cursor() as cursor:
-        # A handful of rows at most: each lives from a metric's delete to its purge, seconds.
-        cursor.execute(
-            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)"
-            " FROM metric_purges"
-        )
-        count, oldest = cursor.fetchone()
+    count, oldest_at = selectors.purges_pending()
+    oldest = max((timezone.now() - oldest_at).total_seconds(), 0.0) if oldest_at else 0.0
     yield GaugeMetricFamily(
         "glowing_fiesta_metric_purges_pending",
         "Deleted metrics whose points and rollups a worker has still to remove.",
@@ -87,23 +82,8 @@ def broker_queue() -> Iterator[Metric]:
 
 
 def database_connections() -> Iterator[Metric]:
-    prefix = settings.DB_APPLICATION_PREFIX
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT substr(application_name, %s), coalesce(state, 'unknown'), count(*)
-            FROM pg_stat_activity
-            WHERE datname = current_database() AND starts_with(application_name, %s)
-            GROUP BY 1, 2
-            """,
-            [len(prefix) + 1, prefix],
-        )
-        ours = cursor.fetchall()
-        cursor.execute(
-            "SELECT count(*) FILTER (WHERE backend_type = 'client backend'), "
-            "current_setting('max_connections')::int FROM pg_stat_activity"
-        )
-        server_total, max_connections = cursor.fetchone()
+    ours = storage.connections_ours(prefix=settings.DB_APPLICATION_PREFIX)
+    server_total, max_connections = storage.connections_server()
     family = GaugeMetricFamily(
         "glowing_fiesta_db_connections",
         "PostgreSQL connections of this service (by application_name), by role and state.",

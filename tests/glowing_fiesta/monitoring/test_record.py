@@ -1,15 +1,19 @@
-"""Each recording spot, through the API in-process, read back from GET /metrics as deltas."""
+"""Each recording spot, through the API in-process or real gunicorn workers, read back from
+GET /metrics as deltas."""
 
 from __future__ import annotations
 
 import json
+import time
+from datetime import timedelta
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
-from apikeys.services import apikey_revoke
-
-from .conftest import samples, value
+from apikeys.services import apikey_create, apikey_revoke
+from metrics.models import IngestBatch
+from tests.processes import samples, scrape_text, value
 
 pytestmark = pytest.mark.django_db
 
@@ -157,16 +161,6 @@ def test_one_batch_is_one_timed_write_of_its_points(api_client, scrape):
     assert value(after, ingested, path="sync") == value(before, ingested, path="sync") + 200
 
 
-def test_metrics_needs_a_key_with_the_read_scope(make_api_client, client_anon):
-    assert client_anon.get("/metrics").status_code == 401
-    writer = make_api_client(scopes=["write"])
-    assert writer.get("/metrics").status_code == 403
-    reader = make_api_client(scopes=["read"])
-    response = reader.get("/metrics")  # X-API-Key works as well as Bearer
-    assert response.status_code == 200
-    assert b"# TYPE glowing_fiesta_queue_depth gauge" in response.content
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_write_refused_by_the_database_counts_as_database(make_api_client, clean_point_tables):
     import psycopg
@@ -236,32 +230,51 @@ def test_what_a_statsd_flush_cannot_store_counts_by_reason(scrape):
     )
 
 
-def test_metrics_shows_the_purges_of_deleted_metrics_until_they_are_done(make_api_client):
-    from datetime import timedelta
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_write_raises_ingestion_failures_by_exactly_one(stack):
+    service = stack.serve(workers=2)
+    key = {"X-API-Key": stack.write_key}
+    before = samples(scrape_text(service, stack.read_key))
+    response = service.request("POST", "/api/metrics/value", {"name": "bad", "value": "x"}, **key)
+    assert response.status == 400
+    after = samples(scrape_text(service, stack.read_key))
+    failures = "glowing_fiesta_ingestion_failures_total"
+    assert value(after, failures, reason="invalid") == value(before, failures, reason="invalid") + 1
+    others = {
+        k: v for k, v in after.items() if k[0] == failures and k[1] != (("reason", "invalid"),)
+    }
+    assert all(v == before.get(k, 0) for k, v in others.items()), others
+    assert (
+        value(
+            after,
+            "glowing_fiesta_request_duration_seconds_count",
+            method="POST",
+            route="metric-value",
+            status="400",
+        )
+        == 1
+    )
 
-    from django.utils import timezone
 
-    from metrics import purges
-    from metrics.models import MetricPurge
-    from metrics.services import PointInput, points_ingest
-
-    reader = make_api_client(scopes=["read"])
-
-    def parse(response) -> dict:
-        assert response.status_code == 200
-        return samples(response.content.decode())
-
-    before = parse(reader.get("/metrics"))
-    assert before[("glowing_fiesta_metric_purges_pending", ())] == 0  # present, and zero
-    assert before[("glowing_fiesta_metric_purge_oldest_seconds", ())] == 0
-    points_ingest(points=[PointInput("counter", "purged.soon", 1.0, timezone.now(), {})])
-    admin = make_api_client(scopes=["admin"])
-    assert admin.delete("/api/metrics/purged.soon").status_code == 204
-    MetricPurge.objects.update(created_at=timezone.now() - timedelta(seconds=90))
-    parsed = parse(reader.get("/metrics"))
-    assert value(parsed, "glowing_fiesta_metric_purges_pending") == 1
-    assert 89 < value(parsed, "glowing_fiesta_metric_purge_oldest_seconds") < 120
-    purges.purge_run(purge_id=MetricPurge.objects.get().pk)
-    parsed = parse(reader.get("/metrics"))
-    assert parsed[("glowing_fiesta_metric_purges_pending", ())] == 0
-    assert parsed[("glowing_fiesta_metric_purge_oldest_seconds", ())] == 0
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_retention_run_raises_retention_deleted(stack):
+    key, _ = apikey_create(name="old", scopes=["write"])
+    old = timezone.now() - timedelta(days=3)
+    IngestBatch.objects.create(
+        api_key=key, state="done", payload=[], points=0, created_at=old, updated_at=old,
+        processed_at=old,
+    )  # fmt: skip
+    service = stack.serve(workers=1)
+    before = samples(scrape_text(service, stack.read_key))
+    assert value(before, "glowing_fiesta_retention_last_success_timestamp_seconds") == 0
+    started = time.time()
+    result = stack.manage("apply_retention")
+    assert result.returncode == 0, result.stderr
+    after = samples(scrape_text(service, stack.read_key))
+    deleted = "glowing_fiesta_retention_deleted_total"
+    assert value(after, deleted, table="ingest_batches") == 1
+    assert value(before, deleted, table="ingest_batches") == 0
+    last = value(after, "glowing_fiesta_retention_last_success_timestamp_seconds")
+    assert started <= last <= time.time()

@@ -10,7 +10,7 @@ from .selfstore import gauges_store
 
 # Sent by beat every SELF_METRICS_INTERVAL seconds with that expiry: a tick that no worker
 # took in time is dropped rather than written late.
-@shared_task(name="monitoring.gauges_store")
+@shared_task(name="selfmetrics.gauges_store")
 def gauges_store_task() -> int:
     """Write queue depth, broker queue and connection gauges as glowing_fiesta.* metrics."""
     return gauges_store(now=timezone.now())

@@ -3,6 +3,10 @@
 Prometheus sends the key as `Authorization: Bearer <key>` (deploy/prometheus/prometheus.yml);
 X-API-Key works too. Under PROMETHEUS_MULTIPROC_DIR the figures are the sum over every process
 that writes to that directory; the gauges of collectors.py are read at each scrape.
+
+Every known series of the labelled counters is there from the first scrape, at 0
+(glowing_fiesta/monitoring/figures.py): the process serving the scrape makes sure of them
+itself, whatever it recorded so far (a few dictionary lookups once they exist).
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from rest_framework.request import Request
 
 from apikeys.base import ApiKeyView
 from apikeys.models import Scope
+from glowing_fiesta.monitoring import figures, multiproc
 
-from . import multiproc
 from .collectors import ScrapeTimeCollector
 
 
 def exposition() -> bytes:
     """The text of one scrape."""
+    figures.counters_zero()
     path = multiproc.directory()
     if path is None:
         # One process: its own registry (with the process and platform collectors).

@@ -12,8 +12,7 @@ import pytest
 
 from glowing_fiesta.settings import _role_from_argv
 from tests.helpers import wait_for
-
-from .conftest import ROOT
+from tests.processes import ROOT
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
