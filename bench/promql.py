@@ -152,7 +152,7 @@ def service_load(run: _runners.Scratch, copies: list[tuple[str, int, int, int]])
                     INSERT INTO metric_points (metric_id, series_id, value, recorded_at)
                     SELECT %(metric)s, %(series)s, {value},
                            to_timestamp((%(start)s + {_dashboard.SQL_PHASE} + i * %(interval)s) / 1000.0)
-                    FROM generate_series(0, %(count)s - 1) AS i
+                    FROM generate_series(0::bigint, %(count)s::bigint - 1) AS i
                     """,
                     {
                         "metric": metric_ids[series.name],
