@@ -8,6 +8,8 @@ logs, browser history and Referer headers, so such a key must be treated as leak
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import logging
 
@@ -77,13 +79,22 @@ _REJECTIONS: dict[str, type[exceptions.AuthenticationFailed]] = {
 
 
 def raw_key_from(request: Request) -> str:
-    """The key the request carries: X-API-Key first, else a Bearer or Token Authorization."""
+    """The key the request carries: X-API-Key first, else a Bearer or Token Authorization, else
+    the password of a Basic one (what Grafana's "Basic auth" and `promtool` with
+    `http://user:KEY@host` send; the user name is ignored)."""
     raw = request.META.get(_META_HEADER, "").strip()
     if raw:
         return raw
     scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
-    if scheme.lower() in _AUTHORIZATION_SCHEMES:
+    scheme = scheme.lower()
+    if scheme in _AUTHORIZATION_SCHEMES:
         return credentials.strip()
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return credentials.strip()  # refused below as a malformed key, counted as a failure
+        return decoded.partition(":")[2].strip()
     return ""
 
 

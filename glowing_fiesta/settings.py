@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "idempotency",
     "metrics",
     "protocols",
+    "promql",
     "retention",
     "selfmetrics",
 ]
@@ -334,6 +335,15 @@ QUERY_SLOW_MS = env_int("QUERY_SLOW_MS", 250, minimum=0, maximum=600000)
 OTLP_MAX_BODY_BYTES = env_int("OTLP_MAX_BODY_BYTES", 20 * 2**20, minimum=2**10, maximum=2**30)
 REMOTE_WRITE_MAX_BODY_BYTES = env_int(
     "REMOTE_WRITE_MAX_BODY_BYTES", 20 * 2**20, minimum=2**10, maximum=2**30
+)
+# The Prometheus query API (docs/PROMQL.md): a query is stopped after PROMQL_TIMEOUT_SECONDS
+# (503 timeout, its statements cancelled); a selector matching more than PROMQL_MAX_SERIES
+# series is refused (422); an instant selector looks back PROMQL_LOOKBACK_DELTA_SECONDS for the
+# latest sample, as Prometheus's --query.lookback-delta (5 minutes).
+PROMQL_TIMEOUT_SECONDS = env_int("PROMQL_TIMEOUT_SECONDS", 60, minimum=1, maximum=3600)
+PROMQL_MAX_SERIES = env_int("PROMQL_MAX_SERIES", 10_000, minimum=1, maximum=1_000_000)
+PROMQL_LOOKBACK_DELTA_SECONDS = env_int(
+    "PROMQL_LOOKBACK_DELTA_SECONDS", 300, minimum=1, maximum=86400
 )
 
 # Retention: raw points and minute rollups; hour and day rollups are kept longer.

@@ -26,6 +26,8 @@ urlpatterns = [
     path("api/redoc/", docs.redoc, name="redoc"),
     # The wire formats of other tools: /write, /api/v2/write, /api/v1/write, /v1/metrics.
     path("", include("protocols.urls")),
+    # The Prometheus HTTP query API: /api/v1/query, query_range, series, labels, metadata, …
+    path("", include("promql.urls")),
     path("api/", include("metrics.urls")),
     path("api/", include("apikeys.urls")),
 ]

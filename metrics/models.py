@@ -102,6 +102,9 @@ class Rollup(models.Model):
     sum = models.FloatField()
     min = models.FloatField()
     max = models.FloatField()
+    # The bucket's latest point (NULL for buckets written before migration 0013).
+    last = models.FloatField(null=True)
+    last_at = models.DateTimeField(null=True)
 
     class Meta:
         abstract = True

@@ -186,20 +186,22 @@ ROLLUP_TABLES = (
 )
 
 
-def _rollup_columns(points: Sequence[PointRow]) -> list[list[list]]:
+def _rollup_columns(points: Sequence[PointRow]) -> list[list[str]]:
     """Pre-aggregate per (series, bucket) for each width, each level folded from the one below.
 
-    Returns, per table, the columns (series_id, bucket epoch, count, sum, min, max) sorted by
-    (series_id, bucket): one row per key, in one lock order for every writer.
+    Returns, per table, the columns (series_id, bucket epoch, count, sum, min, max, last,
+    last_at) sorted by (series_id, bucket): one row per key, in one lock order for every writer.
+    `last` is the value of the bucket's latest point (of equal times, the later in the batch).
     """
     level: dict[tuple[int, int], list] = {}
     for p in points:
-        epoch = int(p.recorded_at.timestamp() // 60) * 60
+        at = p.recorded_at.timestamp()
+        epoch = int(at // 60) * 60
         key = (p.series_id, epoch)
         cur = level.get(key)
         value = p.value
         if cur is None:
-            level[key] = [1, value, value, value]
+            level[key] = [1, value, value, value, value, at]
         else:
             cur[0] += 1
             cur[1] += value
@@ -207,19 +209,25 @@ def _rollup_columns(points: Sequence[PointRow]) -> list[list[list]]:
                 cur[2] = value
             if value > cur[3]:
                 cur[3] = value
+            if at >= cur[5]:
+                cur[4] = value
+                cur[5] = at
     out = [_as_columns(level)]
     for _, width in ROLLUP_TABLES[1:]:
         folded: dict[tuple[int, int], list] = {}
-        for (series_id, epoch), (count, total, low, high) in level.items():
+        for (series_id, epoch), (count, total, low, high, last, last_at) in level.items():
             key = (series_id, epoch - epoch % width)
             cur = folded.get(key)
             if cur is None:
-                folded[key] = [count, total, low, high]
+                folded[key] = [count, total, low, high, last, last_at]
             else:
                 cur[0] += count
                 cur[1] += total
                 cur[2] = min(cur[2], low)
                 cur[3] = max(cur[3], high)
+                if last_at >= cur[5]:
+                    cur[4] = last
+                    cur[5] = last_at
         level = folded
         out.append(_as_columns(level))
     return out
@@ -230,10 +238,7 @@ def _as_columns(level: dict[tuple[int, int], list]) -> list[str]:
     return [
         _pg_array(key[0] for key, _ in items),
         _pg_array(key[1] for key, _ in items),
-        _pg_array(agg[0] for _, agg in items),
-        _pg_array(agg[1] for _, agg in items),
-        _pg_array(agg[2] for _, agg in items),
-        _pg_array(agg[3] for _, agg in items),
+        *(_pg_array(agg[k] for _, agg in items) for k in range(6)),
     ]
 
 
@@ -249,15 +254,22 @@ def _pg_array(values: Iterable[object]) -> str:
 
 _UPSERT = """
 {name} AS (
-    INSERT INTO {table} AS r (series_id, bucket, count, sum, min, max)
-    SELECT s, to_timestamp(b), c, t, lo, hi
-    FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::float8[])
-        AS u(s, b, c, t, lo, hi)
+    INSERT INTO {table} AS r (series_id, bucket, count, sum, min, max, last, last_at)
+    SELECT s, to_timestamp(b), c, t, lo, hi, l, to_timestamp(la)
+    FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::float8[],
+                %s::float8[], %s::float8[])
+        AS u(s, b, c, t, lo, hi, l, la)
     ON CONFLICT (series_id, bucket) DO UPDATE SET
         count = r.count + excluded.count,
         sum = r.sum + excluded.sum,
         min = LEAST(r.min, excluded.min),
-        max = GREATEST(r.max, excluded.max)
+        max = GREATEST(r.max, excluded.max),
+        -- The latest point wins; of equal times, the later write. A bucket written before
+        -- the columns existed (NULL) stays unknown: its earlier points' times are not kept.
+        last = CASE WHEN r.last_at IS NULL THEN NULL
+                    WHEN excluded.last_at >= r.last_at THEN excluded.last ELSE r.last END,
+        last_at = CASE WHEN r.last_at IS NULL THEN NULL
+                       ELSE GREATEST(r.last_at, excluded.last_at) END
 )"""
 
 _INSERT_POINTS = """

@@ -178,6 +178,10 @@ def test_ensure_demo_api_key_creates_one_demo_key_when_there_is_none():
     key = ApiKey.objects.get()
     assert key.name == "demo"
     assert any(line.startswith("Try: curl") and f"X-API-Key: {raw}" in line for line in lines)
+    assert (
+        "Grafana: add a Prometheus data source with URL http://127.0.0.1:8000 and header "
+        f"X-API-Key: {raw}"
+    ) in lines
     assert me(raw).status_code == 200
 
 

@@ -24,7 +24,8 @@ point_strategy = st.tuples(
 def _rollups(table: str, names: list[str]) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT r.series_id, r.bucket, r.count, r.sum, r.min, r.max FROM {table} r "
+            f"SELECT r.series_id, r.bucket, r.count, r.sum, r.min, r.max, r.last, r.last_at "
+            f"FROM {table} r "
             "JOIN series s ON s.id = r.series_id JOIN metrics m ON m.id = s.metric_id "
             "WHERE m.name = ANY(%s)",
             [names],
@@ -36,7 +37,8 @@ def _from_raw(width: str, names: list[str]) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT p.series_id, date_bin('{width}', p.recorded_at, timestamptz 'epoch'), "
-            "count(*), sum(p.value), min(p.value), max(p.value) FROM metric_points p "
+            "count(*), sum(p.value), min(p.value), max(p.value), max(p.recorded_at) "
+            "FROM metric_points p "
             "JOIN metrics m ON m.id = p.metric_id WHERE m.name = ANY(%s) GROUP BY 1, 2",
             [names],
         )
@@ -57,6 +59,13 @@ def test_every_rollup_equals_the_aggregate_of_its_raw_points(writes):
                 for m, value, offset, tags in write
             ]
         )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.series_id, p.recorded_at, array_agg(p.value) FROM metric_points p "
+            "JOIN metrics m ON m.id = p.metric_id WHERE m.name = ANY(%s) GROUP BY 1, 2",
+            [names],
+        )
+        values_at = {(row[0], row[1]): row[2] for row in cursor.fetchall()}
     for table, width in (
         ("metric_rollup_minute", "1 minute"),
         ("metric_rollup_15m", "15 minutes"),
@@ -65,7 +74,10 @@ def test_every_rollup_equals_the_aggregate_of_its_raw_points(writes):
     ):
         rollups, raw = _rollups(table, names), _from_raw(width, names)
         assert rollups.keys() == raw.keys()
-        for key, (count, total, low, high) in raw.items():
-            r_count, r_total, r_low, r_high = rollups[key]
+        for key, (count, total, low, high, latest) in raw.items():
+            r_count, r_total, r_low, r_high, r_last, r_last_at = rollups[key]
             assert (r_count, r_low, r_high) == (count, low, high)
             assert math.isclose(r_total, total, rel_tol=1e-9, abs_tol=1e-6)
+            # The bucket's latest point: its time, and the value of a point at that time.
+            assert r_last_at == latest
+            assert r_last in values_at[(key[0], latest)]

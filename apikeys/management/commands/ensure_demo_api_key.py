@@ -27,3 +27,7 @@ class Command(BaseCommand):
             f"Try: curl -X POST -H 'X-API-Key: {raw}' -H 'Content-Type: application/json' "
             '-d \'{"name": "demo.requests"}\' http://127.0.0.1:8000/api/metrics/counter'
         )
+        self.stdout.write(
+            "Grafana: add a Prometheus data source with URL http://127.0.0.1:8000 and header "
+            f"X-API-Key: {raw}"
+        )

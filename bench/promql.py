@@ -1,0 +1,309 @@
+"""make bench-promql: a dashboard of eight typical panels over 500 series, asked of the service
+and of Debian's prometheus holding exactly the same samples, in one run on one machine.
+
+Two views of the dashboard:
+- the last 6 hours at steps of 15, 30 and 60 s (5-minute windows), over series scraped every
+  15 s: the service must answer within 2x Prometheus's p95;
+- the last 30 days at a step of 1 hour (1-hour windows), over series scraped every 60 s: the
+  service must be faster than Prometheus, which decodes every raw chunk where the service reads
+  hour rollups.
+
+The service's copy is bulk-loaded in SQL (points and rollups, as the write path keeps them:
+see bench/_dashboard.py), Prometheus's backfilled with promtool. Each panel is asked
+round-robin, by POST /api/v1/query_range from one client, of both; the figures are p50 and p95
+per panel and their ratio (service / Prometheus). Usage:
+    make bench-promql [ARGS="--days 30 --requests 15"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from bench import _common, _dashboard, _runners, _servers
+from tests.promql.reference import Reference, binaries, free_port
+
+SHORT_PREFIX, LONG_PREFIX = "s_", "l_"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--hours", type=float, default=6, help="the short view's span (6)")
+    parser.add_argument("--days", type=float, default=30, help="the long view's span (30)")
+    parser.add_argument("--short-interval", type=int, default=15, help="s between samples (15)")
+    parser.add_argument("--long-interval", type=int, default=60, help="s between samples (60)")
+    parser.add_argument("--requests", type=int, default=15, help="timed requests per panel (15)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
+    args = parser.parse_args()
+    if binaries() is None:
+        raise SystemExit("bench: prometheus and promtool are needed (apt-get install prometheus)")
+
+    now_ms = int(time.time()) // 3600 * 3600 * 1000
+    short_count = int(args.hours * 3600 // args.short_interval)
+    long_count = int(args.days * 86400 // args.long_interval)
+    short_start = now_ms - short_count * args.short_interval * 1000
+    long_start = now_ms - long_count * args.long_interval * 1000
+    copies = [
+        (SHORT_PREFIX, short_start, short_count, args.short_interval * 1000),
+        (LONG_PREFIX, long_start, long_count, args.long_interval * 1000),
+    ]
+    samples = 500 * (short_count + long_count)
+    _common.log(f"{samples:,} samples: {short_count} and {long_count} per series")
+
+    with (
+        _runners.scratch("gf_bench_promql", key_name="bench-promql") as run,
+        tempfile.TemporaryDirectory(prefix="bench-promql-") as tmp,
+    ):
+        workdir = Path(tmp)
+        _runners_timed("service loaded", lambda: service_load(run, copies))
+        reference = _runners_timed("prometheus loaded", lambda: prometheus_start(workdir, copies))
+        try:
+            with _servers.gunicorn(run.env, workers=args.workers) as (host, port):
+                ours = (f"http://{host}:{port}", {"X-API-Key": run.key})
+                theirs = (reference.url, {})
+                views = [
+                    (
+                        f"6 h, step {step} s",
+                        _dashboard.panels(SHORT_PREFIX, "5m"),
+                        now_ms - int(args.hours * 3600_000),
+                        now_ms,
+                        step,
+                    )
+                    for step in (15, 30, 60)
+                ]
+                views.append(
+                    (
+                        "30 d, step 1 h",
+                        _dashboard.panels(LONG_PREFIX, "1h"),
+                        long_start + 3600_000,
+                        now_ms,
+                        3600,
+                    )
+                )
+                print(run.machine)
+                print(f"samples: {samples:,} (500 series); requests per panel: {args.requests}")
+                for title, panels, start, end, step in views:
+                    view_run(
+                        title, panels, start / 1000, end / 1000, step, ours, theirs, args.requests
+                    )
+        finally:
+            reference.stop()
+
+
+def _runners_timed(label: str, action):
+    started = time.perf_counter()
+    result = action()
+    _common.log(f"{label} in {time.perf_counter() - started:.1f} s")
+    return result
+
+
+def service_load(run: _runners.Scratch, copies: list[tuple[str, int, int, int]]) -> None:
+    """Metrics and series rows, the points by generate_series, then the rollups from them."""
+    import psycopg
+
+    os.environ.update(run.env)
+    import django
+
+    django.setup()
+    from metrics.storage import canonical_tags, tags_hash
+
+    with psycopg.connect(run.database_url, autocommit=True) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        for prefix, start_ms, count, interval_ms in copies:
+            first = _date(start_ms // 86_400_000)
+            last = _date((start_ms + count * interval_ms) // 86_400_000 + 1)
+            for table in ("metric_points", "metric_rollup_minute"):
+                conn.execute(
+                    "SELECT gf_ensure_day_partitions(%s, %s::date, %s::date)", [table, first, last]
+                )
+            metric_ids: dict[str, int] = {}
+            for name, kind, _ in _dashboard.METRICS:
+                metric_ids[name] = conn.execute(
+                    "INSERT INTO metrics (name, type, created_at) VALUES (%s, %s, now()) RETURNING id",
+                    [prefix + name, "counter" if kind == "counter" else "value"],
+                ).fetchone()[0]
+            for series in _dashboard.series_all():
+                series_id = conn.execute(
+                    "INSERT INTO series (metric_id, tags, tags_hash, created_at) "
+                    "VALUES (%s, %s::jsonb, %s, now()) RETURNING id",
+                    [
+                        metric_ids[series.name],
+                        canonical_tags(series.labels),
+                        tags_hash(series.labels),
+                    ],
+                ).fetchone()[0]
+                if series.kind == "gauge":
+                    value = _dashboard.SQL_GAUGE
+                elif series.name == "request_duration_seconds_bucket":
+                    value = _dashboard.SQL_BUCKET_INCREMENT
+                else:
+                    value = _dashboard.SQL_INCREMENT
+                conn.execute(
+                    f"""
+                    INSERT INTO metric_points (metric_id, series_id, value, recorded_at)
+                    SELECT %(metric)s, %(series)s, {value},
+                           to_timestamp((%(start)s + {_dashboard.SQL_PHASE} + i * %(interval)s) / 1000.0)
+                    FROM generate_series(0::bigint, %(count)s::bigint - 1) AS i
+                    """,
+                    {
+                        "metric": metric_ids[series.name],
+                        "series": series_id,
+                        "k": series.number,
+                        "le": _dashboard.LE.index(series.labels["le"]) + 1
+                        if "le" in series.labels
+                        else 0,
+                        "start": start_ms,
+                        "interval": interval_ms,
+                        "count": count,
+                    },
+                )
+        rollups_build(conn)
+        conn.execute("VACUUM ANALYZE")
+
+
+def _date(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+
+
+ROLLUP_SQL = """
+INSERT INTO {table} (series_id, bucket, count, sum, min, max, last, last_at)
+SELECT series_id, date_bin('{width}', recorded_at, timestamptz 'epoch'), count(*), sum(value),
+       min(value), max(value), (array_agg(value ORDER BY recorded_at DESC))[1], max(recorded_at)
+FROM metric_points GROUP BY 1, 2
+"""
+
+
+def rollups_build(conn) -> None:
+    """The four rollup levels as the write path keeps them, latest points included."""
+    for table, width in (
+        ("metric_rollup_minute", "1 minute"),
+        ("metric_rollup_15m", "15 minutes"),
+        ("metric_rollup_hour", "1 hour"),
+        ("metric_rollup_day", "1 day"),
+    ):
+        conn.execute(ROLLUP_SQL.format(table=table, width=width))
+
+
+def prometheus_start(workdir: Path, copies: list[tuple[str, int, int, int]]) -> Reference:
+    """The same samples as OpenMetrics, backfilled into blocks by promtool, served by prometheus."""
+    import subprocess
+
+    prometheus, promtool = binaries()  # type: ignore[misc]
+    source = workdir / "dashboard.om"
+    _dashboard.openmetrics_write(source, copies)
+    datadir = workdir / "data"
+    subprocess.run(
+        [
+            promtool,
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "--quiet",
+            str(source),
+            str(datadir),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=3600,
+    )
+    source.unlink()
+    config = workdir / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+    port = free_port()
+    log = (workdir / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={datadir}",
+            "--storage.tsdb.retention.time=60d",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
+    reference = Reference(process=process, port=port, workdir=workdir, samples=0)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{reference.url}/-/ready", timeout=2) as answer:  # noqa: S310
+                if answer.status == 200:
+                    return reference
+        except OSError:
+            time.sleep(0.5)
+    reference.stop()
+    raise SystemExit(f"bench: prometheus not ready:\n{reference.log()[-2000:]}")
+
+
+def query_range(
+    endpoint: tuple[str, dict], query: str, start: float, end: float, step: int
+) -> tuple[float, int]:
+    """One POST /api/v1/query_range: (milliseconds, series in the answer)."""
+    url, headers = endpoint
+    body = urllib.parse.urlencode(
+        {"query": query, "start": start, "end": end, "step": step}
+    ).encode()
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        f"{url}/api/v1/query_range",
+        data=body,
+        headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+        method="POST",
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=300) as answer:  # noqa: S310
+        data = json.loads(answer.read())
+    elapsed = (time.perf_counter() - started) * 1000
+    if data.get("status") != "success":
+        raise SystemExit(f"bench: {query}: {data}")
+    return elapsed, len(data["data"]["result"])
+
+
+def view_run(title, panels, start, end, step, ours, theirs, requests: int) -> None:
+    """Each panel `requests` times on both, round-robin after one warm-up each; prints p50/p95."""
+    timings: dict[tuple[str, str], list[float]] = {}
+    sizes: dict[tuple[str, str], int] = {}
+    for side, endpoint in (("service", ours), ("prometheus", theirs)):
+        for label, query in panels.items():
+            _, sizes[side, label] = query_range(endpoint, query, start, end, step)
+    for _ in range(requests):
+        for label, query in panels.items():
+            for side, endpoint in (("service", ours), ("prometheus", theirs)):
+                elapsed, _ = query_range(endpoint, query, start, end, step)
+                timings.setdefault((side, label), []).append(elapsed)
+    print(f"\n{title}")
+    print(
+        f"{'panel':<22} {'series':>6}  {'service p50/p95 ms':>20}  {'prometheus p50/p95 ms':>22}  {'p95 ratio':>9}"
+    )
+    ratios = []
+    for label in panels:
+        ours_ms, theirs_ms = timings["service", label], timings["prometheus", label]
+        p95_ours, p95_theirs = (
+            _common.percentile(ours_ms, 0.95),
+            _common.percentile(theirs_ms, 0.95),
+        )
+        ratio = p95_ours / p95_theirs
+        ratios.append(ratio)
+        if sizes["service", label] != sizes["prometheus", label]:
+            label += " (!)"  # the answers differ in size: a wrong answer is no figure
+        print(
+            f"{label:<22} {sizes['service', label.rstrip(' (!)')]:>6}  "
+            f"{statistics.median(ours_ms):>9.1f}/{p95_ours:<9.1f}  "
+            f"{statistics.median(theirs_ms):>10.1f}/{p95_theirs:<10.1f}  {ratio:>8.2f}x"
+        )
+    print(f"{'median ratio':<22} {'':>6}  {'':>20}  {'':>22}  {statistics.median(ratios):>8.2f}x")
+    print(f"{'worst ratio':<22} {'':>6}  {'':>20}  {'':>22}  {max(ratios):>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""An instant or range query, from its text to its value: parse, evaluate over the store.
+
+A query runs in one read-only transaction whose statement timeout is PROMQL_TIMEOUT, and the
+evaluator stops at the same deadline: a query never holds a connection past its timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import promql_parser as pp
+import psycopg.errors
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+
+from .errors import BadData, QueryTimeout
+from .evaluator import Evaluator
+from .selectors import DatabaseSource
+from .values import Value
+
+
+def query_parse(text: str) -> Any:
+    try:
+        return pp.parse(text)
+    except ValueError as exc:
+        raise BadData(f'invalid parameter "query": parse error: {exc}') from None
+
+
+def _evaluate(
+    node: Any, *, start_ms: int, end_ms: int, step_ms: int, namespaces: Sequence[str]
+) -> Value:
+    timeout = settings.PROMQL_TIMEOUT_SECONDS
+    source = DatabaseSource(namespaces=namespaces, max_series=settings.PROMQL_MAX_SERIES)
+    evaluator = Evaluator(
+        source,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        step_ms=step_ms,
+        lookback_ms=settings.PROMQL_LOOKBACK_DELTA_SECONDS * 1000,
+        deadline=time.monotonic() + timeout,
+    )
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION READ ONLY")
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, true)", [f"{int(timeout * 1000)}ms"]
+            )
+            return evaluator.evaluate(node)
+    except OperationalError as exc:
+        if isinstance(exc.__cause__, psycopg.errors.QueryCanceled):
+            raise QueryTimeout("query timed out in query execution") from None
+        raise
+
+
+def query_instant(
+    *, query: str, time_s: float, namespaces: Sequence[str] = ()
+) -> tuple[Value, int]:
+    node = query_parse(query)
+    at = round(time_s * 1000)
+    return _evaluate(node, start_ms=at, end_ms=at, step_ms=1000, namespaces=namespaces), at
+
+
+def query_range(
+    *, query: str, start_s: float, end_s: float, step_s: float, namespaces: Sequence[str] = ()
+) -> tuple[Value, np.ndarray]:
+    node = query_parse(query)
+    start, end, step = round(start_s * 1000), round(end_s * 1000), max(1, round(step_s * 1000))
+    value = _evaluate(node, start_ms=start, end_ms=end, step_ms=step, namespaces=namespaces)
+    return value, np.arange(start, end + 1, step, dtype=np.int64)

@@ -1,0 +1,108 @@
+"""Values as the Prometheus HTTP API writes them: times in float seconds, sample values as
+strings (`"NaN"`, `"+Inf"`), series as `{"metric": {...}, "values": [[t, "v"], …]}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import BadData
+from .values import Labels, Matrix, Scalar, String, Value, Vector
+
+
+def number_text(value: float) -> str:
+    """A float as Prometheus writes it (Go's FormatFloat 'f', -1): `2`, `0.5`, `NaN`, `+Inf`."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    text = repr(value)
+    if "e" in text or "E" in text:
+        text = np.format_float_positional(value, trim="-")
+    elif text.endswith(".0"):
+        text = text[:-2]
+    return "0" if text == "-0" else text
+
+
+def _texts(values: np.ndarray) -> list[str]:
+    return [number_text(v) for v in values.tolist()]
+
+
+def _seconds(times_ms: np.ndarray) -> list[float]:
+    return (times_ms / 1000.0).tolist()
+
+
+def metric_object(labels: Labels) -> dict[str, str]:
+    return dict(labels)
+
+
+def instant_result(value: Value, time_ms: int) -> dict[str, Any]:
+    t = time_ms / 1000.0
+    if isinstance(value, Scalar):
+        return {"resultType": "scalar", "result": [t, number_text(float(value.values[0]))]}
+    if isinstance(value, String):
+        return {"resultType": "string", "result": [t, value.value]}
+    if isinstance(value, Matrix):
+        return {
+            "resultType": "matrix",
+            "result": [
+                {
+                    "metric": metric_object(s.labels),
+                    "values": [
+                        list(pair) for pair in zip(_seconds(s.times), _texts(s.values), strict=True)
+                    ],
+                }
+                for s in value.series
+            ],
+        }
+    assert isinstance(value, Vector)
+    result = []
+    for i, labels in enumerate(value.labels):
+        if value.present[i, 0]:
+            result.append(
+                {
+                    "metric": metric_object(labels),
+                    "value": [t, number_text(float(value.values[i, 0]))],
+                }
+            )
+    return {"resultType": "vector", "result": result}
+
+
+def range_result(value: Value, times_ms: np.ndarray) -> dict[str, Any]:
+    if isinstance(value, Scalar):
+        value = Vector([()], value.values[None, :], np.ones((1, len(times_ms)), dtype=bool))
+    if not isinstance(value, Vector):
+        kind = "string" if isinstance(value, String) else "range vector"
+        raise BadData(
+            f'invalid expression type "{kind}" for range query, must be Scalar or instant Vector'
+        )
+    seconds = _seconds(times_ms)
+    result = []
+    order = sorted(range(len(value.labels)), key=lambda i: value.labels[i])
+    for i in order:
+        present = value.present[i]
+        if not present.any():
+            continue
+        steps = np.flatnonzero(present)
+        texts = _texts(value.values[i, steps])
+        result.append(
+            {
+                "metric": metric_object(value.labels[i]),
+                "values": [
+                    [seconds[k], text] for k, text in zip(steps.tolist(), texts, strict=True)
+                ],
+            }
+        )
+    return {"resultType": "matrix", "result": result}
+
+
+def success(data: Any, warnings: list[str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": "success", "data": data}
+    if warnings:
+        body["warnings"] = warnings
+    return body
+
+
+def error(error_type: str, message: str) -> dict[str, Any]:
+    return {"status": "error", "errorType": error_type, "error": message}

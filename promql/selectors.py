@@ -1,0 +1,359 @@
+"""Reads of the Prometheus query API: the series a selector matches and their samples.
+
+`DatabaseSource` is what the evaluator reads through (promql.evaluator.Source). It lists the
+candidate metrics and series in SQL (promql.storage), matches labels in Python with RE2, and
+reads the points of the matched series only. A key's namespaces bound every read: a metric
+outside them does not exist here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import promql_parser as pp
+import re2
+from django.conf import settings
+
+from . import storage
+from .errors import BadData, TooManySeries
+from .evaluator import LabelMatcher, selector_matchers
+from .names import label_name, promql_name, series_labels
+from .values import NAME, Labels, Samples, label_get
+from .windows import Rollups, rollup_apply, rollup_pushable, segment_reduce
+
+POSITIVE = frozenset(["=", "=~"])
+
+
+def _compile(matcher: LabelMatcher) -> re2._Regexp | None:
+    if "~" not in matcher.op:
+        return None
+    try:
+        return re2.compile(f"^(?:{matcher.value})$")
+    except re2.error as exc:
+        raise BadData(f"invalid regular expression {matcher.value!r}: {exc}") from None
+
+
+def _accepts(matcher: LabelMatcher, regex: re2._Regexp | None, value: str) -> bool:
+    if regex is None:
+        equal = value == matcher.value
+        return equal if matcher.op == "=" else not equal
+    found = regex.match(value) is not None
+    return found if matcher.op == "=~" else not found
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    id: int
+    metric_id: int
+    labels: Labels
+    counter: bool
+
+
+def _ms_time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class DatabaseSource:
+    """The store as the evaluator sees it, for one query and one key's namespaces."""
+
+    def __init__(self, *, namespaces: Sequence[str] = (), max_series: int = 10_000) -> None:
+        self.namespaces = tuple(namespaces)
+        self.max_series = max_series
+        self._refs: dict[tuple[LabelMatcher, ...], list[SeriesRef]] = {}
+
+    def series(self, matchers: Sequence[LabelMatcher]) -> list[SeriesRef]:
+        """The series every matcher accepts (a missing label counts as the empty value)."""
+        key = tuple(matchers)
+        found = self._refs.get(key)
+        if found is not None:
+            return found
+        compiled = [(m, _compile(m)) for m in matchers]
+        names = [(m, r) for m, r in compiled if m.name == NAME]
+        labels = [(m, r) for m, r in compiled if m.name != NAME]
+        equal = next((m.value for m, _ in names if m.op == "="), None)
+        metrics = {}
+        for metric_id, name, kind in storage.metrics_candidates(
+            name=equal, namespaces=self.namespaces
+        ):
+            mapped = promql_name(name)
+            if all(
+                (_accepts(m, r, mapped) or _accepts(m, r, name))
+                if m.op in POSITIVE
+                else (_accepts(m, r, mapped) and _accepts(m, r, name))
+                for m, r in names
+            ):
+                metrics[metric_id] = (name, kind == "counter")
+        refs = []
+        for series_id, metric_id, tags in storage.series_of(list(metrics)):
+            name, counter = metrics[metric_id]
+            series_labels_ = series_labels(name, tags)
+            if all(_accepts(m, r, label_get(series_labels_, m.name)) for m, r in labels):
+                refs.append(SeriesRef(series_id, metric_id, series_labels_, counter))
+                if len(refs) > self.max_series:
+                    raise TooManySeries(
+                        f"the selector matches more than {self.max_series} series "
+                        "(PROMQL_MAX_SERIES); add label matchers to narrow it"
+                    )
+        # In label order, as Prometheus's index returns series: ties in topk, bottomk and
+        # sort then fall the same way.
+        refs.sort(key=lambda ref: ref.labels)
+        self._refs[key] = refs
+        return refs
+
+    def select(self, matchers: list[LabelMatcher], start_ms: int, end_ms: int) -> list[Samples]:
+        refs = self.series(matchers)
+        if not refs:
+            return []
+        by_id = {ref.id: ref for ref in refs}
+        metric_ids = sorted({ref.metric_id for ref in refs})
+        after, until = _ms_time(start_ms), _ms_time(end_ms)
+        rows = storage.points_between(
+            metric_ids=metric_ids, series_ids=list(by_id), after=after, until=until
+        )
+        counters = [ref.id for ref in refs if ref.counter]
+        bases = (
+            storage.counter_totals_until(metric_ids=metric_ids, series_ids=counters, until=after)
+            if counters
+            else {}
+        )
+        out = []
+        for series_id, times, values in sorted(rows, key=lambda row: by_id[row[0]].labels):
+            ref = by_id[series_id]
+            out.append(
+                Samples(
+                    ref.labels,
+                    np.asarray(times, dtype=np.int64),
+                    np.asarray(values, dtype=float),
+                    counter=ref.counter,
+                    base=bases.get(series_id, 0.0),
+                )
+            )
+        return out
+
+    def windows(
+        self, matchers: list[LabelMatcher], name: str, ends: np.ndarray, range_ms: int
+    ) -> list[tuple[Labels, np.ndarray, np.ndarray]] | None:
+        """`name` over every matched series from rollups, where their buckets tile the windows
+        (the window ends and the range whole multiples of an hour, 15 minutes or a minute) and
+        `name` is one rollups answer; None when the raw points must be read instead."""
+        if not (rollup_pushable(name, counter=True) or rollup_pushable(name, counter=False)):
+            return None
+        refs = self.series(matchers)
+        if not all(rollup_pushable(name, counter=ref.counter) for ref in refs):
+            return None
+        bucket = next(
+            (b for b in storage.ROLLUP_TABLES if range_ms % b == 0 and not (ends % b).any()), None
+        )
+        if bucket is None:
+            return None
+        if not refs:
+            return []
+        ids = [ref.id for ref in refs]
+        metric_ids = sorted({ref.metric_id for ref in refs})
+        first, last = int(ends.min()) - range_ms, int(ends.max())
+        rows = {
+            row[0]: row[1:]
+            for row in storage.rollups_between(
+                bucket_ms=bucket, series_ids=ids, after=_ms_time(first), before=_ms_time(last)
+            )
+        }
+        edge_times = sorted({int(t) for t in ends} | {int(t) - range_ms for t in ends})
+        edges = {
+            row[0]: row[1:]
+            for row in storage.points_at(
+                metric_ids=metric_ids, series_ids=ids, times=[_ms_time(t) for t in edge_times]
+            )
+        }
+        out = []
+        for ref in refs:
+            buckets, counts, sums, mins, maxes, _, _ = rows.get(ref.id, ([],) * 7)
+            at, values = edges.get(ref.id, ([], []))
+            rollups = Rollups(
+                np.asarray(buckets, dtype=np.int64),
+                np.asarray(counts, dtype=np.int64),
+                np.asarray(sums, dtype=float),
+                np.asarray(mins, dtype=float),
+                np.asarray(maxes, dtype=float),
+                np.asarray(at, dtype=np.int64),
+                np.asarray(values, dtype=float),
+            )
+            result = rollup_apply(name, rollups, ends, range_ms)
+            if result is None:
+                return None
+            out.append((ref.labels, *result))
+        return out
+
+    def instants(
+        self, matchers: list[LabelMatcher], refs_ms: np.ndarray, lookback_ms: int
+    ) -> list[tuple[Labels, np.ndarray, np.ndarray, np.ndarray]] | None:
+        """Each matched series' latest sample at or before every time of `refs_ms` within the
+        lookback, from the rollups' latest points, where every time is a whole multiple of a
+        bucket (a step of a minute or more); None when the raw points must be read instead.
+
+        The latest sample at or before `t` is a point exactly at `t` (read by one index probe;
+        it lies in the bucket that starts at `t`) or else the latest point of the last bucket
+        that starts before `t`. A counter's running total at `t` is its total before the span
+        plus the sums of the buckets before `t` and the increments exactly at `t`.
+        """
+        bucket = next((b for b in storage.ROLLUP_TABLES if not (refs_ms % b).any()), None)
+        if bucket is None:
+            return None
+        refs = self.series(matchers)
+        if not refs:
+            return []
+        ids = [ref.id for ref in refs]
+        metric_ids = sorted({ref.metric_id for ref in refs})
+        first = (int(refs_ms.min()) - lookback_ms) // bucket * bucket
+        last = int(refs_ms.max())
+        rows = {
+            row[0]: row[1:]
+            for row in storage.rollups_between(
+                bucket_ms=bucket, series_ids=ids, after=_ms_time(first), before=_ms_time(last)
+            )
+        }
+        if any(None in row[6] for row in rows.values()):
+            return None  # buckets written before their latest points were kept
+        edges = {
+            row[0]: row[1:]
+            for row in storage.points_at(
+                metric_ids=metric_ids,
+                series_ids=ids,
+                times=[_ms_time(t) for t in sorted({int(t) for t in refs_ms})],
+            )
+        }
+        counters = [ref.id for ref in refs if ref.counter]
+        bases = (
+            storage.counter_totals_until(
+                metric_ids=metric_ids, series_ids=counters, until=_ms_time(first), inclusive=False
+            )
+            if counters
+            else {}
+        )
+        out = []
+        for ref in refs:
+            buckets, _, sums, _, _, lasts, last_ats = rows.get(ref.id, ([],) * 7)
+            starts = np.asarray(buckets, dtype=np.int64)
+            index = np.searchsorted(starts, refs_ms, side="left") - 1
+            safe = np.maximum(index, 0)
+            before = index >= 0
+            latest_at = np.where(before, np.asarray(last_ats or [0], dtype=np.int64)[safe], 0)
+            at_times, at_values = edges.get(ref.id, ([], []))
+            at_times = np.asarray(at_times, dtype=np.int64)
+            at_values = np.asarray(at_values, dtype=float)
+            e_lo = np.searchsorted(at_times, refs_ms, side="left")
+            e_hi = np.searchsorted(at_times, refs_ms, side="right")
+            on_edge = e_hi > e_lo
+            if ref.counter:
+                running = np.concatenate([[0.0], np.cumsum(np.asarray(sums, dtype=float))])
+                edge_sums = (
+                    np.where(on_edge, segment_reduce(np.add, at_values, e_lo, e_hi), 0.0)
+                    if len(at_values)
+                    else np.zeros(len(refs_ms))
+                )
+                values = bases.get(ref.id, 0.0) + running[index + 1] + edge_sums
+            else:
+                latest = np.where(before, np.asarray(lasts or [0.0], dtype=float)[safe], np.nan)
+                edge_last = (
+                    np.append(at_values, np.nan)[np.maximum(e_hi - 1, 0)]
+                    if len(at_values)
+                    else latest
+                )
+                values = np.where(on_edge, edge_last, latest)
+            present = on_edge | (before & (latest_at > refs_ms - lookback_ms))
+            times = np.where(on_edge, refs_ms, latest_at)
+            if present.any():
+                out.append((ref.labels, values, present, times))
+        return out
+
+    def series_in_range(
+        self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int
+    ) -> list[Labels]:
+        refs = self.series(matchers)
+        alive = storage.series_with_data(
+            series_ids=[ref.id for ref in refs], after=_ms_time(start_ms), until=_ms_time(end_ms)
+        )
+        return [ref.labels for ref in refs if ref.id in alive]
+
+
+_LABEL_NAME = re2.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _match_selectors(matches: Sequence[str]) -> list[list[LabelMatcher]]:
+    """Each `match[]` parsed as a series selector, or BadData naming it."""
+    out = []
+    for text in matches:
+        try:
+            node = pp.parse(text)
+        except ValueError as exc:
+            raise BadData(f'invalid parameter "match[]": {exc}') from None
+        if type(node).__name__ != "VectorSelector":
+            raise BadData(f'invalid parameter "match[]": {text[:80]!r} is not a series selector')
+        out.append(selector_matchers(node))
+    return out
+
+
+def series_find(
+    *, matches: Sequence[str], start_s: float | None, end_s: float | None, namespaces: Sequence[str]
+) -> list[Labels]:
+    """The label sets of the series any `match[]` selects (with data in the range, if given)."""
+    source = DatabaseSource(namespaces=namespaces, max_series=settings.PROMQL_MAX_SERIES)
+    found: set[Labels] = set()
+    for matchers in _match_selectors(matches):
+        if start_s is None and end_s is None:
+            found.update(ref.labels for ref in source.series(matchers))
+        else:
+            start = round((start_s if start_s is not None else 0.0) * 1000)
+            end = round((end_s if end_s is not None else 4102444800.0) * 1000)
+            found.update(source.series_in_range(matchers, start, end))
+    return sorted(found)
+
+
+def label_names(
+    *, matches: Sequence[str], start_s: float | None, end_s: float | None, namespaces: Sequence[str]
+) -> list[str]:
+    if matches:
+        series = series_find(matches=matches, start_s=start_s, end_s=end_s, namespaces=namespaces)
+        return sorted({name for labels in series for name, _ in labels})
+    names = {label_name(key) for key in storage.tag_keys(namespaces=namespaces)}
+    if storage.metrics_candidates(name=None, namespaces=namespaces):
+        names.add(NAME)
+    return sorted(names)
+
+
+def label_values(
+    *,
+    name: str,
+    matches: Sequence[str],
+    start_s: float | None,
+    end_s: float | None,
+    namespaces: Sequence[str],
+) -> list[str]:
+    if not _LABEL_NAME.match(name):
+        raise BadData(f'invalid label name: "{name[:80]}"')
+    if matches:
+        series = series_find(matches=matches, start_s=start_s, end_s=end_s, namespaces=namespaces)
+        return sorted({value for labels in series for key, value in labels if key == name})
+    if name == NAME:
+        return sorted(
+            {
+                promql_name(metric)
+                for _, metric, _ in storage.metrics_candidates(name=None, namespaces=namespaces)
+            }
+        )
+    return sorted(set(storage.tag_values(label=name, namespaces=namespaces)))
+
+
+def metadata(*, metric: str | None, namespaces: Sequence[str]) -> dict[str, list[dict[str, str]]]:
+    """Each metric's type as Prometheus names it (counter or gauge), for Grafana's builder."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for _, name, kind in storage.metrics_candidates(name=metric, namespaces=namespaces):
+        mapped = promql_name(name)
+        if metric is not None and metric not in (mapped, name):
+            continue
+        entry = {"type": "counter" if kind == "counter" else "gauge", "help": "", "unit": ""}
+        if entry not in out.setdefault(mapped, []):
+            out[mapped].append(entry)
+    return out

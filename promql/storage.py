@@ -1,0 +1,236 @@
+"""The hand-written SQL of the Prometheus query API: which metrics and series a selector may
+match, their raw points, and counters' totals before a range.
+
+Label matching happens in Python (with RE2, as Prometheus matches), never in SQL: PostgreSQL's
+regular expressions are not RE2's, and a hostile pattern must not run inside the database. The
+candidates are cheap to list: metrics by name (one table of names), series by metric id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+
+# Characters a stored metric name may hold that PromQL names may not (metrics.points.NAME_RE).
+_MAPPED = ".-/"
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def metrics_candidates(
+    *, name: str | None, namespaces: Sequence[str]
+) -> list[tuple[int, str, str]]:
+    """(id, name, type) of the metrics a selector may match.
+
+    With an equality on `__name__` only the metrics stored under that name or mapping to it
+    (`translate` is the SQL form of names.promql_name for the characters names may hold); else
+    every metric. Either way only inside `namespaces` (name prefixes; empty means all).
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if name is not None:
+        # A sequential scan of the names table: metrics number thousands, not millions.
+        where.append("(name = %s OR translate(name, %s, %s) = %s)")
+        params += [name, _MAPPED, "_" * len(_MAPPED), name]
+    if namespaces:
+        where.append("name LIKE ANY(%s)")
+        params.append([_like_prefix(prefix) for prefix in namespaces])
+    sql = "SELECT id, name, type FROM metrics"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    with connection.cursor() as cursor:
+        cursor.execute(sql + " ORDER BY name", params)
+        return cursor.fetchall()
+
+
+def series_of(metric_ids: Sequence[int]) -> list[tuple[int, int, dict[str, str]]]:
+    """(id, metric_id, tags) of every series of the metrics (the unique (metric, hash) index)."""
+    if not metric_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, metric_id, tags FROM series WHERE metric_id = ANY(%s) ORDER BY id",
+            [list(metric_ids)],
+        )
+        # Django reads jsonb as text (its JSONField decodes it): decoded here.
+        return [
+            (sid, mid, json.loads(tags) if isinstance(tags, str) else tags)
+            for sid, mid, tags in cursor.fetchall()
+        ]
+
+
+def points_between(
+    *, metric_ids: Sequence[int], series_ids: Sequence[int], after: datetime, until: datetime
+) -> Iterable[tuple[int, list[int], list[float]]]:
+    """Each series' points in `(after, until]`: (series_id, times in ms, values), in time order.
+
+    Read by `(metric_id, recorded_at)`, the index the points table has, with the day partitions
+    outside the range pruned; aggregated into one array pair per series so that a million points
+    cross the wire as a few hundred rows.
+    """
+    if not series_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT series_id,
+                   array_agg(round(extract(epoch FROM recorded_at) * 1000)::int8
+                             ORDER BY recorded_at, id),
+                   array_agg(value ORDER BY recorded_at, id)
+            FROM metric_points
+            WHERE metric_id = ANY(%s) AND series_id = ANY(%s)
+              AND recorded_at > %s AND recorded_at <= %s
+            GROUP BY series_id
+            """,
+            [list(metric_ids), list(series_ids), after, until],
+        )
+        return cursor.fetchall()
+
+
+def counter_totals_until(
+    *, metric_ids: Sequence[int], series_ids: Sequence[int], until: datetime, inclusive: bool = True
+) -> dict[int, float]:
+    """Each counter series' sum of increments at or before `until` (before it, if not
+    `inclusive`), from the coarsest rollups that tile the time before it: whole days, then whole
+    hours of its day, whole minutes of its hour, and the raw points of its minute. Rollups are kept longer than raw points, so this
+    counts from the oldest data still held."""
+    if not series_ids:
+        return {}
+    ids = list(series_ids)
+    upto = "<=" if inclusive else "<"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH edges AS (
+                SELECT date_trunc('day', %(until)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day,
+                       date_trunc('hour', %(until)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
+                       date_trunc('minute', %(until)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS minute
+            )
+            SELECT series_id, sum(total) FROM (
+                SELECT series_id, sum(sum) AS total FROM metric_rollup_day, edges
+                WHERE series_id = ANY(%(ids)s) AND bucket < edges.day GROUP BY series_id
+                UNION ALL
+                SELECT series_id, sum(sum) FROM metric_rollup_hour, edges
+                WHERE series_id = ANY(%(ids)s) AND bucket >= edges.day AND bucket < edges.hour
+                GROUP BY series_id
+                UNION ALL
+                SELECT series_id, sum(sum) FROM metric_rollup_minute, edges
+                WHERE series_id = ANY(%(ids)s) AND bucket >= edges.hour AND bucket < edges.minute
+                GROUP BY series_id
+                UNION ALL
+                SELECT series_id, sum(value) FROM metric_points, edges
+                WHERE metric_id = ANY(%(metrics)s) AND series_id = ANY(%(ids)s)
+                  AND recorded_at >= edges.minute AND recorded_at {upto} %(until)s
+                GROUP BY series_id
+            ) parts
+            GROUP BY series_id
+            """,  # noqa: S608 - {upto} is one of two operators of this function
+            {"until": until, "ids": ids, "metrics": list(metric_ids)},
+        )
+        return {series_id: float(total) for series_id, total in cursor.fetchall()}
+
+
+def series_with_data(*, series_ids: Sequence[int], after: datetime, until: datetime) -> set[int]:
+    """The series with a point in the hours overlapping `[after, until]` (hour rollups: one
+    index probe per series), for the series and label lists of a time range."""
+    if not series_ids:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT DISTINCT series_id FROM metric_rollup_hour
+            WHERE series_id = ANY(%s)
+              AND bucket >= date_trunc('hour', %s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+              AND bucket <= %s
+            """,
+            [list(series_ids), after, until],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def tag_keys(*, namespaces: Sequence[str]) -> list[str]:
+    """Every tag key of a series of a metric inside `namespaces` (the series table, scanned)."""
+    sql = "SELECT DISTINCT jsonb_object_keys(s.tags) FROM series s"
+    params: list[Any] = []
+    if namespaces:
+        sql += " JOIN metrics m ON m.id = s.metric_id WHERE m.name LIKE ANY(%s)"
+        params.append([_like_prefix(prefix) for prefix in namespaces])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def tag_values(*, label: str, namespaces: Sequence[str]) -> list[str]:
+    """The values of the tag keys that map to `label` (`.` and `-` in keys become `_`)."""
+    sql = "SELECT DISTINCT t.value FROM series s CROSS JOIN LATERAL jsonb_each_text(s.tags) AS t(key, value)"
+    where = ["translate(t.key, '.-', '__') = %s"]
+    params: list[Any] = [label]
+    if namespaces:
+        sql += " JOIN metrics m ON m.id = s.metric_id"
+        where.append("m.name LIKE ANY(%s)")
+        params.append([_like_prefix(prefix) for prefix in namespaces])
+    with connection.cursor() as cursor:
+        cursor.execute(sql + " WHERE " + " AND ".join(where), params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+ROLLUP_TABLES = {
+    3_600_000: "metric_rollup_hour",
+    900_000: "metric_rollup_15m",
+    60_000: "metric_rollup_minute",
+}
+
+
+def rollups_between(
+    *, bucket_ms: int, series_ids: Sequence[int], after: datetime, before: datetime
+) -> Iterable[tuple]:
+    """Each series' rollups with buckets in `[after, before)`: (series_id, bucket starts in ms,
+    counts, sums, mins, maxes, latest values, latest times in ms (None where unknown)), in
+    bucket order, read by the rollups' (series_id, bucket) keys."""
+    if not series_ids:
+        return []
+    table = ROLLUP_TABLES[bucket_ms]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT series_id,
+                   array_agg(round(extract(epoch FROM bucket) * 1000)::int8 ORDER BY bucket),
+                   array_agg(count ORDER BY bucket), array_agg(sum ORDER BY bucket),
+                   array_agg(min ORDER BY bucket), array_agg(max ORDER BY bucket),
+                   array_agg(last ORDER BY bucket),
+                   array_agg(round(extract(epoch FROM last_at) * 1000)::int8 ORDER BY bucket)
+            FROM {table}
+            WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
+            GROUP BY series_id
+            """,  # noqa: S608 - the table name is one of ROLLUP_TABLES' constants
+            [list(series_ids), after, before],
+        )
+        return cursor.fetchall()
+
+
+def points_at(
+    *, metric_ids: Sequence[int], series_ids: Sequence[int], times: Sequence[datetime]
+) -> Iterable[tuple[int, list[int], list[float]]]:
+    """Each series' points recorded exactly at one of `times` (window edges that fall on bucket
+    boundaries): one index probe of (metric_id, recorded_at) per time."""
+    if not series_ids or not times:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT series_id,
+                   array_agg(round(extract(epoch FROM recorded_at) * 1000)::int8 ORDER BY recorded_at),
+                   array_agg(value ORDER BY recorded_at)
+            FROM metric_points
+            WHERE metric_id = ANY(%s) AND series_id = ANY(%s) AND recorded_at = ANY(%s)
+            GROUP BY series_id
+            """,
+            [list(metric_ids), list(series_ids), list(times)],
+        )
+        return cursor.fetchall()

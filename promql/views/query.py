@@ -1,0 +1,54 @@
+"""`/api/v1/query` and `/api/v1/query_range`: PromQL over the store."""
+
+from __future__ import annotations
+
+import time
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .. import params, queries, render
+from .base import PrometheusView
+
+
+class QueryView(PrometheusView):
+    """An instant query: the expression's value at `time` (now by default)."""
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        return self._answer(request)
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request) -> Response:
+        return self._answer(request)
+
+    def _answer(self, request: Request) -> Response:
+        values = self.params(request)
+        query = params.query_param(values)
+        at = params.time_param(values, "time", default=time.time())
+        value, at_ms = queries.query_instant(
+            query=query, time_s=at, namespaces=self.namespaces(request)
+        )
+        return Response(render.success(render.instant_result(value, at_ms)))
+
+
+class QueryRangeView(PrometheusView):
+    """A range query: the expression at every step from `start` to `end`."""
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        return self._answer(request)
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request) -> Response:
+        return self._answer(request)
+
+    def _answer(self, request: Request) -> Response:
+        values = self.params(request)
+        query = params.query_param(values)
+        start, end, step = params.range_params(values)
+        value, times = queries.query_range(
+            query=query, start_s=start, end_s=end, step_s=step, namespaces=self.namespaces(request)
+        )
+        return Response(render.success(render.range_result(value, times)))

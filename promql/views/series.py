@@ -1,0 +1,103 @@
+"""What exists, as Grafana's metric browser and variables ask for it: `/api/v1/series`,
+`/api/v1/labels`, `/api/v1/label/<name>/values` and `/api/v1/metadata`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .. import params
+from .. import selectors as series
+from ..errors import BadData
+from .base import PrometheusView, as_list, result
+
+
+def _limit(values: Any) -> int | None:
+    text = values.get("limit", "")
+    if text == "":
+        return None
+    try:
+        limit = int(text)
+    except ValueError:
+        raise BadData(
+            f'invalid parameter "limit": cannot parse "{text[:32]}" to a valid integer'
+        ) from None
+    if limit < 0:
+        raise BadData('invalid parameter "limit": limit must be non-negative')
+    return limit or None
+
+
+def _range(values: Any) -> tuple[float | None, float | None]:
+    start = params.time_param(values, "start") if values.get("start") else None
+    end = params.time_param(values, "end") if values.get("end") else None
+    return start, end
+
+
+class _GetOrPost(PrometheusView):
+    @extend_schema(exclude=True)
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        return self.answer(request, **kwargs)
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        return self.answer(request, **kwargs)
+
+    def answer(self, request: Request, **kwargs: Any) -> Response:
+        raise NotImplementedError
+
+
+class SeriesView(_GetOrPost):
+    def answer(self, request: Request, **kwargs: Any) -> Response:
+        values = self.params(request)
+        matches = as_list(values, "match[]")
+        if not matches:
+            raise BadData("no match[] parameter provided")
+        start, end = _range(values)
+        found = series.series_find(
+            matches=matches, start_s=start, end_s=end, namespaces=self.namespaces(request)
+        )
+        limit = _limit(values)
+        return Response(result([dict(labels) for labels in found[: limit or None]]))
+
+
+class LabelsView(_GetOrPost):
+    def answer(self, request: Request, **kwargs: Any) -> Response:
+        values = self.params(request)
+        start, end = _range(values)
+        names = series.label_names(
+            matches=as_list(values, "match[]"),
+            start_s=start,
+            end_s=end,
+            namespaces=self.namespaces(request),
+        )
+        limit = _limit(values)
+        return Response(result(names[: limit or None]))
+
+
+class LabelValuesView(_GetOrPost):
+    def answer(self, request: Request, **kwargs: Any) -> Response:
+        values = self.params(request)
+        start, end = _range(values)
+        found = series.label_values(
+            name=kwargs["name"],
+            matches=as_list(values, "match[]"),
+            start_s=start,
+            end_s=end,
+            namespaces=self.namespaces(request),
+        )
+        limit = _limit(values)
+        return Response(result(found[: limit or None]))
+
+
+class MetadataView(_GetOrPost):
+    def answer(self, request: Request, **kwargs: Any) -> Response:
+        values = self.params(request)
+        found = series.metadata(
+            metric=values.get("metric") or None, namespaces=self.namespaces(request)
+        )
+        limit = _limit(values)
+        names = sorted(found)[: limit or None]
+        return Response(result({name: found[name] for name in names}))

@@ -1,0 +1,58 @@
+"""What Grafana asks of a Prometheus data source besides queries: build information, rules,
+alerts and exemplars. Rules and alerts are empty until the service evaluates rule files."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .base import PrometheusView, result
+
+# The Prometheus release whose PromQL this API is compared against (docs/PROMQL.md). No
+# "features" field: with it Grafana would take the source for Mimir.
+COMPATIBLE_VERSION = "2.42.0"
+
+
+class BuildInfoView(PrometheusView):
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        return Response(
+            result(
+                {
+                    "version": COMPATIBLE_VERSION,
+                    "revision": version("glowing-fiesta"),
+                    "branch": "",
+                    "buildUser": "glowing-fiesta",
+                    "buildDate": "",
+                    "goVersion": "",
+                }
+            )
+        )
+
+
+class _Empty(PrometheusView):
+    body: Any = None
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        return Response(result(self.body))
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request) -> Response:
+        return Response(result(self.body))
+
+
+class RulesView(_Empty):
+    body = {"groups": []}
+
+
+class AlertsView(_Empty):
+    body = {"alerts": []}
+
+
+class ExemplarsView(_Empty):
+    body = []
