@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import _common, _dashboard, _runners, _servers
-from tests.promql.reference import Reference, binaries, free_port
+from tests.promql.reference import Reference, binaries, blocks_build, reference_serve
 
 SHORT_PREFIX, LONG_PREFIX = "s_", "l_"
 
@@ -195,55 +195,12 @@ def rollups_build(conn) -> None:
 
 def prometheus_start(workdir: Path, copies: list[tuple[str, int, int, int]]) -> Reference:
     """The same samples as OpenMetrics, backfilled into blocks by promtool, served by prometheus."""
-    import subprocess
-
-    prometheus, promtool = binaries()  # type: ignore[misc]
     source = workdir / "dashboard.om"
-    _dashboard.openmetrics_write(source, copies)
+    samples = _dashboard.openmetrics_write(source, copies)
     datadir = workdir / "data"
-    subprocess.run(
-        [
-            promtool,
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            "--quiet",
-            str(source),
-            str(datadir),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=3600,
-    )
+    blocks_build(source, datadir, timeout=3600)
     source.unlink()
-    config = workdir / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
-    port = free_port()
-    log = (workdir / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={datadir}",
-            "--storage.tsdb.retention.time=60d",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-    )
-    reference = Reference(process=process, port=port, workdir=workdir, samples=0)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{reference.url}/-/ready", timeout=2) as answer:  # noqa: S310
-                if answer.status == 200:
-                    return reference
-        except OSError:
-            time.sleep(0.5)
-    reference.stop()
-    raise SystemExit(f"bench: prometheus not ready:\n{reference.log()[-2000:]}")
+    return reference_serve(datadir, workdir, samples=samples, start_seconds=600)
 
 
 def query_range(

@@ -25,6 +25,7 @@ from .values import (
     names_dropped,
     without_name,
 )
+from .windows import phi_outside
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -194,12 +195,9 @@ def label_join(vector: Vector, dst: str, separator: str, sources: list[str]) -> 
 
 def bucket_quantile(phi: float, bounds: np.ndarray, counts: np.ndarray) -> float:
     """Prometheus's bucketQuantile over classic `le` buckets (bounds sorted, counts aligned)."""
-    if np.isnan(phi):
-        return float("nan")
-    if phi < 0:
-        return float("-inf")
-    if phi > 1:
-        return float("inf")
+    outside = phi_outside(phi)
+    if outside is not None:
+        return outside
     if not len(bounds) or not np.isposinf(bounds[-1]):
         return float("nan")
     # Coalesce buckets of the same bound, then force counts monotonic.

@@ -107,14 +107,22 @@ def _variance(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         return squares / count
 
 
-def quantile_sorted(phi: float, ordered: np.ndarray) -> float:
-    """Prometheus's quantile of already sorted values (linear between closest ranks)."""
+def phi_outside(phi: float) -> float | None:
+    """A quantile's answer when φ is outside [0, 1] (or NaN), as Prometheus: NaN, -Inf, +Inf."""
     if np.isnan(phi):
         return float("nan")
     if phi < 0:
         return float("-inf")
     if phi > 1:
         return float("inf")
+    return None
+
+
+def quantile_sorted(phi: float, ordered: np.ndarray) -> float:
+    """Prometheus's quantile of already sorted values (linear between closest ranks)."""
+    outside = phi_outside(phi)
+    if outside is not None:
+        return outside
     n = len(ordered)
     if n == 0:
         return float("nan")

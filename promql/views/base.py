@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from django.http import QueryDict
+from drf_spectacular.utils import extend_schema
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -68,6 +69,21 @@ class PrometheusView(ApiKeyView):
         headers = {name: problem[name] for name in _KEPT_HEADERS if problem.has_header(name)}
         kind = _ERROR_TYPES.get(problem.status_code, "internal")
         return Response(error(kind, message), status=problem.status_code, headers=headers)
+
+
+class GetOrPostView(PrometheusView):
+    """An endpoint Prometheus serves on GET and on form-encoded POST alike."""
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        return self.answer(request, **kwargs)
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        return self.answer(request, **kwargs)
+
+    def answer(self, request: Request, **kwargs: Any) -> Response:
+        raise NotImplementedError
 
 
 def as_list(params: QueryDict, name: str) -> list[str]:

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .. import params, queries, render
-from .base import PrometheusView
+from .base import GetOrPostView
 
 
-class QueryView(PrometheusView):
+class QueryView(GetOrPostView):
     """An instant query: the expression's value at `time` (now by default)."""
 
-    @extend_schema(exclude=True)
-    def get(self, request: Request) -> Response:
-        return self._answer(request)
-
-    @extend_schema(exclude=True)
-    def post(self, request: Request) -> Response:
-        return self._answer(request)
-
-    def _answer(self, request: Request) -> Response:
+    def answer(self, request: Request, **kwargs: Any) -> Response:
         values = self.params(request)
         query = params.query_param(values)
         at = params.time_param(values, "time", default=time.time())
@@ -33,18 +25,10 @@ class QueryView(PrometheusView):
         return Response(render.success(render.instant_result(value, at_ms)))
 
 
-class QueryRangeView(PrometheusView):
+class QueryRangeView(GetOrPostView):
     """A range query: the expression at every step from `start` to `end`."""
 
-    @extend_schema(exclude=True)
-    def get(self, request: Request) -> Response:
-        return self._answer(request)
-
-    @extend_schema(exclude=True)
-    def post(self, request: Request) -> Response:
-        return self._answer(request)
-
-    def _answer(self, request: Request) -> Response:
+    def answer(self, request: Request, **kwargs: Any) -> Response:
         values = self.params(request)
         query = params.query_param(values)
         start, end, step = params.range_params(values)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .. import params
 from .. import selectors as series
 from ..errors import BadData
-from .base import PrometheusView, as_list, result
+from .base import GetOrPostView, as_list, result
 
 
 def _limit(values: Any) -> int | None:
@@ -36,20 +35,7 @@ def _range(values: Any) -> tuple[float | None, float | None]:
     return start, end
 
 
-class _GetOrPost(PrometheusView):
-    @extend_schema(exclude=True)
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        return self.answer(request, **kwargs)
-
-    @extend_schema(exclude=True)
-    def post(self, request: Request, **kwargs: Any) -> Response:
-        return self.answer(request, **kwargs)
-
-    def answer(self, request: Request, **kwargs: Any) -> Response:
-        raise NotImplementedError
-
-
-class SeriesView(_GetOrPost):
+class SeriesView(GetOrPostView):
     def answer(self, request: Request, **kwargs: Any) -> Response:
         values = self.params(request)
         matches = as_list(values, "match[]")
@@ -63,7 +49,7 @@ class SeriesView(_GetOrPost):
         return Response(result([dict(labels) for labels in found[: limit or None]]))
 
 
-class LabelsView(_GetOrPost):
+class LabelsView(GetOrPostView):
     def answer(self, request: Request, **kwargs: Any) -> Response:
         values = self.params(request)
         start, end = _range(values)
@@ -77,7 +63,7 @@ class LabelsView(_GetOrPost):
         return Response(result(names[: limit or None]))
 
 
-class LabelValuesView(_GetOrPost):
+class LabelValuesView(GetOrPostView):
     def answer(self, request: Request, **kwargs: Any) -> Response:
         values = self.params(request)
         start, end = _range(values)
@@ -92,7 +78,7 @@ class LabelValuesView(_GetOrPost):
         return Response(result(found[: limit or None]))
 
 
-class MetadataView(_GetOrPost):
+class MetadataView(GetOrPostView):
     def answer(self, request: Request, **kwargs: Any) -> Response:
         values = self.params(request)
         found = series.metadata(

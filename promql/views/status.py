@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .base import PrometheusView, result
+from .base import GetOrPostView, PrometheusView, result
 
 # The Prometheus release whose PromQL this API is compared against (docs/PROMQL.md). No
 # "features" field: with it Grafana would take the source for Mimir.
@@ -34,15 +34,10 @@ class BuildInfoView(PrometheusView):
         )
 
 
-class _Empty(PrometheusView):
+class _Empty(GetOrPostView):
     body: Any = None
 
-    @extend_schema(exclude=True)
-    def get(self, request: Request) -> Response:
-        return Response(result(self.body))
-
-    @extend_schema(exclude=True)
-    def post(self, request: Request) -> Response:
+    def answer(self, request: Request, **kwargs: Any) -> Response:
         return Response(result(self.body))
 
 

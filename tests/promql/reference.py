@@ -27,8 +27,9 @@ from pathlib import Path
 from tests.promql.dataset import Dataset, dataset_openmetrics
 
 START_SECONDS = 30
-# Long enough for a dataset that ends within the service's 7-day window and began before it.
-RETENTION = "30d"
+# Long enough for a dataset that ends within the service's 7-day window and began before it,
+# and for the 30 days of bench-promql.
+RETENTION = "60d"
 LOOKBACK_DELTA = "5m"  # Prometheus's default, said out loud: the service's PROMQL_LOOKBACK_DELTA
 CONFIG = "global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\nscrape_configs: []\n"
 
@@ -91,12 +92,9 @@ def _ready(url: str) -> bool:
         return False
 
 
-def blocks_create(dataset: Dataset, workdir: Path) -> tuple[Path, int]:
-    """TSDB blocks of `dataset` in `workdir/data`; returns that path and the samples written."""
+def blocks_build(source: Path, datadir: Path, *, timeout: float = 120) -> None:
+    """TSDB blocks in `datadir` from the OpenMetrics file `source` (promtool backfilling)."""
     _, promtool = binaries() or ("", "promtool")
-    source = workdir / "dataset.om"
-    samples = dataset_openmetrics(dataset, source)
-    datadir = workdir / "data"
     subprocess.run(  # noqa: S603 - Debian's promtool on our own file
         [
             promtool,
@@ -109,18 +107,26 @@ def blocks_create(dataset: Dataset, workdir: Path) -> tuple[Path, int]:
         ],
         check=True,
         capture_output=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def blocks_create(dataset: Dataset, workdir: Path) -> tuple[Path, int]:
+    """TSDB blocks of `dataset` in `workdir/data`; returns that path and the samples written."""
+    source = workdir / "dataset.om"
+    samples = dataset_openmetrics(dataset, source)
+    datadir = workdir / "data"
+    blocks_build(source, datadir)
     source.unlink()  # tens of megabytes, read once
     return datadir, samples
 
 
-def reference_start(dataset: Dataset, workdir: Path) -> Reference:
-    """Build the blocks of `dataset` under `workdir` and start Prometheus on them; returns once
-    `/-/ready` answers 200. Call `.stop()` when done."""
+def reference_serve(
+    datadir: Path, workdir: Path, *, samples: int = 0, start_seconds: float = START_SECONDS
+) -> Reference:
+    """Prometheus serving the blocks in `datadir`; returns once `/-/ready` answers 200 (it may
+    take a while to open many blocks). Call `.stop()` when done."""
     prometheus, _ = binaries() or ("prometheus", "")
-    workdir.mkdir(parents=True, exist_ok=True)
-    datadir, samples = blocks_create(dataset, workdir)
     config = workdir / "prometheus.yml"
     config.write_text(CONFIG)
     port = free_port()
@@ -140,7 +146,7 @@ def reference_start(dataset: Dataset, workdir: Path) -> Reference:
             cwd=workdir,
         )
     reference = Reference(process=process, port=port, workdir=workdir, samples=samples)
-    deadline = time.monotonic() + START_SECONDS
+    deadline = time.monotonic() + start_seconds
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"prometheus exited with {process.returncode}:\n{reference.log()}")
@@ -148,5 +154,13 @@ def reference_start(dataset: Dataset, workdir: Path) -> Reference:
             return reference
         if time.monotonic() > deadline:
             reference.stop()
-            raise RuntimeError(f"prometheus not ready in {START_SECONDS} s:\n{reference.log()}")
+            raise RuntimeError(f"prometheus not ready in {start_seconds} s:\n{reference.log()}")
         time.sleep(0.1)
+
+
+def reference_start(dataset: Dataset, workdir: Path) -> Reference:
+    """Build the blocks of `dataset` under `workdir` and start Prometheus on them; returns once
+    `/-/ready` answers 200. Call `.stop()` when done."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    datadir, samples = blocks_create(dataset, workdir)
+    return reference_serve(datadir, workdir, samples=samples)
