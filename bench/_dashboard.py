@@ -77,6 +77,17 @@ def increment(k: int, i: int, series: Series) -> int:
     return base
 
 
+# increment() depends on i only through i * 11 % 9, so it repeats every 9 samples.
+PERIOD = 9
+
+
+def increments_before(k: int, count: int, series: Series) -> int:
+    """The sum of a counter's first `count` increments, in closed form (by the period)."""
+    whole, rest = divmod(count, PERIOD)
+    cycle = sum(increment(k, i, series) for i in range(PERIOD))
+    return whole * cycle + sum(increment(k, i, series) for i in range(rest))
+
+
 def gauge(k: int, i: int) -> float:
     return ((k * 131 + i * 17) % 1000) * 0.5
 
@@ -87,8 +98,11 @@ SQL_INCREMENT = "(((%(k)s * 37 + i * 11) %% 9))::float8"
 SQL_BUCKET_INCREMENT = "(least(%(le)s, (%(k)s * 37 + i * 11) %% 9))::float8"
 
 
-def openmetrics_write(path: Path, copies: list[tuple[str, int, int, int]]) -> int:
-    """The samples of each copy (prefix, start_ms, count, interval_ms) as OpenMetrics text."""
+def openmetrics_write(
+    path: Path, copies: list[tuple[str, int, int, int]], *, since_ms: int, until_ms: int
+) -> int:
+    """The samples of each copy (prefix, start_ms, count, interval_ms) with times in
+    `[since_ms, until_ms)` as OpenMetrics text; returns how many."""
     written = 0
     with path.open("w") as out:
         for prefix, start_ms, count, interval_ms in copies:
@@ -99,9 +113,17 @@ def openmetrics_write(path: Path, copies: list[tuple[str, int, int, int]]) -> in
                 )
                 head = f"{prefix}{series.name}{{{labels}}} "
                 first = start_ms + phase_ms(k, interval_ms)
-                total = 0
+                lo = max(0, -(-(since_ms - first) // interval_ms))
+                hi = min(count, -(-(until_ms - first) // interval_ms))
+                if lo >= hi:
+                    continue
+                total = (
+                    sum(increment(k, i, series) for i in range(lo))
+                    if series.kind == "counter"
+                    else 0
+                )
                 lines = []
-                for i in range(count):
+                for i in range(lo, hi):
                     ms = first + i * interval_ms
                     if series.kind == "counter":
                         total += increment(k, i, series)
@@ -110,7 +132,7 @@ def openmetrics_write(path: Path, copies: list[tuple[str, int, int, int]]) -> in
                         value = gauge(k, i)
                     lines.append(f"{head}{value!r} {ms // 1000}.{ms % 1000:03d}\n")
                 out.writelines(lines)
-                written += count
+                written += hi - lo
         out.write("# EOF\n")
     return written
 

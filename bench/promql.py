@@ -193,13 +193,32 @@ def rollups_build(conn) -> None:
         conn.execute(ROLLUP_SQL.format(table=table, width=width))
 
 
+# Prometheus's own block width: promtool reads its whole input once per block, so the samples
+# are written one file per block, and two files are turned into blocks at a time.
+BLOCK_MS = 2 * 3600_000
+
+
 def prometheus_start(workdir: Path, copies: list[tuple[str, int, int, int]]) -> Reference:
     """The same samples as OpenMetrics, backfilled into blocks by promtool, served by prometheus."""
-    source = workdir / "dashboard.om"
-    samples = _dashboard.openmetrics_write(source, copies)
+    from concurrent.futures import ThreadPoolExecutor
+
     datadir = workdir / "data"
-    blocks_build(source, datadir, timeout=3600)
-    source.unlink()
+    first = min(start for _, start, _, _ in copies) // BLOCK_MS * BLOCK_MS
+    last = max(start + count * interval for _, start, count, interval in copies)
+    windows = list(range(first, last + BLOCK_MS, BLOCK_MS))
+
+    def block(since: int) -> int:
+        source = workdir / f"block-{since}.om"
+        written = _dashboard.openmetrics_write(
+            source, copies, since_ms=since, until_ms=since + BLOCK_MS
+        )
+        if written:
+            blocks_build(source, datadir, timeout=600)
+        source.unlink()
+        return written
+
+    with ThreadPoolExecutor(2) as pool:
+        samples = sum(pool.map(block, windows))
     return reference_serve(datadir, workdir, samples=samples, start_seconds=600)
 
 
