@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import numpy as np
+from django.http import HttpResponse
 
 from .errors import BadData
 from .values import Labels, Matrix, Scalar, String, Value, Vector
@@ -26,7 +28,22 @@ def number_text(value: float) -> str:
 
 
 def _texts(values: np.ndarray) -> list[str]:
-    return [number_text(v) for v in values.tolist()]
+    """Every value as number_text would write it, whole numbers formatted by numpy at once."""
+    texts: list[str] = list(map(repr, values.tolist()))
+    whole = np.isfinite(values) & (values == np.floor(values)) & (np.abs(values) < 1e15)
+    if whole.any():
+        for k, text in zip(
+            np.flatnonzero(whole).tolist(),
+            values[whole].astype(np.int64).astype(str).tolist(),
+            strict=True,
+        ):
+            texts[k] = text
+    odd = np.flatnonzero(~whole).tolist()
+    for k in odd:
+        text = texts[k]
+        if "e" in text or "n" in text or text.endswith(".0"):  # exponents, nan, inf, 1e15
+            texts[k] = number_text(float(values[k]))
+    return texts
 
 
 def _seconds(times_ms: np.ndarray) -> list[float]:
@@ -77,7 +94,7 @@ def range_result(value: Value, times_ms: np.ndarray) -> dict[str, Any]:
         raise BadData(
             f'invalid expression type "{kind}" for range query, must be Scalar or instant Vector'
         )
-    seconds = _seconds(times_ms)
+    seconds = times_ms / 1000.0
     result = []
     order = sorted(range(len(value.labels)), key=lambda i: value.labels[i])
     for i in order:
@@ -86,15 +103,14 @@ def range_result(value: Value, times_ms: np.ndarray) -> dict[str, Any]:
             continue
         steps = np.flatnonzero(present)
         texts = _texts(value.values[i, steps])
-        result.append(
-            {
-                "metric": metric_object(value.labels[i]),
-                "values": [
-                    [seconds[k], text] for k, text in zip(steps.tolist(), texts, strict=True)
-                ],
-            }
-        )
+        pairs = list(zip(seconds[steps].tolist(), texts, strict=True))
+        result.append({"metric": metric_object(value.labels[i]), "values": pairs})
     return {"resultType": "matrix", "result": result}
+
+
+def answer(data: Any) -> HttpResponse:
+    """A success answer, encoded by msgspec: a range query's thousands of pairs in C."""
+    return HttpResponse(msgspec.json.encode(success(data)), content_type="application/json")
 
 
 def success(data: Any, warnings: list[str] | None = None) -> dict[str, Any]:

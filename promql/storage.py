@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from django.db import connection
 
 # Characters a stored metric name may hold that PromQL names may not (metrics.points.NAME_RE).
@@ -65,32 +66,56 @@ def series_of(metric_ids: Sequence[int]) -> list[tuple[int, int, dict[str, str]]
         ]
 
 
+# A row of `COPY (SELECT id, series_id, recorded_at, value …) TO STDOUT (FORMAT BINARY)`: a field
+# count, then each field's length and big-endian bytes (timestamptz: microseconds since
+# 2000-01-01 UTC). Fixed-width and never NULL, so numpy reads the whole stream as one array.
+_COPY_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("id_len", ">i4"),
+        ("id", ">i8"),
+        ("series_len", ">i4"),
+        ("series", ">i8"),
+        ("at_len", ">i4"),
+        ("at", ">i8"),
+        ("value_len", ">i4"),
+        ("value", ">f8"),
+    ]
+)
+_COPY_HEADER = 19  # signature, flags, header extension length
+_COPY_TRAILER = 2
+_PG_EPOCH_MS = 946_684_800_000
+
+
 def points_between(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], after: datetime, until: datetime
-) -> Iterable[tuple[int, list[int], list[float]]]:
-    """Each series' points in `(after, until]`: (series_id, times in ms, values), in time order.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The series' points in `(after, until]` as three arrays, by series then time (then the
+    order they were written in): series ids, times in ms, values.
 
     Read by `(metric_id, recorded_at)`, the index the points table has, with the day partitions
-    outside the range pruned; aggregated into one array pair per series so that a million points
-    cross the wire as a few hundred rows.
+    outside the range pruned, and sent as binary COPY: a hundred thousand points cross the wire
+    and into numpy without a Python object each.
     """
     if not series_ids:
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT series_id,
-                   array_agg(round(extract(epoch FROM recorded_at) * 1000)::int8
-                             ORDER BY recorded_at, id),
-                   array_agg(value ORDER BY recorded_at, id)
-            FROM metric_points
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0)
+    sql = """
+        COPY (
+            SELECT id::int8, series_id::int8, recorded_at, value::float8 FROM metric_points
             WHERE metric_id = ANY(%s) AND series_id = ANY(%s)
               AND recorded_at > %s AND recorded_at <= %s
-            GROUP BY series_id
-            """,
-            [list(metric_ids), list(series_ids), after, until],
-        )
-        return cursor.fetchall()
+        ) TO STDOUT (FORMAT BINARY)
+    """
+    params = [list(metric_ids), list(series_ids), after, until]
+    with connection.cursor() as cursor, cursor.cursor.copy(sql, params) as copy:
+        data = b"".join(copy)
+    count = (len(data) - _COPY_HEADER - _COPY_TRAILER) // _COPY_ROW.itemsize
+    rows = np.frombuffer(data, dtype=_COPY_ROW, count=count, offset=_COPY_HEADER)
+    order = np.lexsort((rows["id"], rows["at"], rows["series"]))
+    rows = rows[order]
+    times = (rows["at"].astype(np.int64) + 500) // 1000 + _PG_EPOCH_MS
+    return rows["series"].astype(np.int64), times, rows["value"].astype(float)
 
 
 def counter_totals_until(

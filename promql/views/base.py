@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.http import QueryDict
+from django.http import HttpResponse, QueryDict
 from drf_spectacular.utils import extend_schema
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
@@ -75,20 +75,16 @@ class GetOrPostView(PrometheusView):
     """An endpoint Prometheus serves on GET and on form-encoded POST alike."""
 
     @extend_schema(exclude=True)
-    def get(self, request: Request, **kwargs: Any) -> Response:
+    def get(self, request: Request, **kwargs: Any) -> HttpResponse:
         return self.answer(request, **kwargs)
 
     @extend_schema(exclude=True)
-    def post(self, request: Request, **kwargs: Any) -> Response:
+    def post(self, request: Request, **kwargs: Any) -> HttpResponse:
         return self.answer(request, **kwargs)
 
-    def answer(self, request: Request, **kwargs: Any) -> Response:
+    def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
         raise NotImplementedError
 
 
 def as_list(params: QueryDict, name: str) -> list[str]:
     return [value for value in params.getlist(name) if value != ""]
-
-
-def result(data: Any) -> dict[str, Any]:
-    return {"status": "success", "data": data}

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpResponse
 from rest_framework.request import Request
-from rest_framework.response import Response
 
-from .. import params
+from .. import params, render
 from .. import selectors as series
 from ..errors import BadData
-from .base import GetOrPostView, as_list, result
+from .base import GetOrPostView, as_list
 
 
 def _limit(values: Any) -> int | None:
@@ -36,7 +36,7 @@ def _range(values: Any) -> tuple[float | None, float | None]:
 
 
 class SeriesView(GetOrPostView):
-    def answer(self, request: Request, **kwargs: Any) -> Response:
+    def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
         values = self.params(request)
         matches = as_list(values, "match[]")
         if not matches:
@@ -46,11 +46,11 @@ class SeriesView(GetOrPostView):
             matches=matches, start_s=start, end_s=end, namespaces=self.namespaces(request)
         )
         limit = _limit(values)
-        return Response(result([dict(labels) for labels in found[: limit or None]]))
+        return render.answer([dict(labels) for labels in found[: limit or None]])
 
 
 class LabelsView(GetOrPostView):
-    def answer(self, request: Request, **kwargs: Any) -> Response:
+    def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
         values = self.params(request)
         start, end = _range(values)
         names = series.label_names(
@@ -60,11 +60,11 @@ class LabelsView(GetOrPostView):
             namespaces=self.namespaces(request),
         )
         limit = _limit(values)
-        return Response(result(names[: limit or None]))
+        return render.answer(names[: limit or None])
 
 
 class LabelValuesView(GetOrPostView):
-    def answer(self, request: Request, **kwargs: Any) -> Response:
+    def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
         values = self.params(request)
         start, end = _range(values)
         found = series.label_values(
@@ -75,15 +75,15 @@ class LabelValuesView(GetOrPostView):
             namespaces=self.namespaces(request),
         )
         limit = _limit(values)
-        return Response(result(found[: limit or None]))
+        return render.answer(found[: limit or None])
 
 
 class MetadataView(GetOrPostView):
-    def answer(self, request: Request, **kwargs: Any) -> Response:
+    def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
         values = self.params(request)
         found = series.metadata(
             metric=values.get("metric") or None, namespaces=self.namespaces(request)
         )
         limit = _limit(values)
         names = sorted(found)[: limit or None]
-        return Response(result({name: found[name] for name in names}))
+        return render.answer({name: found[name] for name in names})

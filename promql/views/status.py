@@ -6,11 +6,12 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
+from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
-from rest_framework.response import Response
 
-from .base import GetOrPostView, PrometheusView, result
+from .. import render
+from .base import GetOrPostView, PrometheusView
 
 # The Prometheus release whose PromQL this API is compared against (docs/PROMQL.md). No
 # "features" field: with it Grafana would take the source for Mimir.
@@ -19,26 +20,24 @@ COMPATIBLE_VERSION = "2.42.0"
 
 class BuildInfoView(PrometheusView):
     @extend_schema(exclude=True)
-    def get(self, request: Request) -> Response:
-        return Response(
-            result(
-                {
-                    "version": COMPATIBLE_VERSION,
-                    "revision": version("glowing-fiesta"),
-                    "branch": "",
-                    "buildUser": "glowing-fiesta",
-                    "buildDate": "",
-                    "goVersion": "",
-                }
-            )
+    def get(self, request: Request) -> HttpResponse:
+        return render.answer(
+            {
+                "version": COMPATIBLE_VERSION,
+                "revision": version("glowing-fiesta"),
+                "branch": "",
+                "buildUser": "glowing-fiesta",
+                "buildDate": "",
+                "goVersion": "",
+            }
         )
 
 
 class _Empty(GetOrPostView):
     body: Any = None
 
-    def answer(self, request: Request, **kwargs: Any) -> Response:
-        return Response(result(self.body))
+    def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
+        return render.answer(self.body)
 
 
 class RulesView(_Empty):
