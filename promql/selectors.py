@@ -110,7 +110,7 @@ class DatabaseSource:
         by_id = {ref.id: ref for ref in refs}
         metric_ids = sorted({ref.metric_id for ref in refs})
         after, until = _ms_time(start_ms), _ms_time(end_ms)
-        series_of, times, values = storage.points_between(
+        rows = storage.points_between(
             metric_ids=metric_ids, series_ids=list(by_id), after=after, until=until
         )
         counters = [ref.id for ref in refs if ref.counter]
@@ -119,21 +119,11 @@ class DatabaseSource:
             if counters
             else {}
         )
-        # One slice per series: the arrays are sorted by series id.
-        cuts = np.flatnonzero(np.diff(series_of)) + 1
         out = []
-        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(series_of)], strict=True):
-            if lo == hi:
-                continue
-            ref = by_id[int(series_of[lo])]
+        for series_id, times, values in rows:
+            ref = by_id[series_id]
             out.append(
-                Samples(
-                    ref.labels,
-                    times[lo:hi],
-                    values[lo:hi],
-                    counter=ref.counter,
-                    base=bases.get(ref.id, 0.0),
-                )
+                Samples(ref.labels, times, values, counter=ref.counter, base=bases.get(ref.id, 0.0))
             )
         out.sort(key=lambda samples: samples.labels)
         return out

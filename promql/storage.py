@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import psycopg
 from django.db import connection
 
 # Characters a stored metric name may hold that PromQL names may not (metrics.points.NAME_RE).
@@ -66,56 +67,56 @@ def series_of(metric_ids: Sequence[int]) -> list[tuple[int, int, dict[str, str]]
         ]
 
 
-# A row of `COPY (SELECT id, series_id, recorded_at, value …) TO STDOUT (FORMAT BINARY)`: a field
-# count, then each field's length and big-endian bytes (timestamptz: microseconds since
-# 2000-01-01 UTC). Fixed-width and never NULL, so numpy reads the whole stream as one array.
-_COPY_ROW = np.dtype(
-    [
-        ("fields", ">i2"),
-        ("id_len", ">i4"),
-        ("id", ">i8"),
-        ("series_len", ">i4"),
-        ("series", ">i8"),
-        ("at_len", ">i4"),
-        ("at", ">i8"),
-        ("value_len", ">i4"),
-        ("value", ">f8"),
-    ]
-)
-_COPY_HEADER = 19  # signature, flags, header extension length
-_COPY_TRAILER = 2
-_PG_EPOCH_MS = 946_684_800_000
+# A time as whole microseconds since the epoch: date_part is a float8 (numeric extract is twice as
+# slow here), exact to the microsecond after rounding, since 2^53 us is year 2255.
+def _us(column: str) -> str:
+    return f"(date_part('epoch', {column}) * 1000000)::int8"
+
+
+def ms_from_us(us: np.ndarray) -> np.ndarray:
+    """Microseconds to milliseconds, half up: the times PromQL works in."""
+    return (np.asarray(us, dtype=np.int64) + 500) // 1000
+
+
+def _binary_cursor() -> psycopg.Cursor:
+    """A cursor on the request's connection (its transaction) answering in binary: arrays of
+    int8 and float8 arrive as machine numbers, not text to parse."""
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
 
 
 def points_between(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], after: datetime, until: datetime
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The series' points in `(after, until]` as three arrays, by series then time (then the
-    order they were written in): series ids, times in ms, values.
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Each series' points in `(after, until]`: (series_id, times in ms, values), by time (then
+    the order they were written in).
 
     Read by `(metric_id, recorded_at)`, the index the points table has, with the day partitions
-    outside the range pruned, and sent as binary COPY: a hundred thousand points cross the wire
-    and into numpy without a Python object each.
+    outside the range pruned; one row of arrays per series, in binary. The arrays are not
+    ordered in SQL (an ordered aggregate sorts each group again): numpy sorts them.
     """
     if not series_ids:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty, np.empty(0)
-    sql = """
-        COPY (
-            SELECT id::int8, series_id::int8, recorded_at, value::float8 FROM metric_points
+        return []
+    with _binary_cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT series_id::int8, array_agg(id::int8), array_agg({_us("recorded_at")}),
+                   array_agg(value::float8)
+            FROM metric_points
             WHERE metric_id = ANY(%s) AND series_id = ANY(%s)
               AND recorded_at > %s AND recorded_at <= %s
-        ) TO STDOUT (FORMAT BINARY)
-    """
-    params = [list(metric_ids), list(series_ids), after, until]
-    with connection.cursor() as cursor, cursor.cursor.copy(sql, params) as copy:
-        data = b"".join(copy)
-    count = (len(data) - _COPY_HEADER - _COPY_TRAILER) // _COPY_ROW.itemsize
-    rows = np.frombuffer(data, dtype=_COPY_ROW, count=count, offset=_COPY_HEADER)
-    order = np.lexsort((rows["id"], rows["at"], rows["series"]))
-    rows = rows[order]
-    times = (rows["at"].astype(np.int64) + 500) // 1000 + _PG_EPOCH_MS
-    return rows["series"].astype(np.int64), times, rows["value"].astype(float)
+            GROUP BY series_id
+            """,  # noqa: S608 - _us() of a constant column name
+            [list(metric_ids), list(series_ids), after, until],
+            binary=True,
+        )
+        rows = cursor.fetchall()
+    out = []
+    for series_id, ids, us, values in rows:
+        ids_, us_ = np.asarray(ids, dtype=np.int64), np.asarray(us, dtype=np.int64)
+        order = np.lexsort((ids_, us_))
+        out.append((series_id, ms_from_us(us_[order]), np.asarray(values, dtype=float)[order]))
+    return out
 
 
 def counter_totals_until(
@@ -212,6 +213,10 @@ ROLLUP_TABLES = {
 }
 
 
+def _ms(us: int | None) -> int | None:
+    return None if us is None else (us + 500) // 1000
+
+
 def rollups_between(
     *, bucket_ms: int, series_ids: Sequence[int], after: datetime, before: datetime
 ) -> Iterable[tuple]:
@@ -221,41 +226,58 @@ def rollups_between(
     if not series_ids:
         return []
     table = ROLLUP_TABLES[bucket_ms]
-    with connection.cursor() as cursor:
+    with _binary_cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT series_id,
-                   array_agg(round(extract(epoch FROM bucket) * 1000)::int8 ORDER BY bucket),
-                   array_agg(count ORDER BY bucket), array_agg(sum ORDER BY bucket),
-                   array_agg(min ORDER BY bucket), array_agg(max ORDER BY bucket),
-                   array_agg(last ORDER BY bucket),
-                   array_agg(round(extract(epoch FROM last_at) * 1000)::int8 ORDER BY bucket)
+            SELECT series_id::int8,
+                   array_agg({_us("bucket")} ORDER BY bucket),
+                   array_agg(count::int8 ORDER BY bucket), array_agg(sum::float8 ORDER BY bucket),
+                   array_agg(min::float8 ORDER BY bucket), array_agg(max::float8 ORDER BY bucket),
+                   array_agg(last::float8 ORDER BY bucket),
+                   array_agg({_us("last_at")} ORDER BY bucket)
             FROM {table}
             WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
             GROUP BY series_id
             """,  # noqa: S608 - the table name is one of ROLLUP_TABLES' constants
             [list(series_ids), after, before],
+            binary=True,
         )
-        return cursor.fetchall()
+        rows = cursor.fetchall()
+    return [
+        (
+            sid,
+            [_ms(b) for b in buckets],
+            counts,
+            sums,
+            mins,
+            maxes,
+            lasts,
+            [_ms(t) for t in last_ats],
+        )
+        for sid, buckets, counts, sums, mins, maxes, lasts, last_ats in rows
+    ]
 
 
 def points_at(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], times: Sequence[datetime]
 ) -> Iterable[tuple[int, list[int], list[float]]]:
     """Each series' points recorded exactly at one of `times` (window edges that fall on bucket
-    boundaries): one index probe of (metric_id, recorded_at) per time."""
+    boundaries), in time and then write order: one index probe of (metric_id, recorded_at) per
+    time."""
     if not series_ids or not times:
         return []
-    with connection.cursor() as cursor:
+    with _binary_cursor() as cursor:
         cursor.execute(
-            """
-            SELECT series_id,
-                   array_agg(round(extract(epoch FROM recorded_at) * 1000)::int8 ORDER BY recorded_at),
-                   array_agg(value ORDER BY recorded_at)
+            f"""
+            SELECT series_id::int8,
+                   array_agg({_us("recorded_at")} ORDER BY recorded_at, id),
+                   array_agg(value::float8 ORDER BY recorded_at, id)
             FROM metric_points
             WHERE metric_id = ANY(%s) AND series_id = ANY(%s) AND recorded_at = ANY(%s)
             GROUP BY series_id
-            """,
+            """,  # noqa: S608 - _us() of a constant column name
             [list(metric_ids), list(series_ids), list(times)],
+            binary=True,
         )
-        return cursor.fetchall()
+        rows = cursor.fetchall()
+    return [(sid, [_ms(t) for t in at], values) for sid, at, values in rows]
