@@ -93,7 +93,7 @@ def raw_key_from(request: Request) -> str:
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            return credentials.strip()  # refused below as a malformed key, counted as a failure
+            return ""  # not "user:password" in base64: no key sent
         return decoded.partition(":")[2].strip()
     return ""
 

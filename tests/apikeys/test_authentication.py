@@ -1,3 +1,4 @@
+import base64
 import time
 import types
 from datetime import timedelta
@@ -277,8 +278,22 @@ def test_wrong_key_in_an_authorization_header_gets_401_invalid():
 
 def test_other_authorization_schemes_count_as_missing():
     _, raw = apikey_create(name="basic", scopes=["read"])
+    response = APIClient().get(ME, HTTP_AUTHORIZATION=f"Digest {raw}")
+    assert_problem(response, 401, "api-key-missing", "missing")
+    # Basic carries the key as the password of base64 "user:password", not bare.
     response = APIClient().get(ME, HTTP_AUTHORIZATION=f"Basic {raw}")
     assert_problem(response, 401, "api-key-missing", "missing")
+
+
+def test_basic_authorization_takes_the_key_as_its_password():
+    key, raw = apikey_create(name="grafana", scopes=["read"])
+    basic = base64.b64encode(f"grafana:{raw}".encode()).decode()
+    response = APIClient().get(ME, HTTP_AUTHORIZATION=f"Basic {basic}")
+    assert response.status_code == 200
+    assert response.json()["prefix"] == key.prefix
+    wrong = base64.b64encode(f"grafana:{raw[:-1]}x".encode()).decode()
+    response = APIClient().get(ME, HTTP_AUTHORIZATION=f"basic {wrong}")
+    assert response.status_code == 401
 
 
 def test_x_api_key_wins_over_authorization():
