@@ -19,6 +19,7 @@ from rest_framework.response import Response
 
 from apikeys.base import ApiKeyView
 from apikeys.models import Scope
+from apikeys.namespaces import namespace_checker
 from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 
 from .. import selectors, services
@@ -33,7 +34,7 @@ def series_respond(request: Request, name: str) -> Response:
     if not name_ok(name):
         # No metric can have such a name; answered before the name (a NUL, say) reaches SQL.
         raise NotFound(f"No metric named {name[:200]!r}.")
-    metric = selectors.metric_get(name=name)
+    metric = selectors.metric_get(name=name, allowed=namespace_checker(request.auth.namespaces))
     params = SeriesQueryInput(data=data, context={"metric": metric, "now": timezone.now()})
     params.is_valid(raise_exception=True)
     p = params.validated_data
@@ -80,11 +81,12 @@ def _buckets(starts: list[str], values: list[selectors.Value]) -> list[dict[str,
     ]
 
 
-def metric_delete_respond(name: str) -> Response:
-    """Delete metric `name` with all its data: 204, or 404 problem+json when there is none."""
+def metric_delete_respond(request: Request, name: str) -> Response:
+    """Delete metric `name` with all its data: 204, or 404 problem+json when there is none or
+    it lies outside the key's namespaces."""
     if not name_ok(name):
         raise NotFound(f"No metric named {name[:200]!r}.")
-    services.metric_delete(name=name)
+    services.metric_delete(name=name, allowed=namespace_checker(request.auth.namespaces))
     return Response(status=204)
 
 
@@ -156,4 +158,4 @@ class SeriesQueryView(ApiKeyView):
 
     @DELETE_SCHEMA
     def delete(self, request: Request, name: str) -> Response:
-        return metric_delete_respond(name)
+        return metric_delete_respond(request, name)
