@@ -63,15 +63,12 @@ def namespace_checker(prefixes: Sequence[str]) -> Callable[[str], bool] | None:
 
 
 def namespaces_outside(prefixes: tuple[str, ...], names: Iterable[str]) -> list[int]:
-    """The indexes of `names` outside `prefixes`, each distinct name decided once."""
+    """The indexes of `names` outside `prefixes`: each distinct name decided once (a batch
+    repeats a few names), the indexes looked for only when some name is outside."""
     if not prefixes:
         return []
-    decided: dict[str, bool] = {}
-    outside = []
-    for index, name in enumerate(names):
-        inside = decided.get(name)
-        if inside is None:
-            inside = decided[name] = namespace_allows(prefixes, name)
-        if not inside:
-            outside.append(index)
-    return outside
+    names = list(names)
+    outside = {name for name in set(names) if not namespace_allows(prefixes, name)}
+    if not outside:
+        return []
+    return [index for index, name in enumerate(names) if name in outside]
