@@ -21,4 +21,10 @@ class Migration(migrations.Migration):
                 size=20,
             ),
         ),
+        # A database default too, so that processes still running the code before this
+        # migration (which names no namespaces) can go on creating keys until they restart.
+        migrations.RunSQL(
+            "ALTER TABLE api_keys ALTER COLUMN namespaces SET DEFAULT '{}'",
+            reverse_sql=migrations.RunSQL.noop,
+        ),
     ]
