@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys.base import ApiKeyView
-from apikeys.namespaces import NamespaceForbidden, namespaces_outside
+from apikeys.namespaces import NamespaceForbidden, namespace_checker, namespaces_outside
 from glowing_fiesta.exceptions import InvalidInput
 from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 from glowing_fiesta.parsers import StrictJSONParser, TypedBody
@@ -146,7 +146,9 @@ class _IngestView(ApiKeyView):
         super().check_permissions(request)
 
     def get(self, request: Request) -> Response:
-        return series_respond(request, self.reserved_name)
+        return series_respond(
+            request, self.reserved_name, allowed=namespace_checker(request.auth.namespaces)
+        )
 
     def delete(self, request: Request) -> Response:
         return metric_delete_respond(request, self.reserved_name)
