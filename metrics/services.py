@@ -136,12 +136,13 @@ def metric_delete(
     rollups purged by a worker just after (metrics/purges.py). Returns the purge's id.
 
     Raises MetricNotFound (404) when there is no such metric, also when a concurrent delete
-    removed it first, and when `allowed` (a key's namespaces) refuses its name. Writes racing the delete either commit before it (and are purged with it)
-    or after it (and create the metric anew); see `storage.metric_and_series_delete`.
+    removed it first, and, before any query, when `allowed` (a key's namespaces) refuses its
+    name. Writes racing the delete either commit before it (and are purged with it) or after
+    it (and create the metric anew); see `storage.metric_and_series_delete`.
     """
+    if allowed is not None and not allowed(name):
+        raise metric_not_found(name)  # outside the key's namespaces: as if there were none
     metric_id = Metric.objects.filter(name=name).values_list("id", flat=True).first()
-    if metric_id is not None and allowed is not None and not allowed(name):
-        metric_id = None  # outside the key's namespaces: as if there were no such metric
     purge_id = None
     for attempt in range(DELETE_ATTEMPTS):
         try:
