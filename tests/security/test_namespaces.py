@@ -185,6 +185,9 @@ def _metric_delete_and_query(w: World) -> None:
     existing = w.a.delete("/api/metrics/team_b.cpu")
     missing = w.a.delete("/api/metrics/team_b.nothing")
     assert_same_404(existing, missing, "team_b.cpu", "team_b.nothing")
+    assert queries_of(lambda: w.a.delete("/api/metrics/team_b.cpu")) == queries_of(
+        lambda: w.a.delete("/api/metrics/team_b.nothing")
+    )
     assert "team_b.cpu" in w.metric_names()
     assert w.a.delete("/api/metrics/team_a.cpu").status_code == 204
     assert "team_a.cpu" not in w.metric_names()
