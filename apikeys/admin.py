@@ -20,20 +20,42 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from .models import ApiKey, KeyStatus, Scope, default_scopes
+from .namespaces import NAMESPACES_MAX, namespaces_parse
 from .services import apikey_create, apikey_revoke, apikey_update
 
 # The session entry holding a new key's raw form between the add form's POST and the next GET.
 _SESSION_NEW_KEY = "apikeys.new_key"
 
 
+class NamespacesField(forms.CharField):
+    """The key's namespaces as one comma-separated line, checked as everywhere else."""
+
+    def prepare_value(self, value: object) -> object:
+        return ", ".join(value) if isinstance(value, list | tuple) else value
+
+    def to_python(self, value: object) -> list[str]:  # type: ignore[override]
+        text = super().to_python(value)
+        try:
+            return namespaces_parse(text)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
 class ApiKeyForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(
         choices=Scope.choices, widget=forms.CheckboxSelectMultiple, initial=default_scopes
     )
+    namespaces = NamespacesField(
+        required=False,
+        help_text="Comma-separated metric-name prefixes this key may read and write, e.g. "
+        f"checkout., shared.web. (at most {NAMESPACES_MAX}). A name is inside when it starts "
+        "with one of them; empty: every metric. Only keys that are empty here or cover "
+        "glowing_fiesta. read the service's own figures and GET /metrics.",
+    )
 
     class Meta:
         model = ApiKey
-        fields = ["name", "scopes", "rate_limit", "expires_at"]
+        fields = ["name", "scopes", "namespaces", "rate_limit", "expires_at"]
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -62,6 +84,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "name",
         "prefix",
         "scope_list",
+        "namespace_list",
         "rate_limit",
         "created_at",
         "last_used_at",
@@ -76,12 +99,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def scope_list(self, obj: ApiKey) -> str:
         return ", ".join(obj.scopes)
 
+    @admin.display(description="namespaces")
+    def namespace_list(self, obj: ApiKey) -> str:
+        return ", ".join(obj.namespaces) or "all"
+
     @admin.display(description="status")
     def status(self, obj: ApiKey) -> str:
         return obj.status().value if obj.pk else "-"
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
-        editable = ["name", "scopes", "rate_limit", "expires_at"]
+        editable = ["name", "scopes", "namespaces", "rate_limit", "expires_at"]
         return editable if obj is None else [*editable, *self.readonly_fields]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
@@ -100,6 +127,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 scopes=data["scopes"],
                 rate_limit=data["rate_limit"],
                 expires_at=data["expires_at"],
+                namespaces=data["namespaces"],
             )
             return
         key, raw = apikey_create(
@@ -107,6 +135,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             scopes=data["scopes"],
             rate_limit=data["rate_limit"],
             expires_at=data["expires_at"],
+            namespaces=data["namespaces"],
         )
         # The admin goes on to log the addition against `obj`, so it becomes the saved row.
         for field in ApiKey._meta.concrete_fields:

@@ -51,6 +51,16 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Metric-name prefixes the key may read and write (apikeys/namespaces.py); none: every
+    # metric. Checked by apikeys.namespaces.namespaces_check wherever they are set.
+    namespaces = ArrayField(
+        models.CharField(max_length=191),
+        default=list,
+        blank=True,
+        size=20,
+        help_text="Metric-name prefixes this key may read and write, e.g. checkout. "
+        "(empty: every metric).",
+    )
 
     # DRF's IsAuthenticated and Django's templates ask the authenticated "user" this.
     is_authenticated = True
@@ -83,3 +93,8 @@ class ApiKey(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+    @property
+    def namespace_prefixes(self) -> tuple[str, ...]:
+        """The namespaces as the tuple str.startswith takes (apikeys.namespaces)."""
+        return tuple(self.namespaces)

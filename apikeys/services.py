@@ -16,6 +16,7 @@ from glowing_fiesta import failopen
 
 from . import keyformat
 from .models import ApiKey, Scope, default_scopes
+from .namespaces import namespaces_check
 from .selectors import apikey_forget
 
 logger = logging.getLogger(__name__)
@@ -46,13 +47,16 @@ def apikey_create(
     rate_limit: int | None = None,
     expires_at: datetime | None = None,
     now: datetime | None = None,
+    namespaces: Iterable[str] = (),
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its raw form, which is never available again.
 
     `scopes` defaults to write and read (admin is only ever granted by name), `rate_limit` (requests per minute) to
-    API_KEY_DEFAULT_RATE_LIMIT. Only the prefix and an HMAC of the key are stored.
+    API_KEY_DEFAULT_RATE_LIMIT. `namespaces` (metric-name prefixes, apikeys/namespaces.py)
+    default to none: every metric. Only the prefix and an HMAC of the key are stored.
     """
     chosen = scopes_check(scopes if scopes is not None else default_scopes())
+    prefixes = namespaces_check(namespaces)
     limit = settings.API_KEY_DEFAULT_RATE_LIMIT if rate_limit is None else rate_limit
     if limit < 1:
         raise ValueError("rate limit must be at least 1 request per minute")
@@ -70,6 +74,7 @@ def apikey_create(
                     prefix=prefix,
                     key_hash=keyformat.digest(raw),
                     scopes=chosen,
+                    namespaces=prefixes,
                     rate_limit=limit,
                     expires_at=expires_at,
                     created_at=now or timezone.now(),
@@ -90,17 +95,21 @@ def apikey_update(
     scopes: Iterable[str],
     rate_limit: int,
     expires_at: datetime | None,
+    namespaces: Iterable[str] | None = None,
 ) -> ApiKey:
-    """Change a key's settings (never its secret); takes effect within API_KEY_CACHE_SECONDS."""
+    """Change a key's settings (never its secret); takes effect within API_KEY_CACHE_SECONDS.
+    `namespaces` None leaves them as they are."""
     if rate_limit < 1:
         raise ValueError("rate limit must be at least 1 request per minute")
     if not name.strip():
         raise ValueError("name must not be empty")
     key.name = name.strip()
     key.scopes = scopes_check(scopes)
+    if namespaces is not None:
+        key.namespaces = namespaces_check(namespaces)
     key.rate_limit = rate_limit
     key.expires_at = expires_at
-    key.save(update_fields=["name", "scopes", "rate_limit", "expires_at"])
+    key.save(update_fields=["name", "scopes", "namespaces", "rate_limit", "expires_at"])
     _forget(key)
     return key
 

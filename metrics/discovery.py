@@ -118,11 +118,13 @@ def metrics_list(
     metric_type: str | None = None,
     after: str | None = None,
     limit: int = LIMIT_DEFAULT,
+    namespaces: Sequence[str] = (),
 ) -> Page[MetricSummary]:
     """Metrics in name order after the name `after`, filtered, with series counts.
 
     `search` matches a case-insensitive substring of the name, `prefix` its start (case
-    sensitive, as names are). The walk is over the unique index on name, so a deep page costs
+    sensitive, as names are); `namespaces` (a key's name prefixes; none: every metric) bound
+    the whole list, counts and cursors included. The walk is over the unique index on name, so a deep page costs
     what the first does.
     """
     where = ["TRUE"]
@@ -133,6 +135,9 @@ def metrics_list(
     if prefix:
         where.append("starts_with(m.name, %s)")
         params.append(prefix)
+    if namespaces:
+        where.append("m.name LIKE ANY(%s)")
+        params.append([_like_escape(namespace) + "%" for namespace in namespaces])
     if search:
         where.append("m.name ILIKE %s")
         params.append(f"%{_like_escape(search)}%")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -134,11 +134,22 @@ def outbox_get_for_key(*, api_key_id: int, batch_id: int) -> IngestBatch | None:
     )
 
 
-def metric_get(*, name: str) -> Metric:
-    """The metric called `name`; MetricNotFound (404) when there is none."""
+def metric_not_found(name: str) -> MetricNotFound:
+    """The one 404 for a metric that does not exist, or that the caller may not see."""
+    return MetricNotFound(f"There is no metric named {name!r}.")
+
+
+def metric_get(*, name: str, allowed: Callable[[str], bool] | None = None) -> Metric:
+    """The metric called `name`; MetricNotFound (404) when there is none.
+
+    `allowed` (a key's namespaces, apikeys.namespaces) decides first, without a query: a name
+    outside gets the very 404 of a metric that does not exist, whether or not it does.
+    """
+    if allowed is not None and not allowed(name):
+        raise metric_not_found(name)
     metric = Metric.objects.filter(name=name).first()
     if metric is None:
-        raise MetricNotFound(f"There is no metric named {name!r}.")
+        raise metric_not_found(name)
     return metric
 
 

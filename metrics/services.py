@@ -19,7 +19,7 @@ from glowing_fiesta.exceptions import Problem
 
 from . import caches, partitions, purges, storage
 from .models import Metric, MetricType, Series
-from .selectors import MetricNotFound
+from .selectors import metric_not_found
 
 _NO_TAGS: Mapping[str, str] = MappingProxyType({})
 
@@ -129,14 +129,19 @@ def _ingest(points: Sequence[PointInput]) -> int:
     return len(points)
 
 
-def metric_delete(*, name: str, now: datetime | None = None) -> int:
+def metric_delete(
+    *, name: str, now: datetime | None = None, allowed: Callable[[str], bool] | None = None
+) -> int:
     """Delete metric `name`: gone for every read and write from the commit, its points and
     rollups purged by a worker just after (metrics/purges.py). Returns the purge's id.
 
     Raises MetricNotFound (404) when there is no such metric, also when a concurrent delete
-    removed it first. Writes racing the delete either commit before it (and are purged with it)
-    or after it (and create the metric anew); see `storage.metric_and_series_delete`.
+    removed it first, and, before any query, when `allowed` (a key's namespaces) refuses its
+    name. Writes racing the delete either commit before it (and are purged with it) or after
+    it (and create the metric anew); see `storage.metric_and_series_delete`.
     """
+    if allowed is not None and not allowed(name):
+        raise metric_not_found(name)  # outside the key's namespaces: as if there were none
     metric_id = Metric.objects.filter(name=name).values_list("id", flat=True).first()
     purge_id = None
     for attempt in range(DELETE_ATTEMPTS):
@@ -155,7 +160,7 @@ def metric_delete(*, name: str, now: datetime | None = None) -> int:
             if attempt == DELETE_ATTEMPTS - 1:
                 raise
     if not purge_id:
-        raise MetricNotFound(f"There is no metric named {name!r}.")
+        raise metric_not_found(name)
     return purge_id
 
 
@@ -200,6 +205,7 @@ def _conflict_error(index: int, name: str, metric_type: str, point_type: str) ->
 TYPE_CONFLICT = "type-conflict"  # the metric has the other type (metric_type: which, if known)
 TWO_TYPES = "two-types"  # a new metric given both types in one write: which was meant is unknown
 SERIES_LIMIT = "series-limit"  # the metric has METRIC_MAX_SERIES tag sets (limit: how many)
+NAMESPACE = "namespace"  # the name is outside the sending key's namespaces
 
 
 class Refusal(NamedTuple):
@@ -232,6 +238,7 @@ def points_ingest_partial(
     derived: Mapping[str, str] | None = None,
     derive: Callable[[AbstractSet[str]], Sequence[PointInput]] | None = None,
     trim_series: bool = False,
+    allowed: Callable[[str], bool] | None = None,
 ) -> PartialIngest:
     """Store what can be stored of `points`; return what was refused and why.
 
@@ -247,6 +254,9 @@ def points_ingest_partial(
     `derive`, when given, makes more points inside the write's transaction, `derived` naming
     their metrics and types (screened like the points): it is called with the names refused so
     far, so that the rows it locks (cumulative streams) stay locked until its points commit.
+
+    `allowed`, when given, is the sending key's namespaces (apikeys.namespaces): the points of
+    a name it refuses are refused first (reason NAMESPACE), before anything is looked up.
     """
     derived = derived or {}
     wanted: dict[str, set[str]] = {}
@@ -254,8 +264,14 @@ def points_ingest_partial(
         wanted.setdefault(point.name, set()).add(point.type)
     for name, metric_type in derived.items():
         wanted.setdefault(name, set()).add(metric_type)
-    existing = _existing_types(wanted)
     excluded: dict[str, Refusal] = {}  # every point of these is refused
+    if allowed is not None:
+        for name in [name for name in wanted if not allowed(name)]:
+            excluded[name] = Refusal(
+                NAMESPACE, name, f"Metric {name!r} is outside this key's namespaces."
+            )
+            del wanted[name]
+    existing = _existing_types(wanted)
     typed: dict[str, Refusal] = {}  # the points of another type than the metric's are refused
     for name, types in wanted.items():
         known = existing.get(name)
@@ -300,6 +316,9 @@ def points_ingest_partial(
             excluded[name] = refusal
         else:
             derived_refused = {n: r for n, r in excluded.items() if n in derived}
+            outside = sum(1 for _, r in refused if r.reason == NAMESPACE)
+            outside += sum(1 for r in derived_refused.values() if r.reason == NAMESPACE)
+            monitoring.ingestion_failure("namespace", outside)
             return PartialIngest(stored, refused, derived_refused, retries)
         kept = []
         for index, point in pending:
@@ -362,6 +381,7 @@ def _series_trim(
 
 
 __all__ = [
+    "NAMESPACE",
     "SERIES_LIMIT",
     "TWO_TYPES",
     "TYPE_CONFLICT",

@@ -13,14 +13,14 @@ Mapping: a field named `value` is a point of metric `<measurement>`, any other f
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from glowing_fiesta.exceptions import Problem
 from metrics.models import MetricType
 from metrics.points import NAME_MAX, Window, name_ok, parse_tags, value_ok
-from metrics.services import SERIES_LIMIT, PointInput, points_ingest_partial
+from metrics.services import NAMESPACE, SERIES_LIMIT, PointInput, points_ingest_partial
 
 from .line_protocol import Line, LineSyntaxError, quoted
 
@@ -177,22 +177,27 @@ class WriteResult:
         return f"partial write: dropped {self.dropped_points} points: {reasons}{more}"
 
 
-def influx_write(*, lines: Sequence[Line], now: datetime) -> WriteResult:
+def influx_write(
+    *, lines: Sequence[Line], now: datetime, allowed: Callable[[str], bool] | None = None
+) -> WriteResult:
     """Store the lines' points; drop, line by line, those the service refuses.
 
     All points are of type value, so the points of a metric that exists as a counter are
     dropped, and so are those of a metric at its series limit: `points_ingest_partial` says
-    which, and the lines they came from are named.
+    which, and the lines they came from are named. So are the points outside the key's
+    namespaces (`allowed`, apikeys.namespaces).
     """
     mapped = lines_points(lines, now=now)
     dropped = list(mapped.dropped)
-    result = points_ingest_partial(points=mapped.points)
+    result = points_ingest_partial(points=mapped.points, allowed=allowed)
     if result.retries:
         logger.info("influx write retried without refused metrics", extra={"count": result.retries})
     per_line: dict[tuple[int, str, str], int] = {}
     for index, refusal in result.refused:
         if refusal.reason == SERIES_LIMIT:
             reason = refusal.detail
+        elif refusal.reason == NAMESPACE:
+            reason = f"metric {refusal.name!r} is outside this token's namespaces"
         else:
             reason = f"metric {refusal.name!r} is a counter; line protocol writes values"
         key = (mapped.lines[index], refusal.name, reason)

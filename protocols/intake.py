@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from metrics.models import MetricType
 from metrics.points import NAME_MAX, name_ok, parse_tags, tag_key_ok, value_ok
 from metrics.services import (
+    NAMESPACE,
     SERIES_LIMIT,
     TWO_TYPES,
     PointInput,
@@ -112,13 +113,14 @@ class Stored:
     message: str
 
 
-def intake_store(*, intake: Intake) -> Stored:
+def intake_store(*, intake: Intake, allowed: Callable[[str], bool] | None = None) -> Stored:
     """Store what the intake holds that can be stored; report the rest.
 
     Cumulative observations become increments (`streams_advance`) inside the transaction that
     writes every point, so the stream rows stay locked until the points commit; what the
     service refuses (a metric of the other type, or given both types here, a series limit) is
-    reported against the wire items it came from (`points_ingest_partial`).
+    reported against the wire items it came from (`points_ingest_partial`), and so is what
+    lies outside the key's namespaces (`allowed`, apikeys.namespaces).
     """
     points = [point for _, point in intake.points]
     observations = intake.observations
@@ -135,6 +137,7 @@ def intake_store(*, intake: Intake) -> Stored:
         points=points,
         derived=dict.fromkeys((o.name for _, o in observations), MetricType.COUNTER),
         derive=derive if observations else None,
+        allowed=allowed,
     )
     for index, refusal in result.refused:
         item, point = intake.points[index]
@@ -152,6 +155,8 @@ def intake_store(*, intake: Intake) -> Stored:
 
 def _message(refusal: Refusal, point_type: str) -> str:
     name = refusal.name
+    if refusal.reason == NAMESPACE:
+        return f"metric {name!r} is outside this key's namespaces"
     if refusal.reason == SERIES_LIMIT:
         return f"metric {name!r} already has its limit of {refusal.limit} tag sets"
     if refusal.reason == TWO_TYPES:

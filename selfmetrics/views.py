@@ -21,6 +21,7 @@ from rest_framework.request import Request
 
 from apikeys.base import ApiKeyView
 from apikeys.models import Scope
+from apikeys.namespaces import SELF_NAMESPACE, NamespaceForbidden, namespace_allows
 from glowing_fiesta.monitoring import figures, multiproc
 
 from .collectors import ScrapeTimeCollector
@@ -45,7 +46,9 @@ def _scrape_time_registry() -> CollectorRegistry:
 
 
 class PrometheusMetricsView(ApiKeyView):
-    """The service's own figures for a Prometheus scrape. Needs the read scope."""
+    """The service's own figures for a Prometheus scrape. Needs the read scope, and a key
+    whose namespaces cover glowing_fiesta. (or that has none): the figures are those of the
+    glowing_fiesta.* metrics; any other key gets 403 namespace-forbidden."""
 
     required_scope = Scope.READ
 
@@ -54,8 +57,16 @@ class PrometheusMetricsView(ApiKeyView):
         responses={
             (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Exposition"),
             401: OpenApiResponse(description="No valid API key"),
-            403: OpenApiResponse(description="The key lacks the read scope"),
+            403: OpenApiResponse(
+                description="The key lacks the read scope, or its namespaces do not cover "
+                "glowing_fiesta."
+            ),
         },
     )
     def get(self, request: Request) -> HttpResponse:
+        if not namespace_allows(request.auth.namespace_prefixes, SELF_NAMESPACE):
+            raise NamespaceForbidden(
+                f"The service's own figures are the {SELF_NAMESPACE}* metrics, outside this API "
+                "key's namespaces."
+            )
         return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

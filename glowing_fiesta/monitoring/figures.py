@@ -37,6 +37,7 @@ INGESTION_FAILURE_REASONS = (
     "invalid",
     "type_conflict",
     "series_limit",
+    "namespace",
     "too_large",
     "unsupported_media",
     "rate_limited",

@@ -92,6 +92,8 @@ def problem_observed(*, exc: Exception, problem: Any, context: Mapping[str, Any]
         return
     if problem is None:
         reason = "database" if isinstance(exc, DatabaseError) else "other"
+    elif problem.slug == "namespace-forbidden":
+        reason = "namespace"
     elif problem.status in (401, 403):
         reason = "unauthenticated"
     else:

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 
 from apikeys.base import ApiKeyView
 from apikeys.models import Scope
+from apikeys.namespaces import namespace_checker
 
 from .. import discovery, selectors
 from ..serializers.discovery import (
@@ -76,6 +77,7 @@ class MetricListView(ApiKeyView):
             metric_type=p.get("type"),
             after=p.get("cursor"),
             limit=p["limit"],
+            namespaces=request.auth.namespaces,
         )
         rows = [
             {
@@ -103,7 +105,9 @@ class SeriesListView(ApiKeyView):
     )
     def get(self, request: Request) -> Response:
         p = _validated(SeriesListInput, request)
-        metric = selectors.metric_get(name=p["metric"])
+        metric = selectors.metric_get(
+            name=p["metric"], allowed=namespace_checker(request.auth.namespaces)
+        )
         page = discovery.series_list(
             metric=metric, tags=p.get("tag", ()), after=p.get("cursor"), limit=p["limit"]
         )
@@ -127,7 +131,9 @@ class TagListView(ApiKeyView):
     )
     def get(self, request: Request) -> Response:
         p = _validated(TagListInput, request)
-        metric = selectors.metric_get(name=p["metric"])
+        metric = selectors.metric_get(
+            name=p["metric"], allowed=namespace_checker(request.auth.namespaces)
+        )
         tags = discovery.tags_list(metric=metric)
         return Response(
             {

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys.base import ApiKeyView
+from apikeys.namespaces import NamespaceForbidden, namespace_checker, namespaces_outside
 from glowing_fiesta.exceptions import InvalidInput
 from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 from glowing_fiesta.parsers import StrictJSONParser, TypedBody
@@ -79,8 +80,11 @@ def _ingest(
     request: Request,
     parse: Callable[[Any, Any], list[PointInput]],
     render: Callable[[list[PointInput]], dict[str, Any]],
+    *,
+    batch: bool = False,
 ) -> Response:
-    """Validate with `parse`, then store or queue the points, and render."""
+    """Validate with `parse`, check the key's namespaces, then store or queue the points, and
+    render."""
     now = timezone.now()
     try:
         points = parse(request.data, now)
@@ -92,7 +96,26 @@ def _ingest(
             + ("; …" if count > 5 else ""),
             errors=exc.errors,
         ) from None
+    _namespaces_check(request, points, batch=batch)
     return _store(request, points, render, now=now)
+
+
+def _namespaces_check(request: Request, points: list[PointInput], *, batch: bool) -> None:
+    """403 namespace-forbidden, naming every point outside the key's namespaces: before
+    anything is stored or queued, and before an Idempotency-Key is claimed."""
+    outside = namespaces_outside(request.auth.namespace_prefixes, (p.name for p in points))
+    if not outside:
+        return
+    message = "is outside this API key's namespaces"
+    errors = [
+        {**({"index": i} if batch else {}), "field": "name", "message": message} for i in outside
+    ]
+    names = list(dict.fromkeys(points[i].name for i in outside))
+    shown = ", ".join(repr(name) for name in names[:5]) + (", …" if len(names) > 5 else "")
+    where = f"{len(outside)} point{'s' if len(outside) > 1 else ''} of " if batch else ""
+    raise NamespaceForbidden(
+        f"{where}metric{'s' if len(names) > 1 else ''} {shown} {message}.", errors=errors
+    )
 
 
 @idempotent
@@ -123,10 +146,12 @@ class _IngestView(ApiKeyView):
         super().check_permissions(request)
 
     def get(self, request: Request) -> Response:
-        return series_respond(request, self.reserved_name)
+        return series_respond(
+            request, self.reserved_name, allowed=namespace_checker(request.auth.namespaces)
+        )
 
     def delete(self, request: Request) -> Response:
-        return metric_delete_respond(self.reserved_name)
+        return metric_delete_respond(request, self.reserved_name)
 
 
 class _PointView(_IngestView):
@@ -196,4 +221,5 @@ class BatchView(_IngestView):
                 data.value if isinstance(data, TypedBody) else data, now=now
             ),
             lambda points: {"processed": len(points)},
+            batch=True,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import zoneinfo
+from collections.abc import Callable
 from typing import Any
 
 from django.utils import timezone
@@ -19,6 +20,7 @@ from rest_framework.response import Response
 
 from apikeys.base import ApiKeyView
 from apikeys.models import Scope
+from apikeys.namespaces import namespace_checker
 from glowing_fiesta.openapi import KEYED_ERRORS, problem_responses
 
 from .. import selectors, services
@@ -27,13 +29,17 @@ from ..serializers.ingest import NAME_SCHEMA
 from ..serializers.query import SeriesQueryInput, SeriesQueryOutput, series_query_data
 
 
-def series_respond(request: Request, name: str) -> Response:
-    """Answer a query for metric `name` from the request's query string."""
+def series_respond(
+    request: Request, name: str, *, allowed: Callable[[str], bool] | None
+) -> Response:
+    """Answer a query for metric `name` from the request's query string; a name `allowed`
+    refuses (a key's namespaces, apikeys.namespaces) is the 404 of a metric that does not
+    exist. None: every metric (the admin's staff session)."""
     data = series_query_data(request.query_params)
     if not name_ok(name):
         # No metric can have such a name; answered before the name (a NUL, say) reaches SQL.
         raise NotFound(f"No metric named {name[:200]!r}.")
-    metric = selectors.metric_get(name=name)
+    metric = selectors.metric_get(name=name, allowed=allowed)
     params = SeriesQueryInput(data=data, context={"metric": metric, "now": timezone.now()})
     params.is_valid(raise_exception=True)
     p = params.validated_data
@@ -80,11 +86,12 @@ def _buckets(starts: list[str], values: list[selectors.Value]) -> list[dict[str,
     ]
 
 
-def metric_delete_respond(name: str) -> Response:
-    """Delete metric `name` with all its data: 204, or 404 problem+json when there is none."""
+def metric_delete_respond(request: Request, name: str) -> Response:
+    """Delete metric `name` with all its data: 204, or 404 problem+json when there is none or
+    it lies outside the key's namespaces."""
     if not name_ok(name):
         raise NotFound(f"No metric named {name[:200]!r}.")
-    services.metric_delete(name=name)
+    services.metric_delete(name=name, allowed=namespace_checker(request.auth.namespaces))
     return Response(status=204)
 
 
@@ -152,8 +159,8 @@ class SeriesQueryView(ApiKeyView):
         **QUERY_SCHEMA,
     )
     def get(self, request: Request, name: str) -> Response:
-        return series_respond(request, name)
+        return series_respond(request, name, allowed=namespace_checker(request.auth.namespaces))
 
     @DELETE_SCHEMA
     def delete(self, request: Request, name: str) -> Response:
-        return metric_delete_respond(name)
+        return metric_delete_respond(request, name)

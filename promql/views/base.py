@@ -56,7 +56,7 @@ class PrometheusView(ApiKeyView):
     @staticmethod
     def namespaces(request: Request) -> tuple[str, ...]:
         """The metric-name prefixes the calling key may read (none: every metric)."""
-        return tuple(getattr(request.auth, "namespaces", None) or ())
+        return request.auth.namespace_prefixes
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, PromQLError):

@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys.base import ApiKeyView
+from apikeys.namespaces import namespace_checker
 from glowing_fiesta.exceptions import Problem, problem_exception_handler
 from idempotency.services import Outcome, fingerprint, idempotent_run
 from metrics.views.ingest import IDEMPOTENCY_PARAMETER
@@ -145,7 +146,9 @@ class _InfluxWriteView(ApiKeyView):
             raise influx.NoPoints("writing requires points")
 
         def action() -> Outcome:
-            result = influx.influx_write(lines=lines, now=now)
+            result = influx.influx_write(
+                lines=lines, now=now, allowed=namespace_checker(request.auth.namespaces)
+            )
             if result.dropped:
                 return Outcome(422, influx_body(422, result.message()))
             return Outcome(204, {})

@@ -15,6 +15,7 @@ from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.request import Request
 
 from apikeys.base import ApiKeyView
+from apikeys.namespaces import namespace_checker
 from glowing_fiesta.exceptions import InvalidInput
 from glowing_fiesta.openapi import KEYED_ERRORS
 
@@ -70,7 +71,10 @@ class OtlpMetricsView(ApiKeyView):
             export = otlp.request_parse(body, encoding=encoding)
         except otlp.Malformed as exc:
             raise InvalidInput(f"The request body cannot be read: {exc}.") from None
-        stored = intake_store(intake=otlp.request_intake(export, now=timezone.now()))
+        stored = intake_store(
+            intake=otlp.request_intake(export, now=timezone.now()),
+            allowed=namespace_checker(request.auth.namespaces),
+        )
         return HttpResponse(otlp.response_body(stored, encoding=encoding), content_type=encoding)
 
     def handle_exception(self, exc: Exception) -> HttpResponse:

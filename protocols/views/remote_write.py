@@ -14,6 +14,7 @@ from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.request import Request
 
 from apikeys.base import ApiKeyView
+from apikeys.namespaces import namespace_checker
 from glowing_fiesta.exceptions import InvalidInput, PayloadTooLarge
 from glowing_fiesta.openapi import KEYED_ERRORS
 
@@ -103,7 +104,10 @@ class RemoteWriteView(ApiKeyView):
             raise PayloadTooLarge(f"The request body is too large: {exc}.") from None
         except remote_write.Malformed as exc:
             raise InvalidInput(f"The request body cannot be read: {exc}.") from None
-        stored = intake_store(intake=remote_write.request_intake(write, now=timezone.now()))
+        stored = intake_store(
+            intake=remote_write.request_intake(write, now=timezone.now()),
+            allowed=namespace_checker(request.auth.namespaces),
+        )
         if stored.refused:
             raise InvalidInput(
                 f"{stored.points} points stored; {stored.refused} series had samples refused: "

@@ -38,6 +38,7 @@ def test_valid_key_is_served_and_describes_itself():
         "name": "reporting",
         "prefix": key.prefix,
         "scopes": ["read"],
+        "namespaces": [],
         "rate_limit": 42,
         "expires_at": None,
     }

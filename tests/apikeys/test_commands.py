@@ -92,11 +92,12 @@ def test_list_api_keys_shows_status_and_never_a_secret():
     me(active_raw)  # stamps last used
     lines = run("list_api_keys")
     assert lines[0].split() == [
-        "id", "name", "prefix", "scopes", "rate/min", "created", "last", "used", "status",
+        "id", "name", "prefix", "scopes", "namespaces", "rate/min", "created", "last", "used",
+        "status",
     ]  # fmt: skip
     rows = {line.split()[1]: line.split() for line in lines[1:]}
     assert rows["active-one"][0] == str(active.pk)
-    assert rows["active-one"][2:5] == [active.prefix, "read", "9"]
+    assert rows["active-one"][2:6] == [active.prefix, "read", "all", "9"]
     assert rows["active-one"][-1] == "active"
     assert rows["active-one"][-3] != "-"  # last used
     assert rows["revoked-one"][-1] == "revoked"

@@ -28,7 +28,7 @@ def test_database_rows_hold_no_key_or_secret():
     assert row["prefix"] == key.prefix
     assert row["key_hash"] == keyformat.digest(raw)
     assert set(columns) == {
-        "id", "name", "prefix", "key_hash", "scopes", "rate_limit",
+        "id", "name", "prefix", "key_hash", "scopes", "namespaces", "rate_limit",
         "created_at", "last_used_at", "expires_at", "revoked_at",
     }  # fmt: skip
 

@@ -8,6 +8,7 @@ from django.db import connection
 
 from metrics.models import Metric, MetricPoint, Series
 from metrics.services import (
+    NAMESPACE,
     SERIES_LIMIT,
     TWO_TYPES,
     TYPE_CONFLICT,
@@ -86,3 +87,25 @@ def test_derived_points_are_made_in_the_writes_transaction_without_refused_names
     assert result.stored == 2
     assert result.derived_refused["gauge.now"].metric_type == "value"
     assert MetricPoint.objects.filter(metric__name="made").count() == 1
+
+
+def test_points_outside_the_allowed_names_are_refused_first_and_derive_skips_them():
+    calls = []
+
+    def derive(excluded):
+        calls.append(set(excluded))
+        return [point("counter", n) for n in ("team.made", "other.made") if n not in excluded]
+
+    result = points_ingest_partial(
+        points=[point("value", "team.a"), point("value", "other.b"), point("value", "team.c")],
+        derived={"team.made": "counter", "other.made": "counter"},
+        derive=derive,
+        allowed=lambda name: name.startswith(("team.",)),
+    )
+    assert [(index, refusal.reason, refusal.name) for index, refusal in result.refused] == [
+        (1, NAMESPACE, "other.b")
+    ]
+    assert result.derived_refused["other.made"].reason == NAMESPACE
+    assert calls == [{"other.b", "other.made"}]
+    assert result.stored == 3
+    assert set(Metric.objects.values_list("name", flat=True)) == {"team.a", "team.c", "team.made"}

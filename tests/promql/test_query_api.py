@@ -121,6 +121,40 @@ def test_series_labels_values_and_metadata_list_what_exists(reader, base):
     error(reader.get("/api/v1/series"), 400, "bad_data", "match[]")
 
 
+def test_a_key_with_namespaces_sees_only_its_metrics_everywhere(make_api_client, base):
+    team = make_api_client(scopes=["read"], namespaces=["disk."])
+    at = base.timestamp() + 30
+    ingest("value", "disk.free", (1.0, base + timedelta(seconds=5), {"host": "h1"}))
+    ingest("value", "payroll.total", (9.0, base + timedelta(seconds=5), {"secret": "s"}))
+    everything = '{__name__=~".+"}'
+
+    def names(result: list) -> set[str]:
+        return {r["metric"]["__name__"] for r in result}
+
+    query = ok(team.get("/api/v1/query", {"query": everything, "time": at}))
+    assert names(query["result"]) == {"disk_free"}
+    for hidden in ("payroll_total", '{"payroll.total"}', "sum(payroll_total)"):
+        assert ok(team.get("/api/v1/query", {"query": hidden, "time": at}))["result"] == []
+    ranged = ok(
+        team.get(
+            "/api/v1/query_range", {"query": everything, "start": at, "end": at + 60, "step": 30}
+        )
+    )
+    assert names(ranged["result"]) == {"disk_free"}
+    series = ok(team.get("/api/v1/series", {"match[]": everything}))
+    assert [s["__name__"] for s in series] == ["disk_free"]
+    assert ok(team.get("/api/v1/series", {"match[]": "payroll_total"})) == []
+    assert ok(team.get("/api/v1/labels")) == ["__name__", "host"]
+    assert ok(team.get("/api/v1/label/__name__/values")) == ["disk_free"]
+    assert ok(team.get("/api/v1/label/secret/values")) == []
+    assert set(ok(team.get("/api/v1/metadata"))) == {"disk_free"}
+    assert ok(team.get("/api/v1/metadata", {"metric": "payroll_total"})) == {}
+    # A key without namespaces sees both.
+    everyone = make_api_client(scopes=["read"])
+    query = ok(everyone.get("/api/v1/query", {"query": everything, "time": at}))
+    assert names(query["result"]) == {"disk_free", "payroll_total"}
+
+
 def test_stubs_answer_in_prometheus_shape(reader):
     assert ok(reader.get("/api/v1/rules")) == {"groups": []}
     assert ok(reader.get("/api/v1/alerts")) == {"alerts": []}

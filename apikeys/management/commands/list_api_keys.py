@@ -8,7 +8,17 @@ from django.utils import timezone
 
 from apikeys.selectors import apikey_list
 
-COLUMNS = ("id", "name", "prefix", "scopes", "rate/min", "created", "last used", "status")
+COLUMNS = (
+    "id",
+    "name",
+    "prefix",
+    "scopes",
+    "namespaces",
+    "rate/min",
+    "created",
+    "last used",
+    "status",
+)
 
 
 def _when(value: datetime | None) -> str:
@@ -26,6 +36,7 @@ class Command(BaseCommand):
                 key.name,
                 key.prefix,
                 ",".join(key.scopes),
+                ",".join(key.namespaces) or "all",
                 str(key.rate_limit),
                 _when(key.created_at),
                 _when(key.last_used_at),

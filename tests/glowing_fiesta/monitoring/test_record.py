@@ -278,3 +278,19 @@ def test_a_retention_run_raises_retention_deleted(stack):
     assert value(before, deleted, table="ingest_batches") == 0
     last = value(after, "glowing_fiesta_retention_last_success_timestamp_seconds")
     assert started <= last <= time.time()
+
+
+def test_writes_outside_the_namespaces_count_as_namespace(make_api_client, scrape):
+    team = make_api_client(namespaces=["team."])
+    before = scrape()
+    refused = _post(team, "/api/metrics/counter", {"name": "other.x"})
+    assert refused.status_code == 403
+    lines = b"team cpu=1\nother cpu=2\nother mem=3\n"
+    partial = team.post("/api/v2/write?org=o&bucket=b", lines, content_type="text/plain")
+    assert partial.status_code == 422
+    after = scrape()
+    # One refused JSON write, and each of the two points the line protocol refused.
+    assert (
+        value(after, FAILURES, reason="namespace")
+        == value(before, FAILURES, reason="namespace") + 3
+    )
