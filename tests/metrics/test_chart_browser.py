@@ -19,20 +19,16 @@ from django.urls import reverse
 
 from metrics.models import Metric
 from metrics.services import PointInput, points_ingest
-from tests.helpers import truncate_point_tables
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("clean_point_tables"),
+]
 
 PASSWORD = "a-long-test-password"  # a throwaway login in the test database
 # Set to a path to keep the screenshot of the 10,080-bucket chart (docs/chart.png is made so).
 SCREENSHOT_ENV = "GF_CHART_SCREENSHOT"
-
-
-@pytest.fixture(autouse=True)
-def _empty_point_tables():
-    truncate_point_tables()
-    yield
-    truncate_point_tables()
 
 
 def wait(driver, predicate, timeout=15.0, what="the page"):

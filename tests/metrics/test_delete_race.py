@@ -12,10 +12,13 @@ from django.db import connection
 
 from metrics import purges
 from metrics.models import Metric, MetricPurge
-from tests.helpers import truncate_point_tables
 from tests.processes import worker_database_url
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.worker,
+    pytest.mark.usefixtures("clean_point_tables"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITE_SECONDS = 6
@@ -43,13 +46,6 @@ while time.monotonic() < deadline:
     time.sleep(0.002)
 print(written)
 """
-
-
-@pytest.fixture(autouse=True)
-def _empty_point_tables():
-    truncate_point_tables()
-    yield
-    truncate_point_tables()
 
 
 def wait_for(predicate, *, timeout: float) -> bool:

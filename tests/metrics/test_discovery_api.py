@@ -9,10 +9,10 @@ from django.core.management import call_command
 from metrics import discovery
 from metrics.models import Metric
 from metrics.services import PointInput, points_ingest
+from tests.helpers import assert_problem
 
 pytestmark = pytest.mark.django_db
 
-PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
@@ -33,16 +33,6 @@ def ingest(*points):
 def ok(response):
     assert response.status_code == 200, response.content
     return response.json()
-
-
-def assert_problem(response, status, field=None):
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == PROBLEM
-    body = response.json()
-    assert body["status"] == status
-    if field is not None:
-        assert field in {e["field"] for e in body["errors"]}, body
-    return body
 
 
 def names(body):
@@ -175,7 +165,7 @@ def test_type_filter_and_filters_combine(reader):
     assert names(ok(reader.get("/api/metrics", {"type": "counter", "search": "RPS"}))) == [
         "web.rps"
     ]
-    assert_problem(reader.get("/api/metrics", {"type": "gauge"}), 400, "type")
+    assert_problem(reader.get("/api/metrics", {"type": "gauge"}), 400, field="type")
 
 
 def test_limit_defaults_to_100_and_accepts_1_to_1000(reader):
@@ -188,7 +178,7 @@ def test_limit_defaults_to_100_and_accepts_1_to_1000(reader):
     assert len(full["results"]) == 1000
     assert names(ok(reader.get(full["next"]))) == ["m.1000"]
     for bad in ("0", "1001", "-1", "ten", ""):
-        assert_problem(reader.get("/api/metrics", {"limit": bad}), 400, "limit")
+        assert_problem(reader.get("/api/metrics", {"limit": bad}), 400, field="limit")
 
 
 def test_exactly_one_page_of_rows_has_no_next(reader):
@@ -203,14 +193,14 @@ def test_exactly_one_page_of_rows_has_no_next(reader):
     ids=["garbage", "object", "an-int-cursor", "empty", "empty-list", "two-values"],
 )
 def test_a_cursor_not_made_here_is_a_400(reader, cursor):
-    assert_problem(reader.get("/api/metrics", {"cursor": cursor}), 400, "cursor")
+    assert_problem(reader.get("/api/metrics", {"cursor": cursor}), 400, field="cursor")
 
 
 def test_unknown_and_repeated_parameters_are_refused(reader):
-    assert_problem(reader.get("/api/metrics", {"offset": 10}), 400, "offset")
-    assert_problem(reader.get("/api/metrics?limit=1&limit=2"), 400, "limit")
-    assert_problem(reader.get("/api/metrics", {"search": "x" * 192}), 400, "search")
-    assert_problem(reader.get("/api/metrics", {"prefix": "x" * 192}), 400, "prefix")
+    assert_problem(reader.get("/api/metrics", {"offset": 10}), 400, field="offset")
+    assert_problem(reader.get("/api/metrics?limit=1&limit=2"), 400, field="limit")
+    assert_problem(reader.get("/api/metrics", {"search": "x" * 192}), 400, field="search")
+    assert_problem(reader.get("/api/metrics", {"prefix": "x" * 192}), 400, field="prefix")
     assert ok(reader.get("/api/metrics", {"prefix": "x" * 191}))["results"] == []
 
 
@@ -259,13 +249,13 @@ def test_series_pages_by_cursor(reader, now):
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
     # A metric-list cursor (a name) is not a series cursor (an id).
     bad = discovery.cursor_encode("v")
-    assert_problem(reader.get("/api/series", {"metric": "v", "cursor": bad}), 400, "cursor")
+    assert_problem(reader.get("/api/series", {"metric": "v", "cursor": bad}), 400, field="cursor")
 
 
 def test_series_of_an_unknown_metric_is_a_404_and_the_metric_is_required(reader):
     body = assert_problem(reader.get("/api/series", {"metric": "nope"}), 404)
     assert body["type"] == "urn:glowing-fiesta:problem:metric-not-found"
-    assert_problem(reader.get("/api/series"), 400, "metric")
+    assert_problem(reader.get("/api/series"), 400, field="metric")
     assert_problem(reader.get("/api/series", {"metric": "x", "tag": "nocolon"}), 400)
 
 
@@ -300,8 +290,8 @@ def test_tag_values_are_capped_at_100_per_key(reader, now):
 
 def test_tags_of_an_unknown_metric_is_a_404(reader):
     assert_problem(reader.get("/api/tags", {"metric": "nope"}), 404)
-    assert_problem(reader.get("/api/tags"), 400, "metric")
-    assert_problem(reader.get("/api/tags", {"metric": "a", "limit": 3}), 400, "limit")
+    assert_problem(reader.get("/api/tags"), 400, field="metric")
+    assert_problem(reader.get("/api/tags", {"metric": "a", "limit": 3}), 400, field="limit")
 
 
 # --- keys and scopes ------------------------------------------------------------------------

@@ -6,16 +6,11 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from metrics.models import Metric, MetricPoint
-from tests.helpers import truncate_point_tables
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _empty_point_tables():
-    truncate_point_tables()
-    yield
-    truncate_point_tables()
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("clean_point_tables"),
+]
 
 
 def test_concurrent_first_writes_with_different_types_one_wins_one_409(make_api_client):
