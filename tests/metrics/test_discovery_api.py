@@ -14,7 +14,6 @@ from tests.helpers import assert_problem
 pytestmark = pytest.mark.django_db
 
 
-
 @pytest.fixture
 def reader(make_api_client):
     return make_api_client(scopes=["read"])
