@@ -265,8 +265,8 @@ def view_run(title, panels, start, end, step, ours, theirs, requests: int) -> No
     for label in panels:
         ours_ms, theirs_ms = timings["service", label], timings["prometheus", label]
         p95_ours, p95_theirs = (
-            _common.percentile(ours_ms, 0.95),
-            _common.percentile(theirs_ms, 0.95),
+            _common.percentile(ours_ms, 95),
+            _common.percentile(theirs_ms, 95),
         )
         ratio = p95_ours / p95_theirs
         ratios.append(ratio)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -124,40 +124,49 @@ def counter_totals_until(
 ) -> dict[int, float]:
     """Each counter series' sum of increments at or before `until` (before it, if not
     `inclusive`), from the coarsest rollups that tile the time before it: whole days, then whole
-    hours of its day, whole minutes of its hour, and the raw points of its minute. Rollups are kept longer than raw points, so this
-    counts from the oldest data still held."""
+    hours of its day, whole minutes of its hour, and the raw points of its minute. Rollups are
+    kept longer than raw points, so this counts from the oldest data still held.
+
+    The edges are computed here, not in SQL, so that the planner prunes the day partitions of
+    the minute rollups and the points to the one day that holds them.
+    """
     if not series_ids:
         return {}
-    ids = list(series_ids)
+    until = until.astimezone(UTC)
+    day = until.replace(hour=0, minute=0, second=0, microsecond=0)
+    hour = until.replace(minute=0, second=0, microsecond=0)
+    minute = until.replace(second=0, microsecond=0)
     upto = "<=" if inclusive else "<"
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            WITH edges AS (
-                SELECT date_trunc('day', %(until)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day,
-                       date_trunc('hour', %(until)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
-                       date_trunc('minute', %(until)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS minute
-            )
             SELECT series_id, sum(total) FROM (
-                SELECT series_id, sum(sum) AS total FROM metric_rollup_day, edges
-                WHERE series_id = ANY(%(ids)s) AND bucket < edges.day GROUP BY series_id
+                SELECT series_id, sum(sum) AS total FROM metric_rollup_day
+                WHERE series_id = ANY(%(ids)s) AND bucket < %(day)s GROUP BY series_id
                 UNION ALL
-                SELECT series_id, sum(sum) FROM metric_rollup_hour, edges
-                WHERE series_id = ANY(%(ids)s) AND bucket >= edges.day AND bucket < edges.hour
+                SELECT series_id, sum(sum) FROM metric_rollup_hour
+                WHERE series_id = ANY(%(ids)s) AND bucket >= %(day)s AND bucket < %(hour)s
                 GROUP BY series_id
                 UNION ALL
-                SELECT series_id, sum(sum) FROM metric_rollup_minute, edges
-                WHERE series_id = ANY(%(ids)s) AND bucket >= edges.hour AND bucket < edges.minute
+                SELECT series_id, sum(sum) FROM metric_rollup_minute
+                WHERE series_id = ANY(%(ids)s) AND bucket >= %(hour)s AND bucket < %(minute)s
                 GROUP BY series_id
                 UNION ALL
-                SELECT series_id, sum(value) FROM metric_points, edges
+                SELECT series_id, sum(value) FROM metric_points
                 WHERE metric_id = ANY(%(metrics)s) AND series_id = ANY(%(ids)s)
-                  AND recorded_at >= edges.minute AND recorded_at {upto} %(until)s
+                  AND recorded_at >= %(minute)s AND recorded_at {upto} %(until)s
                 GROUP BY series_id
             ) parts
             GROUP BY series_id
             """,  # noqa: S608 - {upto} is one of two operators of this function
-            {"until": until, "ids": ids, "metrics": list(metric_ids)},
+            {
+                "until": until,
+                "day": day,
+                "hour": hour,
+                "minute": minute,
+                "ids": list(series_ids),
+                "metrics": list(metric_ids),
+            },
         )
         return {series_id: float(total) for series_id, total in cursor.fetchall()}
 
