@@ -4,8 +4,18 @@ month of data (bench/query.py, bench/explore.py): generate_series in SQL, two se
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 
 from bench._common import log
+
+# Every table a point lands in.
+TABLES = (
+    "metric_points",
+    "metric_rollup_minute",
+    "metric_rollup_15m",
+    "metric_rollup_hour",
+    "metric_rollup_day",
+)
 
 LOAD_SQL = """
 INSERT INTO metric_points (metric_id, series_id, value, recorded_at)
@@ -60,3 +70,54 @@ def parallel(url: str, jobs: list[tuple[str, dict]]) -> None:
     # psycopg releases the GIL while PostgreSQL works, so threads give one busy backend each.
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(run, jobs))
+
+
+def partitions_ensure(conn, start: datetime, end: datetime) -> None:
+    """Day partitions of the points and minute rollups for [start, end], a day either side."""
+    for table in ("metric_points", "metric_rollup_minute"):
+        conn.execute(
+            "SELECT gf_ensure_day_partitions(%s, %s::date, %s::date)",
+            [table, start.date() - timedelta(days=1), end.date() + timedelta(days=1)],
+        )
+
+
+def metric_create(conn, name: str) -> int:
+    """A value metric `name`; its id."""
+    return conn.execute(
+        "INSERT INTO metrics (name, type, created_at) VALUES (%s, 'value', now()) RETURNING id",
+        [name],
+    ).fetchone()[0]
+
+
+def series_create(conn, metric: int, canonical: str) -> int:
+    """A series of `metric` with the tags `canonical` (their canonical JSON); its id."""
+    return conn.execute(
+        "INSERT INTO series (metric_id, tags, tags_hash, created_at) "
+        "VALUES (%s, %s::jsonb, md5(%s)::uuid, now()) RETURNING id",
+        [metric, canonical, canonical],
+    ).fetchone()[0]
+
+
+def points_and_rollups_finish(
+    conn, url: str, jobs: list[tuple[str, dict]], *, halves: list[dict]
+) -> None:
+    """Run the point-loading `jobs` (the indexes already dropped), rebuild the indexes, build the
+    minute rollups in the two time `halves` ({"lo", "hi"}) and the coarser ones from them, then
+    vacuum, analyze and checkpoint, so the measurements start from settled tables."""
+    timed("points", lambda: parallel(url, jobs))
+    timed(
+        "indexes",
+        lambda: parallel(url, [(f"CREATE INDEX {n} ON {d}", {}) for n, d in POINT_INDEXES.items()]),
+    )
+    timed("minute rollups", lambda: parallel(url, [(ROLLUP_MINUTE_SQL, h) for h in halves]))
+    for target, width, source in (
+        ("metric_rollup_15m", "15 minutes", "metric_rollup_minute"),
+        ("metric_rollup_hour", "1 hour", "metric_rollup_15m"),
+        ("metric_rollup_day", "1 day", "metric_rollup_hour"),
+    ):
+        sql = ROLLUP_COARSER_SQL.format(target=target, width=width, source=source)
+        timed(f"{target} rollups", lambda sql=sql: conn.execute(sql))
+    tables = [*TABLES, "series", "metrics"]
+    timed("vacuum analyze", lambda: [conn.execute(f"VACUUM (ANALYZE) {t}") for t in tables])
+    # Write the loaded pages out now rather than during the measurements.
+    timed("checkpoint", lambda: conn.execute("CHECKPOINT"))

@@ -34,3 +34,10 @@ def duration(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90, 90s, 2m, 1h30m)")
     hours, minutes, secs = (int(g or 0) for g in parts.groups())
     return hours * 3600 + minutes * 60 + secs
+
+
+def read_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a benchmark timing GET requests from one sequential client
+    (bench._reads.measure_http): --requests measured and --warmup unmeasured per shape."""
+    parser.add_argument("--requests", type=int, default=40, help="measured requests per shape")
+    parser.add_argument("--warmup", type=int, default=5)

@@ -4,6 +4,7 @@ Celery queue) with an API key, rounds measured one after the other, their median
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,21 @@ def scratch(database: str, *, key_name: str, queue: bool = False) -> Iterator[Sc
         yield Scratch(bench_url, redis_url, env, key, _common.machine_summary(bench_url))
 
 
+@contextlib.contextmanager
+def django_scratch(database: str) -> Iterator[str]:
+    """Database `database` created and migrated next to DATABASE_URL's (dropped after), with
+    Django set up in this process on it (for benchmarks that call services directly); its URL."""
+    database_url = _common.required_env("DATABASE_URL")
+    env = _common.service_env(database_url, _common.required_env("REDIS_URL"))
+    with _common.scratch_database(database_url, database, env) as scratch_url:
+        os.environ.update(env, DATABASE_URL=scratch_url)
+        # Only now: settings are read from the environment just set.
+        import django
+
+        django.setup()
+        yield scratch_url
+
+
 def rounds_run(count: int, run_round: Callable[[int], R]) -> list[R]:
     """`run_round(n)` for n in 0..count-1, one after the other, logging which."""
     rounds = []
@@ -53,3 +69,11 @@ def median(rounds: Sequence[object], attr: str, index: int | None = None) -> flo
     """The median over the rounds of a figure (`attr`, or item `index` of it)."""
     values = [getattr(r, attr) if index is None else getattr(r, attr)[index] for r in rounds]
     return statistics.median(values)
+
+
+def round_lines(rounds: Sequence[R], describe: Callable[[R], str]) -> list[str]:
+    """A blank line and `round n: <describe(round)>` for each round, when there are several
+    (the medians above them say it all for one)."""
+    if len(rounds) < 2:
+        return []
+    return ["", *(f"round {n}: {describe(r)}" for n, r in enumerate(rounds, 1))]

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from bench._common import ROOT, log
-from glowing_fiesta.devstack import free_port
+from glowing_fiesta.devstack import free_port, wait_or_kill
 
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 WORKER_START_SECONDS = 60
@@ -50,11 +50,7 @@ def gunicorn(
             yield "127.0.0.1", port
         finally:
             process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            wait_or_kill(process, 30)
 
 
 def _wait_healthy(host: str, port: int, process: subprocess.Popen, errors) -> None:
@@ -102,8 +98,4 @@ def celery_worker(env: Mapping[str, str], *, concurrency: int, queue: str) -> It
             raise
         finally:
             process.terminate()  # warm shutdown: finishes the task in hand
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            wait_or_kill(process, 60)

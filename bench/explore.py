@@ -39,7 +39,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-from bench import _bulk, _common, _reads, _servers
+from bench import _bulk, _common, _options, _reads, _runners, _servers
 
 DATABASE_NAME = "gf_bench_explore"
 DELETED = "bench.delete"
@@ -48,13 +48,7 @@ OTHER = "bench.other"
 SERIES = 10
 TARGET_DELETE_S = 1.0
 TARGET_DEPTH_RATIO = 1.5
-TABLES = (
-    "metric_points",
-    "metric_rollup_minute",
-    "metric_rollup_15m",
-    "metric_rollup_hour",
-    "metric_rollup_day",
-)
+TABLES = _bulk.TABLES
 
 SMALL_METRICS_SQL = """
 INSERT INTO metrics (name, type, created_at)
@@ -103,11 +97,7 @@ def load(
     jobs = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
-        for table in ("metric_points", "metric_rollup_minute"):
-            conn.execute(
-                "SELECT gf_ensure_day_partitions(%s, %s::date, %s::date)",
-                [table, start.date() - timedelta(days=1), end.date() + timedelta(days=1)],
-            )
+        _bulk.partitions_ensure(conn, start, end)
         conn.execute(SMALL_METRICS_SQL, {"count": metrics})
         conn.execute(SMALL_SERIES_SQL)
         for index in _bulk.POINT_INDEXES:
@@ -117,18 +107,9 @@ def load(
         big.append((OTHER, points - 2 * delete_points - 2 * metrics))
         firsts = {}
         for name, _ in big:
-            metric = conn.execute(
-                "INSERT INTO metrics (name, type, created_at) VALUES (%s, 'value', now()) "
-                "RETURNING id",
-                [name],
-            ).fetchone()[0]
+            metric = _bulk.metric_create(conn, name)
             for i in range(SERIES):
-                canonical = f'{{"host":"h{i}"}}'
-                row = conn.execute(
-                    "INSERT INTO series (metric_id, tags, tags_hash, created_at) "
-                    "VALUES (%s, %s::jsonb, md5(%s)::uuid, now()) RETURNING id",
-                    [metric, canonical, canonical],
-                ).fetchone()[0]
+                row = _bulk.series_create(conn, metric, f'{{"host":"h{i}"}}')
                 firsts.setdefault(name, (metric, row))
         if layout == "grouped":
             # Each metric's points loaded on their own: a delete touches only its own pages.
@@ -148,32 +129,10 @@ def load(
                 params[key], params[f"{key}_series"] = firsts[name]
             for lo, hi in ((0, count // 2), (count // 2, count)):
                 jobs.append((INTERLEAVED_SQL, {**params, "lo": lo, "hi": hi}))
-        _bulk.timed("points", lambda: _bulk.parallel(url, jobs))
-        _bulk.timed(
-            "indexes",
-            lambda: _bulk.parallel(
-                url, [(f"CREATE INDEX {n} ON {d}", {}) for n, d in _bulk.POINT_INDEXES.items()]
-            ),
-        )
         middle = (start + (end - start) / 2).replace(second=0, microsecond=0)
         halves = [{"lo": start - timedelta(days=1), "hi": middle}]
         halves.append({"lo": middle, "hi": end + timedelta(days=1)})
-        _bulk.timed(
-            "minute rollups",
-            lambda: _bulk.parallel(url, [(_bulk.ROLLUP_MINUTE_SQL, h) for h in halves]),
-        )
-        for target, width, source in (
-            ("metric_rollup_15m", "15 minutes", "metric_rollup_minute"),
-            ("metric_rollup_hour", "1 hour", "metric_rollup_15m"),
-            ("metric_rollup_day", "1 day", "metric_rollup_hour"),
-        ):
-            sql = _bulk.ROLLUP_COARSER_SQL.format(target=target, width=width, source=source)
-            _bulk.timed(f"{target} rollups", lambda sql=sql: conn.execute(sql))
-        tables = [*TABLES, "series", "metrics"]
-        _bulk.timed(
-            "vacuum analyze", lambda: [conn.execute(f"VACUUM (ANALYZE) {t}") for t in tables]
-        )
-        _bulk.timed("checkpoint", lambda: conn.execute("CHECKPOINT"))
+        _bulk.points_and_rollups_finish(conn, url, jobs, halves=halves)
 
 
 def refs_of(url: str, name: str) -> tuple[int, list[int]]:
@@ -337,8 +296,7 @@ def main(argv: list[str]) -> int:
         help="points of all metrics side by side on the pages (as ingested), or each "
         "metric's on pages of its own",
     )
-    parser.add_argument("--requests", type=int, default=40, help="measured requests per shape")
-    parser.add_argument("--warmup", type=int, default=5)
+    _options.read_options(parser)
     parser.add_argument(
         "--direct-wal-compression",
         choices=("default", "off", "pglz", "lz4", "zstd"),
@@ -352,14 +310,10 @@ def main(argv: list[str]) -> int:
     if args.metrics < 200:
         parser.error("--metrics must be at least 200 (the deep page is 150 from the end)")
 
-    database_url = _common.required_env("DATABASE_URL")
-    redis_url = _common.required_env("REDIS_URL")
-    setup_env = _common.service_env(database_url, redis_url)
     end = datetime.now(UTC).replace(microsecond=0)
     began = time.perf_counter()
-    with _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url:
-        env = _common.service_env(bench_url, redis_url)
-        machine = _common.machine_summary(bench_url)
+    with _runners.scratch(DATABASE_NAME, key_name="bench-read") as run:
+        bench_url, env, machine, reader = run.database_url, run.env, run.machine, run.key
         load(
             bench_url,
             metrics=args.metrics,
@@ -371,7 +325,6 @@ def main(argv: list[str]) -> int:
         )
         loaded = time.perf_counter() - began
         stored = total_points(bench_url)
-        reader = _common.api_key_create(env, name="bench-read", rate_limit=10_000_000)
         admin = _common.api_key_create(
             env, name="bench-admin", rate_limit=10_000_000, scopes="admin"
         )

@@ -255,14 +255,14 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
         f"    throughput (1)/(3) = {lp / js:.2f}   (2)/(3) = {lpz / js:.2f};   "
         f"CPU (1)/(3) = {clp / cjs:.2f}   (2)/(3) = {clpz / cjs:.2f}",
     ]
-    if len(rounds) > 1:
-        lines.append("")
-        for n, r in enumerate(rounds, 1):
-            lines.append(
-                f"round {n}: (1) {r.line_protocol:,.0f} points/s {r.cpu_line_protocol:,.0f} ms  "
-                f"(2) {r.line_protocol_gzip:,.0f} points/s {r.cpu_line_protocol_gzip:,.0f} ms  "
-                f"(3) {r.json:,.0f} points/s {r.cpu_json:,.0f} ms"
-            )
+    lines += _runners.round_lines(
+        rounds,
+        lambda r: (
+            f"(1) {r.line_protocol:,.0f} points/s {r.cpu_line_protocol:,.0f} ms  "
+            f"(2) {r.line_protocol_gzip:,.0f} points/s {r.cpu_line_protocol_gzip:,.0f} ms  "
+            f"(3) {r.json:,.0f} points/s {r.cpu_json:,.0f} ms"
+        ),
+    )
     print("\n".join(lines), flush=True)
 
 

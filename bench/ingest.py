@@ -202,16 +202,16 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
             + "  ".join(f"{k} {v:.2f}" for k, v in per_kind.items() if v >= 0.005)
             + f"  = {total:.2f}"
         )
-    if len(rounds) > 1:
-        lines.append("")
-        for n, r in enumerate(rounds, 1):
-            lines.append(
-                f"round {n}: (1) {r.batch_http:,.0f}  (2) {r.batch_direct:,.0f}  "
-                f"(3) {r.single:,.0f} req/s p95 {r.single_p[1]:.1f} ms  "
-                f"(4) {r.bare:,.0f} req/s p95 {r.bare_p[1]:.1f} ms  "
-                f"(3)/(4) {r.single / r.bare:.1%}"
-                + (f"  (5) {r.single_async:,.0f} req/s" if r.single_async is not None else "")
-            )
+    lines += _runners.round_lines(
+        rounds,
+        lambda r: (
+            f"(1) {r.batch_http:,.0f}  (2) {r.batch_direct:,.0f}  "
+            f"(3) {r.single:,.0f} req/s p95 {r.single_p[1]:.1f} ms  "
+            f"(4) {r.bare:,.0f} req/s p95 {r.bare_p[1]:.1f} ms  "
+            f"(3)/(4) {r.single / r.bare:.1%}"
+            + (f"  (5) {r.single_async:,.0f} req/s" if r.single_async is not None else "")
+        ),
+    )
     print("\n".join(lines), flush=True)
 
 

@@ -243,13 +243,13 @@ def report(args: argparse.Namespace, machine: str, rounds: list[Round]) -> None:
         f"(3)/(1) = {med('remote_write') / med('json'):.0%}   (3)/(1b) = "
         f"{med('remote_write') / med('json_streams'):.0%}",
     ]
-    if len(rounds) > 1:
-        lines.append("")
-        for n, r in enumerate(rounds, 1):
-            lines.append(
-                f"round {n}: (1) {r.json:,.0f}  (1b) {r.json_streams:,.0f}  (2) {r.otlp:,.0f}  "
-                f"(3) {r.remote_write:,.0f}"
-            )
+    lines += _runners.round_lines(
+        rounds,
+        lambda r: (
+            f"(1) {r.json:,.0f}  (1b) {r.json_streams:,.0f}  (2) {r.otlp:,.0f}  "
+            f"(3) {r.remote_write:,.0f}"
+        ),
+    )
     print("\n".join(lines), flush=True)
 
 

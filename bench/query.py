@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from bench import _bulk, _common, _reads, _servers
+from bench import _bulk, _common, _options, _reads, _runners, _servers
 
 DATABASE_NAME = "gf_bench_query"
 BIG = "bench.latency"
@@ -61,27 +61,15 @@ def load(url: str, *, points: int, tagged_points: int, days: int, end: datetime)
     with psycopg.connect(url, autocommit=True) as conn:
         # Timestamps are truncated in UTC, as the write path does.
         conn.execute("SET TIME ZONE 'UTC'")
-        for table in ("metric_points", "metric_rollup_minute"):
-            conn.execute(
-                "SELECT gf_ensure_day_partitions(%s, %s::date, %s::date)",
-                [table, start.date() - timedelta(days=1), end.date() + timedelta(days=1)],
-            )
+        _bulk.partitions_ensure(conn, start, end)
         for name, count, series in ((BIG, points, 1), (TAGGED, tagged_points, TAG_SETS)):
-            metric = conn.execute(
-                "INSERT INTO metrics (name, type, created_at) VALUES (%s, 'value', now()) "
-                "RETURNING id",
-                [name],
-            ).fetchone()[0]
+            metric = _bulk.metric_create(conn, name)
             ids[name] = metric
             first = None
             for i in range(series):
                 tags = {} if series == 1 else {"host": f"h{i}"}
                 canonical = json.dumps(tags, separators=(",", ":"))
-                row = conn.execute(
-                    "INSERT INTO series (metric_id, tags, tags_hash, created_at) "
-                    "VALUES (%s, %s::jsonb, md5(%s)::uuid, now()) RETURNING id",
-                    [metric, canonical, canonical],
-                ).fetchone()[0]
+                row = _bulk.series_create(conn, metric, canonical)
                 first = row if first is None else first
             # Series ids are consecutive (one sequence, one session): first + i % n is each.
             # Each metric is loaded in two halves, so two sessions keep both cores busy.
@@ -103,39 +91,10 @@ def load(url: str, *, points: int, tagged_points: int, days: int, end: datetime)
                 )
         for index in _bulk.POINT_INDEXES:
             conn.execute(f"DROP INDEX {index}")
-        _bulk.timed("points", lambda: _bulk.parallel(url, jobs))
-        _bulk.timed(
-            "indexes",
-            lambda: _bulk.parallel(
-                url, [(f"CREATE INDEX {n} ON {d}", {}) for n, d in _bulk.POINT_INDEXES.items()]
-            ),
-        )
         # A whole minute, so no minute falls in both halves.
         middle = (start + (end - start) / 2).replace(second=0, microsecond=0)
         halves = [{"lo": start, "hi": middle}, {"lo": middle, "hi": end + timedelta(days=1)}]
-        _bulk.timed(
-            "minute rollups",
-            lambda: _bulk.parallel(url, [(_bulk.ROLLUP_MINUTE_SQL, h) for h in halves]),
-        )
-        for target, width, source in (
-            ("metric_rollup_15m", "15 minutes", "metric_rollup_minute"),
-            ("metric_rollup_hour", "1 hour", "metric_rollup_15m"),
-            ("metric_rollup_day", "1 day", "metric_rollup_hour"),
-        ):
-            sql = _bulk.ROLLUP_COARSER_SQL.format(target=target, width=width, source=source)
-            _bulk.timed(f"{target} rollups", lambda sql=sql: conn.execute(sql))
-        tables = [
-            "metric_points",
-            "metric_rollup_minute",
-            "metric_rollup_15m",
-            "metric_rollup_hour",
-        ]
-        tables += ["metric_rollup_day", "series", "metrics"]
-        _bulk.timed(
-            "vacuum analyze", lambda: [conn.execute(f"VACUUM (ANALYZE) {t}") for t in tables]
-        )
-        # Write the loaded pages out now rather than during the measurements.
-        _bulk.timed("checkpoint", lambda: conn.execute("CHECKPOINT"))
+        _bulk.points_and_rollups_finish(conn, url, jobs, halves=halves)
     return ids
 
 
@@ -301,8 +260,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--points", type=int, default=10_000_000)
     parser.add_argument("--tagged-points", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--requests", type=int, default=40, help="measured requests per shape")
-    parser.add_argument("--warmup", type=int, default=5)
+    _options.read_options(parser)
     parser.add_argument("--raw-runs", type=int, default=10)
     parser.add_argument("--explain", action="store_true", help="also print the query plans")
     parser.add_argument("--explain-only", help=argparse.SUPPRESS)  # internal: end time
@@ -313,19 +271,14 @@ def main(argv: list[str]) -> int:
     if args.requests < 30:
         parser.error("--requests must be at least 30")
 
-    database_url = _common.required_env("DATABASE_URL")
-    redis_url = _common.required_env("REDIS_URL")
-    setup_env = _common.service_env(database_url, redis_url)
     end = datetime.now(UTC).replace(microsecond=0)
     began = time.perf_counter()
-    with _common.scratch_database(database_url, DATABASE_NAME, setup_env) as bench_url:
-        env = _common.service_env(bench_url, redis_url)
-        machine = _common.machine_summary(bench_url)
+    with _runners.scratch(DATABASE_NAME, key_name="bench-query") as run:
+        bench_url, env, machine, key = run.database_url, run.env, run.machine, run.key
         ids = load(
             bench_url, points=args.points, tagged_points=args.tagged_points, days=args.days, end=end
         )
         loaded = time.perf_counter() - began
-        key = _common.api_key_create(env, name="bench-query", rate_limit=10_000_000)
         results = []
         paths = {_reads.FLOOR: "/api/keys/me"}
         paths |= {label: f"/api/metrics/{name}?{urlencode(p)}" for label, name, p, _ in shapes(end)}

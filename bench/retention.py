@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import sys
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from bench import _common
+from bench import _common, _runners
 
 DATABASE_NAME = "gf_bench_retention"
 SERIES = 100
@@ -105,13 +104,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    url = _common.required_env("DATABASE_URL")
-    env = _common.service_env(url, _common.required_env("REDIS_URL"))
-    with _common.scratch_database(url, DATABASE_NAME, env) as scratch_url:
-        os.environ.update(env, DATABASE_URL=scratch_url)
-        import django
-
-        django.setup()
+    with _runners.django_scratch(DATABASE_NAME) as scratch_url:
         # The service's JSON line per run would interleave with the figures.
         logging.getLogger("retention").setLevel(logging.WARNING)
         from django.conf import settings

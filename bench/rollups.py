@@ -18,12 +18,11 @@ by DATABASE_URL.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
-from bench import _common
+from bench import _common, _runners
 from bench._loads import BODIES_PER_CLIENT, batch_points
 
 DATABASE_NAME = "gf_bench_rollups"
@@ -36,13 +35,7 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=16, help="1000-point batches per round")
     args = parser.parse_args()
 
-    url = _common.required_env("DATABASE_URL")
-    env = _common.service_env(url, _common.required_env("REDIS_URL"))
-    with _common.scratch_database(url, DATABASE_NAME, env) as scratch_url:
-        os.environ.update(env, DATABASE_URL=scratch_url)
-        import django
-
-        django.setup()
+    with _runners.django_scratch(DATABASE_NAME) as scratch_url:
         from datetime import UTC, datetime
 
         from metrics import storage

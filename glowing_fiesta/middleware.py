@@ -93,8 +93,16 @@ class BodyStream:
         self.failure: Problem | None = None
 
     def read(self, size: int | None = -1, /) -> bytes:
+        return self._read(self._stream.read, size, line=False)
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        return self._read(self._stream.readline, size, line=True)
+
+    def _read(self, read: Callable[[int], bytes], size: int | None, *, line: bool) -> bytes:
+        """`size` bytes (all, if None or negative) through `read`, within the declared length
+        (a `line` ends at its newline too); BodyIncomplete if the input ends first."""
         if self.length is None:
-            data = self._call(self._stream.read, -1 if size is None else size)
+            data = self._call(read, -1 if size is None else size)
             self.received += len(data)
             return data
         remaining = self.length - self.received
@@ -103,34 +111,13 @@ class BodyStream:
         got = 0
         # A stream may return less than asked before its end; only an empty read is the end.
         while got < wanted:
-            part = self._call(self._stream.read, wanted - got)
+            part = self._call(read, wanted - got)
             if not part:
                 self.received += got
                 raise self._incomplete()
             parts.append(part)
             got += len(part)
-        self.received += got
-        return b"".join(parts)
-
-    def readline(self, size: int | None = -1, /) -> bytes:
-        if self.length is None:
-            line = self._call(self._stream.readline, -1 if size is None else size)
-            self.received += len(line)
-            return line
-        remaining = self.length - self.received
-        wanted = remaining if size is None or size < 0 else min(size, remaining)
-        if not wanted:
-            return b""
-        parts: list[bytes] = []
-        got = 0
-        while got < wanted:
-            part = self._call(self._stream.readline, wanted - got)
-            if not part:
-                self.received += got
-                raise self._incomplete()
-            parts.append(part)
-            got += len(part)
-            if part.endswith(b"\n"):
+            if line and part.endswith(b"\n"):
                 break
         self.received += got
         return b"".join(parts)

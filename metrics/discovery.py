@@ -111,6 +111,15 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _page_rows(sql: str, params: list[Any], limit: int) -> tuple[list[tuple], bool]:
+    """The first `limit` rows of `sql` (whose last parameter is its LIMIT) and whether more
+    follow: it is asked for one row more than a page."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, limit + 1])
+        rows = cursor.fetchall()
+    return rows[:limit], len(rows) > limit
+
+
 def metrics_list(
     *,
     search: str | None = None,
@@ -151,11 +160,8 @@ def metrics_list(
         ORDER BY m.name
         LIMIT %s
     """  # noqa: S608 - conditions are constants of this module, values are parameters
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, limit + 1])
-        rows = cursor.fetchall()
-    results = [MetricSummary(*row) for row in rows[:limit]]
-    more = len(rows) > limit
+    rows, more = _page_rows(sql, params, limit)
+    results = [MetricSummary(*row) for row in rows]
     return Page(results, cursor_encode(results[-1].name) if more else None)
 
 
@@ -183,13 +189,8 @@ def series_list(
         ORDER BY s.id
         LIMIT %s
     """  # noqa: S608 - conditions are constants of this module, values are parameters
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, limit + 1])
-        rows = cursor.fetchall()
-    results = [
-        SeriesSummary(id=row[0], tags=_tags(row[1]), last_point_at=row[2]) for row in rows[:limit]
-    ]
-    more = len(rows) > limit
+    rows, more = _page_rows(sql, params, limit)
+    results = [SeriesSummary(id=row[0], tags=_tags(row[1]), last_point_at=row[2]) for row in rows]
     return Page(results, cursor_encode(results[-1].id) if more else None)
 
 

@@ -2,6 +2,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client
 from rest_framework.test import APIClient
 
 from apikeys import selectors as apikeys_selectors
@@ -85,6 +87,14 @@ def make_api_client(db) -> Callable[..., APIClient]:
 def api_client(make_api_client) -> APIClient:
     """An APIClient with a fresh read+write key and a high rate limit."""
     return make_api_client()
+
+
+@pytest.fixture
+def admin_client_logged(db, client: Client) -> Client:
+    """Django's test client logged in as a superuser (root), for the admin's pages."""
+    user = User.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(user)
+    return client
 
 
 @pytest.fixture

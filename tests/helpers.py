@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 import time
 import zoneinfo
 from collections.abc import Callable
@@ -17,9 +19,19 @@ from metrics import points, selectors
 from metrics.services import PointInput, points_ingest
 
 PROBLEM = PROBLEM_CONTENT_TYPE
-GUNICORN_CONF = Path(__file__).resolve().parents[1] / "deploy" / "gunicorn.conf.py"
+ROOT = Path(__file__).resolve().parents[1]
+GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 
 # Unmanaged (hand-made) tables: Django's flush after a transactional test leaves them alone.
+# Operations the OpenAPI schema and the docs pages built from it must always show.
+DOCUMENTED_PATHS = {
+    "/api/metrics/counter",
+    "/api/metrics/value",
+    "/api/metrics/batch",
+    "/api/metrics/{name}",
+    "/api/batches/{batch_id}",
+    "/api/keys/me",
+}
 POINT_TABLES = (
     "metric_points",
     "metric_rollup_minute",
@@ -74,8 +86,30 @@ def ingest(kind: str, name: str, *points: tuple) -> None:
     points_ingest(points=[PointInput(kind, name, p[0], p[1], *p[2:]) for p in points])
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float, what: str, log=None) -> object:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+def django_setup_run(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`django.setup()` with the service's settings in a fresh interpreter under `env`, output
+    captured: how a start-up refusal looks to whoever starts a process."""
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={**env, "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def wait_for(
+    predicate: Callable[[], object],
+    *,
+    timeout: float,
+    what: str,
+    log: Callable[[], str] | None = None,
+    interval: float = 0.1,
+) -> object:
+    """Poll `predicate` every `interval` s until it returns something truthy; fail after
+    `timeout` seconds, showing `log()` when given."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -84,7 +118,7 @@ def wait_for(predicate: Callable[[], object], *, timeout: float, what: str, log=
         if time.monotonic() > deadline:
             details = f"\n--- log ---\n{log()}" if log else ""
             pytest.fail(f"timed out after {timeout} s waiting for {what}{details}")
-        time.sleep(0.1)
+        time.sleep(interval)
 
 
 def longest_query_target() -> str:

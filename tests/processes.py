@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from apikeys.services import apikey_create
 from glowing_fiesta.celery import app as celery_app
-from glowing_fiesta.devstack import free_port
+from glowing_fiesta.devstack import free_port, wait_or_kill
 from tests.helpers import truncate_point_tables, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +96,38 @@ def worker_database_url() -> str:
     return f"{url}?{urlencode(query)}" if query else url
 
 
+def process_env(queue: str, **extra: str) -> dict[str, str]:
+    """This process's environment for a service process (worker, gunicorn, beat) on the test
+    database, the test Redis and Celery queue `queue`, with DEBUG on; `extra` set last."""
+    return {
+        **os.environ,
+        "DATABASE_URL": worker_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_QUEUE": queue,
+        "DJANGO_DEBUG": "true",
+        "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings",
+        **extra,
+    }
+
+
+def healthz_wait(port: int, process: subprocess.Popen, *, timeout: float, log=lambda: "") -> None:
+    """Poll GET /healthz on 127.0.0.1:`port` until it answers 200; fail, with `log()`, if
+    `process` (the server) exits or `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        assert process.poll() is None, f"the server exited with {process.returncode}: {log()}"
+        assert time.monotonic() < deadline, f"no 200 from /healthz in {timeout} s: {log()}"
+        time.sleep(0.1)
+
+
 @dataclass
 class Worker:
     process: subprocess.Popen
@@ -139,16 +172,7 @@ def start_worker(
     workers: list[Worker] = []
 
     def start(**extra_env: str) -> Worker:
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=worker_database_url(),
-            REDIS_URL=settings.REDIS_URL,
-            CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-            CELERY_QUEUE=queue_name,
-            DJANGO_DEBUG="true",
-            DJANGO_SETTINGS_MODULE="glowing_fiesta.settings",
-        )
-        env.update(extra_env)
+        env = process_env(queue_name, **extra_env)
         log_path = tmp_path / f"worker-{len(workers)}.log"
         with log_path.open("w") as log_file:
             process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -226,11 +250,7 @@ class Service:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            wait_or_kill(self.process, 30, after_kill=10)
 
 
 @dataclass
@@ -353,17 +373,7 @@ def stack(transactional_db, tmp_path: Path) -> Iterator[Stack]:
     multiproc_dir = tmp_path / "prometheus"
     multiproc_dir.mkdir()
     queue = f"gf-test-{uuid.uuid4().hex[:12]}"
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=worker_database_url(),
-        REDIS_URL=settings.REDIS_URL,
-        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-        CELERY_QUEUE=queue,
-        DJANGO_DEBUG="true",
-        DJANGO_SETTINGS_MODULE="glowing_fiesta.settings",
-        PROMETHEUS_MULTIPROC_DIR=str(multiproc_dir),
-        SELF_METRICS="false",
-    )
+    env = process_env(queue, PROMETHEUS_MULTIPROC_DIR=str(multiproc_dir), SELF_METRICS="false")
     env.pop("PROCESS_ROLE", None)
     _, read_key = apikey_create(name="scraper", scopes=["read"], rate_limit=100_000)
     _, write_key = apikey_create(name="writer", scopes=["read", "write"], rate_limit=100_000)

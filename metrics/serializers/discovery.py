@@ -34,24 +34,23 @@ class _PageInput(serializers.Serializer):
             raise serializers.ValidationError(str(exc)) from None
 
 
+def _name_filter(help_text: str) -> serializers.CharField:
+    """An optional filter on metric names; empty means no filter, as a search box left blank
+    sends it."""
+    return serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=NAME_MAX,
+        help_text=help_text,
+    )
+
+
 class MetricListInput(_PageInput):
     """The query string of GET /api/metrics."""
 
-    # Empty means no filter, as a search box left blank sends it.
-    search = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        trim_whitespace=False,
-        max_length=NAME_MAX,
-        help_text="Case-insensitive substring of the name.",
-    )
-    prefix = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        trim_whitespace=False,
-        max_length=NAME_MAX,
-        help_text="The name starts with this (case-sensitive).",
-    )
+    search = _name_filter("Case-insensitive substring of the name.")
+    prefix = _name_filter("The name starts with this (case-sensitive).")
     type = serializers.ChoiceField(choices=MetricType.choices, required=False)
 
 

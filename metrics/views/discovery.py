@@ -18,6 +18,7 @@ from apikeys.models import Scope
 from apikeys.namespaces import namespace_checker
 
 from .. import discovery, selectors
+from ..models import Metric
 from ..serializers.discovery import (
     MetricListInput,
     MetricListOutput,
@@ -41,6 +42,11 @@ def _validated(serializer: type, request: Request) -> dict[str, Any]:
     params = serializer(data=discovery_query_data(serializer, request.query_params))
     params.is_valid(raise_exception=True)
     return params.validated_data
+
+
+def _metric_get(request: Request, name: str) -> Metric:
+    """Metric `name`, if the request's key may read it (else 404, as if it did not exist)."""
+    return selectors.metric_get(name=name, allowed=namespace_checker(request.auth.namespaces))
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -105,9 +111,7 @@ class SeriesListView(ApiKeyView):
     )
     def get(self, request: Request) -> Response:
         p = _validated(SeriesListInput, request)
-        metric = selectors.metric_get(
-            name=p["metric"], allowed=namespace_checker(request.auth.namespaces)
-        )
+        metric = _metric_get(request, p["metric"])
         page = discovery.series_list(
             metric=metric, tags=p.get("tag", ()), after=p.get("cursor"), limit=p["limit"]
         )
@@ -131,9 +135,7 @@ class TagListView(ApiKeyView):
     )
     def get(self, request: Request) -> Response:
         p = _validated(TagListInput, request)
-        metric = selectors.metric_get(
-            name=p["metric"], allowed=namespace_checker(request.auth.namespaces)
-        )
+        metric = _metric_get(request, p["metric"])
         tags = discovery.tags_list(metric=metric)
         return Response(
             {

@@ -35,47 +35,39 @@ def _range(values: Any) -> tuple[float | None, float | None]:
     return start, end
 
 
+def _selection(view: GetOrPostView, request: Request, values: Any) -> dict[str, Any]:
+    """The series a request selects: its match[] selectors, its time range, its key's
+    namespaces (the keyword arguments of the selectors)."""
+    start, end = _range(values)
+    return {
+        "matches": as_list(values, "match[]"),
+        "start_s": start,
+        "end_s": end,
+        "namespaces": view.namespaces(request),
+    }
+
+
 class SeriesView(GetOrPostView):
     def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
         values = self.params(request)
-        matches = as_list(values, "match[]")
-        if not matches:
+        if not as_list(values, "match[]"):
             raise BadData("no match[] parameter provided")
-        start, end = _range(values)
-        found = series.series_find(
-            matches=matches, start_s=start, end_s=end, namespaces=self.namespaces(request)
-        )
-        limit = _limit(values)
-        return render.answer([dict(labels) for labels in found[: limit or None]])
+        found = series.series_find(**_selection(self, request, values))
+        return render.answer([dict(labels) for labels in found[: _limit(values)]])
 
 
 class LabelsView(GetOrPostView):
     def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
         values = self.params(request)
-        start, end = _range(values)
-        names = series.label_names(
-            matches=as_list(values, "match[]"),
-            start_s=start,
-            end_s=end,
-            namespaces=self.namespaces(request),
-        )
-        limit = _limit(values)
-        return render.answer(names[: limit or None])
+        names = series.label_names(**_selection(self, request, values))
+        return render.answer(names[: _limit(values)])
 
 
 class LabelValuesView(GetOrPostView):
     def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
         values = self.params(request)
-        start, end = _range(values)
-        found = series.label_values(
-            name=kwargs["name"],
-            matches=as_list(values, "match[]"),
-            start_s=start,
-            end_s=end,
-            namespaces=self.namespaces(request),
-        )
-        limit = _limit(values)
-        return render.answer(found[: limit or None])
+        found = series.label_values(name=kwargs["name"], **_selection(self, request, values))
+        return render.answer(found[: _limit(values)])
 
 
 class MetadataView(GetOrPostView):
@@ -84,6 +76,5 @@ class MetadataView(GetOrPostView):
         found = series.metadata(
             metric=values.get("metric") or None, namespaces=self.namespaces(request)
         )
-        limit = _limit(values)
-        names = sorted(found)[: limit or None]
+        names = sorted(found)[: _limit(values)]
         return render.answer({name: found[name] for name in names})

@@ -37,7 +37,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.exceptions import Resolver404
 
 from apikeys.services import apikey_create
-from glowing_fiesta.devstack import PLAIN_HTTP, free_port
+from glowing_fiesta.devstack import PLAIN_HTTP, free_port, wait_or_kill
 from tests.docs.guide import LANGUAGES, Example, examples_read, files_read, missing_lines
 from tests.helpers import POINT_TABLES
 from tests.processes import worker_database_url
@@ -209,11 +209,7 @@ def service(django_db_setup, django_db_blocker) -> Iterator[Service]:
         processes["worker"].send_signal(signal.SIGQUIT)
         processes["statsd"].terminate()
         for process in processes.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            wait_or_kill(process, 20)
         with django_db_blocker.unblock():
             _store_empty()
         shutil.rmtree(workdir, ignore_errors=True)

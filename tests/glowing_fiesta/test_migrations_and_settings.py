@@ -1,12 +1,13 @@
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
+
+from tests.helpers import django_setup_run
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ["metrics", "protocols", "idempotency", "retention", "apikeys"]
@@ -129,15 +130,7 @@ def test_going_back_before_packed_batches_keeps_the_json_ones_and_refuses_unfini
 def _start_django(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SECRET_KEY", "API_KEY_PEPPER"}}
     env.update(env_overrides)
-    return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        env={**env, "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return django_setup_run(env)
 
 
 @pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "API_KEY_PEPPER"])

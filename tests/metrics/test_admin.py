@@ -1,17 +1,9 @@
 import pytest
-from django.contrib.auth.models import User
 
 from metrics import purges
 from metrics.models import Metric, MetricPoint, MetricPurge, RollupHour, Series
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client_logged(client):
-    user = User.objects.create_superuser("root", "root@example.com", "pw")
-    client.force_login(user)
-    return client
 
 
 def test_metric_list_shows_type_and_series_count_and_searches(admin_client_logged, api_client):

@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
@@ -271,13 +270,6 @@ def test_a_batch_being_written_by_a_live_attempt_is_neither_claimed_nor_swept(
     assert sweep.outbox_sweep(now=timezone.now()) == [batch_id]
     assert run(batch_id) == "done"
     assert MetricPoint.objects.count() == 1
-
-
-@pytest.fixture
-def admin_client_logged(client):
-    user = User.objects.create_superuser("root", "root@example.com", "pw")
-    client.force_login(user)
-    return client
 
 
 def test_admin_lists_batches_and_retry_action_requeues_failed_ones(

@@ -108,10 +108,11 @@ def test_async_batch_is_written_by_the_worker_and_reported_done(api_client, star
     assert logged[0]["duration_ms"] > 0
 
 
-def test_worker_killed_mid_batch_and_restarted_stores_every_point_once(api_client, start_worker):
-    # The first attempt sleeps inside its transaction, after writing, before committing.
+def batch_held_uncommitted(api_client, start_worker, *, points: int):
+    """A worker whose first attempt sleeps inside its transaction, after writing, before
+    committing, and the id of a batch of `points` it holds there: (worker, batch id)."""
     worker = start_worker(QUEUE_TEST_DELAY_SECONDS="30")
-    batch_id = post_async(api_client, "/api/metrics/batch", batch_of(300)).json()["batch_id"]
+    batch_id = post_async(api_client, "/api/metrics/batch", batch_of(points)).json()["batch_id"]
     wait_for(
         lambda: status(api_client, batch_id)["state"] == "running",
         timeout=30,
@@ -119,6 +120,11 @@ def test_worker_killed_mid_batch_and_restarted_stores_every_point_once(api_clien
         log=worker.log,
     )
     time.sleep(1)  # the points are written by now; the transaction waits to commit
+    return worker, batch_id
+
+
+def test_worker_killed_mid_batch_and_restarted_stores_every_point_once(api_client, start_worker):
+    worker, batch_id = batch_held_uncommitted(api_client, start_worker, points=300)
     worker.kill()
     wait_until_unlocked(batch_id, worker)
     assert status(api_client, batch_id)["state"] == "running"
@@ -133,15 +139,7 @@ def test_worker_killed_mid_batch_and_restarted_stores_every_point_once(api_clien
 
 
 def test_pool_process_killed_mid_batch_is_redelivered_and_stored_once(api_client, start_worker):
-    worker = start_worker(QUEUE_TEST_DELAY_SECONDS="30")
-    batch_id = post_async(api_client, "/api/metrics/batch", batch_of(40)).json()["batch_id"]
-    wait_for(
-        lambda: status(api_client, batch_id)["state"] == "running",
-        timeout=30,
-        what="the batch to be claimed",
-        log=worker.log,
-    )
-    time.sleep(1)
+    worker, batch_id = batch_held_uncommitted(api_client, start_worker, points=40)
     children = worker.pool_children()
     assert len(children) == 1
     os.kill(children[0], signal.SIGKILL)

@@ -17,13 +17,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff(client):
-    user = User.objects.create_superuser("root", "root@example.com", "pw")
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
 def when():
     return datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
 
@@ -32,10 +25,10 @@ def ingest(name, kind="counter", *points):
     points_ingest(points=[PointInput(kind, name, *p) for p in points])
 
 
-def test_metric_list_shows_series_last_point_and_a_chart_link(staff, when):
+def test_metric_list_shows_series_last_point_and_a_chart_link(admin_client_logged, when):
     ingest("web.hits", "counter", (1, when, {"host": "a"}), (1, when, {"host": "b"}))
     Metric.objects.create(name="idle", type="value")
-    html = staff.get("/admin/metrics/metric/").content.decode()
+    html = admin_client_logged.get("/admin/metrics/metric/").content.decode()
     metric = Metric.objects.get(name="web.hits")
     assert '<td class="field-series_count">2</td>' in html
     assert '<td class="field-series_count">0</td>' in html
@@ -47,35 +40,42 @@ def test_metric_list_shows_series_last_point_and_a_chart_link(staff, when):
     assert reverse("admin:metrics_metric_explore") in html
     # Sorting by the new columns works (they are annotations, not Python).
     for order in ("-4", "5", "-5"):
-        assert staff.get("/admin/metrics/metric/", {"o": order}).status_code == 200
+        assert admin_client_logged.get("/admin/metrics/metric/", {"o": order}).status_code == 200
 
 
-def test_explore_lists_metrics_with_search_and_pages(staff, when):
+def test_explore_lists_metrics_with_search_and_pages(admin_client_logged, when):
     Metric.objects.bulk_create([Metric(name=f"m.{i:03d}", type="counter") for i in range(55)])
     ingest("web.hits", "counter", (1, when, {}))
-    page = staff.get("/admin/metrics/metric/explore/")
+    page = admin_client_logged.get("/admin/metrics/metric/explore/")
     html = page.content.decode()
     assert page.status_code == 200
     assert html.count('class="gf-chart-link"') == 50
     next_link = re.search(r'href="\?([^"]+)">Next page', html).group(1)
-    second = staff.get("/admin/metrics/metric/explore/?" + next_link.replace("&amp;", "&"))
+    second = admin_client_logged.get(
+        "/admin/metrics/metric/explore/?" + next_link.replace("&amp;", "&")
+    )
     assert second.content.decode().count('class="gf-chart-link"') == 6
-    found = staff.get("/admin/metrics/metric/explore/", {"q": "HITS"}).content.decode()
+    found = admin_client_logged.get(
+        "/admin/metrics/metric/explore/", {"q": "HITS"}
+    ).content.decode()
     metric = Metric.objects.get(name="web.hits")
     assert reverse("admin:metrics_metric_chart", args=[metric.pk]) in found
     assert found.count('class="gf-chart-link"') == 1
     assert (
         "No metric matches"
-        in staff.get("/admin/metrics/metric/explore/", {"q": "zz"}).content.decode()
+        in admin_client_logged.get("/admin/metrics/metric/explore/", {"q": "zz"}).content.decode()
     )
     # A bad cursor is ignored rather than an error page.
-    assert staff.get("/admin/metrics/metric/explore/", {"cursor": "!!"}).status_code == 200
+    assert (
+        admin_client_logged.get("/admin/metrics/metric/explore/", {"cursor": "!!"}).status_code
+        == 200
+    )
 
 
-def test_chart_page_loads_only_its_own_static_files_and_no_inline_script(staff, when):
+def test_chart_page_loads_only_its_own_static_files_and_no_inline_script(admin_client_logged, when):
     ingest("web.hits", "counter", (1, when, {"host": "a", "dc": "eu"}))
     metric = Metric.objects.get(name="web.hits")
-    page = staff.get(reverse("admin:metrics_metric_chart", args=[metric.pk]))
+    page = admin_client_logged.get(reverse("admin:metrics_metric_chart", args=[metric.pk]))
     assert page.status_code == 200
     html = page.content.decode()
     scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
@@ -89,17 +89,21 @@ def test_chart_page_loads_only_its_own_static_files_and_no_inline_script(staff, 
     assert config["dataUrl"] == reverse("admin:metrics_metric_chart_data", args=[metric.pk])
 
 
-def test_a_value_metric_offers_avg_first_and_no_rate(staff, when):
+def test_a_value_metric_offers_avg_first_and_no_rate(admin_client_logged, when):
     ingest("cpu", "value", (0.5, when, {}))
     metric = Metric.objects.get(name="cpu")
-    html = staff.get(reverse("admin:metrics_metric_chart", args=[metric.pk])).content.decode()
+    html = admin_client_logged.get(
+        reverse("admin:metrics_metric_chart", args=[metric.pk])
+    ).content.decode()
     options = re.findall(
         r'<option value="([a-z0-9]+)">\1</option>', html.split("gf-aggregation")[1]
     )
     assert options[0] == "avg" and "rate" not in options
 
 
-def test_chart_data_answers_as_the_query_api_for_staff_only(staff, client, when, api_client):
+def test_chart_data_answers_as_the_query_api_for_staff_only(
+    admin_client_logged, client, when, api_client
+):
     ingest("a/b", "counter", (2, when, {"host": "a"}), (3, when, {"host": "b"}))
     metric = Metric.objects.get(name="a/b")
     url = reverse("admin:metrics_metric_chart_data", args=[metric.pk])
@@ -107,14 +111,19 @@ def test_chart_data_answers_as_the_query_api_for_staff_only(staff, client, when,
         "from": (when - timedelta(hours=1)).isoformat(),
         "to": (when + timedelta(hours=1)).isoformat(),
     }
-    mine = staff.get(url, {**params, "group_by": "host"})
+    mine = admin_client_logged.get(url, {**params, "group_by": "host"})
     assert mine.status_code == 200
     api = api_client.get("/api/metrics/a/b", {**params, "group_by": "host"})
     assert mine.json() == api.json()
-    bad = staff.get(url, {"interval": "week"})
+    bad = admin_client_logged.get(url, {"interval": "week"})
     assert bad.status_code == 400 and bad["Content-Type"] == "application/problem+json"
-    assert staff.get(reverse("admin:metrics_metric_chart_data", args=[999999])).status_code == 404
-    staff.logout()
+    assert (
+        admin_client_logged.get(
+            reverse("admin:metrics_metric_chart_data", args=[999999])
+        ).status_code
+        == 404
+    )
+    admin_client_logged.logout()
     # Not logged in: the admin sends the browser to its login page.
     assert client.get(url).status_code == 302
 

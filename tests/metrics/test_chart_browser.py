@@ -19,6 +19,7 @@ from django.urls import reverse
 
 from metrics.models import Metric
 from metrics.services import PointInput, points_ingest
+from tests.helpers import wait_for
 
 pytestmark = [
     pytest.mark.browser,
@@ -32,19 +33,16 @@ SCREENSHOT_ENV = "GF_CHART_SCREENSHOT"
 
 
 def wait(driver, predicate, timeout=15.0, what="the page"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            state = driver.execute_script(
+    def state() -> str:
+        return "page state: " + str(
+            driver.execute_script(
                 "var c = document.getElementById('gf-chart');"
                 "return c ? [c.dataset.state, document.getElementById('gf-status').textContent]"
                 " : document.title;"
             )
-            pytest.fail(f"timed out waiting for {what}; page state: {state}")
-        time.sleep(0.05)
+        )
+
+    return wait_for(predicate, timeout=timeout, what=what, log=state, interval=0.05)
 
 
 def log_in(browser, live_server):

@@ -427,26 +427,17 @@ def test_berlin_dst_days_last_23_and_25_hours(reader, day, hours):
         datetime(day.year, day.month, day.day + 1, tzinfo=BERLIN).isoformat(),
     ]
     assert values(response) == [24 * 3600.0, hours * 3600.0, 24 * 3600.0]
-    rates = query(
-        reader,
-        "dst",
-        from_=day,
-        to=day + timedelta(hours=1),
-        interval="day",
-        tz="Europe/Berlin",
-        aggregation="rate",
-    )
-    assert values(rates) == [1.0]  # 3600 per hour over a day of `hours` hours
-    count = query(
-        reader,
-        "dst",
-        from_=day,
-        to=day + timedelta(hours=1),
-        interval="day",
-        tz="Europe/Berlin",
-        aggregation="count",
-    )
-    assert values(count) == [hours]
+    # The short day or the long one alone: rate is 3600 per hour over a day of `hours` hours,
+    # count one rollup row per hour.
+    the_day = {
+        "from_": day,
+        "to": day + timedelta(hours=1),
+        "interval": "day",
+        "tz": "Europe/Berlin",
+    }
+    for aggregation, expected in (("rate", [1.0]), ("count", [hours])):
+        response = query(reader, "dst", aggregation=aggregation, **the_day)
+        assert values(response) == expected, aggregation
 
 
 def test_the_repeated_hour_of_a_fall_back_is_two_buckets(reader):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -24,6 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from glowing_fiesta.devstack import free_port, wait_or_kill
 from tests.promql.dataset import Dataset, dataset_openmetrics
 
 START_SECONDS = 30
@@ -38,12 +38,6 @@ def binaries() -> tuple[str, str] | None:
     """(prometheus, promtool) from PATH, or None when either is missing."""
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     return (prometheus, promtool) if prometheus and promtool else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -67,11 +61,7 @@ class Reference:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            wait_or_kill(self.process, 20)
 
 
 def _post(url: str, form: dict) -> dict:

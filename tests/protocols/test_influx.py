@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import tracemalloc
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,7 @@ from idempotency.models import IdempotencyRecord
 from metrics.models import MetricPoint, MetricType
 from metrics.services import PointInput, points_ingest
 from protocols.views.influx import influx_exception_handler
-from tests.processes import worker_database_url
+from tests.processes import healthz_wait, worker_database_url
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -337,17 +336,7 @@ def test_gunicorn_takes_a_chunked_gzip_body_as_telegraf_sends_it(raw_key, when):
             stderr=errors,
         )
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                    conn.request("GET", "/healthz")
-                    if conn.getresponse().status == 200:
-                        break
-                except OSError:
-                    pass
-                assert server.poll() is None and time.monotonic() < deadline, errors.read()
-                time.sleep(0.2)
+            healthz_wait(port, server, timeout=30, log=errors.read)
             packed = gzip.compress(f"cpu value=1 {ns(when)}\ncpu value=2 {ns(when)}\n".encode())
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             conn.request(

@@ -12,7 +12,6 @@ import requests
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExportResult, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -21,8 +20,8 @@ from apikeys.services import apikey_create
 from metrics.models import Metric, MetricPoint
 from protocols.models import CumulativeStream
 
-from .test_remote_write import post as remote_write_post
-from .test_remote_write import write_request
+from .clients import RecordingExporter, write_request
+from .clients import post as remote_write_post
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -64,17 +63,6 @@ def test_influxdb_client_partial_write_names_the_lines_outside(live_server, chec
     )
     assert stored_names() == {"checkout.latency", "shared.web.hits"}
     assert not Metric.objects.filter(name__startswith="payroll").exists()
-
-
-class RecordingExporter(OTLPMetricExporter):
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.results: list[MetricExportResult] = []
-
-    def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs):
-        result = super().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        self.results.append(result)
-        return result
 
 
 def test_opentelemetry_sdk_export_stores_inside_and_reports_the_rest(

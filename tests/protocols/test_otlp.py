@@ -5,64 +5,27 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import time
 
 import pytest
 import requests
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.http import Compression
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.metrics import Observation
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExportResult, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
 
 from apikeys.services import apikey_create
 from metrics.models import Metric, MetricPoint
 from protocols.models import CumulativeStream
 
+from .clients import Sender
+
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("clean_point_tables"),
 ]
-
-
-class RecordingExporter(OTLPMetricExporter):
-    """The real exporter, remembering each export's result (the reader swallows them)."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.results: list[MetricExportResult] = []
-
-    def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs):
-        result = super().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        self.results.append(result)
-        return result
-
-
-class Sender:
-    """One run of an instrumented service: a MeterProvider exporting only when flushed."""
-
-    def __init__(self, url: str, key: str, *, service: str = "checkout", **exporter) -> None:
-        self.exporter = RecordingExporter(
-            endpoint=f"{url}/v1/metrics", headers={"Authorization": f"Bearer {key}"}, **exporter
-        )
-        reader = PeriodicExportingMetricReader(self.exporter, export_interval_millis=math.inf)
-        self.provider = MeterProvider(
-            metric_readers=[reader], resource=Resource.create({"service.name": service})
-        )
-        self.meter = self.provider.get_meter("shop", "1.0")
-
-    def export(self) -> None:
-        self.provider.force_flush()
-        assert self.exporter.results[-1] == MetricExportResult.SUCCESS
-
-    def stop(self) -> None:
-        self.provider.shutdown()
 
 
 def query(url: str, key: str, name: str, aggregation: str, *tags: str) -> float | None:

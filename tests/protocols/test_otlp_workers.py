@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import cramjam
 import pytest
 import requests
 from django.conf import settings
@@ -24,9 +23,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportR
 from opentelemetry.sdk.resources import Resource
 
 from apikeys.services import apikey_create
-from glowing_fiesta.devstack import free_port
+from glowing_fiesta.devstack import free_port, wait_or_kill
 from metrics.models import MetricPoint
-from protocols.prometheus_pb import WriteRequest
+from tests.processes import healthz_wait
+
+from .clients import post_chunked, write_request
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -70,25 +71,11 @@ def server(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, "gunicorn exited"
-            assert time.monotonic() < deadline, "gunicorn did not become healthy"
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        healthz_wait(port, process, timeout=30)
         yield f"http://127.0.0.1:{port}", access_log
     finally:
         process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        wait_or_kill(process, 20)
 
 
 def _export_pids(access_log: Path, skip: int) -> list[str]:
@@ -152,28 +139,12 @@ def test_one_export_sent_to_two_workers_at_once_counts_once(server):
 def test_a_chunked_body_without_content_length_is_read_whole(server):
     url, _ = server
     key = apikey_create(name="prometheus", scopes=["read", "write"], rate_limit=1_000_000)[1]
-    request = WriteRequest()
-    for n in range(300):
-        ts = request.timeseries.add()
-        ts.labels.add(name="__name__", value="queue_depth")
-        ts.labels.add(name="queue", value=f"q{n}")
-        ts.samples.add(value=n, timestamp=int(time.time() * 1000))
-    body = bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
-    host, port = url.removeprefix("http://").split(":")
-
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.request(
-        "POST",
-        "/api/v1/write",
-        body=(body[i : i + 1000] for i in range(0, len(body), 1000)),
-        headers={
-            "Content-Type": "application/x-protobuf",
-            "Content-Encoding": "snappy",
-            "X-API-Key": key,
-        },
-        encode_chunked=True,
+    now_ms = int(time.time() * 1000)
+    body = write_request(
+        [({"__name__": "queue_depth", "queue": f"q{n}"}, [(n, now_ms)]) for n in range(300)]
     )
-    response = conn.getresponse()
+
+    response = post_chunked(url, key, (body[i : i + 1000] for i in range(0, len(body), 1000)))
 
     assert response.status == 204, response.read()
     assert MetricPoint.objects.count() == 300

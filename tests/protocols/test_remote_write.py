@@ -3,7 +3,6 @@ snappy-compressed, against a live server; what was stored is read back through t
 
 from __future__ import annotations
 
-import http.client
 import struct
 import threading
 import time
@@ -19,6 +18,8 @@ from metrics.models import Metric, MetricPoint, Series
 from protocols.models import CumulativeStream
 from protocols.prometheus_pb import WriteRequest
 
+from .clients import post, post_chunked, write_request
+
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("clean_point_tables"),
@@ -26,30 +27,6 @@ pytestmark = [
 
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 MINUTE_MS = 60_000
-
-
-def write_request(series: list[tuple[dict[str, str], list[tuple[float, int]]]]) -> bytes:
-    """A snappy-compressed WriteRequest: (labels, [(value, timestamp ms)]) per series."""
-    request = WriteRequest()
-    for labels, samples in series:
-        ts = request.timeseries.add()
-        for name, value in sorted(labels.items()):
-            ts.labels.add(name=name, value=value)
-        for value, timestamp in samples:
-            ts.samples.add(value=value, timestamp=timestamp)
-    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
-
-
-def post(url: str, key: str | None, body: bytes, **headers: str) -> requests.Response:
-    headers = {
-        "Content-Type": "application/x-protobuf",
-        "Content-Encoding": "snappy",
-        "X-Prometheus-Remote-Write-Version": "0.1.0",
-        **headers,
-    }
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    return requests.post(f"{url}/api/v1/write", data=body, headers=headers, timeout=60)
 
 
 def buckets(url: str, key: str, name: str, aggregation: str, start_ms: int, end_ms: int) -> list:
@@ -308,21 +285,8 @@ def test_decompressed_body_cap_at_its_edge(live_server, raw_key, settings):
 
 def test_a_chunked_body_the_server_cannot_read_is_411_not_an_empty_success(live_server, raw_key):
     body = write_request([({"__name__": "up"}, [(1.0, int(time.time() * 1000))])])
-    host, port = live_server.url.removeprefix("http://").split(":")
 
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.request(
-        "POST",
-        "/api/v1/write",
-        body=iter([body]),
-        headers={
-            "Content-Type": "application/x-protobuf",
-            "Content-Encoding": "snappy",
-            "X-API-Key": raw_key,
-        },
-        encode_chunked=True,
-    )
-    response = conn.getresponse()
+    response = post_chunked(live_server.url, raw_key, iter([body]))
 
     assert response.status == 411
     assert not MetricPoint.objects.exists()

@@ -24,6 +24,7 @@ from django.utils import timezone
 from glowing_fiesta.env import env_host_port
 from metrics.models import Metric, MetricPoint, Series
 from metrics.services import PointInput, points_ingest
+from tests.helpers import django_setup_run
 
 from .statsd_server import ROOT, free_udp_port
 
@@ -278,6 +279,20 @@ def test_statsd_bind_takes_host_and_port(raw, parsed):
     assert env_host_port(raw) == parsed
 
 
+def statsd_command_run(**env: str) -> subprocess.CompletedProcess:
+    """`manage.py statsd` with DEBUG on and `env` set, run to its end, output captured (for the
+    settings that stop it at start-up)."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+        [sys.executable, str(ROOT / "manage.py"), "statsd"],
+        env={**os.environ, "DJANGO_DEBUG": "true", **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -292,16 +307,7 @@ def test_statsd_bind_takes_host_and_port(raw, parsed):
     ],
 )
 def test_a_bad_statsd_bind_stops_start_up_with_one_line(raw):
-    env = {**os.environ, "DJANGO_DEBUG": "true", "STATSD_BIND": raw}
-    result = subprocess.run(  # noqa: S603 - our own interpreter and manage.py
-        [sys.executable, str(ROOT / "manage.py"), "statsd"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = statsd_command_run(STATSD_BIND=raw)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -312,31 +318,13 @@ def test_a_port_already_taken_is_a_clear_error():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        env = {**os.environ, "DJANGO_DEBUG": "true", "STATSD_BIND": f"127.0.0.1:{port}"}
-        result = subprocess.run(  # noqa: S603 - our own interpreter and manage.py
-            [sys.executable, str(ROOT / "manage.py"), "statsd"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = statsd_command_run(STATSD_BIND=f"127.0.0.1:{port}")
     assert result.returncode == 1
     assert f"cannot listen on STATSD_BIND=127.0.0.1:{port}" in result.stderr
     assert "Address already in use" in result.stderr
 
 
 def test_a_flush_interval_below_one_second_stops_start_up():
-    env = {**os.environ, "DJANGO_DEBUG": "true", "STATSD_FLUSH_SECONDS": "0"}
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        env={**env, "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = django_setup_run({**os.environ, "DJANGO_DEBUG": "true", "STATSD_FLUSH_SECONDS": "0"})
     assert result.returncode != 0
     assert "STATSD_FLUSH_SECONDS" in result.stderr

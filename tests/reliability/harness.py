@@ -29,7 +29,8 @@ import psycopg
 import redis
 import requests
 
-from glowing_fiesta.devstack import free_port
+from glowing_fiesta.devstack import free_port, wait_or_kill
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = "gf"
@@ -39,15 +40,8 @@ SYSTEMD_RESTART_SECONDS = 5
 
 
 def wait_until(predicate: Callable[[], object], *, timeout: float, what: str) -> object:
-    """Poll `predicate` every 50 ms until it returns something truthy; raise after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    """Poll `predicate` every 50 ms until it returns something truthy; fail after `timeout`."""
+    return wait_for(predicate, timeout=timeout, what=what, interval=0.05)
 
 
 # Lines a failure report can do without: successful requests, and Celery's per-task chatter.
@@ -249,11 +243,7 @@ class RedisServer:
             return
         self.process.send_signal(signal.SIGCONT)  # a paused server cannot handle SIGTERM
         self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        wait_or_kill(self.process, 10, after_kill=10)
 
 
 # --- application processes ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from .harness import PgCluster
 from .ledger import Ledger
 
 SHOWN = 12
@@ -31,6 +32,24 @@ class Promises:
                     + more
                 )
             )
+
+    def healthz_check(self, lo: float, hi: float, promise: str, during: str = "") -> None:
+        """`promise`: /healthz answered 200 to every probe that started between `lo` and `hi`,
+        and at least one did start then."""
+        health = [p for p in self.ledger.probes if lo < p.started < hi]
+        sick = [p for p in health if p.status != 200]
+        self.check(
+            health and not sick,
+            f"{promise}: {len(sick)} of {len(health)} probes{during} failed, e.g. "
+            f"{sick[0].describe() if sick else 'no probe ran'}",
+        )
+
+    def assert_kept_with_exact_ledger(self, pg: PgCluster, *, settle: float = 60.0) -> None:
+        """Check the ledger against the database (`settle`: seconds its writes may take to land),
+        then fail with every promise broken."""
+        with pg.connect() as conn:
+            self.ledger_exact(self.ledger.problems(conn, settle=settle))
+        self.assert_kept()
 
     def assert_kept(self) -> None:
         if self.broken:

@@ -92,6 +92,4 @@ def test_killed_worker_and_flushed_broker_lose_no_batch(start_stack):
         f"{pending} pending at the flush, {left} were not stored after {took:.0f} s, by state "
         f"{states}",
     )
-    with stack.pg.connect() as conn:
-        promises.ledger_exact(ledger.problems(conn, settle=1))
-    promises.assert_kept()
+    promises.assert_kept_with_exact_ledger(stack.pg, settle=1)

@@ -76,6 +76,4 @@ def test_killed_worker_frees_the_key_for_a_retry(start_stack, respond_async: boo
         f"{len(write.attempts) - 1} retries over {write.final.ended - killed:.1f} s, last "
         f"{write.final.describe()}",
     )
-    with stack.pg.connect() as conn:
-        promises.ledger_exact(ledger.problems(conn, settle=30))
-    promises.assert_kept()
+    promises.assert_kept_with_exact_ledger(stack.pg, settle=30)

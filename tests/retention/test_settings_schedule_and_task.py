@@ -1,6 +1,5 @@
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -9,6 +8,7 @@ from celery.schedules import crontab
 
 from glowing_fiesta.celery import app, beat_schedule
 from retention.tasks import retention_apply_task
+from tests.helpers import django_setup_run
 
 from .helpers import ingest, point_times
 
@@ -18,15 +18,7 @@ PREFIX = "glowing-fiesta: configuration error: "
 
 def _start_django(**env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if "RETENTION" not in k}
-    return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        env={**clean, **env, "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return django_setup_run({**clean, **env})
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from glowing_fiesta.devstack import PLAIN_HTTP, free_port
+from glowing_fiesta.devstack import PLAIN_HTTP, free_port, wait_or_kill
 from tests.processes import worker_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,11 +109,7 @@ def start_gunicorn(
     for process in processes:
         process.terminate()
     for process in processes:
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        wait_or_kill(process, 20)
 
 
 @pytest.fixture

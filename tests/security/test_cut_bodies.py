@@ -217,6 +217,22 @@ def _name(endpoint: Endpoint) -> str:
     return "cut_" + endpoint.id.replace("-", "_")
 
 
+def send(
+    server,
+    endpoint: Endpoint,
+    key: str,
+    payload: bytes,
+    *,
+    length: int | None,
+    cut: bool = True,
+    **headers: str,
+) -> Answer:
+    """`endpoint`'s request head declaring `length` (None: chunked) and `headers`, then
+    `payload`, sent to `server` (gunicorn or nginx, by its host and port) with `exchange`."""
+    head = endpoint.head(f"{server.host}:{server.port}", key, length=length, **headers)
+    return exchange(server.host, server.port, head + payload, cut=cut)
+
+
 def stored(name: str) -> list[float]:
     """The values stored under metrics whose names start with `name`."""
     return sorted(
@@ -251,13 +267,8 @@ def key(api_key) -> str:
 def test_the_whole_body_is_stored(gunicorn_server: Server, key, endpoint):
     name = _name(endpoint)
     body = endpoint.body(name)
-    host = f"{gunicorn_server.host}:{gunicorn_server.port}"
 
-    answer = exchange(
-        gunicorn_server.host,
-        gunicorn_server.port,
-        endpoint.head(host, key, length=len(body)) + body,
-    )
+    answer = send(gunicorn_server, endpoint, key, body, length=len(body))
 
     assert answer.status == endpoint.stored_status, answer
     assert stored(name) == [12345]
@@ -269,13 +280,8 @@ def test_a_body_shorter_than_its_content_length_is_refused_and_nothing_stored(
 ):
     name = _name(endpoint)
     body = endpoint.body(name)
-    host = f"{gunicorn_server.host}:{gunicorn_server.port}"
 
-    answer = exchange(
-        gunicorn_server.host,
-        gunicorn_server.port,
-        endpoint.head(host, key, length=len(body) + 5) + body,
-    )
+    answer = send(gunicorn_server, endpoint, key, body, length=len(body) + 5)
 
     assert_refused(endpoint, answer)
     assert stored(name) == []
@@ -286,13 +292,8 @@ def test_a_body_shorter_than_its_content_length_is_refused_and_nothing_stored(
 def test_a_body_cut_where_it_still_parses_is_refused(gunicorn_server: Server, key, endpoint):
     name = _name(endpoint)
     whole, arrived = endpoint.cut(name)
-    host = f"{gunicorn_server.host}:{gunicorn_server.port}"
 
-    answer = exchange(
-        gunicorn_server.host,
-        gunicorn_server.port,
-        endpoint.head(host, key, length=len(whole)) + arrived,
-    )
+    answer = send(gunicorn_server, endpoint, key, arrived, length=len(whole))
 
     assert_refused(endpoint, answer)
     assert stored(name) == []
@@ -302,14 +303,12 @@ def test_a_body_cut_where_it_still_parses_is_refused(gunicorn_server: Server, ke
 def test_a_chunked_body_without_its_last_chunk_is_refused(gunicorn_server: Server, key, endpoint):
     name = _name(endpoint)
     body = endpoint.body(name)
-    host = f"{gunicorn_server.host}:{gunicorn_server.port}"
-    head = endpoint.head(host, key, length=None)
 
-    cut = exchange(gunicorn_server.host, gunicorn_server.port, head + chunked(body, last=False))
+    cut = send(gunicorn_server, endpoint, key, chunked(body, last=False), length=None)
 
     assert_refused(endpoint, cut)
     assert stored(name) == []
-    whole = exchange(gunicorn_server.host, gunicorn_server.port, head + chunked(body, last=True))
+    whole = send(gunicorn_server, endpoint, key, chunked(body, last=True), length=None)
     assert whole.status == endpoint.stored_status, whole
     assert stored(name) == [12345]
 
@@ -317,11 +316,10 @@ def test_a_chunked_body_without_its_last_chunk_is_refused(gunicorn_server: Serve
 def test_a_cut_body_leaves_its_idempotency_key_free_for_the_retry(gunicorn_server: Server, key):
     endpoint = ENDPOINTS[0]
     body = endpoint.body("cut_retry")
-    host = f"{gunicorn_server.host}:{gunicorn_server.port}"
-    head = endpoint.head(host, key, length=len(body), **{"Idempotency-Key": "cut-retry-1"})
+    retry_key = {"Idempotency-Key": "cut-retry-1"}
 
-    cut = exchange(gunicorn_server.host, gunicorn_server.port, head + body[:-3])
-    retry = exchange(gunicorn_server.host, gunicorn_server.port, head + body)
+    cut = send(gunicorn_server, endpoint, key, body[:-3], length=len(body), **retry_key)
+    retry = send(gunicorn_server, endpoint, key, body, length=len(body), **retry_key)
 
     assert_refused(endpoint, cut)
     assert retry.status == 201, retry
@@ -331,10 +329,8 @@ def test_a_cut_body_leaves_its_idempotency_key_free_for_the_retry(gunicorn_serve
 
 def test_a_malformed_chunk_is_a_400_not_a_500(gunicorn_server: Server, key):
     endpoint = ENDPOINTS[0]
-    host = f"{gunicorn_server.host}:{gunicorn_server.port}"
-    head = endpoint.head(host, key, length=None)
 
-    answer = exchange(gunicorn_server.host, gunicorn_server.port, head + b"zz\r\n{}\r\n0\r\n\r\n")
+    answer = send(gunicorn_server, endpoint, key, b"zz\r\n{}\r\n0\r\n\r\n", length=None)
 
     assert answer.status == 400, answer
     assert answer.headers["content-type"] == PROBLEM_CONTENT_TYPE
@@ -448,13 +444,10 @@ def test_behind_nginx_a_cut_off_upload_never_reaches_the_service(
 ):
     name = _name(endpoint)
     body = endpoint.body(name)
-    host = f"{nginx.host}:{nginx.port}"
     path = endpoint.path.partition("?")[0]
 
-    short = exchange(nginx.host, nginx.port, endpoint.head(host, key, length=len(body) + 5) + body)
-    unended = exchange(
-        nginx.host, nginx.port, endpoint.head(host, key, length=None) + chunked(body, last=False)
-    )
+    short = send(nginx, endpoint, key, body, length=len(body) + 5)
+    unended = send(nginx, endpoint, key, chunked(body, last=False), length=None)
 
     for answer in (short, unended):
         assert answer.status in (None, 400, 408), answer
@@ -463,9 +456,7 @@ def test_behind_nginx_a_cut_off_upload_never_reaches_the_service(
     assert stored(name) == []
     # A client that closes its sending side is gone for nginx, whole body or not: the control
     # keeps it open until the answer.
-    whole = exchange(
-        nginx.host, nginx.port, endpoint.head(host, key, length=len(body)) + body, cut=False
-    )
+    whole = send(nginx, endpoint, key, body, length=len(body), cut=False)
     assert whole.status == endpoint.stored_status, whole
     assert requests_served(gunicorn_server, path) == 1
     assert stored(name) == [12345]

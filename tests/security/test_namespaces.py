@@ -27,7 +27,7 @@ from apikeys.namespaces import NAMESPACES_MAX, namespaces_outside
 from idempotency.models import IdempotencyRecord
 from metrics.models import IngestBatch, Metric, MetricPoint
 from tests.helpers import assert_problem, ingest, post, post_async
-from tests.protocols.test_remote_write import write_request
+from tests.protocols.clients import write_request
 
 pytestmark = pytest.mark.django_db
 
