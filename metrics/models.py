@@ -102,7 +102,15 @@ class Rollup(models.Model):
     sum = models.FloatField()
     min = models.FloatField()
     max = models.FloatField()
-    # The bucket's latest point (NULL for buckets written before migration 0013).
+
+    class Meta:
+        abstract = True
+
+
+class RollupLatest(Rollup):
+    """A coarser rollup that also keeps its bucket's latest point (NULL for buckets written
+    before migration 0013), which the Prometheus query API reads for instant selectors."""
+
     last = models.FloatField(null=True)
     last_at = models.DateTimeField(null=True)
 
@@ -116,19 +124,19 @@ class RollupMinute(Rollup):
         db_table = "metric_rollup_minute"
 
 
-class Rollup15m(Rollup):
+class Rollup15m(RollupLatest):
     class Meta:
         managed = False
         db_table = "metric_rollup_15m"
 
 
-class RollupHour(Rollup):
+class RollupHour(RollupLatest):
     class Meta:
         managed = False
         db_table = "metric_rollup_hour"
 
 
-class RollupDay(Rollup):
+class RollupDay(RollupLatest):
     class Meta:
         managed = False
         db_table = "metric_rollup_day"

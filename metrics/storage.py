@@ -189,9 +189,11 @@ ROLLUP_TABLES = (
 def _rollup_columns(points: Sequence[PointRow]) -> list[list[str]]:
     """Pre-aggregate per (series, bucket) for each width, each level folded from the one below.
 
-    Returns, per table, the columns (series_id, bucket epoch, count, sum, min, max, last,
-    last_at) sorted by (series_id, bucket): one row per key, in one lock order for every writer.
-    `last` is the value of the bucket's latest point (of equal times, the later in the batch).
+    Returns, per table, the columns (series_id, bucket epoch, count, sum, min, max) sorted by
+    (series_id, bucket): one row per key, in one lock order for every writer; the 15-minute,
+    hour and day tables also get `last` and `last_at`, the value and time of the bucket's latest
+    point (of equal times, the later in the batch). The minute table does not: its rows are the
+    many, and the Prometheus query API reads latest points from the coarser tables only.
     """
     level: dict[tuple[int, int], list] = {}
     for p in points:
@@ -212,7 +214,7 @@ def _rollup_columns(points: Sequence[PointRow]) -> list[list[str]]:
             if at >= cur[5]:
                 cur[4] = value
                 cur[5] = at
-    out = [_as_columns(level)]
+    out = [_as_columns(level, latest=False)]
     for _, width in ROLLUP_TABLES[1:]:
         folded: dict[tuple[int, int], list] = {}
         for (series_id, epoch), (count, total, low, high, last, last_at) in level.items():
@@ -229,16 +231,16 @@ def _rollup_columns(points: Sequence[PointRow]) -> list[list[str]]:
                     cur[4] = last
                     cur[5] = last_at
         level = folded
-        out.append(_as_columns(level))
+        out.append(_as_columns(level, latest=True))
     return out
 
 
-def _as_columns(level: dict[tuple[int, int], list]) -> list[str]:
+def _as_columns(level: dict[tuple[int, int], list], *, latest: bool) -> list[str]:
     items = sorted(level.items())
     return [
         _pg_array(key[0] for key, _ in items),
         _pg_array(key[1] for key, _ in items),
-        *(_pg_array(agg[k] for _, agg in items) for k in range(6)),
+        *(_pg_array(agg[k] for _, agg in items) for k in range(6 if latest else 4)),
     ]
 
 
@@ -253,6 +255,20 @@ def _pg_array(values: Iterable[object]) -> str:
 
 
 _UPSERT = """
+{name} AS (
+    INSERT INTO {table} AS r (series_id, bucket, count, sum, min, max)
+    SELECT s, to_timestamp(b), c, t, lo, hi
+    FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::float8[])
+        AS u(s, b, c, t, lo, hi)
+    ON CONFLICT (series_id, bucket) DO UPDATE SET
+        count = r.count + excluded.count,
+        sum = r.sum + excluded.sum,
+        min = LEAST(r.min, excluded.min),
+        max = GREATEST(r.max, excluded.max)
+)"""
+
+# The coarser levels also keep each bucket's latest point (migration 0013).
+_UPSERT_LATEST = """
 {name} AS (
     INSERT INTO {table} AS r (series_id, bucket, count, sum, min, max, last, last_at)
     SELECT s, to_timestamp(b), c, t, lo, hi, l, to_timestamp(la)
@@ -334,7 +350,8 @@ def points_write(points: Sequence[PointRow]) -> None:
     for index, ((table, _), columns) in enumerate(
         zip(ROLLUP_TABLES, _rollup_columns(points), strict=True)
     ):
-        ctes.append(_UPSERT.format(name=f"r{index}", table=table))
+        upsert = _UPSERT if index == 0 else _UPSERT_LATEST
+        ctes.append(upsert.format(name=f"r{index}", table=table))
         params += columns
     sql = "WITH " + ",".join(ctes) + " SELECT ok FROM refs"  # noqa: S608 - constants of this module
     try:

@@ -186,14 +186,15 @@ class DatabaseSource:
     ) -> list[tuple[Labels, np.ndarray, np.ndarray, np.ndarray]] | None:
         """Each matched series' latest sample at or before every time of `refs_ms` within the
         lookback, from the rollups' latest points, where every time is a whole multiple of a
-        bucket (a step of a minute or more); None when the raw points must be read instead.
+        15-minute bucket (the tables keeping latest points); None when the raw points must be read
+        instead.
 
         The latest sample at or before `t` is a point exactly at `t` (read by one index probe;
         it lies in the bucket that starts at `t`) or else the latest point of the last bucket
         that starts before `t`. A counter's running total at `t` is its total before the span
         plus the sums of the buckets before `t` and the increments exactly at `t`.
         """
-        bucket = next((b for b in storage.ROLLUP_TABLES if not (refs_ms % b).any()), None)
+        bucket = next((b for b in storage.LATEST_TABLES if not (refs_ms % b).any()), None)
         if bucket is None:
             return None
         refs = self.series(matchers)
@@ -206,7 +207,11 @@ class DatabaseSource:
         rows = {
             row[0]: row[1:]
             for row in storage.rollups_between(
-                bucket_ms=bucket, series_ids=ids, after=_ms_time(first), before=_ms_time(last)
+                bucket_ms=bucket,
+                series_ids=ids,
+                after=_ms_time(first),
+                before=_ms_time(last),
+                latest=True,
             )
         }
         if any(None in row[6] for row in rows.values()):

@@ -220,6 +220,8 @@ ROLLUP_TABLES = {
     900_000: "metric_rollup_15m",
     60_000: "metric_rollup_minute",
 }
+# The tables that keep each bucket's latest point (metrics migration 0013): not the minute one.
+LATEST_TABLES = (3_600_000, 900_000)
 
 
 def _ms(us: int | None) -> int | None:
@@ -227,14 +229,25 @@ def _ms(us: int | None) -> int | None:
 
 
 def rollups_between(
-    *, bucket_ms: int, series_ids: Sequence[int], after: datetime, before: datetime
+    *,
+    bucket_ms: int,
+    series_ids: Sequence[int],
+    after: datetime,
+    before: datetime,
+    latest: bool = False,
 ) -> Iterable[tuple]:
     """Each series' rollups with buckets in `[after, before)`: (series_id, bucket starts in ms,
-    counts, sums, mins, maxes, latest values, latest times in ms (None where unknown)), in
-    bucket order, read by the rollups' (series_id, bucket) keys."""
+    counts, sums, mins, maxes, latest values, latest times in ms), in bucket order, read by the
+    rollups' (series_id, bucket) keys. The latest points (None where unknown) only with
+    `latest`, from the tables that keep them (LATEST_TABLES); else empty lists."""
     if not series_ids:
         return []
     table = ROLLUP_TABLES[bucket_ms]
+    latest_columns = (
+        f"array_agg(last::float8 ORDER BY bucket), array_agg({_us('last_at')} ORDER BY bucket)"
+        if latest
+        else "ARRAY[]::float8[], ARRAY[]::int8[]"
+    )
     with _binary_cursor() as cursor:
         cursor.execute(
             f"""
@@ -242,8 +255,7 @@ def rollups_between(
                    array_agg({_us("bucket")} ORDER BY bucket),
                    array_agg(count::int8 ORDER BY bucket), array_agg(sum::float8 ORDER BY bucket),
                    array_agg(min::float8 ORDER BY bucket), array_agg(max::float8 ORDER BY bucket),
-                   array_agg(last::float8 ORDER BY bucket),
-                   array_agg({_us("last_at")} ORDER BY bucket)
+                   {latest_columns}
             FROM {table}
             WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
             GROUP BY series_id

@@ -1,4 +1,4 @@
-# Each rollup bucket also keeps its latest point: its value and time. The Prometheus query API
+# Each coarser rollup bucket also keeps its latest point: its value and time. The Prometheus query API
 # answers an instant selector (a gauge's latest value within the lookback) and a counter's
 # presence from them, so a 30-day panel at one-hour steps reads hour rollups, not raw points.
 #
@@ -7,8 +7,10 @@
 # keep NULL, and queries over them read the raw points instead (promql/selectors.py).
 from django.db import migrations, models
 
-TABLES = ("metric_rollup_minute", "metric_rollup_15m", "metric_rollup_hour", "metric_rollup_day")
-MODELS = ("rollupminute", "rollup15m", "rolluphour", "rollupday")
+# Not the minute rollups: theirs are the many rows, and the query API reads latest points from the
+# 15-minute and hour tables (the day table keeps them too, for steps of days).
+TABLES = ("metric_rollup_15m", "metric_rollup_hour", "metric_rollup_day")
+MODELS = ("rollup15m", "rolluphour", "rollupday")
 
 ADD_SQL = "".join(
     f"ALTER TABLE {table} ADD COLUMN last double precision, ADD COLUMN last_at timestamptz;"
