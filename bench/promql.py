@@ -175,22 +175,34 @@ def _date(day: int) -> str:
 
 
 ROLLUP_SQL = """
-INSERT INTO {table} (series_id, bucket, count, sum, min, max, last, last_at)
+INSERT INTO {table} (series_id, bucket, count, sum, min, max{latest_columns})
 SELECT series_id, date_bin('{width}', recorded_at, timestamptz 'epoch'), count(*), sum(value),
-       min(value), max(value), (array_agg(value ORDER BY recorded_at DESC))[1], max(recorded_at)
+       min(value), max(value){latest_values}
 FROM metric_points GROUP BY 1, 2
 """
 
 
 def rollups_build(conn) -> None:
-    """The four rollup levels as the write path keeps them, latest points included."""
-    for table, width in (
-        ("metric_rollup_minute", "1 minute"),
-        ("metric_rollup_15m", "15 minutes"),
-        ("metric_rollup_hour", "1 hour"),
-        ("metric_rollup_day", "1 day"),
+    """The four rollup levels as the write path keeps them: the coarser three with each
+    bucket's latest point (metrics migration 0013), the minute one without."""
+    for table, width, latest in (
+        ("metric_rollup_minute", "1 minute", False),
+        ("metric_rollup_15m", "15 minutes", True),
+        ("metric_rollup_hour", "1 hour", True),
+        ("metric_rollup_day", "1 day", True),
     ):
-        conn.execute(ROLLUP_SQL.format(table=table, width=width))
+        conn.execute(
+            ROLLUP_SQL.format(
+                table=table,
+                width=width,
+                latest_columns=", last, last_at" if latest else "",
+                latest_values=(
+                    ", (array_agg(value ORDER BY recorded_at DESC))[1], max(recorded_at)"
+                    if latest
+                    else ""
+                ),
+            )
+        )
 
 
 # Prometheus's own block width: promtool reads its whole input once per block, so the samples
