@@ -57,19 +57,6 @@ def labels_drop(labels: Labels, names: Iterable[str]) -> Labels:
     return tuple(pair for pair in labels if pair[0] not in drop)
 
 
-def labels_set(labels: Labels, name: str, value: str) -> Labels:
-    out = dict(labels)
-    out[name] = value
-    return labels_of(out)
-
-
-def labels_text(labels: Labels) -> str:
-    """`name{a="b"}` as Prometheus prints a series in its messages."""
-    name = label_get(labels, NAME)
-    rest = ", ".join(f'{k}="{v}"' for k, v in labels if k != NAME)
-    return f"{name}{{{rest}}}"
-
-
 @dataclass
 class Scalar:
     values: np.ndarray  # float64[n]
