@@ -11,9 +11,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,26 +23,35 @@ import requests
 
 from glowing_fiesta.devstack import free_port
 
-from .harness import ROOT, PgCluster, PgReplica, RedisServer, Stack, stack_env, wait_until
+from .harness import (
+    ROOT,
+    PgCluster,
+    PgReplica,
+    RedisServer,
+    Stack,
+    running_stack,
+    stack_env,
+    wait_until,
+)
 
 pytestmark = pytest.mark.fault(timeout=240)
 
 BOUND = 8  # REPLICA_MAX_LAG_SECONDS of these stacks
 REPLICA_APP = "glowing-fiesta-web-replica"
-METRIC = "rep_load"
 # What every read of the API reads, and the PromQL reads: the rollups, points and series.
 READ_TABLES = ("metric_rollup", "metric_points", "series", "metrics")
 
 
 class Client:
-    def __init__(self, stack: Stack, key: str) -> None:
+    def __init__(self, stack: Stack, key: str, metric: str) -> None:
         self.base = stack.base_url
+        self.metric = metric
         self.session = requests.Session()
         self.session.headers["X-API-Key"] = key
 
     def write(self, values: list[float], *, at: datetime, tags: dict | None = None) -> None:
         points = [
-            {"type": "value", "name": METRIC, "value": v, "tags": tags or {"host": f"h{i % 3}"},
+            {"type": "value", "name": self.metric, "value": v, "tags": tags or {"host": f"h{i % 3}"},
              "timestamp": (at + timedelta(seconds=i)).isoformat()}
             for i, v in enumerate(values)
         ]  # fmt: skip
@@ -55,16 +66,18 @@ class Client:
         return response.json()
 
     def count(self, since: datetime) -> int:
-        """Points of METRIC since `since`, from the aggregation API."""
+        """Points of the metric since `since`, from the aggregation API."""
         body = self.get(
-            f"/api/metrics/{METRIC}", **{"from": since.isoformat(), "to": _later(since)},
+            f"/api/metrics/{self.metric}", **{"from": since.isoformat(), "to": _later(since)},
             interval="day", aggregation="count",
         )  # fmt: skip
         return sum(b["value"] for b in body["buckets"])
 
     def promql_count(self, at: datetime) -> float:
         body = self.get(
-            "/api/v1/query", query=f"sum(count_over_time({METRIC}[2h]))", time=str(at.timestamp())
+            "/api/v1/query",
+            query=f"sum(count_over_time({self.metric}[2h]))",
+            time=str(at.timestamp()),
         )
         result = body["data"]["result"]
         return float(result[0]["value"][1]) if result else 0.0
@@ -101,26 +114,39 @@ def _fresh_commit(pg: PgCluster) -> None:
         conn.execute("SELECT txid_current()")
 
 
-@pytest.fixture
-def replicated(start_stack, request):
-    """A stack whose web process reads from a streaming replica of its primary; the replica
-    is made after the primary started (so the first reads find it down and use the primary)."""
+@pytest.fixture(scope="module")
+def _replicated_stack(pg_template):
+    """One stack for the module, whose web process reads from a streaming replica of its
+    primary. The replica is made after the primary started (the first reads find it down and
+    use the primary). Its directory is kept when a test fails."""
     replica_port = free_port()
-    stack = start_stack(
-        worker=False,
-        web_workers=1,
-        env={
-            "DATABASE_REPLICA_URL": f"postgresql://postgres@127.0.0.1:{replica_port}/gf",
-            "REPLICA_MAX_LAG_SECONDS": str(BOUND),
-        },
-    )
-    writer_key = stack.api_key
-    reader_key = stack.create_api_key()
-    replica = PgReplica.create(stack.pg, port=replica_port, log_statements=True)
-    request.addfinalizer(replica.destroy)
-    replica.start()
+    workdir = Path(tempfile.mkdtemp(prefix="gf-fault-replica-"))
+    env = {
+        "DATABASE_REPLICA_URL": f"postgresql://postgres@127.0.0.1:{replica_port}/gf",
+        "REPLICA_MAX_LAG_SECONDS": str(BOUND),
+    }
+    with running_stack(pg_template, workdir, worker=False, web_workers=1, env=env) as stack:
+        writer_key = stack.api_key
+        reader_key = stack.create_api_key()
+        replica = PgReplica.create(stack.pg, port=replica_port, log_statements=True)
+        try:
+            replica.start()
+            replica.wait_caught_up(stack.pg)
+            yield stack, replica, writer_key, reader_key
+        finally:
+            replica.destroy()
+
+
+@pytest.fixture
+def replicated(_replicated_stack, request):
+    """(stack, replica, writer, reader) with clients on a metric of this test's own."""
+    stack, replica, writer_key, reader_key = _replicated_stack
+    request.node._fault_stack = stack
+    if not replica.running():
+        replica.start()
     replica.wait_caught_up(stack.pg)
-    return stack, replica, Client(stack, writer_key), Client(stack, reader_key)
+    metric = f"rep_{request.node.name[5:30]}"
+    return stack, replica, Client(stack, writer_key, metric), Client(stack, reader_key, metric)
 
 
 def test_reads_come_from_the_replica_within_the_bound_and_a_key_reads_its_own_writes(replicated):
@@ -163,7 +189,7 @@ def test_reads_come_from_the_replica_within_the_bound_and_a_key_reads_its_own_wr
         (on_replica,) = conn.execute(
             "SELECT count(*) FROM metric_points p JOIN metrics m ON m.id = p.metric_id"
             " WHERE m.name = %s",
-            [METRIC],
+            [reader.metric],
         ).fetchone()
     assert on_replica == 10, "the 15 came from the primary: the replica is still paused"
 
@@ -175,16 +201,16 @@ def test_reads_come_from_the_replica_within_the_bound_and_a_key_reads_its_own_wr
 
 
 QUERIES = [
-    ("/api/metrics/" + METRIC, {"interval": "minute", "aggregation": "avg"}),
-    ("/api/metrics/" + METRIC, {"interval": "hour", "aggregation": "max", "group_by": "host"}),
-    ("/api/metrics/" + METRIC, {"interval": "hour", "aggregation": "p90"}),
-    ("/api/metrics/" + METRIC, {"interval": "day", "aggregation": "sum", "tz": "Asia/Kolkata"}),
+    ("/api/metrics/{m}", {"interval": "minute", "aggregation": "avg"}),
+    ("/api/metrics/{m}", {"interval": "hour", "aggregation": "max", "group_by": "host"}),
+    ("/api/metrics/{m}", {"interval": "hour", "aggregation": "p90"}),
+    ("/api/metrics/{m}", {"interval": "day", "aggregation": "sum", "tz": "Asia/Kolkata"}),
     ("/api/metrics", {}),
-    ("/api/series", {"metric": METRIC}),
-    ("/api/tags", {"metric": METRIC}),
-    ("/api/v1/query_range", {"query": f"sum by (host) (avg_over_time({METRIC}[5m]))"}),
-    ("/api/v1/query", {"query": f"max({METRIC})"}),
-    ("/api/v1/series", {"match[]": METRIC}),
+    ("/api/series", {"metric": "{m}"}),
+    ("/api/tags", {"metric": "{m}"}),
+    ("/api/v1/query_range", {"query": "sum by (host) (avg_over_time({m}[5m]))"}),
+    ("/api/v1/query", {"query": "max({m})"}),
+    ("/api/v1/series", {"match[]": "{m}"}),
     ("/api/v1/labels", {}),
     ("/api/v1/label/host/values", {}),
 ]
@@ -207,7 +233,9 @@ def test_every_query_answered_by_the_caught_up_replica_equals_the_primarys(repli
     _wait_served_by_replica(
         replica, lambda: reader.count(t0) == 120, what="the replica to serve the reader"
     )
-    for path, params in QUERIES:
+    for path_pattern, params_pattern in QUERIES:
+        path = path_pattern.format(m=reader.metric)
+        params = {k: v.format(m=reader.metric) for k, v in params_pattern.items()}
         extra = window if path.startswith("/api/metrics/") else {}
         extra = promql_window if path.startswith("/api/v1/query") else extra
         # The writer's mark (its last write) is refreshed so that its reads are the primary's.
@@ -236,7 +264,7 @@ def test_a_stopped_replica_leaves_the_primary_to_answer_without_an_error(replica
     while time.monotonic() < stopped + 8:
         assert reader.count(t0) == 15
         assert reader.promql_count(t0 + timedelta(minutes=5)) == 15
-        assert reader.get("/api/series", metric=METRIC)["results"]
+        assert reader.get("/api/series", metric=reader.metric)["results"]
     replica.start()
     replica.wait_caught_up(stack.pg)
     _wait_served_by_replica(
@@ -274,12 +302,14 @@ def test_migrate_never_connects_to_the_replica(pg_template, tmp_path):
             RedisServer(tmp_path, port=1),
             DATABASE_REPLICA_URL=f"postgresql://postgres@127.0.0.1:{listener.getsockname()[1]}/gf",
         )
-        for args in (["apikeys", "0002"], []):
-            result = subprocess.run(  # noqa: S603 - our own interpreter and manage.py
-                [sys.executable, str(ROOT / "manage.py"), "migrate", *args, "--no-input"],
-                env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
-            assert result.returncode == 0, result.stderr
+        # Backwards and forwards, in one process.
+        script = "call_command('migrate', 'apikeys', '0002'); call_command('migrate')"
+        result = subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+            [sys.executable, str(ROOT / "manage.py"), "shell", "-c",
+             f"from django.core.management import call_command; {script}"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
         with psycopg.connect(pg.url()) as conn:
             assert conn.execute(
                 "SELECT count(*) FROM django_migrations WHERE app = 'apikeys'"
