@@ -531,6 +531,8 @@ class Stack:
     web: Service
     services: list[Service] = field(default_factory=list)
     api_key: str = ""
+    # PgBouncer between every process and the cluster (running_stack(pgbouncer=True)).
+    bouncer: PgBouncer | None = None
     # Worker and beat processes that exited by themselves, and were started again.
     restarts: list[str] = field(default_factory=list)
     _supervising: threading.Event = field(default_factory=threading.Event)
@@ -651,6 +653,8 @@ class Stack:
         for service in self.all():
             service.kill()
         self.redis.shutdown()
+        if self.bouncer is not None:
+            self.bouncer.stop()
         if self.pg.running():
             with contextlib.suppress(subprocess.SubprocessError):
                 self.pg.stop("immediate")
@@ -686,18 +690,25 @@ def running_stack(
     worker: bool = True,
     web_workers: int = 4,
     env: dict[str, str] | None = None,
+    pgbouncer: bool = False,
 ) -> Iterator[Stack]:
     """Start a copy of the migrated cluster, a Redis, gunicorn, beat and (optionally) a worker;
-    stop and delete all of it afterwards, whatever happened."""
+    stop and delete all of it afterwards, whatever happened.
+
+    With `pgbouncer`, every process reaches the cluster through a private PgBouncer in
+    transaction mode (`stack.bouncer`), with DB_PREPARED_STATEMENTS=false, and the timeouts the
+    service would send as startup options set on the role instead (docs/DEPLOYMENT.md)."""
     pg = template.copy()
     redis_server = RedisServer(workdir)
     web_port = free_port()
+    bouncer = PgBouncer.create(pg, pool_size=4) if pgbouncer else None
+    through = {"DATABASE_URL": bouncer.url(), "DB_PREPARED_STATEMENTS": "false"} if bouncer else {}
     full_env = stack_env(
         pg,
         redis_server,
         GF_FAULT_BASE_URL=f"http://127.0.0.1:{web_port}",
         GF_FAULT_WEB_WORKERS=str(web_workers),
-        **(env or {}),
+        **{**through, **(env or {})},
     )
     web = Service(
         "gunicorn",
@@ -708,9 +719,14 @@ def running_stack(
         full_env,
         workdir / "gunicorn.log",
     )  # fmt: skip
-    stack = Stack(pg, redis_server, workdir, full_env, web)
+    stack = Stack(pg, redis_server, workdir, full_env, web, bouncer=bouncer)
     try:
         pg.start()
+        if bouncer is not None:
+            with pg.connect() as conn:
+                conn.execute("ALTER ROLE postgres SET statement_timeout = '5s'")
+                conn.execute("ALTER ROLE postgres SET lock_timeout = '1s'")
+            bouncer.start()
         redis_server.start()
         stack.create_api_key()
         stack.start_web()
@@ -721,6 +737,8 @@ def running_stack(
         yield stack
     finally:
         stack.stop()
+        if bouncer is not None:
+            bouncer.destroy()
         pg.destroy()
 
 
