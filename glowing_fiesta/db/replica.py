@@ -123,6 +123,8 @@ class _Lag:
         self.measured_at = -1e18  # time.monotonic()
         self.lag: float | None = None
         self.retry_at = -1e18
+        # Whether the last measurement found the replica past the bound (logged when it changes).
+        self.lagging = False
 
     def reset(self) -> None:
         self.__init__()
@@ -166,6 +168,15 @@ def _measure() -> None:
         return
     _lag.measured_at = time.monotonic()
     _lag.lag = 0.0 if caught_up else replay_age
+    lagging = _lag.lag is None or _lag.lag > settings.REPLICA_MAX_LAG_SECONDS
+    if lagging != _lag.lagging:
+        _lag.lagging = lagging
+        # Once per change, not per read: how long reads went to the primary is in the log.
+        figures = {"lag_seconds": _lag.lag, "bound_seconds": settings.REPLICA_MAX_LAG_SECONDS}
+        if lagging:
+            logger.warning("replica lagging; reading from the primary", extra=figures)
+        else:
+            logger.info("replica within its lag bound", extra=figures)
 
 
 def replica_lag() -> float | None:

@@ -582,3 +582,16 @@ def test_the_checklist_is_one_line_per_item_each_naming_its_proof():
 )  # fmt: skip
 def test_shell_lines_are_split_as_a_shell_would(line, expected):
     assert segments(line) == expected
+
+
+def test_the_replica_sections_say_how_to_add_one_and_quote_what_the_service_logs():
+    text = _text(RUNBOOK)
+    adding, lagging = section(text, "Adding a replica"), section(text, "Replica lagging")
+    assert "pg_basebackup" in adding and "DATABASE_REPLICA_URL" in adding
+    quoted = set(re.findall(r'"message": "([^"]+)"', lagging))
+    assert {
+        "replica lagging; reading from the primary",
+        "replica within its lag bound",
+        "replica not used; reading from the primary",
+    } <= quoted
+    assert [message for message in quoted if not message_exists(message)] == []

@@ -192,12 +192,15 @@ def test_reads_come_from_the_replica_within_the_bound_and_a_key_reads_its_own_wr
             [reader.metric],
         ).fetchone()
     assert on_replica == 10, "the 15 came from the primary: the replica is still paused"
+    log = stack.web.log_path
+    assert '"message": "replica lagging; reading from the primary"' in log.read_text()
 
     replica.replay_resume()
     replica.wait_caught_up(stack.pg)
     _wait_served_by_replica(
         replica, lambda: reader.count(t0) == 15, what="the caught-up replica to answer again"
     )
+    assert '"message": "replica within its lag bound"' in log.read_text()
 
 
 QUERIES = [
