@@ -168,15 +168,19 @@ def _measure() -> None:
         return
     _lag.measured_at = time.monotonic()
     _lag.lag = 0.0 if caught_up else replay_age
-    lagging = _lag.lag is None or _lag.lag > settings.REPLICA_MAX_LAG_SECONDS
-    if lagging != _lag.lagging:
-        _lag.lagging = lagging
-        # Once per change, not per read: how long reads went to the primary is in the log.
-        figures = {"lag_seconds": _lag.lag, "bound_seconds": settings.REPLICA_MAX_LAG_SECONDS}
-        if lagging:
-            logger.warning("replica lagging; reading from the primary", extra=figures)
-        else:
-            logger.info("replica within its lag bound", extra=figures)
+
+
+def _note_lagging(lagging: bool, lag: float) -> None:
+    """Log when reads start or stop going to the primary for the lag: once per change, not per
+    read, so how long they did is in the log."""
+    if lagging == _lag.lagging:
+        return
+    _lag.lagging = lagging
+    figures = {"lag_seconds": round(lag, 3), "bound_seconds": settings.REPLICA_MAX_LAG_SECONDS}
+    if lagging:
+        logger.warning("replica lagging; reading from the primary", extra=figures)
+    else:
+        logger.info("replica within its lag bound", extra=figures)
 
 
 def replica_lag() -> float | None:
@@ -235,7 +239,11 @@ def choose() -> str:
     if not configured() or _read_alias.get() != PRIMARY:
         return _read_alias.get()
     lag = replica_lag()
-    if lag is None or lag > settings.REPLICA_MAX_LAG_SECONDS:
+    if lag is None:
+        return PRIMARY
+    lagging = lag > settings.REPLICA_MAX_LAG_SECONDS
+    _note_lagging(lagging, lag)
+    if lagging:
         return PRIMARY
     if _wrote_recently(_request_key.get()):
         return PRIMARY

@@ -142,8 +142,10 @@ def replicated(_replicated_stack, request):
     """(stack, replica, writer, reader) with clients on a metric of this test's own."""
     stack, replica, writer_key, reader_key = _replicated_stack
     request.node._fault_stack = stack
+    # As a test that failed may have left it: stopped, or its replay paused.
     if not replica.running():
         replica.start()
+    replica.replay_resume()
     replica.wait_caught_up(stack.pg)
     metric = f"rep_{request.node.name[5:30]}"
     return stack, replica, Client(stack, writer_key, metric), Client(stack, reader_key, metric)
