@@ -152,6 +152,15 @@ class PgCluster:
             conf.write(f"\nunix_socket_directories = '{home}'\n")
         return PgCluster(home, free_port())
 
+    def reachable_from(self, cidr: str, *, listen: str = "*") -> None:
+        """Let clients and replicas from `cidr` in (trust, as 127.0.0.1 is), listening on
+        `listen` (PostgreSQL's listen_addresses): for a cluster reached from another network
+        namespace or host. Takes effect at the next start."""
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"\nlisten_addresses = '{listen}'\n")
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {cidr} trust\nhost replication all {cidr} trust\n")
+
     def _pg_ctl(self, *args: str, timeout: float = 60) -> None:
         subprocess.run(  # noqa: S603 - our own fixed arguments
             _as_cluster_owner([str(postgres_bin() / "pg_ctl"), "-D", str(self.data), *args]),
