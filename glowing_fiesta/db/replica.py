@@ -2,10 +2,11 @@
 primary.
 
 With `DATABASE_REPLICA_URL` set, settings.py adds the database alias `replica`. Nothing reads
-from it unless a selector asks, by running its read through `replica_read(read)`:
+from it unless a selector asks, by running its read through `replica_read(read)`, or by being
+decorated with `replica_reads`:
 
-    def series_query(*, query):
-        return replica.replica_read(lambda: _series_query(query))
+    @replica.replica_reads
+    def series_query(*, query): ...
 
 Inside that call the ORM's reads (`ReplicaRouter.db_for_read`) and the raw SQL written against
 `read_connection()` use the replica; every write, whatever the call, goes to the primary
