@@ -26,6 +26,7 @@ processes again (`db2` from its data directory, `web1` gunicorn and its StatsD l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -35,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +54,7 @@ HOSTS = {
 DB_NAME = "gf"
 START_SECONDS = 90
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+IP = shutil.which("ip") or "/usr/sbin/ip"  # iproute2
 # Longer than the longest hard task time limit (CELERY_TASK_TIME_LIMIT, 30 minutes): an
 # unacknowledged delivery is never taken back from a task still running.
 RABBITMQ_CONF = "loopback_users = none\nconsumer_timeout = 3600000\nlog.console = false\n"
@@ -88,7 +91,7 @@ class Topology:
     # --- running things ------------------------------------------------------------------
 
     def run(self, host: str | None, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-        prefix = ["ip", "netns", "exec", self.ns(host)] if host else []
+        prefix = [IP, "netns", "exec", self.ns(host)] if host else []
         kwargs.setdefault("check", True)
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
@@ -100,13 +103,13 @@ class Topology:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as out:
             subprocess.Popen(  # noqa: S603 - our own arguments
-                ["ip", "netns", "exec", self.ns(host), *argv],
+                [IP, "netns", "exec", self.ns(host), *argv],
                 env={**os.environ, **(env or {})}, cwd=ROOT, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
 
     def pids(self, host: str) -> list[int]:
-        result = self.run(None, ["ip", "netns", "pids", self.ns(host)], check=False)
+        result = self.run(None, [IP, "netns", "pids", self.ns(host)], check=False)
         return [int(p) for p in result.stdout.split()]
 
     def kill(self, host: str) -> None:
@@ -116,10 +119,8 @@ class Topology:
             if not pids:
                 return
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.1)
 
     def wait(self, what: str, check, timeout: float = START_SECONDS) -> None:
@@ -128,7 +129,7 @@ class Topology:
             try:
                 if check():
                     return
-            except Exception:  # noqa: BLE001, S110 - not up yet
+            except Exception:  # noqa: S110 - not up yet
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"{what} did not come up in {timeout} s (logs in {self.dir}/logs)")
@@ -142,31 +143,31 @@ class Topology:
     # --- the network ---------------------------------------------------------------------
 
     def network_up(self) -> None:
-        self.run(None, ["ip", "link", "add", self.bridge, "type", "bridge"])
-        self.run(None, ["ip", "addr", "add", f"{self.net}.1/24", "dev", self.bridge])
-        self.run(None, ["ip", "link", "set", self.bridge, "up"])
+        self.run(None, [IP, "link", "add", self.bridge, "type", "bridge"])
+        self.run(None, [IP, "addr", "add", f"{self.net}.1/24", "dev", self.bridge])
+        self.run(None, [IP, "link", "set", self.bridge, "up"])
         for host in HOSTS:
             ns, outside = self.ns(host), f"{self.prefix}-{host}"[:15]
-            self.run(None, ["ip", "netns", "add", ns])
-            self.run(None, ["ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0",
+            self.run(None, [IP, "netns", "add", ns])
+            self.run(None, [IP, "link", "add", outside, "type", "veth", "peer", "name", "eth0",
                             "netns", ns])  # fmt: skip
-            self.run(None, ["ip", "link", "set", outside, "master", self.bridge, "up"])
-            self.run(host, ["ip", "addr", "add", f"{self.ip(host)}/24", "dev", "eth0"])
-            self.run(host, ["ip", "link", "set", "eth0", "up"])
-            self.run(host, ["ip", "link", "set", "lo", "up"])
+            self.run(None, [IP, "link", "set", outside, "master", self.bridge, "up"])
+            self.run(host, [IP, "addr", "add", f"{self.ip(host)}/24", "dev", "eth0"])
+            self.run(host, [IP, "link", "set", "eth0", "up"])
+            self.run(host, [IP, "link", "set", "lo", "up"])
 
     def network_down(self) -> None:
-        names = self.run(None, ["ip", "netns", "list"], check=False).stdout.split("\n")
+        names = self.run(None, [IP, "netns", "list"], check=False).stdout.split("\n")
         for line in names:
             ns = line.split(" ")[0]
             if ns.startswith(f"{self.prefix}-"):
                 host = ns.removeprefix(f"{self.prefix}-")
                 if host in HOSTS:
                     self.kill(host)
-                self.run(None, ["ip", "netns", "del", ns], check=False)
+                self.run(None, [IP, "netns", "del", ns], check=False)
         for host in HOSTS:  # a veth whose namespace is gone is gone too; this is for half-made ones
-            self.run(None, ["ip", "link", "del", f"{self.prefix}-{host}"[:15]], check=False)
-        self.run(None, ["ip", "link", "del", self.bridge], check=False)
+            self.run(None, [IP, "link", "del", f"{self.prefix}-{host}"[:15]], check=False)
+        self.run(None, [IP, "link", "del", self.bridge], check=False)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -201,7 +202,9 @@ class Topology:
     # --- PostgreSQL ----------------------------------------------------------------------
 
     def pg_bin(self, name: str) -> str:
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+        found = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+        )
         return str(Path(found[-1]).parent / name)
 
     def as_postgres(self, argv: list[str]) -> list[str]:
@@ -333,7 +336,7 @@ class Topology:
         import urllib.request
 
         port = 80 if host == "lb" else 8000
-        with urllib.request.urlopen(f"http://{self.ip(host)}:{port}/healthz", timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://{self.ip(host)}:{port}/healthz", timeout=2) as r:
             return r.status == 200
 
     def wait_host(self, host: str) -> None:
@@ -452,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(args.prefix) > 6 or not re.fullmatch(r"[a-z][a-z0-9]*", args.prefix):
         parser.error("--prefix: 1-6 lower-case letters and digits (link names are short)")
-    topology = Topology(args.prefix, args.dir or Path(f"/tmp/{args.prefix}"), args.net)
+    topology = Topology(args.prefix, args.dir or Path(tempfile.gettempdir(), args.prefix), args.net)
     if args.command in ("start", "kill") and not args.host:
         parser.error(f"{args.command} needs a HOST")
     if args.command == "up":
