@@ -95,7 +95,10 @@ class Topology:
         kwargs.setdefault("check", True)
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
-        return subprocess.run([*prefix, *argv], **kwargs)  # noqa: S603 - our own arguments
+        try:
+            return subprocess.run([*prefix, *argv], **kwargs)  # noqa: S603 - our own arguments
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{exc.stdout}{exc.stderr}") from exc
 
     def spawn(self, host: str, name: str, argv: list[str], env: dict[str, str] | None = None):
         """Start a long-running process on `host`, detached, logging to DIR/logs/NAME.log."""
