@@ -152,6 +152,28 @@ PROCESS_ROLE = env_process_role("PROCESS_ROLE", sys.argv)
 DB_APPLICATION_PREFIX = "glowing-fiesta-"
 DATABASES["default"]["OPTIONS"]["application_name"] = DB_APPLICATION_PREFIX + PROCESS_ROLE
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# A streaming replica for the reads that opt in (glowing_fiesta/db/replica.py): aggregation
+# queries, discovery, the chart and the Prometheus query API. Unset: every read on the primary.
+# Its connections get the primary's options and a short connect timeout, so a replica that is
+# down costs a read two seconds at most, once per DOWN_RECHECK_SECONDS, before the primary answers.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL")
+REPLICA_MAX_LAG_SECONDS = env_int("REPLICA_MAX_LAG_SECONDS", 5, minimum=1, maximum=3600)
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = dj_database_url.parse(
+        DATABASE_REPLICA_URL,
+        conn_max_age=DATABASES["default"]["CONN_MAX_AGE"],
+        conn_health_checks=True,
+    )
+    DATABASES["replica"]["ENGINE"] = "glowing_fiesta.db"
+    DATABASES["replica"]["OPTIONS"] = {
+        **DATABASES["default"]["OPTIONS"],
+        **DATABASES["replica"].get("OPTIONS", {}),
+        "connect_timeout": 2,  # libpq's smallest
+        "application_name": DB_APPLICATION_PREFIX + PROCESS_ROLE + "-replica",
+    }
+    # Under the test runner the replica is the test database itself: nothing is created for it.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["glowing_fiesta.db.replica.ReplicaRouter"]
 
 CACHES = {
     "default": {

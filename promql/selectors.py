@@ -17,6 +17,8 @@ import promql_parser as pp
 import re2
 from django.conf import settings
 
+from glowing_fiesta.db import replica
+
 from . import storage
 from .errors import BadData, TooManySeries
 from .evaluator import LabelMatcher, selector_matchers
@@ -295,6 +297,7 @@ def _match_selectors(matches: Sequence[str]) -> list[list[LabelMatcher]]:
     return out
 
 
+@replica.replica_reads
 def series_find(
     *, matches: Sequence[str], start_s: float | None, end_s: float | None, namespaces: Sequence[str]
 ) -> list[Labels]:
@@ -311,6 +314,7 @@ def series_find(
     return sorted(found)
 
 
+@replica.replica_reads
 def label_names(
     *, matches: Sequence[str], start_s: float | None, end_s: float | None, namespaces: Sequence[str]
 ) -> list[str]:
@@ -323,6 +327,7 @@ def label_names(
     return sorted(names)
 
 
+@replica.replica_reads
 def label_values(
     *,
     name: str,
@@ -346,6 +351,7 @@ def label_values(
     return sorted(set(storage.tag_values(label=name, namespaces=namespaces)))
 
 
+@replica.replica_reads
 def metadata(*, metric: str | None, namespaces: Sequence[str]) -> dict[str, list[dict[str, str]]]:
     """Each metric's type as Prometheus names it (counter or gauge), for Grafana's builder."""
     out: dict[str, list[dict[str, str]]] = {}

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from django.db import connection
+
+from glowing_fiesta.db import replica
 
 # Characters a stored metric name may hold that PromQL names may not (metrics.points.NAME_RE).
 _MAPPED = ".-/"
@@ -46,7 +47,7 @@ def metrics_candidates(
     sql = "SELECT id, name, type FROM metrics"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    with connection.cursor() as cursor:
+    with replica.read_connection().cursor() as cursor:
         cursor.execute(sql + " ORDER BY name", params)
         return cursor.fetchall()
 
@@ -55,7 +56,7 @@ def series_of(metric_ids: Sequence[int]) -> list[tuple[int, int, dict[str, str]]
     """(id, metric_id, tags) of every series of the metrics (the unique (metric, hash) index)."""
     if not metric_ids:
         return []
-    with connection.cursor() as cursor:
+    with replica.read_connection().cursor() as cursor:
         cursor.execute(
             "SELECT id, metric_id, tags FROM series WHERE metric_id = ANY(%s) ORDER BY id",
             [list(metric_ids)],
@@ -81,6 +82,7 @@ def ms_from_us(us: np.ndarray) -> np.ndarray:
 def _binary_cursor() -> psycopg.Cursor:
     """A cursor on the request's connection (its transaction) answering in binary: arrays of
     int8 and float8 arrive as machine numbers, not text to parse."""
+    connection = replica.read_connection()
     connection.ensure_connection()
     return psycopg.Cursor(connection.connection)
 
@@ -137,7 +139,7 @@ def counter_totals_until(
     hour = until.replace(minute=0, second=0, microsecond=0)
     minute = until.replace(second=0, microsecond=0)
     upto = "<=" if inclusive else "<"
-    with connection.cursor() as cursor:
+    with replica.read_connection().cursor() as cursor:
         cursor.execute(
             f"""
             SELECT series_id, sum(total) FROM (
@@ -176,7 +178,7 @@ def series_with_data(*, series_ids: Sequence[int], after: datetime, until: datet
     index probe per series), for the series and label lists of a time range."""
     if not series_ids:
         return set()
-    with connection.cursor() as cursor:
+    with replica.read_connection().cursor() as cursor:
         cursor.execute(
             """
             SELECT DISTINCT series_id FROM metric_rollup_hour
@@ -196,7 +198,7 @@ def tag_keys(*, namespaces: Sequence[str]) -> list[str]:
     if namespaces:
         sql += " JOIN metrics m ON m.id = s.metric_id WHERE m.name LIKE ANY(%s)"
         params.append([_like_prefix(prefix) for prefix in namespaces])
-    with connection.cursor() as cursor:
+    with replica.read_connection().cursor() as cursor:
         cursor.execute(sql, params)
         return [row[0] for row in cursor.fetchall()]
 
@@ -210,7 +212,7 @@ def tag_values(*, label: str, namespaces: Sequence[str]) -> list[str]:
         sql += " JOIN metrics m ON m.id = s.metric_id"
         where.append("m.name LIKE ANY(%s)")
         params.append([_like_prefix(prefix) for prefix in namespaces])
-    with connection.cursor() as cursor:
+    with replica.read_connection().cursor() as cursor:
         cursor.execute(sql + " WHERE " + " AND ".join(where), params)
         return [row[0] for row in cursor.fetchall()]
 

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -128,6 +129,9 @@ class PgCluster:
                 # commits and the ledger would blame the service.
                 "fsync = off\nfull_page_writes = off\n"
                 "max_connections = 100\nshared_buffers = 64MB\n"
+                # Ready to be a primary (PgReplica): initdb's pg_hba.conf already lets
+                # 127.0.0.1 connect for replication.
+                "wal_level = replica\nmax_wal_senders = 5\n"
                 "log_min_messages = warning\nlog_line_prefix = '%m [%p] '\n"
             )
         return cls(home, free_port())
@@ -183,6 +187,229 @@ class PgCluster:
         if self.running():
             with contextlib.suppress(subprocess.SubprocessError):
                 self.stop("immediate")
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+class PgReplica(PgCluster):
+    """A streaming replica of a running PgCluster: `pg_basebackup -R` of it into a directory of
+    its own, started on its own port, hot standby (read-only queries while it replays).
+
+        replica = PgReplica.create(primary)   # primary running; replica made, not started
+        replica.start()
+        replica.wait_caught_up(primary)       # replayed everything the primary had written
+        replica.replay_pause() / replay_resume()
+        replica.destroy()
+
+    `primary_host` is the address the replica streams from (the primary's listen address:
+    127.0.0.1 here, another host's address elsewhere); `listen` is the replica's own."""
+
+    @classmethod
+    def create(
+        cls,
+        primary: PgCluster,
+        *,
+        port: int | None = None,
+        primary_host: str = "127.0.0.1",
+        listen: str = "127.0.0.1",
+        log_statements: bool = False,
+    ) -> PgReplica:
+        home = cls._new_home()
+        subprocess.run(  # noqa: S603 - our own fixed arguments
+            _as_cluster_owner(
+                [str(postgres_bin() / "pg_basebackup"), "-D", str(home / "data"), "-R",
+                 "-X", "stream", "-c", "fast", "--no-sync", "-h", primary_host,
+                 "-p", str(primary.port), "-U", "postgres",
+                 "-d", f"application_name=gf-replica-{home.name}"]
+            ),
+            check=True, capture_output=True, cwd=home, timeout=120,
+        )  # fmt: skip
+        with (home / "data" / "postgresql.conf").open("a") as conf:
+            # The primary's settings come with the copy; where it listens must not.
+            conf.write(
+                f"\nlisten_addresses = '{listen}'\nunix_socket_directories = '{home}'\n"
+                "hot_standby = on\n"
+                # Report often, so the primary sees where the replica is without waiting.
+                "wal_receiver_status_interval = 1s\n"
+            )
+            if log_statements:
+                # Every statement in the log with its client's application_name: which reads
+                # the replica served (statements_by).
+                conf.write("log_statement = 'all'\nlog_line_prefix = '%m [%p] app=%a '\n")
+        return cls(home, port or free_port())
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def statements_by(self, application_name: str, *, since: int = 0) -> list[str]:
+        """The statements clients named `application_name` ran here after byte `since` of the
+        log (created with log_statements=True)."""
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+        # An entry's first line carries the prefix; a statement's further lines start with a tab.
+        entries: list[str] = []
+        for line in text.splitlines():
+            if line.startswith("\t") and entries:
+                entries[-1] += "\n" + line[1:]
+            else:
+                entries.append(line)
+        # "statement: …" (simple protocol) or "execute <name>: …" (extended protocol)
+        marker = f" app={application_name} LOG:  "
+        return [
+            entry.split(marker, 1)[1].split(": ", 1)[-1].strip()
+            for entry in entries
+            if marker in entry and ("statement: " in entry or "execute " in entry)
+        ]
+
+    def replay_lsn(self) -> str:
+        with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=5) as conn:
+            return conn.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]
+
+    def caught_up(self, primary: PgCluster) -> bool:
+        """Whether this replica has replayed all the WAL the primary has written until now."""
+        with psycopg.connect(primary.url("postgres"), autocommit=True, connect_timeout=5) as p:
+            target = p.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=5) as r:
+            return bool(
+                r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [target]).fetchone()[0]
+            )
+
+    def wait_caught_up(self, primary: PgCluster, timeout: float = START_SECONDS) -> None:
+        wait_until(
+            lambda: self.accepts() and self.caught_up(primary),
+            timeout=timeout,
+            what=f"the replica on port {self.port} to replay the primary's WAL",
+        )
+
+    def _replay(self, function: str) -> None:
+        with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"SELECT {function}()")
+
+    def replay_pause(self) -> None:
+        """Stop applying WAL (it is still received): reads see the data as it was."""
+        self._replay("pg_wal_replay_pause")
+
+    def replay_resume(self) -> None:
+        self._replay("pg_wal_replay_resume")
+
+
+# --- PgBouncer ---------------------------------------------------------------------------------
+
+
+def pgbouncer_bin() -> str | None:
+    """Debian's pgbouncer (apt install pgbouncer), or None where it is not installed."""
+    return shutil.which("pgbouncer") or (
+        "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
+    )
+
+
+@dataclass
+class PgBouncer:
+    """A private PgBouncer in front of one PostgreSQL server: its own ini, port and directory,
+    transaction pooling, trust authentication (any user the server accepts, no password).
+
+        bouncer = PgBouncer.create(primary)   # primary: a PgCluster, or host= and server_port=
+        bouncer.start()                       # returns once it answers through to the server
+        bouncer.url("gf")                     # what DATABASE_URL gets
+        bouncer.stop()
+
+    PgBouncer refuses to run as root: when the tests do, it runs as the `postgres` OS user.
+    `ignore_startup_parameters = options` lets clients send the `options` startup parameter
+    (the service's statement and lock timeouts), which PgBouncer 1.18 does not pass on: the
+    timeouts come from the role's settings instead (docs/DEPLOYMENT.md)."""
+
+    home: Path
+    port: int
+    server_host: str
+    server_port: int
+    pool_mode: str = "transaction"
+    pool_size: int = 10
+    listen: str = "127.0.0.1"
+    process: subprocess.Popen | None = None
+
+    @classmethod
+    def create(
+        cls,
+        server: PgCluster | None = None,
+        *,
+        server_host: str = "127.0.0.1",
+        server_port: int | None = None,
+        port: int | None = None,
+        **options: Any,
+    ) -> PgBouncer:
+        home = Path(tempfile.mkdtemp(prefix="gf-pgbouncer-"))
+        home.chmod(0o755)
+        _chown_to_cluster_owner(home)
+        target = server_port if server_port is not None else server.port
+        return cls(home, port or free_port(), server_host, target, **options)
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "pgbouncer.log"
+
+    def url(self, dbname: str = DB_NAME) -> str:
+        return f"postgresql://postgres@{self.listen}:{self.port}/{dbname}"
+
+    def _write_config(self) -> Path:
+        ini = self.home / "pgbouncer.ini"
+        (self.home / "users.txt").write_text('"postgres" ""\n')
+        ini.write_text(
+            "[databases]\n"
+            f"* = host={self.server_host} port={self.server_port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = {self.listen}\nlisten_port = {self.port}\n"
+            f"unix_socket_dir = {self.home}\n"
+            f"pidfile = {self.home / 'pgbouncer.pid'}\n"
+            f"logfile = {self.log_path}\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.home / 'users.txt'}\n"
+            f"pool_mode = {self.pool_mode}\n"
+            f"default_pool_size = {self.pool_size}\n"
+            "max_client_conn = 200\n"
+            "ignore_startup_parameters = options,extra_float_digits\n"
+            "server_reset_query = DISCARD ALL\n"
+        )
+        for path in (ini, self.home / "users.txt"):
+            _chown_to_cluster_owner(path)
+        return ini
+
+    def start(self) -> None:
+        executable = pgbouncer_bin()
+        if executable is None:
+            raise RuntimeError("pgbouncer is not installed (apt install pgbouncer)")
+        ini = self._write_config()
+        self.process = subprocess.Popen(  # noqa: S603 - a fixed executable and our own ini
+            _as_cluster_owner([executable, str(ini)]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=self.home,
+            start_new_session=True,
+        )  # fmt: skip
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited:\n{tail(self.log_path)}")
+            try:
+                with psycopg.connect(
+                    self.url("postgres"), connect_timeout=1, prepare_threshold=None
+                ) as conn:
+                    conn.execute("SELECT 1")
+                return True
+            except psycopg.OperationalError:
+                return False
+
+        wait_until(answers, timeout=START_SECONDS, what=f"PgBouncer on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+    def destroy(self) -> None:
+        self.stop()
         shutil.rmtree(self.home, ignore_errors=True)
 
 
