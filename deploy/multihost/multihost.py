@@ -8,7 +8,8 @@
 configured from deploy/nginx/glowing-fiesta.conf with web1 and web2 as its upstreams), `web1` and
 `web2` (gunicorn with deploy/gunicorn.conf.py, each with its own PROMETHEUS_MULTIPROC_DIR and its
 own `manage.py statsd` listener), `worker` (a Celery worker and beat), `db1` (a PostgreSQL primary,
-initdb in DIR), `db2` (its streaming replica, `pg_basebackup -R`), `redis` (a redis-server) and
+initdb in DIR, and Debian's PgBouncer in transaction mode in front of it, which DATABASE_URL
+names; migrations go to PostgreSQL directly), `db2` (its streaming replica, `pg_basebackup -R`), `redis` (a redis-server) and
 `mq` (a RabbitMQ node of its own: the machine's node on 127.0.0.1 is reachable from no namespace,
 and a node inside `mq` can be stopped and restarted without touching anything else). The hosts
 share one bridge, PREFIX-br in the root namespace with NET.1/24, so this machine reaches `lb` at
@@ -174,10 +175,17 @@ class Topology:
 
     # --- configuration -------------------------------------------------------------------
 
+    def primary_url(self) -> str:
+        """PostgreSQL on db1 itself, not through PgBouncer (migrations, checks)."""
+        return f"postgresql://postgres@{self.ip('db1')}:5432/{DB_NAME}"
+
     def write_env(self) -> None:
         web_hosts = ",".join(self.ip(h) for h in ("lb", "web1", "web2"))
         lines = {
-            "DATABASE_URL": f"postgresql://postgres@{self.ip('db1')}:5432/{DB_NAME}",
+            # Through PgBouncer (transaction pooling): no prepared statements across
+            # transactions (docs/DEPLOYMENT.md, "PostgreSQL connections").
+            "DATABASE_URL": f"postgresql://postgres@{self.ip('db1')}:6432/{DB_NAME}",
+            "DB_PREPARED_STATEMENTS": "false",
             "DATABASE_REPLICA_URL": f"postgresql://postgres@{self.ip('db2')}:5432/{DB_NAME}",
             "REDIS_URL": f"redis://{self.ip('redis')}:6379/0",
             "CELERY_BROKER_URL": f"amqp://guest:guest@{self.ip('mq')}:5672//",
@@ -246,9 +254,36 @@ class Topology:
             hba.write(f"host all all {self.net}.0/24 trust\n"
                       f"host replication all {self.net}.0/24 trust\n")  # fmt: skip
         self.pg_start("db1")
+        self.psql(f'CREATE DATABASE "{DB_NAME}"', dbname="postgres")
+
+    def psql(self, sql: str, dbname: str = DB_NAME) -> None:
         self.run("db1", self.as_postgres([
-            self.pg_bin("psql"), "-h", self.ip("db1"), "-U", "postgres", "-c",
-            f'CREATE DATABASE "{DB_NAME}"']))  # fmt: skip
+            self.pg_bin("psql"), "-h", self.ip("db1"), "-U", "postgres", "-d", dbname,
+            "-v", "ON_ERROR_STOP=1", "-c", sql]))  # fmt: skip
+
+    def pgbouncer_up(self) -> None:
+        """Debian's PgBouncer on db1:6432 in transaction mode. It does not pass the `options`
+        startup parameter the service sets its timeouts with, so the role carries them."""
+        home = self.dir / "db1" / "pgbouncer"
+        if not home.exists():
+            home.mkdir()
+            (home / "userlist.txt").write_text('"postgres" ""\n')
+            (home / "pgbouncer.ini").write_text(
+                f"[databases]\n{DB_NAME} = host={self.ip('db1')} port=5432 dbname={DB_NAME}\n"
+                f"[pgbouncer]\nlisten_addr = {self.ip('db1')}\nlisten_port = 6432\n"
+                f"unix_socket_dir =\nauth_type = trust\nauth_file = {home}/userlist.txt\n"
+                "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 40\n"
+                "ignore_startup_parameters = extra_float_digits,options\n"
+                f"logfile = {home}/pgbouncer.log\n"
+            )
+            for path in [home, *home.iterdir()]:
+                shutil.chown(path, "postgres", "postgres")
+            self.psql(
+                f"ALTER ROLE postgres IN DATABASE {DB_NAME} SET statement_timeout = '5s'; "
+                f"ALTER ROLE postgres IN DATABASE {DB_NAME} SET lock_timeout = '1s'"
+            )
+        pgbouncer = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        self.spawn("db1", "pgbouncer", self.as_postgres([pgbouncer, str(home / "pgbouncer.ini")]))
 
     def db2_up(self) -> None:
         home = self.dir / "db2"
@@ -300,9 +335,9 @@ class Topology:
 
     # --- the service ---------------------------------------------------------------------
 
-    def manage(self, host: str, *args: str) -> str:
+    def manage(self, host: str, *args: str, **env: str) -> str:
         return self.run(host, [sys.executable, str(ROOT / "manage.py"), *args],
-                        env=self.app_env(), cwd=ROOT).stdout  # fmt: skip
+                        env=self.app_env(**env), cwd=ROOT).stdout  # fmt: skip
 
     def web_up(self, host: str) -> None:
         prom = self.dir / host / "prometheus"
@@ -344,7 +379,7 @@ class Topology:
 
     def wait_host(self, host: str) -> None:
         checks = {
-            "db1": lambda: self.tcp_open("db1", 5432),
+            "db1": lambda: self.tcp_open("db1", 5432) and self.tcp_open("db1", 6432),
             "db2": lambda: self.tcp_open("db2", 5432),
             "redis": lambda: self.tcp_open("redis", 6379),
             "mq": lambda: self.tcp_open("mq", 5672),
@@ -359,6 +394,8 @@ class Topology:
         """(Re)start the processes of one host whose data already exists."""
         if host in ("db1", "db2"):
             self.pg_start(host)
+            if host == "db1":
+                self.pgbouncer_up()
         elif host == "redis":
             self.redis_up()
         elif host == "mq":
@@ -381,9 +418,10 @@ class Topology:
         self.mq_up()  # boots in the background (seconds) while PostgreSQL is made
         self.redis_up()
         self.db1_up()
-        self.manage("worker", "migrate", "--no-input", "-v", "0")
+        self.manage("worker", "migrate", "--no-input", "-v", "0", DATABASE_URL=self.primary_url())
+        self.pgbouncer_up()
         self.db2_up()
-        for host in ("redis", "mq"):
+        for host in ("db1", "redis", "mq"):
             self.wait_host(host)
         self.web_up("web1")
         self.web_up("web2")

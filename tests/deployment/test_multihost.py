@@ -6,7 +6,8 @@ is counted across both web hosts, and the replica, once caught up, answers every
 exactly as the primary does.
 
 `deploy/multihost/up` and `down` are run as they ship; the faults use the same script's `kill` and
-`start` (imported). Everything is torn down with `down`, whatever happened, and the hosts' logs
+`start` (imported). The web and worker hosts reach the primary through PgBouncer (transaction
+pooling, DB_PREPARED_STATEMENTS=false); the checks read PostgreSQL directly. Everything is torn down with `down`, whatever happened, and the hosts' logs
 are shown with a failure. Needs root (network namespaces), nginx, PostgreSQL, redis-server and
 rabbitmq-server from Debian.
 """
@@ -349,10 +350,22 @@ def test_several_hosts_keep_every_promise_through_lost_hosts(topology):
     promises.check(not bad, f"no 5xx but 503 with Retry-After: {bad[:10]}")
     env = topology.env()
     with (
-        psycopg.connect(env["DATABASE_URL"], autocommit=True) as primary,
+        psycopg.connect(topology.primary_url(), autocommit=True) as primary,
         psycopg.connect(env["DATABASE_REPLICA_URL"], autocommit=True) as replica,
     ):
         promises.ledger_exact(ledger.problems(primary, settle=90))
+        clients = dict(
+            primary.execute(
+                "SELECT host(client_addr), count(*) FROM pg_stat_activity "
+                "WHERE datname = %s AND client_addr IS NOT NULL GROUP BY 1",
+                [topology.env()["DATABASE_URL"].rsplit("/", 1)[1]],
+            ).fetchall()
+        )
+        apps = {topology.ip(h) for h in ("web1", "web2", "worker")}
+        promises.check(
+            clients.get(topology.ip("db1")) and not apps & set(clients),
+            f"web and worker hosts reach the primary through PgBouncer only: {clients}",
+        )
         line_rows = dict(
             primary.execute(
                 "SELECT p.value::bigint, count(*) FROM metric_points p JOIN metrics m "
