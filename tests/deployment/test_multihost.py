@@ -425,6 +425,20 @@ def test_several_hosts_keep_every_promise_through_lost_hosts(topology):
             all(status == 200 for status, _ in on_primary.values()),
             f"with the replica down the primary answers, never an error: {on_primary}",
         )
+    # Every web host lost: lb answers for them, in the service's shape, with Retry-After.
+    topology.kill("web1")
+    topology.kill("web2")
+    response = requests.post(
+        f"{lb}/api/metrics/batch", json={"points": []}, headers={"X-API-Key": key}, timeout=30
+    )
+    promises.check(
+        response.status_code == 503
+        and response.headers.get("Retry-After") == "1"
+        and response.headers.get("Content-Type", "").startswith("application/problem+json")
+        and response.json()["status"] == 503,
+        f"with no web host left lb answers 503 problem+json with Retry-After: "
+        f"{response.status_code} {response.headers} {response.text[:300]}",
+    )
     if promises.broken:
         promises.broken.append(_logs(topology.dir))
     promises.assert_kept()
