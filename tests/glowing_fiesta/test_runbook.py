@@ -33,7 +33,7 @@ SOURCE_DIRS = ("glowing_fiesta", *PROJECT_APPS)
 
 # Debian 12's: postgresql@15-main is the unit of its default cluster.
 SYSTEM_UNITS = {"postgresql", "postgresql@15-main", "redis-server", "nginx", "certbot.timer",
-                "systemd-timesyncd"}  # fmt: skip
+                "systemd-timesyncd", "rabbitmq-server"}  # fmt: skip
 # systemctl verbs that act on units, and those that take none.
 UNIT_VERBS = {
     "start", "stop", "restart", "reload", "try-restart", "reload-or-restart", "enable",
@@ -561,6 +561,18 @@ def test_every_setting_and_variable_named_exists():
     } - SHELL_VARIABLES
     assert sorted(name for name in everywhere | in_checklist if not setting_exists(name)) == []
     assert not setting_exists("QUEUE_STALE_SECOND")
+
+
+def test_the_sections_on_more_hosts_name_the_script_and_the_settings_that_exist():
+    text = _text(RUNBOOK)
+    hosts = section(text, "Adding a host")
+    assert "deploy/multihost/up" in hosts and "deploy/multihost/down" in hosts
+    assert all((ROOT / "deploy" / "multihost" / name).exists() for name in ("up", "down"))
+    rabbitmq = section(text, "Broker on RabbitMQ")
+    assert "consumer_timeout = 3600000" in rabbitmq
+    assert "amqp://" in rabbitmq and settings.CELERY_TASK_ACKS_LATE
+    # The node's consumer_timeout the section asks for outlasts every task.
+    assert settings.CELERY_TASK_TIME_LIMIT < 3600
 
 
 def test_the_checklist_is_one_line_per_item_each_naming_its_proof():

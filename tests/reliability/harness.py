@@ -482,6 +482,150 @@ class RedisServer:
         wait_or_kill(self.process, 10, after_kill=10)
 
 
+# --- RabbitMQ ----------------------------------------------------------------------------------
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+# The cookie of Debian's package: a private node and `rabbitmqctl` must share it, and the
+# machine's node already runs with it. Nothing here talks to the machine's node.
+RABBITMQ_HOME = Path("/var/lib/rabbitmq")
+# Longer than the longest hard task time limit (settings.CELERY_TASK_TIME_LIMIT, 30 minutes), as
+# docs/RUNBOOK.md "Broker on RabbitMQ" asks of a production node.
+RABBITMQ_CONF = "loopback_users = none\nconsumer_timeout = 3600000\nlog.console = false\n"
+
+
+def rabbitmq_available() -> bool:
+    return (RABBITMQ_BIN / "rabbitmq-server").exists()
+
+
+def _as_rabbitmq(argv: list[str]) -> list[str]:
+    # Debian's scripts run the node as the `rabbitmq` OS user, which owns the Erlang cookie.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "rabbitmq", "--", *argv]
+    return argv
+
+
+@dataclass
+class RabbitMQServer:
+    """A private RabbitMQ node (its own name, ports, data and log directories) on 127.0.0.1.
+
+    Started with Debian's `rabbitmq-server` in the background, stopped with `rabbitmqctl stop`;
+    it registers with the machine's epmd (port 4369) like any node. The machine's own node is
+    never touched: every command names this node with `-n`."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    dist_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o755)
+        self.node = f"gf{self.port}@localhost"
+        (self.directory / "rabbitmq.conf").write_text(RABBITMQ_CONF)
+        (self.directory / "rabbitmq-env.conf").write_text("")  # not Debian's /etc one
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        if os.geteuid() == 0:
+            for path in [self.directory, *self.directory.iterdir()]:
+                shutil.chown(path, "rabbitmq", "rabbitmq")
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "rabbitmq-server.out"
+
+    @property
+    def node_log_path(self) -> Path:
+        return self.directory / "log" / f"{self.node}.log"
+
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HOME": str(RABBITMQ_HOME),
+            "RABBITMQ_CONF_ENV_FILE": str(self.directory / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.directory / "log"),
+        }
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        result = subprocess.run(  # noqa: S603 - Debian's rabbitmqctl, our own arguments
+            _as_rabbitmq([str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.node, *args]),
+            env=self._env(), capture_output=True, text=True, timeout=timeout,
+            cwd=self.directory,
+        )  # fmt: skip
+        if result.returncode:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def accepts(self) -> bool:
+        import amqp
+
+        connection = amqp.Connection(f"127.0.0.1:{self.port}", connect_timeout=1)
+        try:
+            connection.connect()
+        except (OSError, amqp.AMQPError):
+            return False
+        with contextlib.suppress(OSError, amqp.AMQPError):
+            connection.close()
+        return True
+
+    def start(self) -> None:
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - Debian's rabbitmq-server
+                _as_rabbitmq([str(RABBITMQ_BIN / "rabbitmq-server")]),
+                env=self._env(), cwd=self.directory, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # pause() stops the node and nothing else
+            )  # fmt: skip
+
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited:\n{tail(self.log_path)}")
+            return self.accepts()
+
+        wait_until(up, timeout=START_SECONDS, what=f"RabbitMQ node {self.node}")
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP the node's processes: connections stay open, nothing answers."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
+    def purge(self, queue: str) -> None:
+        """Drop every message waiting in `queue` (what a flushed Redis does to its list)."""
+        self.ctl("purge_queue", queue)
+
+    def shutdown(self) -> None:
+        """`rabbitmqctl stop`: durable queues and persistent messages survive a start."""
+        if not self.running():
+            return
+        self.resume()  # a paused node cannot stop
+        with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
+            self.ctl("stop", timeout=60)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def destroy(self) -> None:
+        if self.running():
+            with contextlib.suppress(ProcessLookupError):
+                self.shutdown()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 # --- application processes ---------------------------------------------------------------------
 
 
@@ -538,6 +682,8 @@ class Stack:
     workdir: Path
     env: dict[str, str]
     web: Service
+    # Celery's broker: `redis` itself, or a private RabbitMQ node (shared by a test module).
+    broker: RedisServer | RabbitMQServer | None = None
     services: list[Service] = field(default_factory=list)
     api_key: str = ""
     # PgBouncer between every process and the cluster (running_stack(pgbouncer=True)).
@@ -652,6 +798,9 @@ class Stack:
         ]
         parts.append(f"--- postgres ({self.pg.log_path}) ---\n{tail(self.pg.log_path, lines)}")
         parts.append(f"--- redis ({self.redis.log_path}) ---\n{tail(self.redis.log_path, lines)}")
+        if isinstance(self.broker, RabbitMQServer):
+            log = self.broker.node_log_path
+            parts.append(f"--- rabbitmq ({log}) ---\n{tail(log, lines)}")
         return "\n".join(parts)
 
     def all(self) -> list[Service]:
@@ -700,13 +849,15 @@ def running_stack(
     web_workers: int = 4,
     env: dict[str, str] | None = None,
     pgbouncer: bool = False,
+    rabbitmq: RabbitMQServer | None = None,
 ) -> Iterator[Stack]:
     """Start a copy of the migrated cluster, a Redis, gunicorn, beat and (optionally) a worker;
     stop and delete all of it afterwards, whatever happened.
 
     With `pgbouncer`, every process reaches the cluster through a private PgBouncer in
     transaction mode (`stack.bouncer`), with DB_PREPARED_STATEMENTS=false, and the timeouts the
-    service would send as startup options set on the role instead (docs/DEPLOYMENT.md)."""
+    service would send as startup options set on the role instead (docs/DEPLOYMENT.md). With
+    `rabbitmq` (a running node), Celery's broker is that node instead of the Redis."""
     pg = template.copy()
     redis_server = RedisServer(workdir)
     web_port = free_port()
@@ -717,7 +868,11 @@ def running_stack(
         redis_server,
         GF_FAULT_BASE_URL=f"http://127.0.0.1:{web_port}",
         GF_FAULT_WEB_WORKERS=str(web_workers),
-        **{**through, **(env or {})},
+        **{
+            **through,
+            **({"CELERY_BROKER_URL": rabbitmq.url()} if rabbitmq else {}),
+            **(env or {}),
+        },
     )
     web = Service(
         "gunicorn",
@@ -728,7 +883,9 @@ def running_stack(
         full_env,
         workdir / "gunicorn.log",
     )  # fmt: skip
-    stack = Stack(pg, redis_server, workdir, full_env, web, bouncer=bouncer)
+    stack = Stack(
+        pg, redis_server, workdir, full_env, web, broker=rabbitmq or redis_server, bouncer=bouncer
+    )
     try:
         pg.start()
         if bouncer is not None:
