@@ -1,0 +1,129 @@
+"""GET /api/v1/rules and /api/v1/alerts over rules the service evaluated: Prometheus's shape,
+states, health and errors; ALERTS readable through the query API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from alerting.evaluation import groups_evaluate, tick_of
+from alerting.rulesets import ruleset_groups, ruleset_reload
+from tests.helpers import ingest, truncate_point_tables
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+RULES = """
+groups:
+  - name: api
+    interval: 1m
+    rules:
+      - record: job:queue_depth:max
+        expr: max by (job) (queue_depth)
+      - alert: QueueHigh
+        expr: job:queue_depth:max > 100
+        for: 2m
+        labels: {severity: page}
+        annotations: {summary: "{{ $labels.job }} queue at {{ $value }}"}
+      - alert: Broken
+        expr: queue_depth / on() group_left queue_depth
+"""
+
+
+@pytest.fixture(autouse=True)
+def _empty_points():
+    truncate_point_tables()
+    yield
+    truncate_point_tables()
+
+
+@pytest.fixture
+def reader(make_api_client):
+    return make_api_client(scopes=["read"])
+
+
+def data(response) -> dict:
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "success"
+    return body["data"]
+
+
+def test_before_any_rules_load_both_answer_empty(reader):
+    assert data(reader.get("/api/v1/rules")) == {"groups": []}
+    assert data(reader.post("/api/v1/alerts")) == {"alerts": []}
+
+
+def test_rules_and_alerts_show_states_health_and_errors(reader, tmp_path: Path, settings):
+    path = tmp_path / "api.yml"
+    path.write_text(RULES)
+    settings.RULE_FILES = [str(path)]
+    assert ruleset_reload(now=datetime.now(UTC)).ok
+    start = tick_of(datetime.now(UTC) - timedelta(hours=1), 60)
+    for minute in range(4):
+        when = start + timedelta(minutes=minute)
+        ingest("value", "queue_depth", (150.0, when, {"job": "mail", "host": "a"}))
+        ingest("value", "queue_depth", (150.0, when, {"job": "mail", "host": "b"}))
+    groups = ruleset_groups()
+    groups_evaluate(groups, now=start + timedelta(minutes=1))
+
+    (group,) = data(reader.get("/api/v1/rules"))["groups"]
+    assert group["name"] == "api" and group["file"] == str(path) and group["interval"] == 60
+    record, alert, broken = group["rules"]
+    assert record["type"] == "recording" and record["health"] == "ok"
+    assert record["lastEvaluation"] == (start + timedelta(minutes=1)).isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert alert["type"] == "alerting" and alert["state"] == "pending"
+    assert alert["duration"] == 120 and alert["labels"] == {"severity": "page"}
+    (pending,) = alert["alerts"]
+    assert pending["labels"] == {"alertname": "QueueHigh", "job": "mail", "severity": "page"}
+    assert pending["annotations"] == {"summary": "mail queue at 150"}
+    assert pending["value"] == "1.5000000000e+02"
+    assert broken["health"] == "err" and "many" in broken["lastError"], broken
+    assert data(reader.get("/api/v1/alerts"))["alerts"] == [pending]
+
+    groups_evaluate(groups, now=start + timedelta(minutes=2))
+    groups_evaluate(groups, now=start + timedelta(minutes=3))
+    (firing,) = data(reader.get("/api/v1/alerts"))["alerts"]
+    assert firing["state"] == "firing"
+    assert firing["activeAt"] == (start + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    assert [r["state"] for r in data(reader.get("/api/v1/rules?type=alert"))["groups"][0]["rules"]] == ["firing", "inactive"]  # fmt: skip
+    assert [r["name"] for r in data(reader.get("/api/v1/rules", {"type": "record"}))["groups"][0]["rules"]] == ["job:queue_depth:max"]  # fmt: skip
+
+    at = (start + timedelta(minutes=3)).timestamp()
+    result = data(reader.get("/api/v1/query", {"query": "ALERTS", "time": at}))["result"]
+    # No staleness markers: the pending series, last written a minute ago, answers for the
+    # lookback still (Prometheus would have marked it stale at this evaluation).
+    states = sorted((r["metric"]["alertstate"], r["value"][1]) for r in result)
+    assert states == [("firing", "1"), ("pending", "1")]
+    for_state = data(reader.get("/api/v1/query", {"query": "ALERTS_FOR_STATE", "time": at}))
+    assert [r["value"][1] for r in for_state["result"]] == [
+        str(int((start + timedelta(minutes=1)).timestamp()))
+    ]
+    recorded = data(reader.get("/api/v1/query", {"query": "job:queue_depth:max", "time": at}))
+    assert [(r["metric"], r["value"][1]) for r in recorded["result"]] == [
+        ({"__name__": "job:queue_depth:max", "job": "mail"}, "150")
+    ]
+
+
+def test_a_bad_type_is_400_bad_data(reader):
+    response = reader.get("/api/v1/rules", {"type": "everything"})
+    assert response.status_code == 400
+    assert response.json()["errorType"] == "bad_data"
+
+
+def test_a_tick_is_evaluated_once_and_missed_ticks_are_counted(tmp_path, settings):
+    path = tmp_path / "api.yml"
+    path.write_text(RULES)
+    settings.RULE_FILES = [str(path)]
+    ruleset_reload(now=datetime.now(UTC))
+    start = tick_of(datetime.now(UTC) - timedelta(hours=1), 60)
+    groups = ruleset_groups()
+    (first,) = groups_evaluate(groups, now=start + timedelta(seconds=10))
+    (again,) = groups_evaluate(groups, now=start + timedelta(seconds=50))
+    (later,) = groups_evaluate(groups, now=start + timedelta(minutes=4))
+    assert first.evaluated and first.tick == start
+    assert not again.evaluated
+    assert later.evaluated and later.missed == 3
