@@ -166,6 +166,17 @@ NOTIFICATIONS_DROPPED = Counter(
     ["alertmanager"],
 )
 
+# Labelled counters whose values come from the configuration (rule groups, Alertmanager URLs):
+# created at 0 by the code that first knows a value, not by counters_zero().
+CONFIGURED_LABEL_COUNTERS = (
+    RULE_GROUP_ITERATIONS,
+    RULE_EVALUATION_FAILURES,
+    RULE_GROUP_ITERATIONS_MISSED,
+    NOTIFICATIONS_SENT,
+    NOTIFICATIONS_ERRORS,
+    NOTIFICATIONS_DROPPED,
+)
+
 # Every labelled counter with the known values of each of its labels, in label order.
 COUNTER_LABEL_VALUES: tuple[tuple[Counter, tuple[Sequence[str], ...]], ...] = (
     (INGESTION_FAILURES, (INGESTION_FAILURE_REASONS,)),

@@ -7,9 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from alerting.evaluation import groups_evaluate, tick_of
+from alerting.models import Alert, AlertState
 from alerting.rulesets import ruleset_groups, ruleset_reload
+from glowing_fiesta.monitoring import figures
 from tests.helpers import ingest, truncate_point_tables
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -120,10 +124,36 @@ def test_a_tick_is_evaluated_once_and_missed_ticks_are_counted(tmp_path, setting
     settings.RULE_FILES = [str(path)]
     ruleset_reload(now=datetime.now(UTC))
     start = tick_of(datetime.now(UTC) - timedelta(hours=1), 60)
+    for host in ("a", "b"):  # two series: the Broken rule's many-to-many match fails
+        ingest("value", "queue_depth", (1.0, start, {"job": "mail", "host": host}))
     groups = ruleset_groups()
+    missed = figures.RULE_GROUP_ITERATIONS_MISSED.labels(groups[0].key)
+    iterations = figures.RULE_GROUP_ITERATIONS.labels(groups[0].key)
+    failures = figures.RULE_EVALUATION_FAILURES.labels(groups[0].key)
+    before = (missed._value.get(), iterations._value.get(), failures._value.get())
     (first,) = groups_evaluate(groups, now=start + timedelta(seconds=10))
     (again,) = groups_evaluate(groups, now=start + timedelta(seconds=50))
     (later,) = groups_evaluate(groups, now=start + timedelta(minutes=4))
     assert first.evaluated and first.tick == start
     assert not again.evaluated
     assert later.evaluated and later.missed == 3
+    after = (missed._value.get(), iterations._value.get(), failures._value.get())
+    # Two evaluations, three ticks missed, the Broken rule failing each time.
+    assert [b - a for a, b in zip(before, after, strict=True)] == [3, 2, 2]
+
+
+def test_evaluate_rules_command_evaluates_the_due_tick_once(tmp_path, settings, capsys):
+    path = tmp_path / "api.yml"
+    path.write_text(RULES)
+    settings.RULE_FILES = [str(path)]
+    ruleset_reload(now=datetime.now(UTC))
+    start = tick_of(datetime.now(UTC) - timedelta(hours=1), 60)
+    ingest("value", "queue_depth", (150.0, start, {"job": "mail", "host": "a"}))
+    call_command("evaluate_rules", "--now", str(start.timestamp() + 30), "--no-send")
+    out = capsys.readouterr().out
+    assert f"{path};api {start.isoformat()} evaluated" in out
+    call_command("evaluate_rules", "--now", start.isoformat())
+    assert f"{start.isoformat()} skipped" in capsys.readouterr().out
+    assert Alert.objects.get(rule_name="QueueHigh").state == AlertState.PENDING
+    with pytest.raises(CommandError, match="Unix seconds or ISO 8601"):
+        call_command("evaluate_rules", "--now", "soon")
