@@ -60,3 +60,20 @@ def test_a_wrong_expectation_is_caught(base, settings):
     changed = dict(test["alert_rule_test"][2])
     changed["exp_alerts"] = [dict(changed["exp_alerts"][0], exp_annotations={"summary": "x"})]
     assert len(differences({**test, "alert_rule_test": [changed]}, found)) == 1
+
+
+# Where Prometheus's extrapolated increase differs from the service's exact one: the values
+# promtool expects (and passes), and the service's, per expression.
+DIFFERENCES = TESTDATA / "differences" / "extrapolation_test.yml"
+EXACT = {"job:requests:increase150s": 30.0, "job:started:increase5m": 130.0}
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_where_prometheus_extrapolates_the_service_answers_the_exact_increase(base, settings):
+    result = promtool_test(DIFFERENCES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    test, found = service_run(DIFFERENCES, base, settings)
+    problems = differences(test, found)
+    assert len(problems) == len(EXACT), problems
+    for (expr, _), samples in found.samples.items():
+        assert [value for _, value in samples] == [EXACT[expr]], expr
