@@ -214,9 +214,13 @@ def _evaluate(group: Group, tick: datetime, state: GroupState, missed: int) -> O
     outcome = Outcome(True, tick, group.key, missed=missed)
     started = time.monotonic()
     by_rule: dict[str, dict[str, Alert]] = {}
-    for alert in Alert.objects.filter(group_key=group.key):
-        by_rule.setdefault(alert.rule_name, {})[alert.fingerprint] = alert
     gone: list[Alert] = []
+    names = {rule.name for rule in group.rules if rule.kind == "alert"}
+    for alert in Alert.objects.filter(group_key=group.key):
+        if alert.rule_name in names:
+            by_rule.setdefault(alert.rule_name, {})[alert.fingerprint] = alert
+        else:
+            gone.append(alert)  # its rule was removed by a reload
     rule_states = []
     for index, rule in enumerate(group.rules):
         rule_started = time.monotonic()

@@ -9,7 +9,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import transaction
 
-from .models import RuleSet
+from .models import Alert, GroupState, RuleSet
 from .rules import Group, RuleError, rule_paths, rules_load
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,10 @@ def ruleset_reload(*, now: datetime, patterns: list[str] | None = None) -> Reloa
         ruleset.files = rule_paths(patterns)
         ruleset.loaded_at, ruleset.error, ruleset.error_at = now, "", None
         ruleset.save()
+        # Groups no longer in the files take their state along, as in Prometheus.
+        keys = [group.key for group in groups]
+        Alert.objects.exclude(group_key__in=keys).delete()
+        GroupState.objects.exclude(key__in=keys).delete()
     count = sum(len(group.rules) for group in groups)
     logger.info("rule files loaded", extra={"groups": len(groups), "rules": count})
     return Reload(True, len(groups), count)

@@ -20,14 +20,12 @@ from glowing_fiesta.monitoring import figures
 from tests.alerting.alertmanager import Alertmanager, Webhook, alertmanager_create, webhook_start
 from tests.helpers import ingest, truncate_point_tables, wait_for
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        shutil.which("prometheus-alertmanager") is None
-        and not Path("/usr/bin/prometheus-alertmanager").exists(),
-        reason="prometheus-alertmanager is not installed",
-    ),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
+needs_alertmanager = pytest.mark.skipif(
+    shutil.which("prometheus-alertmanager") is None
+    and not Path("/usr/bin/prometheus-alertmanager").exists(),
+    reason="prometheus-alertmanager is not installed",
+)
 
 RULES = """
 groups:
@@ -59,17 +57,20 @@ def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[Alertmanager]:
 
 
 @pytest.fixture(autouse=True)
-def _rules(tmp_path: Path, settings, alertmanager: Alertmanager):
+def _points():
     truncate_point_tables()
+    yield
+    truncate_point_tables()
+
+
+def rules_load(tmp_path: Path, settings, url: str) -> None:
     path = tmp_path / "queues.yml"
     path.write_text(RULES)
     settings.RULE_FILES = [str(path)]
-    settings.ALERTMANAGER_URLS = [alertmanager.url]
+    settings.ALERTMANAGER_URLS = [url]
     settings.ALERTING_EXTERNAL_LABELS = {"cluster": "test"}
     settings.ALERTING_EXTERNAL_URL = "http://gf.example"
     assert ruleset_reload(now=datetime.now(UTC)).ok
-    yield
-    truncate_point_tables()
 
 
 _last_tick: list[datetime] = []
@@ -94,9 +95,11 @@ def errors(url: str) -> float:
     return figures.NOTIFICATIONS_ERRORS.labels(url)._value.get()
 
 
+@needs_alertmanager
 def test_a_firing_alert_reaches_the_webhook_rendered_then_its_resolution(
-    alertmanager: Alertmanager, webhook: Webhook
+    alertmanager: Alertmanager, webhook: Webhook, tmp_path, settings
 ):
+    rules_load(tmp_path, settings, alertmanager.url)
     _last_tick.clear()
     depth("mail", 150)
     evaluate_next_tick()
@@ -119,9 +122,11 @@ def test_a_firing_alert_reaches_the_webhook_rendered_then_its_resolution(
     assert Notification.objects.count() == 0
 
 
+@needs_alertmanager
 def test_alertmanager_down_loses_no_firing_alert_and_evaluation_goes_on(
-    alertmanager: Alertmanager, webhook: Webhook
+    alertmanager: Alertmanager, webhook: Webhook, tmp_path, settings
 ):
+    rules_load(tmp_path, settings, alertmanager.url)
     _last_tick.clear()
     url = alertmanager.url
     before = errors(url)
@@ -147,3 +152,56 @@ def test_alertmanager_down_loses_no_firing_alert_and_evaluation_goes_on(
     assert firing["annotations"]["summary"] == "batch queue at 300"
     assert [a["labels"]["job"] for a in alertmanager.alerts()] == ["batch"]
     assert Notification.objects.count() == 0
+
+
+# An address nothing listens on: sends fail, the queue is what is tested.
+NOWHERE = "http://127.0.0.1:9"
+
+
+def evaluate_at(at: datetime) -> None:
+    (outcome,) = groups_evaluate(ruleset_groups(), now=at)
+    assert outcome.evaluated and not outcome.errors, outcome
+
+
+@pytest.mark.parametrize(("capacity", "kept", "dropped"), [(3, 3, 0), (2, 2, 1)])
+def test_the_queue_holds_its_capacity_and_drops_the_oldest_past_it(
+    tmp_path, settings, capacity, kept, dropped
+):
+    rules_load(tmp_path, settings, NOWHERE)
+    settings.ALERTING_QUEUE_CAPACITY = capacity
+    start = tick_of(datetime.now(UTC) - timedelta(hours=1), 1)
+    before = figures.NOTIFICATIONS_DROPPED.labels(NOWHERE)._value.get()
+    for n, job in enumerate(("a", "b", "c")):  # one new alert a second: the oldest is "a"
+        ingest("value", "queue_depth", (500.0, start, {"job": job}))
+        evaluate_at(start + timedelta(seconds=n))
+    jobs = sorted(row.payload["labels"]["job"] for row in Notification.objects.all())
+    assert jobs == ["a", "b", "c"][3 - kept :]
+    assert figures.NOTIFICATIONS_DROPPED.labels(NOWHERE)._value.get() - before == dropped
+    assert notifications_send() == {NOWHERE: 0}
+    assert Notification.objects.count() == kept
+
+
+def test_a_firing_alert_is_sent_again_after_the_resend_delay_and_once_resolved(tmp_path, settings):
+    rules_load(tmp_path, settings, NOWHERE)
+    settings.ALERTING_RESEND_DELAY_SECONDS = 10
+    start = tick_of(datetime.now(UTC) - timedelta(hours=1), 1)
+    ingest("value", "queue_depth", (500.0, start, {"job": "a"}))
+
+    def queued_at() -> datetime:
+        return Notification.objects.get().queued_at
+
+    evaluate_at(start)
+    assert queued_at() == start
+    evaluate_at(start + timedelta(seconds=10))  # exactly the delay: not yet (Prometheus: after)
+    assert queued_at() == start
+    evaluate_at(start + timedelta(seconds=11))
+    assert queued_at() == start + timedelta(seconds=11)
+    assert Notification.objects.get().payload["endsAt"] == (
+        start + timedelta(seconds=11 + 40)
+    ).isoformat().replace("+00:00", "Z")
+    ingest("value", "queue_depth", (5.0, start + timedelta(seconds=12), {"job": "a"}))
+    evaluate_at(start + timedelta(seconds=12))  # resolved: sent at once, endsAt its time
+    assert queued_at() == start + timedelta(seconds=12)
+    assert Notification.objects.get().payload["endsAt"] == (
+        start + timedelta(seconds=12)
+    ).isoformat().replace("+00:00", "Z")

@@ -157,3 +157,39 @@ def test_evaluate_rules_command_evaluates_the_due_tick_once(tmp_path, settings, 
     assert Alert.objects.get(rule_name="QueueHigh").state == AlertState.PENDING
     with pytest.raises(CommandError, match="Unix seconds or ISO 8601"):
         call_command("evaluate_rules", "--now", "soon")
+
+
+@pytest.mark.parametrize(("limit", "health"), [(2, "ok"), (1, "err")])
+def test_a_group_limit_is_kept_at_its_edge(tmp_path, settings, limit, health):
+    path = tmp_path / "limit.yml"
+    path.write_text(
+        f"groups: [{{name: l, limit: {limit}, rules: [{{alert: High, expr: 'queue_depth > 1'}}]}}]"
+    )
+    settings.RULE_FILES = [str(path)]
+    ruleset_reload(now=datetime.now(UTC))
+    start = tick_of(datetime.now(UTC) - timedelta(hours=1), 60)
+    for host in ("a", "b"):
+        ingest("value", "queue_depth", (5.0, start, {"job": "mail", "host": host}))
+    (outcome,) = groups_evaluate(ruleset_groups(), now=start)
+    assert list(outcome.errors.values()) == (
+        [] if health == "ok" else ["exceeded limit of 1 with 2 alerts"]
+    )
+    assert Alert.objects.count() == (2 if health == "ok" else 0)
+
+
+def test_a_reload_without_a_rule_or_group_drops_its_alerts(tmp_path, settings):
+    path = tmp_path / "api.yml"
+    path.write_text(RULES)
+    settings.RULE_FILES = [str(path)]
+    ruleset_reload(now=datetime.now(UTC))
+    start = tick_of(datetime.now(UTC) - timedelta(hours=1), 60)
+    ingest("value", "queue_depth", (500.0, start, {"job": "mail", "host": "a"}))
+    groups_evaluate(ruleset_groups(), now=start)
+    assert set(Alert.objects.values_list("rule_name", flat=True)) == {"QueueHigh", "Broken"}
+    path.write_text(RULES.split("      - alert: Broken")[0])
+    ruleset_reload(now=datetime.now(UTC))
+    groups_evaluate(ruleset_groups(), now=start + timedelta(minutes=1))
+    assert set(Alert.objects.values_list("rule_name", flat=True)) == {"QueueHigh"}
+    path.write_text(RULES.replace("name: api", "name: renamed"))
+    ruleset_reload(now=datetime.now(UTC))
+    assert not Alert.objects.exists()
