@@ -77,3 +77,31 @@ def test_where_prometheus_extrapolates_the_service_answers_the_exact_increase(ba
     assert len(problems) == len(EXACT), problems
     for (expr, _), samples in found.samples.items():
         assert [value for _, value in samples] == [EXACT[expr]], expr
+
+
+def test_a_group_another_process_is_evaluating_is_left_to_it(base, settings, tmp_path):
+    import psycopg
+    from django.db import connection
+
+    from alerting import storage
+    from alerting.evaluation import group_evaluate
+    from alerting.rules import file_groups
+    from glowing_fiesta import locks
+
+    path = tmp_path / "g.yml"
+    path.write_text("groups: [{name: g, rules: [{record: r, expr: vector(1)}]}]")
+    (group,) = file_groups(str(path), default_interval_s=60)
+    db = connection.settings_dict
+    other = psycopg.connect(
+        host=db["HOST"], port=db["PORT"] or None, user=db["USER"], dbname=db["NAME"],
+        password=db["PASSWORD"] or None, autocommit=True,
+    )  # fmt: skip
+    try:
+        key = storage._group_lock_key(group.key)
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [locks.RULE_GROUP_NAMESPACE, key])
+        assert not group_evaluate(group, tick=base).evaluated
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [locks.RULE_GROUP_NAMESPACE, key])
+        assert group_evaluate(group, tick=base).evaluated
+        assert not group_evaluate(group, tick=base).evaluated  # the same tick: never twice
+    finally:
+        other.close()
