@@ -158,9 +158,7 @@ class DatabaseSource:
         edge_times = sorted({int(t) for t in ends} | {int(t) - range_ms for t in ends})
         edges = {
             row[0]: row[1:]
-            for row in storage.points_at(
-                metric_ids=metric_ids, series_ids=ids, times=[_ms_time(t) for t in edge_times]
-            )
+            for row in storage.points_at(metric_ids=metric_ids, series_ids=ids, times_ms=edge_times)
         }
         out = []
         for ref in refs:
@@ -214,14 +212,14 @@ class DatabaseSource:
                 latest=True,
             )
         }
-        if any(None in row[6] for row in rows.values()):
+        if any((row[6] == storage.UNKNOWN_MS).any() for row in rows.values()):
             return None  # buckets written before their latest points were kept
         edges = {
             row[0]: row[1:]
             for row in storage.points_at(
                 metric_ids=metric_ids,
                 series_ids=ids,
-                times=[_ms_time(t) for t in sorted({int(t) for t in refs_ms})],
+                times_ms=sorted({int(t) for t in refs_ms}),
             )
         }
         counters = [ref.id for ref in refs if ref.counter]
@@ -239,7 +237,9 @@ class DatabaseSource:
             index = np.searchsorted(starts, refs_ms, side="left") - 1
             safe = np.maximum(index, 0)
             before = index >= 0
-            latest_at = np.where(before, np.asarray(last_ats or [0], dtype=np.int64)[safe], 0)
+            latest_at = np.where(
+                before, np.asarray(last_ats if len(last_ats) else [0], dtype=np.int64)[safe], 0
+            )
             at_times, at_values = edges.get(ref.id, ([], []))
             at_times = np.asarray(at_times, dtype=np.int64)
             at_values = np.asarray(at_values, dtype=float)
@@ -255,7 +255,9 @@ class DatabaseSource:
                 )
                 values = bases.get(ref.id, 0.0) + running[index + 1] + edge_sums
             else:
-                latest = np.where(before, np.asarray(lasts or [0.0], dtype=float)[safe], np.nan)
+                latest = np.where(
+                    before, np.asarray(lasts if len(lasts) else [0.0], dtype=float)[safe], np.nan
+                )
                 edge_last = (
                     np.append(at_values, np.nan)[np.maximum(e_hi - 1, 0)]
                     if len(at_values)
