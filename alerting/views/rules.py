@@ -17,14 +17,19 @@ from ..selectors import alerts_active, rules_overview
 _KINDS = {"": "", "alert": "alert", "record": "record"}
 
 
+# Rules read every metric and alerts carry their labels: a key limited to some metric-name
+# prefixes (namespaces) sees neither, rather than another namespace's data.
+
+
 class RulesView(GetOrPostView):
     def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
         kind = self.params(request).get("type", "")
         if kind not in _KINDS:
             raise BadData(f'invalid parameter "type": {kind!r} is not "alert" or "record"')
-        return render.answer({"groups": rules_overview(kind=kind)})
+        groups = [] if self.namespaces(request) else rules_overview(kind=kind)
+        return render.answer({"groups": groups})
 
 
 class AlertsView(GetOrPostView):
     def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
-        return render.answer({"alerts": alerts_active()})
+        return render.answer({"alerts": [] if self.namespaces(request) else alerts_active()})

@@ -59,7 +59,9 @@ def test_before_any_rules_load_both_answer_empty(reader):
     assert data(reader.post("/api/v1/alerts")) == {"alerts": []}
 
 
-def test_rules_and_alerts_show_states_health_and_errors(reader, tmp_path: Path, settings):
+def test_rules_and_alerts_show_states_health_and_errors(
+    reader, make_api_client, tmp_path: Path, settings
+):
     path = tmp_path / "api.yml"
     path.write_text(RULES)
     settings.RULE_FILES = [str(path)]
@@ -87,6 +89,10 @@ def test_rules_and_alerts_show_states_health_and_errors(reader, tmp_path: Path, 
     assert pending["value"] == "1.5000000000e+02"
     assert broken["health"] == "err" and "many" in broken["lastError"], broken
     assert data(reader.get("/api/v1/alerts"))["alerts"] == [pending]
+    # A key limited to some metric-name prefixes sees no rule and no alert.
+    narrow = make_api_client(scopes=["read"], namespaces=["queue_"])
+    assert data(narrow.get("/api/v1/alerts")) == {"alerts": []}
+    assert data(narrow.get("/api/v1/rules")) == {"groups": []}
 
     groups_evaluate(groups, now=start + timedelta(minutes=2))
     groups_evaluate(groups, now=start + timedelta(minutes=3))
