@@ -12,9 +12,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from alerting.models import Alert, AlertState, RuleSet
+from promql.queries import query_range
 from tests.helpers import ingest, wait_for
 from tests.processes import ROOT, Stack
 
@@ -77,7 +79,6 @@ def test_a_pending_for_survives_a_restart_of_beat_and_worker(stack: Stack, tmp_p
     active_at = Alert.objects.get().active_at
     kill(beat)
     kill(worker)
-    restarted_at = datetime.now(UTC)
 
     # Beat reads the rule files again when it starts; a changed annotation shows it.
     rules.write_text(RULES.replace("down", "unreachable"))
@@ -91,14 +92,25 @@ def test_a_pending_for_survives_a_restart_of_beat_and_worker(stack: Stack, tmp_p
     )
     alert = Alert.objects.get()
     assert alert.active_at == active_at
-    ready = datetime.now(UTC)
-    if ready < active_at + timedelta(seconds=FOR_SECONDS):
-        # Back in time for the tick `for` ends at: the alert fires at exactly that tick.
-        assert alert.fired_at == active_at + timedelta(seconds=FOR_SECONDS)
-    else:
-        # A restart slower than `for`: the first evaluation after it fires the alert (a timer
-        # reset would leave it pending for another `for`).
-        assert alert.fired_at < restarted_at + timedelta(seconds=FOR_SECONDS)
+    # The ticks evaluated are the times of the ALERTS_FOR_STATE samples written: each one,
+    # before and after the restart, holds the same start, and the alert fired at the first
+    # tick evaluated once `for` had passed: where it would have fired without the restart.
+    value, _ = query_range(
+        query="timestamp(ALERTS_FOR_STATE)",
+        start_s=active_at.timestamp(),
+        end_s=alert.fired_at.timestamp(),
+        step_s=1,
+    )
+    ticks = sorted({float(t) for t in np.asarray(value.values).ravel() if t == t})
+    starts, _ = query_range(
+        query="ALERTS_FOR_STATE",
+        start_s=active_at.timestamp(),
+        end_s=alert.fired_at.timestamp(),
+        step_s=1,
+    )
+    assert set(np.asarray(starts.values).ravel().tolist()) == {active_at.timestamp()}
+    due = active_at.timestamp() + FOR_SECONDS
+    assert alert.fired_at.timestamp() == min(t for t in ticks if t >= due), ticks
     wait_for(
         lambda: Alert.objects.get().annotations == {"summary": "db:5432 unreachable"},
         timeout=30,
