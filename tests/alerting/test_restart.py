@@ -1,6 +1,7 @@
 """Rules evaluated by the real Celery beat and worker: beat loads the rule files at start and
 on SIGHUP; a restart of both during a pending `for` does not reset its timer, so the alert
-fires at the evaluation it would have fired at without the restart."""
+fires at the evaluation it would have fired at without the restart, and the worker's tasks
+deliver it through a real Alertmanager."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 
 from alerting.models import Alert, AlertState, RuleSet
 from promql.queries import query_range
+from tests.alerting.alertmanager import Alertmanager, Webhook, alertmanager_create, webhook_start
 from tests.helpers import ingest, wait_for
 from tests.processes import ROOT, Stack
 
@@ -62,10 +65,23 @@ def beat_log(stack: Stack) -> str:
     return "".join(p.read_text(errors="replace") for p in sorted(stack.tmp_path.glob("beat-*.log")))
 
 
-def test_a_pending_for_survives_a_restart_of_beat_and_worker(stack: Stack, tmp_path: Path):
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[tuple[Alertmanager, Webhook]]:
+    hook = webhook_start()
+    am = alertmanager_create(tmp_path / "alertmanager", hook.url)
+    am.start()
+    yield am, hook
+    am.stop()
+    hook.stop()
+
+
+def test_a_pending_for_survives_a_restart_of_beat_and_worker(
+    stack: Stack, tmp_path: Path, alertmanager: tuple[Alertmanager, Webhook]
+):
+    am, webhook = alertmanager
     rules = tmp_path / "restart.yml"
     rules.write_text(RULES)
-    stack.env.update(RULE_FILES=str(rules), ALERTING_TICK_SECONDS="1")
+    stack.env.update(RULE_FILES=str(rules), ALERTING_TICK_SECONDS="1", ALERTMANAGER_URLS=am.url)
     ingest("value", "up", (0.0, datetime.now(UTC) - timedelta(seconds=2), {"instance": "db:5432"}))
 
     worker = stack.start_worker()
@@ -115,6 +131,16 @@ def test_a_pending_for_survives_a_restart_of_beat_and_worker(stack: Stack, tmp_p
         lambda: Alert.objects.get().annotations == {"summary": "db:5432 unreachable"},
         timeout=30,
         what="the reloaded annotation",
+    )
+
+    # The worker's tasks sent it to Alertmanager, which called the webhook.
+    wait_for(
+        lambda: any(
+            a["annotations"] == {"summary": "db:5432 unreachable"} for a in webhook.alerts("firing")
+        ),
+        timeout=60,
+        what="the notification through Alertmanager",
+        log=am.log,
     )
 
     # SIGHUP to beat swaps the rules in force: a bad file keeps them and records why.
