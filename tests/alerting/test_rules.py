@@ -131,7 +131,12 @@ def test_a_glob_matches_files_sorted_and_an_empty_glob_loads_nothing(tmp_path):
     assert rules_load([str(tmp_path / "none-*.yml")], default_interval_s=60) == []
 
 
-def test_check_rules_command_passes_a_good_file_and_fails_naming_the_rule(tmp_path, capsys):
+def test_check_rules_command_passes_a_good_file_and_fails_naming_the_rule(
+    tmp_path, capsys, settings
+):
+    settings.RULE_FILES = []
+    call_command("check_rules")
+    assert "no rule files to check" in capsys.readouterr().out
     call_command("check_rules", str(write(tmp_path, GOOD)))
     assert "SUCCESS: 2 rules found" in capsys.readouterr().out
     bad = write(tmp_path, GOOD.replace("up == 0", "up =="), "bad.yml")

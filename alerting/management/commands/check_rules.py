@@ -20,6 +20,8 @@ class Command(BaseCommand):
         missing = [p for p in files if not rule_paths([p])]
         if missing:
             raise CommandError(f"no rule file matches {missing[0]!r}")
+        if not paths:
+            self.stdout.write("no rule files to check (RULE_FILES matches none)")
         for path in paths:
             try:
                 groups = file_groups(path, default_interval_s=settings.RULE_EVALUATION_INTERVAL)
