@@ -57,6 +57,24 @@ def beat_schedule(settings) -> dict:
                 hour=settings.RETENTION_RUN_AT.hour, minute=settings.RETENTION_RUN_AT.minute
             ),
         },
+        # Rule groups (alerting/): each runs at its own interval's ticks, so this runs often;
+        # the queued alerts are sent after each evaluation and again here, to retry.
+        **(
+            {
+                "alerting-rules-evaluate": {
+                    "task": "alerting.rules_evaluate",
+                    "schedule": float(settings.ALERTING_TICK_SECONDS),
+                    "options": {"expires": settings.ALERTING_TICK_SECONDS},
+                },
+                "alerting-notifications-send": {
+                    "task": "alerting.notifications_send",
+                    "schedule": 10.0,
+                    "options": {"expires": 10},
+                },
+            }
+            if settings.RULE_FILES
+            else {}
+        ),
     }
 
 

@@ -11,3 +11,6 @@ RETENTION_RUN = 0x7265  # "re": a retention run is in progress
 
 # Series creation for one metric: (SERIES_NAMESPACE, metric id).
 SERIES_NAMESPACE = 0x6773  # "gs"
+
+# Evaluation of one rule group: (RULE_GROUP_NAMESPACE, a 32-bit hash of the group's key).
+RULE_GROUP_NAMESPACE = 0x6172  # "ar"

@@ -23,11 +23,13 @@ __all__ = [
     "ingest_counted",
     "ingest_path",
     "ingestion_failure",
+    "notifications_observe",
     "points_ingested",
     "problem_observed",
     "rate_limited",
     "request_observe",
     "retention_observe",
+    "rule_group_evaluated",
 ]
 
 

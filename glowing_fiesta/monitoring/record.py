@@ -208,3 +208,36 @@ def celery_task(*, task: str, outcome: str) -> None:
     store = sink.current()
     if store is not None:
         store.count("celery_tasks", (("outcome", outcome), ("task", task)))
+
+
+def rule_group_evaluated(*, group: str, seconds: float, failures: int, missed: int) -> None:
+    """One evaluation of a rule group: its time, its failed rules, the ticks it missed."""
+    if not _on():
+        return
+    figures.RULE_GROUP_DURATION.labels(group).observe(seconds)
+    figures.RULE_GROUP_ITERATIONS.labels(group).inc()
+    figures.RULE_EVALUATION_FAILURES.labels(group).inc(failures)
+    figures.RULE_GROUP_ITERATIONS_MISSED.labels(group).inc(missed)
+    store = sink.current()
+    if store is not None:
+        tags = (("rule_group", group),)
+        store.sample("rule_group_duration_ms", tags, seconds * 1000)
+        store.count("rule_group_iterations", tags)
+        for name, amount in (("rule_evaluation_failures", failures), ("rule_group_iterations_missed", missed)):  # fmt: skip
+            if amount:
+                store.count(name, tags, amount)
+
+
+def notifications_observe(*, alertmanager: str, sent: int = 0, errors: int = 0, dropped: int = 0) -> None:  # fmt: skip
+    """Alerts delivered to, failed for, or dropped before one Alertmanager."""
+    if not _on():
+        return
+    figures.NOTIFICATIONS_SENT.labels(alertmanager).inc(sent)
+    figures.NOTIFICATIONS_ERRORS.labels(alertmanager).inc(errors)
+    figures.NOTIFICATIONS_DROPPED.labels(alertmanager).inc(dropped)
+    store = sink.current()
+    if store is not None:
+        tags = (("alertmanager", alertmanager),)
+        for name, amount in (("notifications_sent", sent), ("notifications_errors", errors), ("notifications_dropped", dropped)):  # fmt: skip
+            if amount:
+                store.count(name, tags, amount)

@@ -155,7 +155,15 @@ def test_production_settings_start_with_both_secrets():
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("LOG_LEVEL", "LOUD"), ("API_KEY_DEFAULT_RATE_LIMIT", "0"), ("DJANGO_DEBUG", "maybe")],
+    [
+        ("LOG_LEVEL", "LOUD"),
+        ("API_KEY_DEFAULT_RATE_LIMIT", "0"),
+        ("DJANGO_DEBUG", "maybe"),
+        ("RULE_EVALUATION_INTERVAL", "0"),
+        ("ALERTING_EXTERNAL_LABELS", "cluster"),
+        ("ALERTING_EXTERNAL_LABELS", "a b=c"),
+        ("ALERTMANAGER_URLS", "alertmanager:9093"),
+    ],
 )
 def test_a_bad_setting_stops_start_up_with_a_message_naming_it(variable, value):
     result = _start_django({"DJANGO_DEBUG": "true", variable: value})
