@@ -41,6 +41,7 @@ class ApiKeyView(APIView):
     required_scope: str | None = None
 
     rate_usage: RateUsage | None = None
+    key_pk: int | None = None
     # The rate limit's round trip also reads the address's failed authentications when
     # ApiKeyAuthentication left them unchecked (apikeys/ratelimit.py).
     reads_auth_failures = True
@@ -56,7 +57,8 @@ class ApiKeyView(APIView):
         # Counted before the scope check rather than in check_throttles (which DRF runs after
         # it), so that refused requests count against the key and carry the headers as well.
         if request.auth is not None:
-            replica.request_key_set(request.auth.pk)
+            self.key_pk = request.auth.pk
+            replica.request_key_set(self.key_pk)
             unchecked = getattr(request, AUTH_FAILURES_UNCHECKED, None)
             self.rate_usage = ratelimit_enforce(
                 request=request, key=request.auth, check_failures=unchecked is not None
@@ -72,12 +74,14 @@ class ApiKeyView(APIView):
         replica.request_key_set(None)
         # Read-your-writes: after a write the key's reads go to the primary until a replica
         # within its lag bound has it (a 202's points are marked by the worker that writes them).
+        # The key as check_permissions saw it: `request.auth` would authenticate again when that
+        # failed (a database outage), outside the exception handler.
         if (
-            request.auth is not None
+            self.key_pk is not None
             and request.method not in SAFE_METHODS
             and 200 <= response.status_code < 300
         ):
-            replica.writes_mark(request.auth.pk)
+            replica.writes_mark(self.key_pk)
         if self.rate_usage is not None:
             for name, value in self.rate_usage.headers().items():
                 response[name] = value
