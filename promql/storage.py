@@ -102,12 +102,11 @@ def points_between(
             f"""
             SELECT series_id::int8, array_agg(id::int8), array_agg({_us("recorded_at")}),
                    array_agg(value::float8)
-            FROM metric_points
-            WHERE metric_id = ANY(%s) AND series_id = ANY(%s)
-              AND recorded_at > %s AND recorded_at <= %s
+            FROM gf_points(%s::bigint[], %s, %s)
+            WHERE series_id = ANY(%s) AND recorded_at > %s AND recorded_at <= %s
             GROUP BY series_id
             """,  # noqa: S608 - _us() of a constant column name
-            [list(metric_ids), list(series_ids), after, until],
+            [list(metric_ids), after, until, list(series_ids), after, until],
             binary=True,
         )
         rows = cursor.fetchall()
@@ -148,12 +147,14 @@ def counter_totals_until(
                 WHERE series_id = ANY(%(ids)s) AND bucket >= %(day)s AND bucket < %(hour)s
                 GROUP BY series_id
                 UNION ALL
-                SELECT series_id, sum(sum) FROM metric_rollup_minute
-                WHERE series_id = ANY(%(ids)s) AND bucket >= %(hour)s AND bucket < %(minute)s
+                SELECT series_id, sum(sum ORDER BY bucket)
+                FROM gf_rollup_minute(%(ids)s::bigint[], %(hour)s, %(minute)s)
+                WHERE bucket >= %(hour)s AND bucket < %(minute)s
                 GROUP BY series_id
                 UNION ALL
-                SELECT series_id, sum(value) FROM metric_points
-                WHERE metric_id = ANY(%(metrics)s) AND series_id = ANY(%(ids)s)
+                SELECT series_id, sum(value ORDER BY recorded_at, id)
+                FROM gf_points(%(metrics)s::bigint[], %(minute)s, %(until)s)
+                WHERE series_id = ANY(%(ids)s)
                   AND recorded_at >= %(minute)s AND recorded_at {upto} %(until)s
                 GROUP BY series_id
             ) parts
@@ -243,6 +244,11 @@ def rollups_between(
     if not series_ids:
         return []
     table = ROLLUP_TABLES[bucket_ms]
+    source, source_params = table, []
+    if bucket_ms == 60_000:
+        # Compacted days keep their minute rollups in metric_points_compact (metrics 0014).
+        source = "gf_rollup_minute(%s::bigint[], %s, %s)"
+        source_params = [list(series_ids), after, before]
     latest_columns = (
         f"array_agg(last::float8 ORDER BY bucket), array_agg({_us('last_at')} ORDER BY bucket)"
         if latest
@@ -256,11 +262,11 @@ def rollups_between(
                    array_agg(count::int8 ORDER BY bucket), array_agg(sum::float8 ORDER BY bucket),
                    array_agg(min::float8 ORDER BY bucket), array_agg(max::float8 ORDER BY bucket),
                    {latest_columns}
-            FROM {table}
+            FROM {source}
             WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
             GROUP BY series_id
             """,  # noqa: S608 - the table name is one of ROLLUP_TABLES' constants
-            [list(series_ids), after, before],
+            [*source_params, list(series_ids), after, before],
             binary=True,
         )
         rows = cursor.fetchall()
@@ -293,11 +299,11 @@ def points_at(
             SELECT series_id::int8,
                    array_agg({_us("recorded_at")} ORDER BY recorded_at, id),
                    array_agg(value::float8 ORDER BY recorded_at, id)
-            FROM metric_points
-            WHERE metric_id = ANY(%s) AND series_id = ANY(%s) AND recorded_at = ANY(%s)
+            FROM gf_points(%s::bigint[], %s, %s)
+            WHERE series_id = ANY(%s) AND recorded_at = ANY(%s)
             GROUP BY series_id
             """,  # noqa: S608 - _us() of a constant column name
-            [list(metric_ids), list(series_ids), list(times)],
+            [list(metric_ids), min(times), max(times), list(series_ids), list(times)],
             binary=True,
         )
         rows = cursor.fetchall()
