@@ -516,45 +516,44 @@ def _pt_scale(k: int) -> str:
     return f"CASE WHEN value = 0 AND value::text <> '0' THEN NULL {checks} END"
 
 
+_POW10 = "'{1,10,100,1000,10000,100000,1000000}'::float8[]"
+
+# One sort of the day's points by (series, hour, time, id) serves every step: the row's scale
+# (the largest of its points', unless a point has none or the largest value times 10^k would
+# reach 10^15), the deltas, and the texts, aggregated in that order (no ORDER BY inside
+# string_agg: PostgreSQL 15 would sort each group again).
 _COMPACT_INSERT = """
 INSERT INTO {stage} (series_id, hour, metric_id, points, last_us, scale, t, v, msums)
 WITH p AS (
     SELECT metric_id, series_id, bucket_hour AS hour, id, value, recorded_at,
-           ((extract(epoch FROM recorded_at) - extract(epoch FROM bucket_hour)) * 1000000)::bigint
-               AS us,
+           round(date_part('epoch', recorded_at - bucket_hour) * 1000000)::bigint AS us,
            {scale} AS k
     FROM {raw}
 ),
-r AS (
-    -- One scale per row: the largest of its points', unless a point has none or the largest
-    -- value times 10^k would reach 10^15.
-    SELECT series_id, hour,
-           CASE WHEN bool_and(k IS NOT NULL)
-                 AND max(abs(value)) * ('{{1,10,100,1000,10000,100000,1000000}}'::float8[])[max(k) + 1] < 1e15
-                THEN max(k)::smallint END AS scale
-    FROM p GROUP BY series_id, hour
-),
-q AS (
-    SELECT p.metric_id, p.series_id, p.hour, p.id, p.value, p.recorded_at, p.us, r.scale,
-           CASE WHEN r.scale IS NOT NULL THEN
-               round(p.value * ('{{1,10,100,1000,10000,100000,1000000}}'::float8[])[r.scale + 1])::bigint
-           END AS vi
-    FROM p JOIN r USING (series_id, hour)
+s AS (
+    SELECT p.*,
+           CASE WHEN bool_and(k IS NOT NULL) OVER g
+                 AND max(abs(value)) OVER g * ({pow10})[max(k) OVER g + 1] < 1e15
+                THEN max(k) OVER g END::smallint AS scale,
+           us - coalesce(lag(us) OVER o, 0) AS td
+    FROM p
+    WINDOW g AS (PARTITION BY series_id, hour),
+           o AS (PARTITION BY series_id, hour ORDER BY recorded_at, id)
 ),
 d AS (
-    SELECT q.*,
-           us - coalesce(lag(us) OVER w, 0) AS td,
-           vi - coalesce(lag(vi) OVER w, 0) AS vd
-    FROM q
-    WINDOW w AS (PARTITION BY series_id, hour ORDER BY recorded_at, id)
+    SELECT series_id, hour, metric_id, recorded_at, id, value, us, scale, td,
+           vi - coalesce(lag(vi) OVER (PARTITION BY series_id, hour ORDER BY recorded_at, id), 0)
+               AS vd
+    FROM (SELECT s.*, CASE WHEN scale IS NOT NULL
+                           THEN round(value * ({pow10})[scale + 1])::bigint END AS vi
+          FROM s) x
+    ORDER BY series_id, hour, recorded_at, id
 ),
 c AS (
     SELECT series_id, hour, min(metric_id) AS metric_id, count(*)::int AS points,
-           max(us) AS last_us, min(scale) AS scale,
-           string_agg(td::text, ',' ORDER BY recorded_at, id) AS t,
-           CASE WHEN min(scale) IS NOT NULL
-                THEN string_agg(vd::text, ',' ORDER BY recorded_at, id)
-                ELSE string_agg(value::text, ',' ORDER BY recorded_at, id) END AS v
+           max(us) AS last_us, min(scale) AS scale, string_agg(td::text, ',') AS t,
+           CASE WHEN min(scale) IS NOT NULL THEN string_agg(vd::text, ',')
+                ELSE string_agg(value::text, ',') END AS v
     FROM d GROUP BY series_id, hour
 ),
 m AS (
@@ -567,25 +566,27 @@ SELECT c.series_id, c.hour, c.metric_id, c.points, c.last_us, c.scale, c.t, c.v,
 FROM c LEFT JOIN m USING (series_id, hour)
 """
 
-# Rows of the day whose decoded points differ from the raw ones (values compared as float8,
-# bit for bit apart from the sign of zero, which the encoding keeps as text), plus minute rollups
-# whose count, minimum or maximum differ from the points', or that exist on one side only.
+# Series-hours whose decoded points differ from the raw ones: per row, the count and a sum of
+# hashes of (time, value) pairs (the value's bits seed by its time) and the negative zeros; plus
+# minute rollups whose count, minimum or maximum differ from the points' (bit for bit), or that
+# exist on one side only. No sort: the day is read once more on each side.
 _COMPACT_CHECK = """
 SELECT
   (SELECT count(*) FROM (
-      SELECT series_id, bucket_hour AS hour,
-             array_agg(value ORDER BY recorded_at, id) AS vals,
-             array_agg(recorded_at ORDER BY recorded_at, id) AS ats
+      SELECT series_id, bucket_hour AS hour, count(*) AS n,
+             sum(hashfloat8extended(value, (extract(epoch FROM recorded_at) * 1000000)::bigint))
+                 AS h,
+             count(*) FILTER (WHERE value = 0 AND value::text = '-0') AS z
       FROM {raw} GROUP BY 1, 2
   ) a FULL JOIN (
-      SELECT c.series_id, c.hour,
-             array_agg(d.value ORDER BY d.ord) AS vals,
-             array_agg(c.hour + d.us * interval '1 microsecond' ORDER BY d.ord) AS ats
+      SELECT c.series_id, c.hour, count(*) AS n,
+             sum(hashfloat8extended(d.value, (extract(epoch FROM c.hour) * 1000000)::bigint + d.us))
+                 AS h,
+             count(*) FILTER (WHERE d.value = 0 AND d.value::text = '-0') AS z
       FROM {stage} c CROSS JOIN LATERAL gf_compact_points(c.t, c.v, c.scale) d
       GROUP BY 1, 2
   ) b USING (series_id, hour)
-  WHERE a.vals IS DISTINCT FROM b.vals OR a.ats IS DISTINCT FROM b.ats
-     OR array_to_string(a.vals, ',') IS DISTINCT FROM array_to_string(b.vals, ',')),
+  WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h OR a.z IS DISTINCT FROM b.z),
   (SELECT count(*) FROM {minute} r FULL JOIN (
       SELECT series_id, date_trunc('minute', recorded_at) AS bucket, count(*) AS count,
              min(value) AS min, max(value) AS max
@@ -694,7 +695,11 @@ def day_compact(day, *, seconds_so_far) -> DayCompacted | None:
         )
         cursor.execute(
             _COMPACT_INSERT.format(
-                stage=stage, raw=raw, minute=minute_source, scale=_pt_scale(COMPACT_MAX_SCALE)
+                stage=stage,
+                raw=raw,
+                minute=minute_source,
+                scale=_pt_scale(COMPACT_MAX_SCALE),
+                pow10=_POW10,
             )
         )
         rows = cursor.rowcount
