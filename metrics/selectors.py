@@ -424,3 +424,10 @@ def purges_pending() -> tuple[int, datetime | None]:
     when none is). A handful of rows at most: each lives from a metric's delete to its purge."""
     found = MetricPurge.objects.aggregate(purges=Count("*"), oldest=Min("created_at"))
     return found["purges"], found["oldest"]
+
+
+def storage_figures() -> tuple[dict[str, int], int, int]:
+    """Bytes on disk per kind of table (raw, minute, compact, rollups), and the days compacted
+    with their points: a catalog read and a table of one row per day."""
+    days = storage.compacted_days()
+    return storage.bytes_by_kind(), len(days), sum(row[1] for row in days)

@@ -759,3 +759,31 @@ def _with_parent_locks(cursor, statements: list[str]) -> None:
             cursor.execute("SET LOCAL lock_timeout = 0")
             cursor.execute("RELEASE SAVEPOINT gf_swap")
             break
+
+
+# Tables holding points and rollups, by kind, for the bytes-on-disk gauge.
+TABLE_KINDS = {
+    "raw": ("metric_points",),
+    "minute": ("metric_rollup_minute",),
+    "compact": ("metric_points_compact",),
+    "rollups": ("metric_rollup_15m", "metric_rollup_hour", "metric_rollup_day"),
+}
+
+
+def bytes_by_kind() -> dict[str, int]:
+    """Bytes on disk (heap, TOAST and indexes of every partition) per kind of table: sizes the
+    catalog knows, so the cost is a catalog read whatever the tables hold."""
+    parents = [(kind, table) for kind, tables in TABLE_KINDS.items() for table in tables]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT p.kind, coalesce(sum(pg_total_relation_size(i.inhrelid)), 0)::bigint
+                   + coalesce(max(pg_total_relation_size(to_regclass(p.parent))), 0)
+            FROM unnest(%s::text[], %s::text[]) AS p(kind, parent)
+            LEFT JOIN pg_inherits i ON i.inhparent = to_regclass(p.parent)
+            GROUP BY p.kind
+            """,
+            [[kind for kind, _ in parents], [table for _, table in parents]],
+        )
+        found = dict(cursor.fetchall())
+    return {kind: found.get(kind, 0) for kind in TABLE_KINDS}

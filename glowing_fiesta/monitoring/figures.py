@@ -127,6 +127,7 @@ CELERY_TASK_NAMES = (
     "metrics.ProcessMetricBatch",
     "metrics.batches_sweep",
     "metrics.partitions_ensure",
+    "metrics.points_compact",
     "metrics.purge",
     "metrics.purges_sweep",
     "retention.apply",
