@@ -2,6 +2,7 @@
 delete and retention over compacted days; the command, the task and a killed command."""
 
 import json
+import logging
 import os
 import random
 import signal
@@ -402,3 +403,43 @@ def test_compaction_killed_at_random_moments_never_loses_or_doubles_a_point(
     assert [_day_state(day) for day in days] == [(True, False)] * len(days)
     for day in days:
         assert day_totals(datetime.combine(day, datetime.min.time(), UTC)) == totals[day]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_day_whose_tables_stay_locked_is_left_raw_and_taken_by_the_next_run(
+    clean_point_tables, monkeypatch, caplog
+):
+    import threading
+
+    import psycopg
+
+    from tests.processes import worker_database_url
+
+    caplog.set_level(logging.WARNING, logger="metrics.compaction")
+    points_ingest(points=[PointInput("value", "busy", 1.0, COMPACTED + timedelta(hours=2))])
+    monkeypatch.setattr(storage, "SWAP_ATTEMPTS", 3)
+    held, release = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        # A long read of the points holds the parent table: the drop cannot have its lock.
+        with psycopg.connect(worker_database_url()) as conn:
+            conn.execute("SELECT count(*) FROM metric_points")
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        assert held.wait(30)
+        started = time.monotonic()
+        assert points_compact(now=NOW).days == []
+        # Three waits of 50 ms and two pauses: the reads and writes of other days that queued
+        # behind the drop waited no longer than one of them.
+        assert time.monotonic() - started < 10
+    finally:
+        release.set()
+        thread.join()
+    assert "day left raw: tables busy" in caplog.text
+    assert compacted_days() == [] and day_totals(COMPACTED)[0] == 1
+    assert points_compact(now=NOW).days == [COMPACTED.date()]
+    assert day_totals(COMPACTED)[0] == 1
