@@ -17,10 +17,12 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from glowing_fiesta.db import replica
 from glowing_fiesta.openapi import KEYED_ERRORS
 
 from .authentication import AUTH_FAILURES_UNCHECKED, ApiKeyAuthentication
@@ -54,6 +56,7 @@ class ApiKeyView(APIView):
         # Counted before the scope check rather than in check_throttles (which DRF runs after
         # it), so that refused requests count against the key and carry the headers as well.
         if request.auth is not None:
+            replica.request_key_set(request.auth.pk)
             unchecked = getattr(request, AUTH_FAILURES_UNCHECKED, None)
             self.rate_usage = ratelimit_enforce(
                 request=request, key=request.auth, check_failures=unchecked is not None
@@ -66,6 +69,15 @@ class ApiKeyView(APIView):
         self, request: Request, response: Response, *args: Any, **kwargs: Any
     ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
+        replica.request_key_set(None)
+        # Read-your-writes: after a write the key's reads go to the primary until a replica
+        # within its lag bound has it (a 202's points are marked by the worker that writes them).
+        if (
+            request.auth is not None
+            and request.method not in SAFE_METHODS
+            and 200 <= response.status_code < 300
+        ):
+            replica.writes_mark(request.auth.pk)
         if self.rate_usage is not None:
             for name, value in self.rate_usage.headers().items():
                 response[name] = value

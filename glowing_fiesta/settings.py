@@ -152,6 +152,28 @@ PROCESS_ROLE = env_process_role("PROCESS_ROLE", sys.argv)
 DB_APPLICATION_PREFIX = "glowing-fiesta-"
 DATABASES["default"]["OPTIONS"]["application_name"] = DB_APPLICATION_PREFIX + PROCESS_ROLE
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# A streaming replica for the reads that opt in (glowing_fiesta/db/replica.py): aggregation
+# queries, discovery, the chart and the Prometheus query API. Unset: every read on the primary.
+# Its connections get the primary's options and a short connect timeout, so a replica that is
+# down costs a read two seconds at most, once per DOWN_RECHECK_SECONDS, before the primary answers.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL")
+REPLICA_MAX_LAG_SECONDS = env_int("REPLICA_MAX_LAG_SECONDS", 5, minimum=1, maximum=3600)
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = dj_database_url.parse(
+        DATABASE_REPLICA_URL,
+        conn_max_age=DATABASES["default"]["CONN_MAX_AGE"],
+        conn_health_checks=True,
+    )
+    DATABASES["replica"]["ENGINE"] = "glowing_fiesta.db"
+    DATABASES["replica"]["OPTIONS"] = {
+        **DATABASES["default"]["OPTIONS"],
+        **DATABASES["replica"].get("OPTIONS", {}),
+        "connect_timeout": 2,  # libpq's smallest
+        "application_name": DB_APPLICATION_PREFIX + PROCESS_ROLE + "-replica",
+    }
+    # Under the test runner the replica is the test database itself: nothing is created for it.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["glowing_fiesta.db.replica.ReplicaRouter"]
 
 CACHES = {
     "default": {
@@ -374,20 +396,48 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # minutes. The batch task has its own, much tighter limits (QUEUE_TASK_TIME_LIMIT below).
 CELERY_TASK_SOFT_TIME_LIMIT = 25 * 60
 CELERY_TASK_TIME_LIMIT = 30 * 60
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # Redis gives an unacknowledged message to another worker after this long. It must exceed the
-    # longest hard time limit, or a task still running would be started a second time.
-    "visibility_timeout": 2 * CELERY_TASK_TIME_LIMIT,
-    # The web process enqueues after its commit; a Redis that cannot be reached costs the
-    # request about a second per try, well inside gunicorn's timeout, and the sweeper enqueues
-    # the batch later.
-    "socket_connect_timeout": 1,
-}
-if PROCESS_ROLE != "worker":
-    # Likewise a Redis that accepts the connection and then hangs (a paused or overloaded
-    # server). Not in workers: their consumer blocks on Redis by design, and a read timeout
-    # there leaves Celery's consumer stuck after the server comes back.
-    CELERY_BROKER_TRANSPORT_OPTIONS["socket_timeout"] = 1
+# The broker: Redis (the default, REDIS_URL) or RabbitMQ (amqp://). The promises are the same on
+# both (docs/RUNBOOK.md, "Broker on RabbitMQ"); the settings that keep them differ.
+CELERY_BROKER_IS_AMQP = CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://"))
+if CELERY_BROKER_IS_AMQP:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # A publish returns once RabbitMQ has the message (publisher confirms): a message the
+        # broker refused raises, and the sweeper sends the batch again, rather than being lost
+        # without a word after the 202.
+        "confirm_publish": True,
+    }
+    if PROCESS_ROLE != "worker":
+        # A RabbitMQ that accepts the connection and then hangs costs a request about a second
+        # per try, as with Redis. Not in workers: their consumer waits on the socket by design,
+        # and AMQP heartbeats notice a dead broker there.
+        CELERY_BROKER_TRANSPORT_OPTIONS |= {"read_timeout": 1, "write_timeout": 1}
+        # Sync web workers send no heartbeats between requests: RabbitMQ would close their idle
+        # connections, and every first publish after a quiet spell would fail once.
+        CELERY_BROKER_HEARTBEAT = 0
+    else:
+        # A worker notices a broker that died (or a network that dropped its packets) within
+        # two heartbeats and reconnects; its unacknowledged message goes back on the queue.
+        CELERY_BROKER_HEARTBEAT = 10
+    # RabbitMQ has no visibility timeout: an unacknowledged message is delivered again only when
+    # the worker's channel closes (worker killed, connection lost), so a long task is never run
+    # twice while it runs. Its consumer_timeout (30 minutes by default) closes a channel whose
+    # delivery stays unacknowledged longer; it must exceed the longest hard time limit
+    # (CELERY_TASK_TIME_LIMIT): the server's rabbitmq.conf sets `consumer_timeout = 3600000`.
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Redis gives an unacknowledged message to another worker after this long. It must
+        # exceed the longest hard time limit, or a task still running would be started again.
+        "visibility_timeout": 2 * CELERY_TASK_TIME_LIMIT,
+        # The web process enqueues after its commit; a Redis that cannot be reached costs the
+        # request about a second per try, well inside gunicorn's timeout, and the sweeper
+        # enqueues the batch later.
+        "socket_connect_timeout": 1,
+    }
+    if PROCESS_ROLE != "worker":
+        # Likewise a Redis that accepts the connection and then hangs (a paused or overloaded
+        # server). Not in workers: their consumer blocks on Redis by design, and a read timeout
+        # there leaves Celery's consumer stuck after the server comes back.
+        CELERY_BROKER_TRANSPORT_OPTIONS["socket_timeout"] = 1
 CELERY_BROKER_CONNECTION_TIMEOUT = 1
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 1,
@@ -395,7 +445,8 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.2,
     "interval_max": 0.2,
 }
-# JSON only: nothing on the broker is ever unpickled, and a message is readable with redis-cli.
+# JSON only: nothing on the broker is ever unpickled, and a message is readable with redis-cli
+# or rabbitmqadmin.
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -404,7 +455,7 @@ CELERY_TASK_IGNORE_RESULT = True
 # Workers log through LOGGING (one JSON object per line), like the web service.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_REDIRECT_STDOUTS = False
-# A worker started before Redis waits for it rather than exiting.
+# A worker started before its broker waits for it rather than exiting.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Asynchronous ingestion (metrics/batches/).

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from django.db import connection
+from glowing_fiesta.db import replica
 
 from .models import Metric
 
@@ -117,12 +117,13 @@ def _like_escape(text: str) -> str:
 def _page_rows(sql: str, params: list[Any], limit: int) -> tuple[list[tuple], bool]:
     """The first `limit` rows of `sql` (whose last parameter is its LIMIT) and whether more
     follow: it is asked for one row more than a page."""
-    with connection.cursor() as cursor:
+    with replica.read_connection().cursor() as cursor:
         cursor.execute(sql, [*params, limit + 1])
         rows = cursor.fetchall()
     return rows[:limit], len(rows) > limit
 
 
+@replica.replica_reads
 def metrics_list(
     *,
     search: str | None = None,
@@ -168,6 +169,7 @@ def metrics_list(
     return Page(results, cursor_encode(results[-1].name) if more else None)
 
 
+@replica.replica_reads
 def series_list(
     *,
     metric: Metric,
@@ -210,6 +212,7 @@ class TagValues:
     truncated: list[str]
 
 
+@replica.replica_reads
 def tags_list(*, metric: Metric) -> TagValues:
     """Every tag key used by the metric's series and, per key, its values (capped)."""
     sql = """
@@ -222,7 +225,7 @@ def tags_list(*, metric: Metric) -> TagValues:
         WHERE n <= %s
         ORDER BY key, value
     """
-    with connection.cursor() as cursor:
+    with replica.read_connection().cursor() as cursor:
         cursor.execute(sql, [metric.pk, TAG_VALUES_MAX + 1])
         rows = cursor.fetchall()
     keys: dict[str, list[str]] = {}

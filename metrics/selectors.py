@@ -28,10 +28,11 @@ from zoneinfo import ZoneInfo
 
 import psycopg.errors
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Count, Min
 
 from glowing_fiesta import monitoring
+from glowing_fiesta.db import replica
 from glowing_fiesta.exceptions import Problem
 
 from . import buckets, storage
@@ -199,7 +200,7 @@ def _series_filter(query: SeriesQuery) -> tuple[str, list]:
 def _execute(sql: str, params: list, *, shape: str, query: SeriesQuery, buckets: int) -> list:
     started = time.perf_counter()
     try:
-        with connection.cursor() as cursor:
+        with replica.read_connection().cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
     except DatabaseError as exc:
@@ -335,7 +336,8 @@ def _percentile_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, 
     params += [_bounds_literal(bounds), PERCENTILES[query.aggregation], query.metric.pk, lo, hi]
     params += [lo, hi]
     params += where_params
-    with transaction.atomic(), connection.cursor() as cursor:
+    connection = replica.read_connection()
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         # Transaction-local (SET LOCAL), so they end with this transaction; when the caller
         # already holds a transaction the previous values are put back explicitly.
         cursor.execute(
@@ -378,6 +380,7 @@ def _group_order(value: str | None) -> tuple[bool, str]:
 # --- the query ------------------------------------------------------------------------------
 
 
+@replica.replica_reads
 def series_query(*, query: SeriesQuery) -> BucketSeries | GroupedSeries:
     """The query's buckets, one value each: sum/avg/min/max/count/rate from the rollups, exact
     percentiles (percentile_cont) from the raw points under QUERY_PERCENTILE_TIMEOUT_MS

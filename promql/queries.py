@@ -14,7 +14,9 @@ import numpy as np
 import promql_parser as pp
 import psycopg.errors
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, transaction
+
+from glowing_fiesta.db import replica
 
 from .errors import BadData, QueryTimeout
 from .evaluator import Evaluator
@@ -29,6 +31,7 @@ def query_parse(text: str) -> Any:
         raise BadData(f'invalid parameter "query": parse error: {exc}') from None
 
 
+@replica.replica_reads
 def _evaluate(
     node: Any, *, start_ms: int, end_ms: int, step_ms: int, namespaces: Sequence[str]
 ) -> Value:
@@ -42,8 +45,11 @@ def _evaluate(
         lookback_ms=settings.PROMQL_LOOKBACK_DELTA_SECONDS * 1000,
         deadline=time.monotonic() + timeout,
     )
+    # The transaction is on the connection the query reads from: the replica's when it may
+    # answer (glowing_fiesta/db/replica.py), else the primary's.
+    connection = replica.read_connection()
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION READ ONLY")
             cursor.execute(
                 "SELECT set_config('statement_timeout', %s, true)", [f"{int(timeout * 1000)}ms"]

@@ -17,6 +17,8 @@ import promql_parser as pp
 import re2
 from django.conf import settings
 
+from glowing_fiesta.db import replica
+
 from . import storage
 from .errors import BadData, TooManySeries
 from .evaluator import LabelMatcher, selector_matchers
@@ -158,9 +160,7 @@ class DatabaseSource:
         edge_times = sorted({int(t) for t in ends} | {int(t) - range_ms for t in ends})
         edges = {
             row[0]: row[1:]
-            for row in storage.points_at(
-                metric_ids=metric_ids, series_ids=ids, times=[_ms_time(t) for t in edge_times]
-            )
+            for row in storage.points_at(metric_ids=metric_ids, series_ids=ids, times_ms=edge_times)
         }
         out = []
         for ref in refs:
@@ -214,14 +214,14 @@ class DatabaseSource:
                 latest=True,
             )
         }
-        if any(None in row[6] for row in rows.values()):
+        if any((row[6] == storage.UNKNOWN_MS).any() for row in rows.values()):
             return None  # buckets written before their latest points were kept
         edges = {
             row[0]: row[1:]
             for row in storage.points_at(
                 metric_ids=metric_ids,
                 series_ids=ids,
-                times=[_ms_time(t) for t in sorted({int(t) for t in refs_ms})],
+                times_ms=sorted({int(t) for t in refs_ms}),
             )
         }
         counters = [ref.id for ref in refs if ref.counter]
@@ -239,7 +239,9 @@ class DatabaseSource:
             index = np.searchsorted(starts, refs_ms, side="left") - 1
             safe = np.maximum(index, 0)
             before = index >= 0
-            latest_at = np.where(before, np.asarray(last_ats or [0], dtype=np.int64)[safe], 0)
+            latest_at = np.where(
+                before, np.asarray(last_ats if len(last_ats) else [0], dtype=np.int64)[safe], 0
+            )
             at_times, at_values = edges.get(ref.id, ([], []))
             at_times = np.asarray(at_times, dtype=np.int64)
             at_values = np.asarray(at_values, dtype=float)
@@ -255,7 +257,9 @@ class DatabaseSource:
                 )
                 values = bases.get(ref.id, 0.0) + running[index + 1] + edge_sums
             else:
-                latest = np.where(before, np.asarray(lasts or [0.0], dtype=float)[safe], np.nan)
+                latest = np.where(
+                    before, np.asarray(lasts if len(lasts) else [0.0], dtype=float)[safe], np.nan
+                )
                 edge_last = (
                     np.append(at_values, np.nan)[np.maximum(e_hi - 1, 0)]
                     if len(at_values)
@@ -295,6 +299,7 @@ def _match_selectors(matches: Sequence[str]) -> list[list[LabelMatcher]]:
     return out
 
 
+@replica.replica_reads
 def series_find(
     *, matches: Sequence[str], start_s: float | None, end_s: float | None, namespaces: Sequence[str]
 ) -> list[Labels]:
@@ -311,6 +316,7 @@ def series_find(
     return sorted(found)
 
 
+@replica.replica_reads
 def label_names(
     *, matches: Sequence[str], start_s: float | None, end_s: float | None, namespaces: Sequence[str]
 ) -> list[str]:
@@ -323,6 +329,7 @@ def label_names(
     return sorted(names)
 
 
+@replica.replica_reads
 def label_values(
     *,
     name: str,
@@ -346,6 +353,7 @@ def label_values(
     return sorted(set(storage.tag_values(label=name, namespaces=namespaces)))
 
 
+@replica.replica_reads
 def metadata(*, metric: str | None, namespaces: Sequence[str]) -> dict[str, list[dict[str, str]]]:
     """Each metric's type as Prometheus names it (counter or gauge), for Grafana's builder."""
     out: dict[str, list[dict[str, str]]] = {}

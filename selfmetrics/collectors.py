@@ -4,7 +4,8 @@ Being read at scrape time, these are never in the multiprocess files, so no proc
 go stale or be counted twice. Each source costs one short query: the outbox backlog and the
 purges of deleted metrics are read through metrics' selectors (`outbox_backlog` uses the partial
 index on unfinished batches, `purges_pending` counts a table of a few rows at most), the
-connection count reads pg_stat_activity (storage.py, one row per backend), the broker one LLEN.
+connection count reads pg_stat_activity (storage.py, one row per backend), the broker one LLEN
+(Redis) or one passive queue.declare on a short-lived connection (RabbitMQ).
 A source that fails is left out of that scrape and logged; the rest of the scrape answers.
 """
 
@@ -13,10 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+import amqp
 import redis
 from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
+from kombu import Connection
+from kombu.exceptions import OperationalError
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from metrics import selectors
@@ -85,14 +89,40 @@ def _broker() -> redis.Redis:
     return client
 
 
+# A scrape waits at most this long on a broker that does not answer.
+BROKER_TIMEOUT_SECONDS = 0.25
+
+
+def _amqp_queue_messages(queue: str) -> int:
+    """Messages ready in `queue` on RabbitMQ: a passive declare creates nothing (0 while no worker
+    or publish has declared the queue yet)."""
+    with Connection(
+        settings.CELERY_BROKER_URL,
+        connect_timeout=BROKER_TIMEOUT_SECONDS,
+        transport_options={
+            "read_timeout": BROKER_TIMEOUT_SECONDS,
+            "write_timeout": BROKER_TIMEOUT_SECONDS,
+        },
+    ) as connection:
+        try:
+            return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except amqp.exceptions.NotFound:
+            return 0
+
+
 def broker_queue() -> Iterator[Metric]:
-    if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
-        return
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    length = _broker().llen(queue)
+    url = settings.CELERY_BROKER_URL
+    if url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        length = _amqp_queue_messages(queue)
+    elif url.startswith(("redis://", "rediss://", "unix://")):
+        length = _broker().llen(queue)
+    else:
+        return
     family = GaugeMetricFamily(
         "glowing_fiesta_queue_broker_messages",
-        "Messages waiting in the Celery queue on the broker (Redis LLEN), not yet taken.",
+        "Messages waiting in the Celery queue on the broker (Redis LLEN, RabbitMQ messages "
+        "ready), not yet taken.",
         labels=["queue"],
     )
     family.add_metric([queue], length)
@@ -126,7 +156,7 @@ SOURCES = (
     ("queue_depth", queue_depth, DatabaseError),
     ("purges_pending", purges_pending, DatabaseError),
     ("storage_size", storage_size, DatabaseError),
-    ("broker_queue", broker_queue, redis.RedisError),
+    ("broker_queue", broker_queue, (redis.RedisError, OSError, amqp.AMQPError, OperationalError)),
     ("database_connections", database_connections, DatabaseError),
 )
 

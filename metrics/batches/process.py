@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from glowing_fiesta import monitoring
+from glowing_fiesta.db import replica
 from glowing_fiesta.exceptions import Problem
 
 from .. import packing
@@ -134,7 +135,7 @@ def _write(group: dict[int, int]) -> dict[int, int]:
             batch
             for batch in IngestBatch.objects.select_for_update()
             .filter(pk__in=list(group), state=State.RUNNING)
-            .only("attempts", "points", "packed", "payload")
+            .only("attempts", "points", "packed", "payload", "api_key_id")
             .order_by("pk")
             # Fenced by the claim's number: a batch taken over by a newer claim is not written.
             if batch.attempts == group[batch.pk]
@@ -149,6 +150,7 @@ def _write(group: dict[int, int]) -> dict[int, int]:
         IngestBatch.objects.filter(pk__in=[batch.pk for batch in held]).update(
             state=State.DONE, error="", updated_at=now, processed_at=now
         )
+    replica.writes_mark(*{batch.api_key_id for batch in held})
     return {batch.pk: batch.points for batch in held}
 
 

@@ -1,5 +1,7 @@
+import json
 import os
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -186,3 +188,40 @@ def test_a_bad_setting_stops_start_up_with_a_message_naming_it(variable, value):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert variable in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("broker", "role", "expected", "heartbeat"),
+    [
+        # RabbitMQ: confirms everywhere; bounded publishes and no heartbeats in web processes,
+        # heartbeats in workers; no Redis visibility timeout.
+        ("amqp://guest:guest@10.0.0.9:5672//", "web", {"confirm_publish": True, "read_timeout": 1, "write_timeout": 1}, 0),
+        ("amqp://guest:guest@10.0.0.9:5672//", "worker", {"confirm_publish": True}, 10),
+        ("redis://10.0.0.9:6379/0", "web", {"visibility_timeout": 3600, "socket_connect_timeout": 1, "socket_timeout": 1}, None),
+        ("redis://10.0.0.9:6379/0", "worker", {"visibility_timeout": 3600, "socket_connect_timeout": 1}, None),
+    ],
+)  # fmt: skip
+def test_the_broker_settings_follow_the_broker_url_and_the_process_role(
+    broker, role, expected, heartbeat
+):
+    show = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.CELERY_BROKER_TRANSPORT_OPTIONS, "
+        "getattr(s, 'CELERY_BROKER_HEARTBEAT', None)]))"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", show],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "glowing_fiesta.settings",
+            "CELERY_BROKER_URL": broker,
+            "PROCESS_ROLE": role,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    options, beats = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (options, beats) == (expected, heartbeat)

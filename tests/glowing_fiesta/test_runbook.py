@@ -33,7 +33,7 @@ SOURCE_DIRS = ("glowing_fiesta", *PROJECT_APPS)
 
 # Debian 12's: postgresql@15-main is the unit of its default cluster.
 SYSTEM_UNITS = {"postgresql", "postgresql@15-main", "redis-server", "nginx", "certbot.timer",
-                "systemd-timesyncd"}  # fmt: skip
+                "systemd-timesyncd", "rabbitmq-server"}  # fmt: skip
 # systemctl verbs that act on units, and those that take none.
 UNIT_VERBS = {
     "start", "stop", "restart", "reload", "try-restart", "reload-or-restart", "enable",
@@ -563,6 +563,18 @@ def test_every_setting_and_variable_named_exists():
     assert not setting_exists("QUEUE_STALE_SECOND")
 
 
+def test_the_sections_on_more_hosts_name_the_script_and_the_settings_that_exist():
+    text = _text(RUNBOOK)
+    hosts = section(text, "Adding a host")
+    assert "deploy/multihost/up" in hosts and "deploy/multihost/down" in hosts
+    assert all((ROOT / "deploy" / "multihost" / name).exists() for name in ("up", "down"))
+    rabbitmq = section(text, "Broker on RabbitMQ")
+    assert "consumer_timeout = 3600000" in rabbitmq
+    assert "amqp://" in rabbitmq and settings.CELERY_TASK_ACKS_LATE
+    # The node's consumer_timeout the section asks for outlasts every task.
+    assert settings.CELERY_TASK_TIME_LIMIT < 3600
+
+
 def test_the_checklist_is_one_line_per_item_each_naming_its_proof():
     items = re.findall(r"^- \[ \] (.+)$", section(_text(RUNBOOK), "Production-readiness"), re.M)
     assert len(items) >= 15
@@ -582,3 +594,16 @@ def test_the_checklist_is_one_line_per_item_each_naming_its_proof():
 )  # fmt: skip
 def test_shell_lines_are_split_as_a_shell_would(line, expected):
     assert segments(line) == expected
+
+
+def test_the_replica_sections_say_how_to_add_one_and_quote_what_the_service_logs():
+    text = _text(RUNBOOK)
+    adding, lagging = section(text, "Adding a replica"), section(text, "Replica lagging")
+    assert "pg_basebackup" in adding and "DATABASE_REPLICA_URL" in adding
+    quoted = set(re.findall(r'"message": "([^"]+)"', lagging))
+    assert {
+        "replica lagging; reading from the primary",
+        "replica within its lag bound",
+        "replica not used; reading from the primary",
+    } <= quoted
+    assert [message for message in quoted if not message_exists(message)] == []

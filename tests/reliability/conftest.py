@@ -9,7 +9,10 @@ Each test runs the service as deployed, on servers of its own:
 - gunicorn with `deploy/gunicorn.conf.py` (its sync workers and 30 s timeout; only the bind
   address and worker count are set), a Celery worker (prefork, 2 processes) and beat, on a queue
   of their own, with production settings (DJANGO_DEBUG off, generated secrets);
-- an API key made with `manage.py create_api_key`.
+- an API key made with `manage.py create_api_key`;
+- for the tests about the broker, parametrized by `broker`: Celery's broker is either that Redis
+  or a private RabbitMQ node (Debian's `rabbitmq-server` with its own node name, ports, data and
+  log directories, one per test module, each test on a queue of its own).
 
 The test stops, pauses, kills or locks one of them while a `Ledger` client writes, then checks
 the ledger against `metric_points`. Every process is killed and every directory deleted at the
@@ -33,7 +36,14 @@ from pathlib import Path
 
 import pytest
 
-from .harness import PgCluster, Stack, create_template, running_stack
+from .harness import (
+    PgCluster,
+    RabbitMQServer,
+    Stack,
+    create_template,
+    rabbitmq_available,
+    running_stack,
+)
 
 DEFAULT_TIMEOUT = 180
 
@@ -45,9 +55,23 @@ def pg_template() -> Iterator[PgCluster]:
     template.destroy()
 
 
+@pytest.fixture(scope="module")
+def rabbitmq() -> Iterator[RabbitMQServer]:
+    """A private RabbitMQ node for the tests of one module (a node takes seconds to boot)."""
+    if not rabbitmq_available():
+        pytest.fail("rabbitmq-server is not installed (.ci/run installs it)")
+    node = RabbitMQServer(Path(tempfile.mkdtemp(prefix="gf-fault-rabbitmq-")))
+    try:
+        node.start()
+        yield node
+    finally:
+        node.destroy()
+
+
 @pytest.fixture
 def start_stack(pg_template: PgCluster, request: pytest.FixtureRequest):
-    """`start_stack(worker=True, web_workers=4, env={...})` starts one stack for this test.
+    """`start_stack(worker=True, web_workers=4, env={...}, broker="redis")` starts one stack for
+    this test; `broker="rabbitmq"` puts Celery on the module's private RabbitMQ node.
 
     Its logs go to a directory of its own (pytest's temporary directories are pruned by any later
     run on the machine), deleted when the test passes and kept, with its path in the failure
@@ -57,7 +81,12 @@ def start_stack(pg_template: PgCluster, request: pytest.FixtureRequest):
     workdir = Path(tempfile.mkdtemp(prefix=f"gf-fault-{name}-"))
     with contextlib.ExitStack() as contexts:
 
-        def start(**options) -> Stack:
+        def start(*, broker: str = "redis", **options) -> Stack:
+            if broker == "rabbitmq":
+                node = request.getfixturevalue("rabbitmq")
+                if not node.running():  # a test that stopped it failed before starting it
+                    node.start()
+                options["rabbitmq"] = node
             stack = contexts.enter_context(running_stack(pg_template, workdir, **options))
             request.node._fault_stack = stack
             stacks.append(stack)

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -128,6 +129,9 @@ class PgCluster:
                 # commits and the ledger would blame the service.
                 "fsync = off\nfull_page_writes = off\n"
                 "max_connections = 100\nshared_buffers = 64MB\n"
+                # Ready to be a primary (PgReplica): initdb's pg_hba.conf already lets
+                # 127.0.0.1 connect for replication.
+                "wal_level = replica\nmax_wal_senders = 5\n"
                 "log_min_messages = warning\nlog_line_prefix = '%m [%p] '\n"
             )
         return cls(home, free_port())
@@ -147,6 +151,15 @@ class PgCluster:
         with (home / "data" / "postgresql.conf").open("a") as conf:
             conf.write(f"\nunix_socket_directories = '{home}'\n")
         return PgCluster(home, free_port())
+
+    def reachable_from(self, cidr: str, *, listen: str = "*") -> None:
+        """Let clients and replicas from `cidr` in (trust, as 127.0.0.1 is), listening on
+        `listen` (PostgreSQL's listen_addresses): for a cluster reached from another network
+        namespace or host. Takes effect at the next start."""
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"\nlisten_addresses = '{listen}'\n")
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {cidr} trust\nhost replication all {cidr} trust\n")
 
     def _pg_ctl(self, *args: str, timeout: float = 60) -> None:
         subprocess.run(  # noqa: S603 - our own fixed arguments
@@ -183,6 +196,229 @@ class PgCluster:
         if self.running():
             with contextlib.suppress(subprocess.SubprocessError):
                 self.stop("immediate")
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+class PgReplica(PgCluster):
+    """A streaming replica of a running PgCluster: `pg_basebackup -R` of it into a directory of
+    its own, started on its own port, hot standby (read-only queries while it replays).
+
+        replica = PgReplica.create(primary)   # primary running; replica made, not started
+        replica.start()
+        replica.wait_caught_up(primary)       # replayed everything the primary had written
+        replica.replay_pause() / replay_resume()
+        replica.destroy()
+
+    `primary_host` is the address the replica streams from (the primary's listen address:
+    127.0.0.1 here, another host's address elsewhere); `listen` is the replica's own."""
+
+    @classmethod
+    def create(
+        cls,
+        primary: PgCluster,
+        *,
+        port: int | None = None,
+        primary_host: str = "127.0.0.1",
+        listen: str = "127.0.0.1",
+        log_statements: bool = False,
+    ) -> PgReplica:
+        home = cls._new_home()
+        subprocess.run(  # noqa: S603 - our own fixed arguments
+            _as_cluster_owner(
+                [str(postgres_bin() / "pg_basebackup"), "-D", str(home / "data"), "-R",
+                 "-X", "stream", "-c", "fast", "--no-sync", "-h", primary_host,
+                 "-p", str(primary.port), "-U", "postgres",
+                 "-d", f"application_name=gf-replica-{home.name}"]
+            ),
+            check=True, capture_output=True, cwd=home, timeout=120,
+        )  # fmt: skip
+        with (home / "data" / "postgresql.conf").open("a") as conf:
+            # The primary's settings come with the copy; where it listens must not.
+            conf.write(
+                f"\nlisten_addresses = '{listen}'\nunix_socket_directories = '{home}'\n"
+                "hot_standby = on\n"
+                # Report often, so the primary sees where the replica is without waiting.
+                "wal_receiver_status_interval = 1s\n"
+            )
+            if log_statements:
+                # Every statement in the log with its client's application_name: which reads
+                # the replica served (statements_by).
+                conf.write("log_statement = 'all'\nlog_line_prefix = '%m [%p] app=%a '\n")
+        return cls(home, port or free_port())
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def statements_by(self, application_name: str, *, since: int = 0) -> list[str]:
+        """The statements clients named `application_name` ran here after byte `since` of the
+        log (created with log_statements=True)."""
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+        # An entry's first line carries the prefix; a statement's further lines start with a tab.
+        entries: list[str] = []
+        for line in text.splitlines():
+            if line.startswith("\t") and entries:
+                entries[-1] += "\n" + line[1:]
+            else:
+                entries.append(line)
+        # "statement: …" (simple protocol) or "execute <name>: …" (extended protocol)
+        marker = f" app={application_name} LOG:  "
+        return [
+            entry.split(marker, 1)[1].split(": ", 1)[-1].strip()
+            for entry in entries
+            if marker in entry and ("statement: " in entry or "execute " in entry)
+        ]
+
+    def replay_lsn(self) -> str:
+        with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=5) as conn:
+            return conn.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]
+
+    def caught_up(self, primary: PgCluster) -> bool:
+        """Whether this replica has replayed all the WAL the primary has written until now."""
+        with psycopg.connect(primary.url("postgres"), autocommit=True, connect_timeout=5) as p:
+            target = p.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=5) as r:
+            return bool(
+                r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [target]).fetchone()[0]
+            )
+
+    def wait_caught_up(self, primary: PgCluster, timeout: float = START_SECONDS) -> None:
+        wait_until(
+            lambda: self.accepts() and self.caught_up(primary),
+            timeout=timeout,
+            what=f"the replica on port {self.port} to replay the primary's WAL",
+        )
+
+    def _replay(self, function: str) -> None:
+        with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"SELECT {function}()")
+
+    def replay_pause(self) -> None:
+        """Stop applying WAL (it is still received): reads see the data as it was."""
+        self._replay("pg_wal_replay_pause")
+
+    def replay_resume(self) -> None:
+        self._replay("pg_wal_replay_resume")
+
+
+# --- PgBouncer ---------------------------------------------------------------------------------
+
+
+def pgbouncer_bin() -> str | None:
+    """Debian's pgbouncer (apt install pgbouncer), or None where it is not installed."""
+    return shutil.which("pgbouncer") or (
+        "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
+    )
+
+
+@dataclass
+class PgBouncer:
+    """A private PgBouncer in front of one PostgreSQL server: its own ini, port and directory,
+    transaction pooling, trust authentication (any user the server accepts, no password).
+
+        bouncer = PgBouncer.create(primary)   # primary: a PgCluster, or host= and server_port=
+        bouncer.start()                       # returns once it answers through to the server
+        bouncer.url("gf")                     # what DATABASE_URL gets
+        bouncer.stop()
+
+    PgBouncer refuses to run as root: when the tests do, it runs as the `postgres` OS user.
+    `ignore_startup_parameters = options` lets clients send the `options` startup parameter
+    (the service's statement and lock timeouts), which PgBouncer 1.18 does not pass on: the
+    timeouts come from the role's settings instead (docs/DEPLOYMENT.md)."""
+
+    home: Path
+    port: int
+    server_host: str
+    server_port: int
+    pool_mode: str = "transaction"
+    pool_size: int = 10
+    listen: str = "127.0.0.1"
+    process: subprocess.Popen | None = None
+
+    @classmethod
+    def create(
+        cls,
+        server: PgCluster | None = None,
+        *,
+        server_host: str = "127.0.0.1",
+        server_port: int | None = None,
+        port: int | None = None,
+        **options: Any,
+    ) -> PgBouncer:
+        home = Path(tempfile.mkdtemp(prefix="gf-pgbouncer-"))
+        home.chmod(0o755)
+        _chown_to_cluster_owner(home)
+        target = server_port if server_port is not None else server.port
+        return cls(home, port or free_port(), server_host, target, **options)
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "pgbouncer.log"
+
+    def url(self, dbname: str = DB_NAME) -> str:
+        return f"postgresql://postgres@{self.listen}:{self.port}/{dbname}"
+
+    def _write_config(self) -> Path:
+        ini = self.home / "pgbouncer.ini"
+        (self.home / "users.txt").write_text('"postgres" ""\n')
+        ini.write_text(
+            "[databases]\n"
+            f"* = host={self.server_host} port={self.server_port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = {self.listen}\nlisten_port = {self.port}\n"
+            f"unix_socket_dir = {self.home}\n"
+            f"pidfile = {self.home / 'pgbouncer.pid'}\n"
+            f"logfile = {self.log_path}\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.home / 'users.txt'}\n"
+            f"pool_mode = {self.pool_mode}\n"
+            f"default_pool_size = {self.pool_size}\n"
+            "max_client_conn = 200\n"
+            "ignore_startup_parameters = options,extra_float_digits\n"
+            "server_reset_query = DISCARD ALL\n"
+        )
+        for path in (ini, self.home / "users.txt"):
+            _chown_to_cluster_owner(path)
+        return ini
+
+    def start(self) -> None:
+        executable = pgbouncer_bin()
+        if executable is None:
+            raise RuntimeError("pgbouncer is not installed (apt install pgbouncer)")
+        ini = self._write_config()
+        self.process = subprocess.Popen(  # noqa: S603 - a fixed executable and our own ini
+            _as_cluster_owner([executable, str(ini)]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=self.home,
+            start_new_session=True,
+        )  # fmt: skip
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited:\n{tail(self.log_path)}")
+            try:
+                with psycopg.connect(
+                    self.url("postgres"), connect_timeout=1, prepare_threshold=None
+                ) as conn:
+                    conn.execute("SELECT 1")
+                return True
+            except psycopg.OperationalError:
+                return False
+
+        wait_until(answers, timeout=START_SECONDS, what=f"PgBouncer on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+    def destroy(self) -> None:
+        self.stop()
         shutil.rmtree(self.home, ignore_errors=True)
 
 
@@ -246,6 +482,150 @@ class RedisServer:
         wait_or_kill(self.process, 10, after_kill=10)
 
 
+# --- RabbitMQ ----------------------------------------------------------------------------------
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+# The cookie of Debian's package: a private node and `rabbitmqctl` must share it, and the
+# machine's node already runs with it. Nothing here talks to the machine's node.
+RABBITMQ_HOME = Path("/var/lib/rabbitmq")
+# Longer than the longest hard task time limit (settings.CELERY_TASK_TIME_LIMIT, 30 minutes), as
+# docs/RUNBOOK.md "Broker on RabbitMQ" asks of a production node.
+RABBITMQ_CONF = "loopback_users = none\nconsumer_timeout = 3600000\nlog.console = false\n"
+
+
+def rabbitmq_available() -> bool:
+    return (RABBITMQ_BIN / "rabbitmq-server").exists()
+
+
+def _as_rabbitmq(argv: list[str]) -> list[str]:
+    # Debian's scripts run the node as the `rabbitmq` OS user, which owns the Erlang cookie.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "rabbitmq", "--", *argv]
+    return argv
+
+
+@dataclass
+class RabbitMQServer:
+    """A private RabbitMQ node (its own name, ports, data and log directories) on 127.0.0.1.
+
+    Started with Debian's `rabbitmq-server` in the background, stopped with `rabbitmqctl stop`;
+    it registers with the machine's epmd (port 4369) like any node. The machine's own node is
+    never touched: every command names this node with `-n`."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    dist_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o755)
+        self.node = f"gf{self.port}@localhost"
+        (self.directory / "rabbitmq.conf").write_text(RABBITMQ_CONF)
+        (self.directory / "rabbitmq-env.conf").write_text("")  # not Debian's /etc one
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        if os.geteuid() == 0:
+            for path in [self.directory, *self.directory.iterdir()]:
+                shutil.chown(path, "rabbitmq", "rabbitmq")
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "rabbitmq-server.out"
+
+    @property
+    def node_log_path(self) -> Path:
+        return self.directory / "log" / f"{self.node}.log"
+
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HOME": str(RABBITMQ_HOME),
+            "RABBITMQ_CONF_ENV_FILE": str(self.directory / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.directory / "log"),
+        }
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        result = subprocess.run(  # noqa: S603 - Debian's rabbitmqctl, our own arguments
+            _as_rabbitmq([str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.node, *args]),
+            env=self._env(), capture_output=True, text=True, timeout=timeout,
+            cwd=self.directory,
+        )  # fmt: skip
+        if result.returncode:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def accepts(self) -> bool:
+        import amqp
+
+        connection = amqp.Connection(f"127.0.0.1:{self.port}", connect_timeout=1)
+        try:
+            connection.connect()
+        except (OSError, amqp.AMQPError):
+            return False
+        with contextlib.suppress(OSError, amqp.AMQPError):
+            connection.close()
+        return True
+
+    def start(self) -> None:
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - Debian's rabbitmq-server
+                _as_rabbitmq([str(RABBITMQ_BIN / "rabbitmq-server")]),
+                env=self._env(), cwd=self.directory, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # pause() stops the node and nothing else
+            )  # fmt: skip
+
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited:\n{tail(self.log_path)}")
+            return self.accepts()
+
+        wait_until(up, timeout=START_SECONDS, what=f"RabbitMQ node {self.node}")
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP the node's processes: connections stay open, nothing answers."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
+    def purge(self, queue: str) -> None:
+        """Drop every message waiting in `queue` (what a flushed Redis does to its list)."""
+        self.ctl("purge_queue", queue)
+
+    def shutdown(self) -> None:
+        """`rabbitmqctl stop`: durable queues and persistent messages survive a start."""
+        if not self.running():
+            return
+        self.resume()  # a paused node cannot stop
+        with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
+            self.ctl("stop", timeout=60)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def destroy(self) -> None:
+        if self.running():
+            with contextlib.suppress(ProcessLookupError):
+                self.shutdown()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 # --- application processes ---------------------------------------------------------------------
 
 
@@ -302,8 +682,12 @@ class Stack:
     workdir: Path
     env: dict[str, str]
     web: Service
+    # Celery's broker: `redis` itself, or a private RabbitMQ node (shared by a test module).
+    broker: RedisServer | RabbitMQServer | None = None
     services: list[Service] = field(default_factory=list)
     api_key: str = ""
+    # PgBouncer between every process and the cluster (running_stack(pgbouncer=True)).
+    bouncer: PgBouncer | None = None
     # Worker and beat processes that exited by themselves, and were started again.
     restarts: list[str] = field(default_factory=list)
     _supervising: threading.Event = field(default_factory=threading.Event)
@@ -414,6 +798,9 @@ class Stack:
         ]
         parts.append(f"--- postgres ({self.pg.log_path}) ---\n{tail(self.pg.log_path, lines)}")
         parts.append(f"--- redis ({self.redis.log_path}) ---\n{tail(self.redis.log_path, lines)}")
+        if isinstance(self.broker, RabbitMQServer):
+            log = self.broker.node_log_path
+            parts.append(f"--- rabbitmq ({log}) ---\n{tail(log, lines)}")
         return "\n".join(parts)
 
     def all(self) -> list[Service]:
@@ -424,6 +811,8 @@ class Stack:
         for service in self.all():
             service.kill()
         self.redis.shutdown()
+        if self.bouncer is not None:
+            self.bouncer.stop()
         if self.pg.running():
             with contextlib.suppress(subprocess.SubprocessError):
                 self.pg.stop("immediate")
@@ -459,18 +848,31 @@ def running_stack(
     worker: bool = True,
     web_workers: int = 4,
     env: dict[str, str] | None = None,
+    pgbouncer: bool = False,
+    rabbitmq: RabbitMQServer | None = None,
 ) -> Iterator[Stack]:
     """Start a copy of the migrated cluster, a Redis, gunicorn, beat and (optionally) a worker;
-    stop and delete all of it afterwards, whatever happened."""
+    stop and delete all of it afterwards, whatever happened.
+
+    With `pgbouncer`, every process reaches the cluster through a private PgBouncer in
+    transaction mode (`stack.bouncer`), with DB_PREPARED_STATEMENTS=false, and the timeouts the
+    service would send as startup options set on the role instead (docs/DEPLOYMENT.md). With
+    `rabbitmq` (a running node), Celery's broker is that node instead of the Redis."""
     pg = template.copy()
     redis_server = RedisServer(workdir)
     web_port = free_port()
+    bouncer = PgBouncer.create(pg, pool_size=4) if pgbouncer else None
+    through = {"DATABASE_URL": bouncer.url(), "DB_PREPARED_STATEMENTS": "false"} if bouncer else {}
     full_env = stack_env(
         pg,
         redis_server,
         GF_FAULT_BASE_URL=f"http://127.0.0.1:{web_port}",
         GF_FAULT_WEB_WORKERS=str(web_workers),
-        **(env or {}),
+        **{
+            **through,
+            **({"CELERY_BROKER_URL": rabbitmq.url()} if rabbitmq else {}),
+            **(env or {}),
+        },
     )
     web = Service(
         "gunicorn",
@@ -481,9 +883,16 @@ def running_stack(
         full_env,
         workdir / "gunicorn.log",
     )  # fmt: skip
-    stack = Stack(pg, redis_server, workdir, full_env, web)
+    stack = Stack(
+        pg, redis_server, workdir, full_env, web, broker=rabbitmq or redis_server, bouncer=bouncer
+    )
     try:
         pg.start()
+        if bouncer is not None:
+            with pg.connect() as conn:
+                conn.execute("ALTER ROLE postgres SET statement_timeout = '5s'")
+                conn.execute("ALTER ROLE postgres SET lock_timeout = '1s'")
+            bouncer.start()
         redis_server.start()
         stack.create_api_key()
         stack.start_web()
@@ -494,6 +903,8 @@ def running_stack(
         yield stack
     finally:
         stack.stop()
+        if bouncer is not None:
+            bouncer.destroy()
         pg.destroy()
 
 

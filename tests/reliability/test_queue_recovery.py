@@ -1,4 +1,5 @@
-"""A Celery worker SIGKILLed mid-drain, then the broker flushed, with 1,250 batches acknowledged."""
+"""A Celery worker SIGKILLed mid-drain, then the broker flushed, with 1,250 batches acknowledged:
+on Redis (FLUSHDB) and on RabbitMQ (the queue purged)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from .harness import Stack, wait_until
+from .harness import RabbitMQServer, Stack, wait_until
 from .ledger import Ledger
 from .reporting import Promises
 
@@ -52,9 +53,18 @@ def _next_sweep(stack: Stack, *, not_before: float) -> float:
     return sweep
 
 
-def test_killed_worker_and_flushed_broker_lose_no_batch(start_stack):
+def _flush(stack: Stack) -> None:
+    """Every message on the broker lost at once."""
+    if isinstance(stack.broker, RabbitMQServer):
+        stack.broker.purge(stack.env["CELERY_QUEUE"])
+    else:
+        stack.redis.client().flushdb()
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_killed_worker_and_flushed_broker_lose_no_batch(start_stack, broker: str):
     # Stale pending batches are sent again after 5 s (QUEUE_STALE_SECONDS' minimum).
-    stack = start_stack(worker=False)
+    stack = start_stack(worker=False, broker=broker)
     ledger = Ledger(stack.base_url, stack.api_key)
     promises = Promises(ledger)
     with ThreadPoolExecutor(6) as pool:
@@ -74,7 +84,7 @@ def test_killed_worker_and_flushed_broker_lose_no_batch(start_stack):
         )
         drained = _states(conn).get("done", 0)
         worker.kill()
-        stack.redis.client().flushdb()
+        _flush(stack)
         flushed = time.monotonic()
         pending = BATCHES - _states(conn).get("done", 0)
         stack.start_worker()

@@ -205,3 +205,42 @@ def test_storage_bytes_by_kind_and_the_compacted_days():
     assert {labels for name, labels in after if name == "glowing_fiesta_storage_bytes"} == {
         (("kind", kind),) for kind in ("raw", "minute", "compact", "rollups")
     }
+
+
+def _broker_messages(settings) -> float | None:
+    families = list(collectors.broker_queue())
+    if not families:
+        return None
+    (sample,) = families[0].samples
+    assert sample.labels == {"queue": settings.CELERY_TASK_DEFAULT_QUEUE}
+    return sample.value
+
+
+def test_on_rabbitmq_the_broker_gauge_counts_the_messages_ready(settings):
+    """A private RabbitMQ node: nothing declared yet is 0, then the messages published, then a
+    node that is gone makes the source fail (and so be left out of the scrape, as above)."""
+    import tempfile
+    from pathlib import Path
+
+    import kombu
+
+    from tests.reliability.harness import RabbitMQServer
+
+    # Not pytest's tmp_path: the node runs as the `rabbitmq` user, who cannot enter it.
+    node = RabbitMQServer(Path(tempfile.mkdtemp(prefix="gf-gauge-rabbitmq-")))
+    try:
+        node.start()
+        settings.CELERY_BROKER_URL = node.url()
+        settings.CELERY_TASK_DEFAULT_QUEUE = "gauge-test"
+        assert _broker_messages(settings) == 0
+        with kombu.Connection(node.url()) as connection:
+            queue = kombu.Queue("gauge-test", durable=True)
+            producer = connection.Producer()
+            for n in range(3):
+                producer.publish({"n": n}, routing_key="gauge-test", declare=[queue])
+        assert _broker_messages(settings) == 3
+        node.shutdown()
+        with pytest.raises((OSError, kombu.exceptions.OperationalError)):
+            _broker_messages(settings)
+    finally:
+        node.destroy()
