@@ -24,6 +24,11 @@ def beat_schedule(settings) -> dict:
             "task": "metrics.partitions_ensure",
             "schedule": crontab(minute=7),
         },
+        # Closed days into their compacted form; a day missed is taken by the next run.
+        "metrics-points-compact": {
+            "task": "metrics.points_compact",
+            "schedule": crontab(hour=2, minute=37),
+        },
         # Sends again the queued batches whose message was lost (Redis restarted or flushed, a
         # worker killed). A sweep not started within its interval is dropped, so workers that
         # were down do not come back to a pile of identical sweeps.

@@ -19,6 +19,7 @@ __all__ = [
     "aggregation_observe",
     "auth_failure",
     "celery_task",
+    "compaction_observe",
     "db_write_timed",
     "ingest_counted",
     "ingest_path",

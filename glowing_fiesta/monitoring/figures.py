@@ -78,6 +78,7 @@ AGGREGATION_LATENCY = Histogram(
 RETENTION_TABLES = (
     "metric_points",
     "metric_rollup_minute",
+    "metric_points_compact",
     "metric_rollup_15m",
     "metric_rollup_hour",
     "metric_rollup_day",
@@ -95,6 +96,20 @@ RETENTION_LAST_SUCCESS = Gauge(
     "glowing_fiesta_retention_last_success_timestamp_seconds",
     "Unix time at which the last successful retention run finished (0: none since start).",
     multiprocess_mode="max",
+)
+COMPACTION_POINTS = Counter(
+    "glowing_fiesta_compaction_points",
+    "Raw points rewritten into the compacted form of their closed day.",
+)
+COMPACTION_LAST_SECONDS = Gauge(
+    "glowing_fiesta_compaction_last_duration_seconds",
+    "Duration of the last compaction run that compacted a day.",
+    multiprocess_mode="mostrecent",
+)
+COMPACTION_LAST_RATE = Gauge(
+    "glowing_fiesta_compaction_last_points_per_second",
+    "Points per second of the last compaction run that compacted a day.",
+    multiprocess_mode="mostrecent",
 )
 AUTH_FAILURE_REASONS = ("missing", "invalid", "revoked", "expired", "in_url", "insufficient_scope")
 AUTH_FAILURES = Counter(
@@ -114,6 +129,7 @@ CELERY_TASK_NAMES = (
     "metrics.ProcessMetricBatch",
     "metrics.batches_sweep",
     "metrics.partitions_ensure",
+    "metrics.points_compact",
     "metrics.purge",
     "metrics.purges_sweep",
     "retention.apply",

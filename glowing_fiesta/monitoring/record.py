@@ -181,6 +181,19 @@ def retention_observe(*, deleted: Mapping[str, int]) -> None:
     figures.RETENTION_LAST_SUCCESS.set(time.time())
 
 
+def compaction_observe(*, points: int, seconds: float) -> None:
+    """A compaction run that compacted at least one day: its points and time."""
+    if not _on():
+        return
+    figures.COMPACTION_POINTS.inc(points)
+    figures.COMPACTION_LAST_SECONDS.set(seconds)
+    figures.COMPACTION_LAST_RATE.set(points / seconds if seconds else 0.0)
+    store = sink.current()
+    if store is not None:
+        store.count("compaction_points", (), points)
+        store.sample("compaction_duration_ms", (), seconds * 1000)
+
+
 def auth_failure(reason: str) -> None:
     """A request refused by API-key authentication or scope: missing, invalid, revoked,
     expired, in_url or insufficient_scope."""
