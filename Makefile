@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-explore bench-queue bench-retention bench-statsd bench-otlp bench-influx bench-rollups bench-promql bench-monitoring bench-roundtrips bench-profile loadtest loadtest-step soak clean
+.PHONY: run test superuser api-key lint format bench-ingest bench-query bench-explore bench-queue bench-retention bench-statsd bench-otlp bench-influx bench-rollups bench-promql bench-storage bench-monitoring bench-roundtrips bench-profile loadtest loadtest-step soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -67,6 +67,10 @@ bench-rollups: $(STAMP)
 ## PromQL against Debian's prometheus on the same 500 series: 6 h and 30 d dashboards, p95 ratios.
 bench-promql: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.promql $(ARGS)
+
+## Bytes per point before and after compaction, beside Debian's prometheus; codecs; latency.
+bench-storage: $(STAMP)
+	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.storage $(ARGS)
 
 bench-monitoring: $(STAMP)
 	$(PY) -m glowing_fiesta.devstack exec -- $(PY) -m bench.monitoring $(ARGS)

@@ -24,6 +24,11 @@ def beat_schedule(settings) -> dict:
             "task": "metrics.partitions_ensure",
             "schedule": crontab(minute=7),
         },
+        # Closed days into their compacted form; a day missed is taken by the next run.
+        "metrics-points-compact": {
+            "task": "metrics.points_compact",
+            "schedule": crontab(hour=2, minute=37),
+        },
         # Sends again the queued batches whose message was lost (Redis restarted or flushed, a
         # worker killed). A sweep not started within its interval is dropped, so workers that
         # were down do not come back to a pile of identical sweeps.
@@ -57,6 +62,24 @@ def beat_schedule(settings) -> dict:
                 hour=settings.RETENTION_RUN_AT.hour, minute=settings.RETENTION_RUN_AT.minute
             ),
         },
+        # Rule groups (alerting/): each runs at its own interval's ticks, so this runs often;
+        # the queued alerts are sent after each evaluation and again here, to retry.
+        **(
+            {
+                "alerting-rules-evaluate": {
+                    "task": "alerting.rules_evaluate",
+                    "schedule": float(settings.ALERTING_TICK_SECONDS),
+                    "options": {"expires": settings.ALERTING_TICK_SECONDS},
+                },
+                "alerting-notifications-send": {
+                    "task": "alerting.notifications_send",
+                    "schedule": 10.0,
+                    "options": {"expires": 10},
+                },
+            }
+            if settings.RULE_FILES
+            else {}
+        ),
     }
 
 

@@ -172,6 +172,17 @@ def plain_http_env(env: dict[str, str]) -> dict[str, str]:
     return {**env, **relaxed}
 
 
+EXAMPLE_RULES = ROOT / "deploy" / "rules" / "example.yml"
+
+
+def example_rules_env(env: dict[str, str], example: Path = EXAMPLE_RULES) -> dict[str, str]:
+    """`env` with RULE_FILES set to the example rule file when it exists and none is set."""
+    if env.get("RULE_FILES") or not example.exists():
+        return env
+    _log(f"rules: {example.relative_to(ROOT) if example.is_relative_to(ROOT) else example}")
+    return {**env, "RULE_FILES": str(example)}
+
+
 def multiproc_dir(stack: contextlib.ExitStack) -> str:
     """An empty directory for the Prometheus figures of every process started here, removed
     at exit: the web server, worker and beat of `run` (or the test run) are summed in it, and
@@ -260,7 +271,7 @@ def main(argv: list[str]) -> int:
     with contextlib.ExitStack() as stack:
         env = service_env(stack)
         if command == "run":
-            return run(plain_http_env(env))
+            return run(example_rules_env(plain_http_env(env)))
         if command == "test":
             # The test client speaks plain HTTP, like `make run`; the production defaults are
             # tested explicitly (tests/foundation/test_transport_security.py).

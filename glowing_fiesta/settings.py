@@ -9,6 +9,7 @@ before it serves anything.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -69,6 +70,7 @@ INSTALLED_APPS = [
     "promql",
     "retention",
     "selfmetrics",
+    "alerting",
 ]
 
 MIDDLEWARE = [
@@ -489,6 +491,32 @@ if not SELF_METRICS_RECORDING:
     MIDDLEWARE.remove("glowing_fiesta.monitoring.middleware.RequestMetricsMiddleware")
 SELF_METRICS = env_bool("SELF_METRICS", default=True) and SELF_METRICS_RECORDING
 SELF_METRICS_INTERVAL = env_int("SELF_METRICS_INTERVAL", 10, minimum=1, maximum=3600)
+
+# Alerting and recording rules (docs/ALERTING.md): Prometheus rule files matching RULE_FILES
+# (comma-separated globs), each group evaluated every RULE_EVALUATION_INTERVAL seconds unless it
+# sets its own interval; alerts sent to every ALERTMANAGER_URLS, firing ones again every
+# ALERTING_RESEND_DELAY_SECONDS; at most ALERTING_QUEUE_CAPACITY alerts wait per Alertmanager.
+RULE_FILES = env_list("RULE_FILES", "")
+RULE_EVALUATION_INTERVAL = env_int("RULE_EVALUATION_INTERVAL", 60, minimum=1, maximum=86400)
+# How often beat looks for a group whose next tick has come: the finest interval a group gets.
+ALERTING_TICK_SECONDS = env_int("ALERTING_TICK_SECONDS", 5, minimum=1, maximum=3600)
+ALERTMANAGER_URLS = env_list("ALERTMANAGER_URLS", "")
+for _url in ALERTMANAGER_URLS:
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", _url):
+        raise ConfigError(f"ALERTMANAGER_URLS must be http(s) URLs, not {_url!r}")
+ALERTMANAGER_TIMEOUT_SECONDS = env_int("ALERTMANAGER_TIMEOUT_SECONDS", 10, minimum=1, maximum=300)
+ALERTING_RESEND_DELAY_SECONDS = env_int(
+    "ALERTING_RESEND_DELAY_SECONDS", 60, minimum=1, maximum=86400
+)
+ALERTING_QUEUE_CAPACITY = env_int("ALERTING_QUEUE_CAPACITY", 10_000, minimum=1, maximum=1_000_000)
+ALERTING_EXTERNAL_URL = env_str("ALERTING_EXTERNAL_URL", "http://localhost:8000").rstrip("/")
+# name=value pairs, comma-separated: added to every alert sent, and `$externalLabels` in templates.
+ALERTING_EXTERNAL_LABELS: dict[str, str] = {}
+for _item in env_list("ALERTING_EXTERNAL_LABELS", ""):
+    _name, _, _value = _item.partition("=")
+    ALERTING_EXTERNAL_LABELS[_name.strip()] = _value.strip()
+    if not (_name.strip().isidentifier() and _name.isascii() and _value.strip()):
+        raise ConfigError(f"ALERTING_EXTERNAL_LABELS must be name=value pairs, not {_name!r}")
 
 LOG_LEVEL = env_choice(
     "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), upper=True

@@ -26,6 +26,8 @@ urlpatterns = [
     path("api/redoc/", docs.redoc, name="redoc"),
     # The wire formats of other tools: /write, /api/v2/write, /api/v1/write, /v1/metrics.
     path("", include("protocols.urls")),
+    # Prometheus's /api/v1/rules and /api/v1/alerts: the rule files the service evaluates.
+    path("", include("alerting.urls")),
     # The Prometheus HTTP query API: /api/v1/query, query_range, series, labels, metadata, …
     path("", include("promql.urls")),
     path("api/", include("metrics.urls")),

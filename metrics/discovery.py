@@ -91,6 +91,9 @@ _LAST_POINT = """
         (SELECT max(mi.bucket) FROM metric_rollup_minute mi
          WHERE mi.series_id = s.id AND mi.bucket >= h.bucket
            AND mi.bucket < h.bucket + interval '1 hour'),
+        -- A compacted day keeps the offset of its hour's last point (metrics 0014).
+        (SELECT c.hour + (c.last_us / 60000000) * interval '1 minute'
+         FROM metric_points_compact c WHERE c.series_id = s.id AND c.hour = h.bucket),
         h.bucket)
      FROM (SELECT max(bucket) AS bucket FROM metric_rollup_hour WHERE series_id = s.id) h)
 """

@@ -8,7 +8,7 @@ UTC days, hour rollups for zones whose offsets are whole hours, 15-minute rollup
 and days of every other zone of today's time-zone database (Asia/Kolkata, Asia/Kathmandu,
 Pacific/Chatham …), minute rollups for minute buckets. Sums, counts, minima and maxima of
 rollups combine exactly, so an average is Σsum / Σcount over the series and rollup rows of a
-bucket, never an average of averages. Percentiles need the raw values and read `metric_points`,
+bucket, never an average of averages. Percentiles need the raw values and read them through gf_points (raw and compacted days),
 bounded by QUERY_PERCENTILE_TIMEOUT_MS.
 
 A bucket is always whole: `start` and `end` choose which buckets are returned (from the one
@@ -36,7 +36,7 @@ from glowing_fiesta.db import replica
 from glowing_fiesta.exceptions import Problem
 
 from . import buckets, storage
-from .models import IngestBatch, Metric, MetricPurge, MetricType
+from .models import IngestBatch, Metric, MetricPurge, MetricType, Series
 
 logger = logging.getLogger(__name__)
 
@@ -259,17 +259,31 @@ def _rollup_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, list
     # The series of one metric are few (METRIC_MAX_SERIES); each joins its rollup rows through
     # the (series_id, bucket) primary key, and partitions outside the range are pruned. Only
     # the final value per bucket comes back: fewer columns to convert in Python.
+    value = _ROLLUP_VALUE[query.aggregation]
+    source = table
+    source_params: list = []
+    if table == "metric_rollup_minute":
+        # Raw days' minute rollups and compacted days' (gf_rollup_minute, migration 0014). The
+        # sums of several series are added in series order: the two sources return rows in other
+        # orders, and float addition is not associative.
+        # The ids as a parameter, not a subquery: the planner inlines the function only then,
+        # and prunes both sources' day partitions.
+        series_ids = list(
+            Series.objects.filter(metric_id=query.metric.pk).values_list("id", flat=True)
+        )
+        source = "gf_rollup_minute(%s::bigint[], %s, %s)"
+        source_params = [series_ids, _utc(bounds[0]), _utc(bounds[-1])]
+        value = value.replace("sum(r.sum)", "sum(r.sum ORDER BY r.series_id, r.bucket)")
     sql = f"""
-        SELECT {group} AS grp, width_bucket(r.bucket, {_BOUNDS}) AS i,
-               {_ROLLUP_VALUE[query.aggregation]}
+        SELECT {group} AS grp, width_bucket(r.bucket, {_BOUNDS}) AS i, {value}
         FROM series s
-        JOIN {table} r ON r.series_id = s.id
+        JOIN {source} r ON r.series_id = s.id
         WHERE s.metric_id = %s {where}
           AND r.bucket >= %s AND r.bucket < %s
         GROUP BY 1, 2
     """  # noqa: S608 - table and fragments are constants of this module
     params: list = [query.group_by] if query.group_by else []
-    params += [_bounds_literal(bounds), query.metric.pk, *where_params]
+    params += [_bounds_literal(bounds), *source_params, query.metric.pk, *where_params]
     params += [_utc(bounds[0]), _utc(bounds[-1])]
     rows = _execute(sql, params, shape=f"rollup:{table}", query=query, buckets=len(bounds) - 1)
     out = _place(rows, len(bounds) - 1)
@@ -315,11 +329,12 @@ def _percentile_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, 
     sql = f"""
         SELECT {group} AS grp, width_bucket({key}, {_BOUNDS}) AS i,
                percentile_cont(%s) WITHIN GROUP (ORDER BY p.value)
-        FROM metric_points p {join}
-        WHERE p.metric_id = %s AND p.recorded_at >= %s AND p.recorded_at < %s {where}
+        FROM gf_points(ARRAY[%s]::bigint[], %s, %s) p {join}
+        WHERE p.recorded_at >= %s AND p.recorded_at < %s {where}
         GROUP BY 1, 2
     """  # noqa: S608 - fragments are constants of this module
     params += [_bounds_literal(bounds), PERCENTILES[query.aggregation], query.metric.pk, lo, hi]
+    params += [lo, hi]
     params += where_params
     connection = replica.read_connection()
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
@@ -412,3 +427,10 @@ def purges_pending() -> tuple[int, datetime | None]:
     when none is). A handful of rows at most: each lives from a metric's delete to its purge."""
     found = MetricPurge.objects.aggregate(purges=Count("*"), oldest=Min("created_at"))
     return found["purges"], found["oldest"]
+
+
+def storage_figures() -> tuple[dict[str, int], int, int]:
+    """Bytes on disk per kind of table (raw, minute, compact, rollups), and the days compacted
+    with their points: a catalog read and a table of one row per day."""
+    days = storage.compacted_days()
+    return storage.bytes_by_kind(), len(days), sum(row[1] for row in days)

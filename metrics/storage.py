@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from django.conf import settings
@@ -482,3 +482,308 @@ def _points_and_rollups_delete(cursor, metric_id: int, series_ids: list[int]) ->
             [series_ids],
         )
     cursor.execute("DELETE FROM metric_points WHERE metric_id = %s", [metric_id])
+    # Its compacted days too: their minute rollups live in these rows.
+    cursor.execute("DELETE FROM metric_points_compact WHERE metric_id = %s", [metric_id])
+
+
+# --- compaction of closed days (migration 0014) --------------------------------------------
+
+# 10^k for the scales a compacted row may use: k decimals at most, and |value| * 10^k below
+# 10^15, so that value = round(value * 10^k) / 10^k holds for any k at least the value's own
+# (the rounding errors stay under a quarter): the compaction checks it all the same.
+COMPACT_MAX_SCALE = 6
+# How long one attempt to swap a day's tables may wait for a parent table's lock (reads and
+# writes of other days queue behind the wait), how many attempts, and the pause between them.
+SWAP_LOCK_TIMEOUT_MS = 50
+SWAP_ATTEMPTS = 20
+SWAP_RETRY_PAUSE_S = 0.1
+
+
+class CompactionMismatch(Exception):
+    """The compacted form would not give back the day's points or minute rollups exactly."""
+
+
+class CompactionBusy(Exception):
+    """A parent table stayed locked through every attempt of the swap."""
+
+
+def _pt_scale(k: int) -> str:
+    # Smallest number of decimals that gives the value back (NULL: none up to the maximum). A
+    # negative zero keeps its sign only as text.
+    checks = " ".join(
+        f"WHEN round(value * 1e{i}) / 1e{i} = value THEN {i}" for i in range(COMPACT_MAX_SCALE + 1)
+    )
+    return f"CASE WHEN value = 0 AND value::text <> '0' THEN NULL {checks} END"
+
+
+_POW10 = "'{1,10,100,1000,10000,100000,1000000}'::float8[]"
+
+# One sort of the day's points by (series, hour, time, id) serves every step: the row's scale
+# (the largest of its points', unless a point has none or the largest value times 10^k would
+# reach 10^15), the deltas, and the texts, aggregated in that order (no ORDER BY inside
+# string_agg: PostgreSQL 15 would sort each group again).
+_COMPACT_INSERT = """
+INSERT INTO {stage} (series_id, hour, metric_id, points, last_us, scale, t, v, msums)
+WITH p AS (
+    SELECT metric_id, series_id, bucket_hour AS hour, id, value, recorded_at,
+           round(date_part('epoch', recorded_at - bucket_hour) * 1000000)::bigint AS us,
+           {scale} AS k
+    FROM {raw}
+),
+s AS (
+    SELECT p.*,
+           CASE WHEN bool_and(k IS NOT NULL) OVER g
+                 AND max(abs(value)) OVER g * ({pow10})[max(k) OVER g + 1] < 1e15
+                THEN max(k) OVER g END::smallint AS scale,
+           us - coalesce(lag(us) OVER o, 0) AS td
+    FROM p
+    WINDOW g AS (PARTITION BY series_id, hour),
+           o AS (PARTITION BY series_id, hour ORDER BY recorded_at, id)
+),
+d AS (
+    SELECT series_id, hour, metric_id, recorded_at, id, value, us, scale, td,
+           vi - coalesce(lag(vi) OVER (PARTITION BY series_id, hour ORDER BY recorded_at, id), 0)
+               AS vd
+    FROM (SELECT s.*, CASE WHEN scale IS NOT NULL
+                           THEN round(value * ({pow10})[scale + 1])::bigint END AS vi
+          FROM s) x
+    ORDER BY series_id, hour, recorded_at, id
+),
+c AS (
+    SELECT series_id, hour, min(metric_id) AS metric_id, count(*)::int AS points,
+           max(us) AS last_us, min(scale) AS scale, string_agg(td::text, ',') AS t,
+           CASE WHEN min(scale) IS NOT NULL THEN string_agg(vd::text, ',')
+                ELSE string_agg(value::text, ',') END AS v
+    FROM d GROUP BY series_id, hour
+),
+m AS (
+    SELECT series_id, date_trunc('hour', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
+           array_agg(sum ORDER BY bucket) AS msums
+    FROM {minute} GROUP BY 1, 2
+)
+SELECT c.series_id, c.hour, c.metric_id, c.points, c.last_us, c.scale, c.t, c.v,
+       coalesce(m.msums, '{{}}')
+FROM c LEFT JOIN m USING (series_id, hour)
+"""
+
+# Series-hours whose decoded points differ from the raw ones: per row, the count and a sum of
+# hashes of (time, value) pairs (the value's bits seed by its time) and the negative zeros; plus
+# minute rollups whose count, minimum or maximum differ from the points' (bit for bit), or that
+# exist on one side only. No sort: the day is read once more on each side.
+_COMPACT_CHECK = """
+SELECT
+  (SELECT count(*) FROM (
+      SELECT series_id, bucket_hour AS hour, count(*) AS n,
+             sum(hashfloat8extended(value, (extract(epoch FROM recorded_at) * 1000000)::bigint))
+                 AS h,
+             count(*) FILTER (WHERE value = 0 AND value::text = '-0') AS z
+      FROM {raw} GROUP BY 1, 2
+  ) a FULL JOIN (
+      SELECT c.series_id, c.hour, count(*) AS n,
+             sum(hashfloat8extended(d.value, (extract(epoch FROM c.hour) * 1000000)::bigint + d.us))
+                 AS h,
+             count(*) FILTER (WHERE d.value = 0 AND d.value::text = '-0') AS z
+      FROM {stage} c CROSS JOIN LATERAL gf_compact_points(c.t, c.v, c.scale) d
+      GROUP BY 1, 2
+  ) b USING (series_id, hour)
+  WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h OR a.z IS DISTINCT FROM b.z),
+  (SELECT count(*) FROM {minute} r FULL JOIN (
+      SELECT series_id, date_trunc('minute', recorded_at) AS bucket, count(*) AS count,
+             min(value) AS min, max(value) AS max
+      FROM {raw} GROUP BY 1, 2
+  ) x USING (series_id, bucket)
+  WHERE r.count IS DISTINCT FROM x.count
+     OR float8send(r.min) IS DISTINCT FROM float8send(x.min)
+     OR float8send(r.max) IS DISTINCT FROM float8send(x.max)),
+  (SELECT count(*) FROM {stage} WHERE cardinality(msums)
+      <> (SELECT count(DISTINCT d.us / 60000000) FROM gf_compact_points(t, v, scale) d))
+"""
+
+
+@dataclass(frozen=True)
+class DayCompacted:
+    points: int
+    rows: int
+    raw_bytes: int
+    compact_bytes: int
+
+
+def _relation_bytes(cursor, table: str) -> int:
+    cursor.execute("SELECT coalesce(pg_total_relation_size(to_regclass(%s)), 0)", [table])
+    return cursor.fetchone()[0]
+
+
+def day_tables(day) -> tuple[str, str, str]:
+    """The raw point, minute rollup and compacted partitions of a UTC day."""
+    suffix = day.strftime("%Y%m%d")
+    return (
+        f"metric_points_{suffix}",
+        f"metric_rollup_minute_{suffix}",
+        f"metric_points_compact_{suffix}",
+    )
+
+
+def raw_days() -> list:
+    """UTC days that have a raw point partition and are not marked compacted, oldest first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT to_date(right(c.relname, 8), 'YYYYMMDD') AS day
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'metric_points'::regclass AND c.relname ~ '_[0-9]{8}$'
+              AND NOT EXISTS (SELECT 1 FROM metric_compacted_days d
+                              WHERE d.day = to_date(right(c.relname, 8), 'YYYYMMDD'))
+            ORDER BY 1
+            """
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def compacted_days() -> list[tuple]:
+    """(day, points, rows, seconds) of every compacted day, oldest first."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT day, points, rows, seconds FROM metric_compacted_days ORDER BY day")
+        return cursor.fetchall()
+
+
+def day_compact(day, *, seconds_so_far) -> DayCompacted | None:
+    """Rewrite one UTC day's raw points into metric_points_compact and drop its raw point and
+    minute rollup partitions, in one transaction: a reader sees the day raw or compacted, never
+    both nor neither, and a process killed at any moment leaves the day as it was. Returns None
+    when the day is already compacted or has no raw partition, or another compaction runs.
+
+    `seconds_so_far` (a callable) gives the duration recorded with the day's marker.
+    """
+    raw, minute, compact = day_tables(day)
+    stage = compact
+    lo = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, %s)", [locks.NAMESPACE, locks.COMPACTION_RUN]
+        )
+        if not cursor.fetchone()[0]:
+            return None
+        cursor.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, EXISTS (SELECT 1 FROM metric_compacted_days"
+            " WHERE day = %s)",
+            [raw, day],
+        )
+        raw_exists, marked = cursor.fetchone()
+        if not raw_exists or marked:
+            return None
+        # A whole day is read and written: the API's statement limit does not apply. Exact
+        # float texts for the values that no scale gives back.
+        cursor.execute(
+            "SET LOCAL statement_timeout = 0; SET LOCAL extra_float_digits = 1;"
+            " SET LOCAL work_mem = '256MB'"
+        )
+        minute_exists = _exists(cursor, minute)
+        minute_source = minute if minute_exists else "(SELECT * FROM metric_rollup_minute LIMIT 0)"
+        raw_bytes = _relation_bytes(cursor, raw) + _relation_bytes(cursor, minute)
+        # A table of its own, attached once filled: CREATE TABLE … PARTITION OF would hold the
+        # parent's ACCESS EXCLUSIVE lock (every other day's reads) until this transaction ends;
+        # ATTACH takes SHARE UPDATE EXCLUSIVE, which reads and writes pass. The CHECK constraint
+        # spares ATTACH its scan of the rows.
+        cursor.execute(
+            f"CREATE TABLE {stage} (LIKE metric_points_compact INCLUDING DEFAULTS"
+            " INCLUDING CONSTRAINTS INCLUDING COMPRESSION INCLUDING STORAGE)"
+            f" WITH (toast_tuple_target = 128)"
+        )
+        cursor.execute(
+            f"ALTER TABLE {stage} ADD CONSTRAINT {stage}_day CHECK (hour >= %s AND hour < %s)",
+            [lo, lo + timedelta(days=1)],
+        )
+        cursor.execute(
+            _COMPACT_INSERT.format(
+                stage=stage,
+                raw=raw,
+                minute=minute_source,
+                scale=_pt_scale(COMPACT_MAX_SCALE),
+                pow10=_POW10,
+            )
+        )
+        rows = cursor.rowcount
+        cursor.execute(_COMPACT_CHECK.format(stage=stage, raw=raw, minute=minute_source))
+        bad_points, bad_minutes, bad_msums = cursor.fetchone()
+        if bad_points or bad_minutes or bad_msums:
+            raise CompactionMismatch(
+                f"{day}: {bad_points} series-hours decode differently, {bad_minutes} minute"
+                f" rollups differ from the points, {bad_msums} rows have other minutes"
+            )
+        cursor.execute(f"SELECT coalesce(sum(points), 0) FROM {stage}")  # noqa: S608 - a day's name
+        points = cursor.fetchone()[0]
+        cursor.execute(f"CREATE UNIQUE INDEX ON {stage} (series_id, hour)")
+        cursor.execute(f"CREATE INDEX ON {stage} (metric_id, hour)")
+        _with_parent_locks(
+            cursor,
+            [
+                f"ALTER TABLE metric_points_compact ATTACH PARTITION {stage}"
+                f" FOR VALUES FROM ('{lo.isoformat()}') TO ('{(lo + timedelta(days=1)).isoformat()}')",
+                f"DROP TABLE {raw}",
+                *([f"DROP TABLE {minute}"] if minute_exists else []),
+            ],
+        )
+        cursor.execute(f"ALTER TABLE {stage} DROP CONSTRAINT {stage}_day")
+        cursor.execute(f"ANALYZE {stage}")
+        compact_bytes = _relation_bytes(cursor, stage)
+        cursor.execute(
+            "INSERT INTO metric_compacted_days (day, points, rows, seconds, compacted_at)"
+            " VALUES (%s, %s, %s, %s, now())",
+            [day, points, rows, seconds_so_far()],
+        )
+    return DayCompacted(points=points, rows=rows, raw_bytes=raw_bytes, compact_bytes=compact_bytes)
+
+
+def _exists(cursor, table: str) -> bool:
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
+    return cursor.fetchone()[0]
+
+
+def _with_parent_locks(cursor, statements: list[str]) -> None:
+    """Run statements that lock a parent table, each wait bounded by SWAP_LOCK_TIMEOUT_MS and
+    tried again after a pause: the rest of the transaction is kept (savepoints)."""
+    for statement in statements:
+        for attempt in range(SWAP_ATTEMPTS):
+            cursor.execute("SAVEPOINT gf_swap")
+            cursor.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT_MS}ms'")
+            try:
+                cursor.execute(statement)
+            except DatabaseError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) not in ("55P03", "40P01"):
+                    raise
+                cursor.execute("ROLLBACK TO SAVEPOINT gf_swap")
+                if attempt == SWAP_ATTEMPTS - 1:
+                    raise CompactionBusy(statement) from None
+                time.sleep(SWAP_RETRY_PAUSE_S)
+                continue
+            cursor.execute("SET LOCAL lock_timeout = 0")
+            cursor.execute("RELEASE SAVEPOINT gf_swap")
+            break
+
+
+# Tables holding points and rollups, by kind, for the bytes-on-disk gauge.
+TABLE_KINDS = {
+    "raw": ("metric_points",),
+    "minute": ("metric_rollup_minute",),
+    "compact": ("metric_points_compact",),
+    "rollups": ("metric_rollup_15m", "metric_rollup_hour", "metric_rollup_day"),
+}
+
+
+def bytes_by_kind() -> dict[str, int]:
+    """Bytes on disk (heap, TOAST and indexes of every partition) per kind of table: sizes the
+    catalog knows, so the cost is a catalog read whatever the tables hold."""
+    parents = [(kind, table) for kind, tables in TABLE_KINDS.items() for table in tables]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT p.kind, coalesce(sum(pg_total_relation_size(i.inhrelid)), 0)::bigint
+                   + coalesce(max(pg_total_relation_size(to_regclass(p.parent))), 0)
+            FROM unnest(%s::text[], %s::text[]) AS p(kind, parent)
+            LEFT JOIN pg_inherits i ON i.inhparent = to_regclass(p.parent)
+            GROUP BY p.kind
+            """,
+            [[kind for kind, _ in parents], [table for _, table in parents]],
+        )
+        found = dict(cursor.fetchall())
+    return {kind: found.get(kind, 0) for kind in TABLE_KINDS}

@@ -14,9 +14,10 @@ from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
+from django.db import OperationalError
 from django.utils import timezone
 
-from . import partitions, purges
+from . import compaction, partitions, purges
 from .batches import dispatch, process, sweep
 
 logger = logging.getLogger(__name__)
@@ -141,3 +142,15 @@ def purges_sweep_task(now: str | None = None) -> int:
 def partitions_ensure_task() -> int:
     """Create the daily partitions around today that are missing (celery beat, hourly)."""
     return partitions.partitions_ensure(now=timezone.now())
+
+
+@shared_task(
+    name="metrics.points_compact",
+    autoretry_for=(OperationalError,),
+    retry_backoff=300,
+    max_retries=3,
+)
+def points_compact_task(now: str | None = None) -> int:
+    """Compact the closed days still raw (celery beat, daily); returns the days compacted. A
+    run killed or retried redoes only the days it had not committed."""
+    return len(compaction.points_compact(now=_now(now)).days)

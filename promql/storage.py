@@ -134,12 +134,11 @@ def points_between(
             """
             SELECT series_id::int8, array_send(array_agg(id::int8)),
                    array_send(array_agg(recorded_at)), array_send(array_agg(value::float8))
-            FROM metric_points
-            WHERE metric_id = ANY(%s) AND series_id = ANY(%s)
-              AND recorded_at > %s AND recorded_at <= %s
+            FROM gf_points(%s::bigint[], %s, %s)
+            WHERE series_id = ANY(%s) AND recorded_at > %s AND recorded_at <= %s
             GROUP BY series_id
             """,
-            [list(metric_ids), list(series_ids), after, until],
+            [list(metric_ids), after, until, list(series_ids), after, until],
             binary=True,
         )
         rows = cursor.fetchall()
@@ -182,12 +181,14 @@ def counter_totals_until(
                 WHERE series_id = ANY(%(ids)s) AND bucket >= %(day)s AND bucket < %(hour)s
                 GROUP BY series_id
                 UNION ALL
-                SELECT series_id, sum(sum) FROM metric_rollup_minute
-                WHERE series_id = ANY(%(ids)s) AND bucket >= %(hour)s AND bucket < %(minute)s
+                SELECT series_id, sum(sum ORDER BY bucket)
+                FROM gf_rollup_minute(%(ids)s::bigint[], %(hour)s, %(minute)s)
+                WHERE bucket >= %(hour)s AND bucket < %(minute)s
                 GROUP BY series_id
                 UNION ALL
-                SELECT series_id, sum(value) FROM metric_points
-                WHERE metric_id = ANY(%(metrics)s) AND series_id = ANY(%(ids)s)
+                SELECT series_id, sum(value ORDER BY recorded_at, id)
+                FROM gf_points(%(metrics)s::bigint[], %(minute)s, %(until)s)
+                WHERE series_id = ANY(%(ids)s)
                   AND recorded_at >= %(minute)s AND recorded_at {upto} %(until)s
                 GROUP BY series_id
             ) parts
@@ -276,6 +277,11 @@ def rollups_between(
     if not series_ids:
         return []
     table = ROLLUP_TABLES[bucket_ms]
+    source, source_params = table, []
+    if bucket_ms == 60_000:
+        # Compacted days keep their minute rollups in metric_points_compact (metrics 0014).
+        source = "gf_rollup_minute(%s::bigint[], %s, %s)"
+        source_params = [list(series_ids), after, before]
     latest_columns = (
         "array_send(array_agg(coalesce(last, 'NaN')::float8)),"
         " array_send(array_agg(coalesce(last_at, '-infinity')))"
@@ -289,11 +295,11 @@ def rollups_between(
                    array_send(array_agg(count::int8)), array_send(array_agg(sum::float8)),
                    array_send(array_agg(min::float8)), array_send(array_agg(max::float8)),
                    {latest_columns}
-            FROM {table}
+            FROM {source}
             WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
             GROUP BY series_id
             """,  # noqa: S608 - the table name is one of ROLLUP_TABLES' constants
-            [list(series_ids), after, before],
+            [*source_params, list(series_ids), after, before],
             binary=True,
         )
         rows = cursor.fetchall()
@@ -331,14 +337,21 @@ def points_at(
             SELECT series_id::int8,
                    array_send(array_agg(recorded_at ORDER BY recorded_at, id)),
                    array_send(array_agg(value::float8 ORDER BY recorded_at, id))
-            FROM metric_points
-            WHERE metric_id = ANY(%s) AND series_id = ANY(%s)
+            FROM gf_points(%s::bigint[], timestamptz 'epoch' + %s::int8 * interval '1 millisecond',
+                           timestamptz 'epoch' + %s::int8 * interval '1 millisecond')
+            WHERE series_id = ANY(%s)
               AND recorded_at = ANY(ARRAY(
                   SELECT timestamptz 'epoch' + ms * interval '1 millisecond'
                   FROM unnest(%s::int8[]) AS ms))
             GROUP BY series_id
             """,
-            [list(metric_ids), list(series_ids), [int(t) for t in times_ms]],
+            [
+                list(metric_ids),
+                min(times_ms),
+                max(times_ms),
+                list(series_ids),
+                [int(t) for t in times_ms],
+            ],
             binary=True,
         )
         rows = cursor.fetchall()

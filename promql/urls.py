@@ -16,7 +16,5 @@ urlpatterns = [
     ),
     path("api/v1/metadata", series.MetadataView.as_view(), name="prometheus-metadata"),
     path("api/v1/status/buildinfo", status.BuildInfoView.as_view(), name="prometheus-buildinfo"),
-    path("api/v1/rules", status.RulesView.as_view(), name="prometheus-rules"),
-    path("api/v1/alerts", status.AlertsView.as_view(), name="prometheus-alerts"),
     path("api/v1/query_exemplars", status.ExemplarsView.as_view(), name="prometheus-exemplars"),
 ]

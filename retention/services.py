@@ -83,6 +83,10 @@ PRUNE_RULES: tuple[PruneRule, ...] = (
     PruneRule(
         "metric_rollup_minute", "bucket", _days("RETENTION_DAYS"), bucket=MINUTE, partitioned=True
     ),
+    # Compacted days (metrics/compaction.py): their raw points and minute rollups, by day.
+    PruneRule(
+        "metric_points_compact", "hour", _days("RETENTION_DAYS"), bucket=HOUR, partitioned=True
+    ),
     PruneRule("metric_rollup_15m", "bucket", _days("ROLLUP_RETENTION_DAYS"), bucket=QUARTER_HOUR),
     PruneRule("metric_rollup_hour", "bucket", _days("ROLLUP_RETENTION_DAYS"), bucket=HOUR),
     PruneRule("metric_rollup_day", "bucket", _days("ROLLUP_RETENTION_DAYS"), bucket=DAY),

@@ -61,6 +61,24 @@ def purges_pending() -> Iterator[Metric]:
     )
 
 
+def storage_size() -> Iterator[Metric]:
+    by_kind, days, points = selectors.storage_figures()
+    family = GaugeMetricFamily(
+        "glowing_fiesta_storage_bytes",
+        "Bytes on disk of the point and rollup tables by kind: raw, minute, compact, rollups.",
+        labels=["kind"],
+    )
+    for kind, size in by_kind.items():
+        family.add_metric([kind], size)
+    yield family
+    yield GaugeMetricFamily(
+        "glowing_fiesta_compacted_days", "Days held in the compacted form.", value=days
+    )
+    yield GaugeMetricFamily(
+        "glowing_fiesta_compacted_points", "Points held in the compacted form.", value=points
+    )
+
+
 def _broker() -> redis.Redis:
     url = settings.CELERY_BROKER_URL
     client = _broker_clients.get(url)
@@ -137,6 +155,7 @@ def database_connections() -> Iterator[Metric]:
 SOURCES = (
     ("queue_depth", queue_depth, DatabaseError),
     ("purges_pending", purges_pending, DatabaseError),
+    ("storage_size", storage_size, DatabaseError),
     ("broker_queue", broker_queue, (redis.RedisError, OSError, amqp.AMQPError, OperationalError)),
     ("database_connections", database_connections, DatabaseError),
 )

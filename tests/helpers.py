@@ -42,9 +42,16 @@ POINT_TABLES = (
 
 
 def truncate_point_tables() -> None:
-    """Empty the point and rollup tables (for `transaction=True` tests, before and after)."""
+    """Empty the point and rollup tables (for `transaction=True` tests, before and after), and
+    drop the compacted days' partitions with their markers."""
     with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {', '.join(POINT_TABLES)}")
+        cursor.execute(f"TRUNCATE {', '.join(POINT_TABLES)}, metric_compacted_days")
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'metric_points_compact'::regclass"
+        )
+        for (name,) in cursor.fetchall():
+            cursor.execute(f'DROP TABLE "{name}"')
 
 
 def post(client, path: str, body, **headers: str):

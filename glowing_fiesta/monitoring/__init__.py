@@ -19,15 +19,18 @@ __all__ = [
     "aggregation_observe",
     "auth_failure",
     "celery_task",
+    "compaction_observe",
     "db_write_timed",
     "ingest_counted",
     "ingest_path",
     "ingestion_failure",
+    "notifications_observe",
     "points_ingested",
     "problem_observed",
     "rate_limited",
     "request_observe",
     "retention_observe",
+    "rule_group_evaluated",
 ]
 
 

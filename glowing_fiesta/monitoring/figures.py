@@ -78,6 +78,7 @@ AGGREGATION_LATENCY = Histogram(
 RETENTION_TABLES = (
     "metric_points",
     "metric_rollup_minute",
+    "metric_points_compact",
     "metric_rollup_15m",
     "metric_rollup_hour",
     "metric_rollup_day",
@@ -96,6 +97,20 @@ RETENTION_LAST_SUCCESS = Gauge(
     "Unix time at which the last successful retention run finished (0: none since start).",
     multiprocess_mode="max",
 )
+COMPACTION_POINTS = Counter(
+    "glowing_fiesta_compaction_points",
+    "Raw points rewritten into the compacted form of their closed day.",
+)
+COMPACTION_LAST_SECONDS = Gauge(
+    "glowing_fiesta_compaction_last_duration_seconds",
+    "Duration of the last compaction run that compacted a day.",
+    multiprocess_mode="mostrecent",
+)
+COMPACTION_LAST_RATE = Gauge(
+    "glowing_fiesta_compaction_last_points_per_second",
+    "Points per second of the last compaction run that compacted a day.",
+    multiprocess_mode="mostrecent",
+)
 AUTH_FAILURE_REASONS = ("missing", "invalid", "revoked", "expired", "in_url", "insufficient_scope")
 AUTH_FAILURES = Counter(
     "glowing_fiesta_auth_failures",
@@ -109,9 +124,12 @@ RATE_LIMITED = Counter(
 # The project's Celery tasks by registered name (tests hold the list equal to the tasks the
 # Celery app registers), and every outcome a task signal reports.
 CELERY_TASK_NAMES = (
+    "alerting.notifications_send",
+    "alerting.rules_evaluate",
     "metrics.ProcessMetricBatch",
     "metrics.batches_sweep",
     "metrics.partitions_ensure",
+    "metrics.points_compact",
     "metrics.purge",
     "metrics.purges_sweep",
     "retention.apply",
@@ -122,6 +140,57 @@ CELERY_TASKS = Counter(
     "glowing_fiesta_celery_tasks",
     f"Celery task runs by task name and outcome ({', '.join(CELERY_TASK_OUTCOMES)}).",
     ["task", "outcome"],
+)
+
+# Rule evaluation and notifications (alerting/), in Prometheus's own names after the prefix.
+# Their label values (rule groups, Alertmanager URLs) come from the configuration, so they are
+# created at 0 when a group is first evaluated or a URL first used, not here.
+RULE_GROUP_DURATION = Histogram(
+    "glowing_fiesta_rule_group_duration_seconds",
+    "Time one evaluation of a rule group took, by rule group.",
+    ["rule_group"],
+    buckets=LATENCY_BUCKETS,
+)
+RULE_GROUP_ITERATIONS = Counter(
+    "glowing_fiesta_rule_group_iterations",
+    "Evaluations of a rule group, by rule group.",
+    ["rule_group"],
+)
+RULE_EVALUATION_FAILURES = Counter(
+    "glowing_fiesta_rule_evaluation_failures",
+    "Rule evaluations that failed (bad query, duplicate label sets, over the limit), by group.",
+    ["rule_group"],
+)
+RULE_GROUP_ITERATIONS_MISSED = Counter(
+    "glowing_fiesta_rule_group_iterations_missed",
+    "Ticks of a rule group that were never evaluated (no evaluator ran in time), by group.",
+    ["rule_group"],
+)
+NOTIFICATIONS_SENT = Counter(
+    "glowing_fiesta_notifications_sent",
+    "Alerts delivered to an Alertmanager, by Alertmanager URL.",
+    ["alertmanager"],
+)
+NOTIFICATIONS_ERRORS = Counter(
+    "glowing_fiesta_notifications_errors",
+    "Alerts whose delivery to an Alertmanager failed (kept queued to retry), by Alertmanager.",
+    ["alertmanager"],
+)
+NOTIFICATIONS_DROPPED = Counter(
+    "glowing_fiesta_notifications_dropped",
+    "Alerts dropped from a full queue (ALERTING_QUEUE_CAPACITY), by Alertmanager URL.",
+    ["alertmanager"],
+)
+
+# Labelled counters whose values come from the configuration (rule groups, Alertmanager URLs):
+# created at 0 by the code that first knows a value, not by counters_zero().
+CONFIGURED_LABEL_COUNTERS = (
+    RULE_GROUP_ITERATIONS,
+    RULE_EVALUATION_FAILURES,
+    RULE_GROUP_ITERATIONS_MISSED,
+    NOTIFICATIONS_SENT,
+    NOTIFICATIONS_ERRORS,
+    NOTIFICATIONS_DROPPED,
 )
 
 # Every labelled counter with the known values of each of its labels, in label order.

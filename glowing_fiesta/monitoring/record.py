@@ -181,6 +181,19 @@ def retention_observe(*, deleted: Mapping[str, int]) -> None:
     figures.RETENTION_LAST_SUCCESS.set(time.time())
 
 
+def compaction_observe(*, points: int, seconds: float) -> None:
+    """A compaction run that compacted at least one day: its points and time."""
+    if not _on():
+        return
+    figures.COMPACTION_POINTS.inc(points)
+    figures.COMPACTION_LAST_SECONDS.set(seconds)
+    figures.COMPACTION_LAST_RATE.set(points / seconds if seconds else 0.0)
+    store = sink.current()
+    if store is not None:
+        store.count("compaction_points", (), points)
+        store.sample("compaction_duration_ms", (), seconds * 1000)
+
+
 def auth_failure(reason: str) -> None:
     """A request refused by API-key authentication or scope: missing, invalid, revoked,
     expired, in_url or insufficient_scope."""
@@ -208,3 +221,36 @@ def celery_task(*, task: str, outcome: str) -> None:
     store = sink.current()
     if store is not None:
         store.count("celery_tasks", (("outcome", outcome), ("task", task)))
+
+
+def rule_group_evaluated(*, group: str, seconds: float, failures: int, missed: int) -> None:
+    """One evaluation of a rule group: its time, its failed rules, the ticks it missed."""
+    if not _on():
+        return
+    figures.RULE_GROUP_DURATION.labels(group).observe(seconds)
+    figures.RULE_GROUP_ITERATIONS.labels(group).inc()
+    figures.RULE_EVALUATION_FAILURES.labels(group).inc(failures)
+    figures.RULE_GROUP_ITERATIONS_MISSED.labels(group).inc(missed)
+    store = sink.current()
+    if store is not None:
+        tags = (("rule_group", group),)
+        store.sample("rule_group_duration_ms", tags, seconds * 1000)
+        store.count("rule_group_iterations", tags)
+        for name, amount in (("rule_evaluation_failures", failures), ("rule_group_iterations_missed", missed)):  # fmt: skip
+            if amount:
+                store.count(name, tags, amount)
+
+
+def notifications_observe(*, alertmanager: str, sent: int = 0, errors: int = 0, dropped: int = 0) -> None:  # fmt: skip
+    """Alerts delivered to, failed for, or dropped before one Alertmanager."""
+    if not _on():
+        return
+    figures.NOTIFICATIONS_SENT.labels(alertmanager).inc(sent)
+    figures.NOTIFICATIONS_ERRORS.labels(alertmanager).inc(errors)
+    figures.NOTIFICATIONS_DROPPED.labels(alertmanager).inc(dropped)
+    store = sink.current()
+    if store is not None:
+        tags = (("alertmanager", alertmanager),)
+        for name, amount in (("notifications_sent", sent), ("notifications_errors", errors), ("notifications_dropped", dropped)):  # fmt: skip
+            if amount:
+                store.count(name, tags, amount)

@@ -1,5 +1,5 @@
-"""What Grafana asks of a Prometheus data source besides queries: build information, rules,
-alerts and exemplars. Rules and alerts are empty until the service evaluates rule files."""
+"""What Grafana asks of a Prometheus data source besides queries: build information and
+exemplars (rules and alerts are the alerting app's)."""
 
 from __future__ import annotations
 
@@ -38,14 +38,6 @@ class _Empty(GetOrPostView):
 
     def answer(self, request: Request, **kwargs: Any) -> HttpResponse:
         return render.answer(self.body)
-
-
-class RulesView(_Empty):
-    body = {"groups": []}
-
-
-class AlertsView(_Empty):
-    body = {"alerts": []}
 
 
 class ExemplarsView(_Empty):

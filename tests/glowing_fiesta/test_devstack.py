@@ -68,3 +68,10 @@ def test_local_secrets_are_created_once_private_and_reused(data_dir):
 def test_unknown_command_prints_usage(capsys):
     assert devstack.main(["fly"]) == 2
     assert "make run" in capsys.readouterr().err
+
+
+def test_run_loads_the_example_rules_unless_rule_files_are_set(tmp_path):
+    assert devstack.EXAMPLE_RULES.exists()
+    assert devstack.example_rules_env({})["RULE_FILES"] == str(devstack.EXAMPLE_RULES)
+    assert devstack.example_rules_env({"RULE_FILES": "/x/*.yml"})["RULE_FILES"] == "/x/*.yml"
+    assert "RULE_FILES" not in devstack.example_rules_env({}, tmp_path / "none.yml")

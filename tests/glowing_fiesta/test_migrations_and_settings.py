@@ -129,6 +129,31 @@ def test_going_back_before_packed_batches_keeps_the_json_ones_and_refuses_unfini
     }
 
 
+@pytest.mark.django_db(transaction=True)
+def test_going_back_before_compaction_is_refused_while_a_compacted_day_exists(clean_point_tables):
+    from django.db import DatabaseError
+
+    from metrics.compaction import compactable_before, points_compact
+    from metrics.services import PointInput, points_ingest
+
+    now = datetime.now(UTC)
+    day = datetime.combine(compactable_before(now), datetime.min.time(), UTC) - timedelta(days=1)
+    points_ingest(points=[PointInput("value", "old", 1.5, day + timedelta(hours=1))])
+    assert len(points_compact(now=now).days) == 1
+    try:
+        with pytest.raises(DatabaseError, match="compacted days"):
+            call_command("migrate", "metrics", "0013", verbosity=0)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT sum(points) FROM metric_points_compact")
+            assert cursor.fetchone()[0] == 1
+            cursor.execute("DELETE FROM metric_points_compact")
+        call_command("migrate", "metrics", "0013", verbosity=0)
+        assert "metric_points_compact" not in connection.introspection.table_names()
+    finally:
+        call_command("migrate", "metrics", verbosity=0)
+    assert "metric_points_compact" in connection.introspection.table_names()
+
+
 def _start_django(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SECRET_KEY", "API_KEY_PEPPER"}}
     env.update(env_overrides)
@@ -155,7 +180,15 @@ def test_production_settings_start_with_both_secrets():
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("LOG_LEVEL", "LOUD"), ("API_KEY_DEFAULT_RATE_LIMIT", "0"), ("DJANGO_DEBUG", "maybe")],
+    [
+        ("LOG_LEVEL", "LOUD"),
+        ("API_KEY_DEFAULT_RATE_LIMIT", "0"),
+        ("DJANGO_DEBUG", "maybe"),
+        ("RULE_EVALUATION_INTERVAL", "0"),
+        ("ALERTING_EXTERNAL_LABELS", "cluster"),
+        ("ALERTING_EXTERNAL_LABELS", "a b=c"),
+        ("ALERTMANAGER_URLS", "alertmanager:9093"),
+    ],
 )
 def test_a_bad_setting_stops_start_up_with_a_message_naming_it(variable, value):
     result = _start_django({"DJANGO_DEBUG": "true", variable: value})

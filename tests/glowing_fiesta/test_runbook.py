@@ -28,7 +28,9 @@ from django.db.migrations.loader import MigrationLoader
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = ROOT / "docs" / "RUNBOOK.md"
 DOCS = [RUNBOOK, ROOT / "docs" / "DEPLOYMENT.md", ROOT / "docs" / "OPERATIONS.md"]
-PROJECT_APPS = ("metrics", "protocols", "apikeys", "idempotency", "retention", "selfmetrics")
+PROJECT_APPS = (
+    "metrics", "protocols", "apikeys", "idempotency", "retention", "selfmetrics", "alerting",
+)  # fmt: skip
 SOURCE_DIRS = ("glowing_fiesta", *PROJECT_APPS)
 
 # Debian 12's: postgresql@15-main is the unit of its default cluster.

@@ -155,9 +155,7 @@ def test_a_key_with_namespaces_sees_only_its_metrics_everywhere(make_api_client,
     assert names(query["result"]) == {"disk_free", "payroll_total"}
 
 
-def test_stubs_answer_in_prometheus_shape(reader):
-    assert ok(reader.get("/api/v1/rules")) == {"groups": []}
-    assert ok(reader.get("/api/v1/alerts")) == {"alerts": []}
+def test_exemplars_answer_empty_in_prometheus_shape(reader):
     assert ok(reader.get("/api/v1/query_exemplars")) == []
 
 

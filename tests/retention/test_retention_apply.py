@@ -243,8 +243,9 @@ def test_dry_run_prints_what_would_go_and_changes_nothing(now, settings, monkeyp
     assert lines[0] == "would delete:"
     assert lines[1].split() == ["metric_points", "3"]
     assert lines[2].split() == ["metric_rollup_minute", "2"]
-    assert lines[3].split() == ["metric_rollup_15m", "0"]
-    assert lines[4].split() == ["metric_rollup_hour", "0"]
+    assert lines[3].split() == ["metric_points_compact", "0"]
+    assert lines[4].split() == ["metric_rollup_15m", "0"]
+    assert lines[5].split() == ["metric_rollup_hour", "0"]
 
 
 def test_the_command_deletes_and_prints_the_counts(now, settings, monkeypatch):

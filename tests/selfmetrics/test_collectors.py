@@ -181,6 +181,32 @@ def test_queue_depth_shows_pending_batches_until_a_worker_drains_them(stack):
     assert value(parsed, "glowing_fiesta_db_server_connections") >= 2
 
 
+@pytest.mark.django_db
+def test_storage_bytes_by_kind_and_the_compacted_days():
+    from datetime import UTC, datetime, timedelta
+
+    from metrics.compaction import compactable_before, points_compact
+    from metrics.services import PointInput, points_ingest
+
+    now = datetime.now(UTC)
+    day = datetime.combine(compactable_before(now), datetime.min.time(), UTC) - timedelta(days=1)
+    points_ingest(
+        points=[PointInput("value", "sized", 2.5, day + timedelta(hours=h)) for h in range(3)]
+    )
+    before = _families(collectors.storage_size)
+    assert before[("glowing_fiesta_compacted_days", ())] == 0
+    assert before[("glowing_fiesta_storage_bytes", (("kind", "raw"),))] > 0
+    points_compact(now=now)
+    after = _families(collectors.storage_size)
+    assert after[("glowing_fiesta_compacted_days", ())] == 1
+    assert after[("glowing_fiesta_compacted_points", ())] == 3
+    compact = ("glowing_fiesta_storage_bytes", (("kind", "compact"),))
+    assert after[compact] > before[compact]
+    assert {labels for name, labels in after if name == "glowing_fiesta_storage_bytes"} == {
+        (("kind", kind),) for kind in ("raw", "minute", "compact", "rollups")
+    }
+
+
 def _broker_messages(settings) -> float | None:
     families = list(collectors.broker_queue())
     if not families:

@@ -1,0 +1,130 @@
+# Closed days of raw points, compacted (metrics/compaction.py): one row per series and UTC hour
+# holding the hour's points as two comma-separated texts, TOASTed with lz4.
+#
+# - `t`: microseconds, the first from the hour, each next one from the one before (regular
+#   scrapes repeat one delta, which lz4 stores in a few bytes);
+# - `v`: with `scale` k, the values times 10^k as integers, each from the one before (gauges and
+#   counters written with a few decimals: a delta of 1-4 digits); value = int / 10^k, which the
+#   compaction checked gives back the stored float bit for bit. Without `scale`, each value's
+#   shortest exact text (float8 output round-trips since PostgreSQL 12);
+# - `msums`: the sums of the hour's minute rollups as they were written, one per minute holding
+#   points, in minute order. The write path adds batch sums in arrival order, which a sum over the
+#   points cannot reproduce to the bit; counts, minima and maxima it can, and the compaction checks
+#   that it does before it drops the minute rollups of the day.
+#
+# Texts rather than arrays: an int8[] keeps 8 bytes per delta that lz4 barely shrinks; a delta's
+# digits are what carries information. Both decode in SQL (gf_compact_points), so percentiles and
+# raw reads stay in the database. gf_points and gf_rollup_minute give every reader one source for
+# a range: the raw tables and the compacted rows, which never hold the same day (the compaction
+# swaps them in one transaction).
+from django.db import migrations
+
+CREATE_SQL = """
+CREATE TABLE metric_points_compact (
+    series_id bigint NOT NULL,
+    hour timestamptz NOT NULL,
+    metric_id bigint NOT NULL,
+    points integer NOT NULL,
+    last_us bigint NOT NULL,
+    scale smallint,
+    t text COMPRESSION lz4 NOT NULL,
+    v text COMPRESSION lz4 NOT NULL,
+    msums float8[] COMPRESSION lz4 NOT NULL,
+    PRIMARY KEY (series_id, hour)
+) PARTITION BY RANGE (hour);
+CREATE INDEX metric_points_compact_metric_idx ON metric_points_compact (metric_id, hour);
+
+CREATE TABLE metric_compacted_days (
+    day date PRIMARY KEY,
+    points bigint NOT NULL,
+    rows bigint NOT NULL,
+    seconds double precision NOT NULL,
+    compacted_at timestamptz NOT NULL
+);
+
+-- A running sum of bigints that stays bigint: sum(bigint) is numeric, several times slower.
+CREATE AGGREGATE gf_running_sum(bigint) (SFUNC = int8pl, STYPE = bigint);
+
+-- The points of one compacted row: (microseconds from the hour, value, position), in time order.
+CREATE FUNCTION gf_compact_points(t text, v text, scale smallint)
+RETURNS TABLE (us bigint, value double precision, ord bigint)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT gf_running_sum(u.td::bigint) OVER w,
+           CASE WHEN scale IS NULL THEN u.vt::float8
+                ELSE (gf_running_sum(CASE WHEN scale IS NULL THEN 0 ELSE u.vt::bigint END) OVER w)::float8
+                     / ('{1,10,100,1000,10000,100000,1000000}'::float8[])[scale + 1]
+           END,
+           u.o
+    FROM unnest(string_to_array(t, ','), string_to_array(v, ',')) WITH ORDINALITY AS u(td, vt, o)
+    WINDOW w AS (ORDER BY u.o ROWS UNBOUNDED PRECEDING)
+$$;
+
+-- Every point of `metrics` recorded in [lo, hi], raw or compacted. `id` orders points of equal
+-- time within a series (write order) in both. Inlined by the planner: the day partitions of both
+-- tables outside the range are pruned.
+CREATE FUNCTION gf_points(metrics bigint[], lo timestamptz, hi timestamptz)
+RETURNS TABLE (metric_id bigint, series_id bigint, id bigint, value double precision,
+               recorded_at timestamptz, bucket_hour timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT p.metric_id, p.series_id, p.id, p.value, p.recorded_at, p.bucket_hour
+    FROM metric_points p
+    WHERE p.metric_id = ANY(metrics) AND p.recorded_at >= lo AND p.recorded_at <= hi
+    UNION ALL
+    SELECT c.metric_id, c.series_id, d.ord, d.value,
+           c.hour + d.us * interval '1 microsecond', c.hour
+    FROM metric_points_compact c CROSS JOIN LATERAL gf_compact_points(c.t, c.v, c.scale) d
+    WHERE c.metric_id = ANY(metrics)
+      AND c.hour >= date_trunc('hour', lo AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND c.hour <= hi
+      AND c.hour + d.us * interval '1 microsecond' BETWEEN lo AND hi
+$$;
+
+-- The minute rollups of `series` with buckets in [lo, hi), raw or compacted: the counts, minima
+-- and maxima of a compacted minute from its points, its sum as it was written.
+CREATE FUNCTION gf_rollup_minute(series bigint[], lo timestamptz, hi timestamptz)
+RETURNS TABLE (series_id bigint, bucket timestamptz, count bigint, sum double precision,
+               min double precision, max double precision)
+LANGUAGE sql STABLE AS $$
+    SELECT r.series_id, r.bucket, r.count, r.sum, r.min, r.max
+    FROM metric_rollup_minute r
+    WHERE r.series_id = ANY(series) AND r.bucket >= lo AND r.bucket < hi
+    UNION ALL
+    SELECT c.series_id, c.hour + m.minute * interval '1 minute', m.count, c.msums[m.rank],
+           m.min, m.max
+    FROM metric_points_compact c CROSS JOIN LATERAL (
+        SELECT d.us / 60000000 AS minute, count(*) AS count, min(d.value) AS min,
+               max(d.value) AS max, row_number() OVER (ORDER BY d.us / 60000000) AS rank
+        FROM gf_compact_points(c.t, c.v, c.scale) d
+        GROUP BY 1
+    ) m
+    WHERE c.series_id = ANY(series)
+      AND c.hour >= date_trunc('hour', lo AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND c.hour < hi
+      AND c.hour + m.minute * interval '1 minute' >= lo
+      AND c.hour + m.minute * interval '1 minute' < hi
+$$;
+"""
+
+# Going back would lose every compacted day: refused while one exists (retention removes them,
+# or a metric's delete).
+DROP_SQL = """
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM metric_points_compact) THEN
+        RAISE EXCEPTION 'metric_points_compact holds compacted days: going back would lose them';
+    END IF;
+END
+$$;
+DROP FUNCTION gf_rollup_minute(bigint[], timestamptz, timestamptz);
+DROP FUNCTION gf_points(bigint[], timestamptz, timestamptz);
+DROP FUNCTION gf_compact_points(text, text, smallint);
+DROP AGGREGATE gf_running_sum(bigint);
+DROP TABLE metric_compacted_days;
+DROP TABLE metric_points_compact;
+"""
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("metrics", "0013_rollup_last"),
+    ]
+
+    operations = [migrations.RunSQL(CREATE_SQL, DROP_SQL)]
