@@ -29,7 +29,11 @@ CREATE TABLE metric_points_compact (
     scale smallint,
     t text COMPRESSION lz4 NOT NULL,
     v text COMPRESSION lz4 NOT NULL,
+    mminutes smallint[] COMPRESSION lz4 NOT NULL,
+    mcounts integer[] COMPRESSION lz4 NOT NULL,
     msums float8[] COMPRESSION lz4 NOT NULL,
+    mmins float8[] COMPRESSION lz4 NOT NULL,
+    mmaxes float8[] COMPRESSION lz4 NOT NULL,
     PRIMARY KEY (series_id, hour)
 ) PARTITION BY RANGE (hour);
 CREATE INDEX metric_points_compact_metric_idx ON metric_points_compact (metric_id, hour);
@@ -78,8 +82,8 @@ LANGUAGE sql STABLE AS $$
       AND c.hour + d.us * interval '1 microsecond' BETWEEN lo AND hi
 $$;
 
--- The minute rollups of `series` with buckets in [lo, hi), raw or compacted: the counts, minima
--- and maxima of a compacted minute from its points, its sum as it was written.
+-- The minute rollups of `series` with buckets in [lo, hi), raw or compacted: a compacted
+-- hour's minutes are its arrays, unnested (no point is decoded).
 CREATE FUNCTION gf_rollup_minute(series bigint[], lo timestamptz, hi timestamptz)
 RETURNS TABLE (series_id bigint, bucket timestamptz, count bigint, sum double precision,
                min double precision, max double precision)
@@ -88,14 +92,10 @@ LANGUAGE sql STABLE AS $$
     FROM metric_rollup_minute r
     WHERE r.series_id = ANY(series) AND r.bucket >= lo AND r.bucket < hi
     UNION ALL
-    SELECT c.series_id, c.hour + m.minute * interval '1 minute', m.count, c.msums[m.rank],
-           m.min, m.max
-    FROM metric_points_compact c CROSS JOIN LATERAL (
-        SELECT d.us / 60000000 AS minute, count(*) AS count, min(d.value) AS min,
-               max(d.value) AS max, row_number() OVER (ORDER BY d.us / 60000000) AS rank
-        FROM gf_compact_points(c.t, c.v, c.scale) d
-        GROUP BY 1
-    ) m
+    SELECT c.series_id, c.hour + m.minute * interval '1 minute', m.count, m.sum, m.min, m.max
+    FROM metric_points_compact c
+         CROSS JOIN LATERAL unnest(c.mminutes, c.mcounts::bigint[], c.msums, c.mmins, c.mmaxes)
+             AS m(minute, count, sum, min, max)
     WHERE c.series_id = ANY(series)
       AND c.hour >= date_trunc('hour', lo AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND c.hour < hi
       AND c.hour + m.minute * interval '1 minute' >= lo
