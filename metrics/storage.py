@@ -517,6 +517,8 @@ def _pt_scale(k: int) -> str:
 
 
 _POW10 = "'{1,10,100,1000,10000,100000,1000000}'::float8[]"
+# The minutes of an hour, 0 to 59: a row's minute indexes are left NULL when they are its first n.
+_MINUTES = "'{" + ",".join(str(minute) for minute in range(60)) + "}'::smallint[]"
 
 # One sort of the day's points by (series, hour, time, id) serves every step: the row's scale
 # (the largest of its points', unless a point has none or the largest value times 10^k would
@@ -568,8 +570,10 @@ m AS (
     FROM {minute} GROUP BY 1, 2
 )
 SELECT c.series_id, c.hour, c.metric_id, c.points, c.last_us, c.scale, c.t, c.v,
-       coalesce(m.mminutes, '{{}}'), coalesce(m.mcounts, '{{}}'), coalesce(m.msums, '{{}}'),
-       coalesce(m.mmins, '{{}}'), coalesce(m.mmaxes, '{{}}')
+       CASE WHEN m.mminutes IS DISTINCT FROM ({minutes})[1:cardinality(m.mminutes)]
+            THEN m.mminutes END,
+       coalesce(m.mcounts, '{{}}'), coalesce(m.msums, '{{}}'), coalesce(m.mmins, '{{}}'),
+       coalesce(m.mmaxes, '{{}}')
 FROM c LEFT JOIN m USING (series_id, hour)
 """
 
@@ -705,6 +709,7 @@ def day_compact(day, *, seconds_so_far) -> DayCompacted | None:
                 minute=minute_source,
                 scale=_pt_scale(COMPACT_MAX_SCALE),
                 pow10=_POW10,
+                minutes=_MINUTES,
             )
         )
         rows = cursor.rowcount

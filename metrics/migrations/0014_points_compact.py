@@ -29,13 +29,21 @@ CREATE TABLE metric_points_compact (
     scale smallint,
     t text COMPRESSION lz4 NOT NULL,
     v text COMPRESSION lz4 NOT NULL,
-    mminutes smallint[] COMPRESSION lz4 NOT NULL,
+    mminutes smallint[] COMPRESSION lz4,
     mcounts integer[] COMPRESSION lz4 NOT NULL,
     msums float8[] COMPRESSION lz4 NOT NULL,
     mmins float8[] COMPRESSION lz4 NOT NULL,
     mmaxes float8[] COMPRESSION lz4 NOT NULL,
     PRIMARY KEY (series_id, hour)
 ) PARTITION BY RANGE (hour);
+-- Compressed in the row itself (MAIN), not moved to the TOAST table: a series-hour's columns
+-- compress to tens or hundreds of bytes, less than the TOAST row and index entry each would
+-- take, and a read then costs no TOAST index lookup per column. toast_tuple_target = 128 on the
+-- day partitions makes PostgreSQL compress them all; only a row past 8 kB moves them out.
+ALTER TABLE metric_points_compact ALTER COLUMN t SET STORAGE MAIN,
+    ALTER COLUMN v SET STORAGE MAIN, ALTER COLUMN mminutes SET STORAGE MAIN,
+    ALTER COLUMN mcounts SET STORAGE MAIN, ALTER COLUMN msums SET STORAGE MAIN,
+    ALTER COLUMN mmins SET STORAGE MAIN, ALTER COLUMN mmaxes SET STORAGE MAIN;
 CREATE INDEX metric_points_compact_metric_idx ON metric_points_compact (metric_id, hour);
 
 CREATE TABLE metric_compacted_days (
@@ -83,7 +91,9 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The minute rollups of `series` with buckets in [lo, hi), raw or compacted: a compacted
--- hour's minutes are its arrays, unnested (no point is decoded).
+-- hour's minutes are its arrays, unnested (no point is decoded). A NULL `mminutes` stands for
+-- the minutes 0, 1, 2, ... (every minute from the hour's first on). Hours wholly in the range
+-- skip the per-minute test.
 CREATE FUNCTION gf_rollup_minute(series bigint[], lo timestamptz, hi timestamptz)
 RETURNS TABLE (series_id bigint, bucket timestamptz, count bigint, sum double precision,
                min double precision, max double precision)
@@ -94,12 +104,18 @@ LANGUAGE sql STABLE AS $$
     UNION ALL
     SELECT c.series_id, c.hour + m.minute * interval '1 minute', m.count, m.sum, m.min, m.max
     FROM metric_points_compact c
-         CROSS JOIN LATERAL unnest(c.mminutes, c.mcounts::bigint[], c.msums, c.mmins, c.mmaxes)
-             AS m(minute, count, sum, min, max)
+         CROSS JOIN LATERAL unnest(
+             coalesce(c.mminutes, ('{0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,
+                                    24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,
+                                    45,46,47,48,49,50,51,52,53,54,55,56,57,58,59}'::smallint[])
+                                   [1:cardinality(c.mcounts)]),
+             c.mcounts::bigint[], c.msums, c.mmins, c.mmaxes
+         ) AS m(minute, count, sum, min, max)
     WHERE c.series_id = ANY(series)
       AND c.hour >= date_trunc('hour', lo AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND c.hour < hi
-      AND c.hour + m.minute * interval '1 minute' >= lo
-      AND c.hour + m.minute * interval '1 minute' < hi
+      AND ((c.hour >= lo AND c.hour + interval '1 hour' <= hi)
+           OR (c.hour + m.minute * interval '1 minute' >= lo
+               AND c.hour + m.minute * interval '1 minute' < hi))
 $$;
 """
 
