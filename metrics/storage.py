@@ -523,9 +523,10 @@ _MINUTES = "'{" + ",".join(str(minute) for minute in range(60)) + "}'::smallint[
 # One sort of the day's points by (series, hour, time, id) serves every step: the row's scale
 # (the largest of its points', unless a point has none or the largest value times 10^k would
 # reach 10^15), the deltas, and the texts, aggregated in that order (no ORDER BY inside
-# string_agg: PostgreSQL 15 would sort each group again).
+# string_agg: PostgreSQL 15 would sort each group again). A row whose deltas after the first
+# are all one (a regular scrape, or a single point) keeps that step in `tstep` and no `t`.
 _COMPACT_INSERT = """
-INSERT INTO {stage} (series_id, hour, metric_id, points, last_us, scale, t, v,
+INSERT INTO {stage} (series_id, hour, metric_id, points, last_us, scale, tstep, t, v,
                      mminutes, mcounts, msums, mmins, mmaxes)
 WITH p AS (
     SELECT metric_id, series_id, bucket_hour AS hour, id, value, recorded_at,
@@ -538,13 +539,14 @@ s AS (
            CASE WHEN bool_and(k IS NOT NULL) OVER g
                  AND max(abs(value)) OVER g * ({pow10})[max(k) OVER g + 1] < 1e15
                 THEN max(k) OVER g END::smallint AS scale,
-           us - coalesce(lag(us) OVER o, 0) AS td
+           us - coalesce(lag(us) OVER o, 0) AS td,
+           lag(us) OVER o IS NULL AS first
     FROM p
     WINDOW g AS (PARTITION BY series_id, hour),
            o AS (PARTITION BY series_id, hour ORDER BY recorded_at, id)
 ),
 d AS (
-    SELECT series_id, hour, metric_id, recorded_at, id, value, us, scale, td,
+    SELECT series_id, hour, metric_id, recorded_at, id, value, us, scale, td, first,
            vi - coalesce(lag(vi) OVER (PARTITION BY series_id, hour ORDER BY recorded_at, id), 0)
                AS vd
     FROM (SELECT s.*, CASE WHEN scale IS NOT NULL
@@ -554,7 +556,9 @@ d AS (
 ),
 c AS (
     SELECT series_id, hour, min(metric_id) AS metric_id, count(*)::int AS points,
-           max(us) AS last_us, min(scale) AS scale, string_agg(td::text, ',') AS t,
+           max(us) AS last_us, min(scale) AS scale,
+           min(td) FILTER (WHERE NOT first) AS step_min,
+           max(td) FILTER (WHERE NOT first) AS step_max, string_agg(td::text, ',') AS t,
            CASE WHEN min(scale) IS NOT NULL THEN string_agg(vd::text, ',')
                 ELSE string_agg(value::text, ',') END AS v
     FROM d GROUP BY series_id, hour
@@ -569,7 +573,9 @@ m AS (
            array_agg(max ORDER BY bucket) AS mmaxes
     FROM {minute} GROUP BY 1, 2
 )
-SELECT c.series_id, c.hour, c.metric_id, c.points, c.last_us, c.scale, c.t, c.v,
+SELECT c.series_id, c.hour, c.metric_id, c.points, c.last_us, c.scale,
+       CASE WHEN c.step_min IS NOT DISTINCT FROM c.step_max THEN coalesce(c.step_min, 0) END,
+       CASE WHEN c.step_min IS DISTINCT FROM c.step_max THEN c.t END, c.v,
        CASE WHEN m.mminutes IS DISTINCT FROM ({minutes})[1:cardinality(m.mminutes)]
             THEN m.mminutes END,
        coalesce(m.mcounts, '{{}}'), coalesce(m.msums, '{{}}'), coalesce(m.mmins, '{{}}'),
@@ -594,7 +600,7 @@ SELECT
              sum(hashfloat8extended(d.value, (extract(epoch FROM c.hour) * 1000000)::bigint + d.us))
                  AS h,
              count(*) FILTER (WHERE d.value = 0 AND d.value::text = '-0') AS z
-      FROM {stage} c CROSS JOIN LATERAL gf_compact_points(c.t, c.v, c.scale) d
+      FROM {stage} c CROSS JOIN LATERAL gf_compact_points(c.t, c.v, c.scale, c.points, c.last_us, c.tstep) d
       GROUP BY 1, 2
   ) b USING (series_id, hour)
   WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h OR a.z IS DISTINCT FROM b.z),

@@ -34,7 +34,8 @@ CREATE TABLE metric_points_compact (
     points integer NOT NULL,
     last_us bigint NOT NULL,
     scale smallint,
-    t text COMPRESSION lz4 NOT NULL,
+    tstep bigint,
+    t text COMPRESSION lz4,
     v text COMPRESSION lz4 NOT NULL,
     mminutes smallint[] COMPRESSION lz4,
     mcounts integer[] COMPRESSION lz4 NOT NULL,
@@ -65,9 +66,22 @@ CREATE TABLE metric_compacted_days (
 CREATE AGGREGATE gf_running_sum(bigint) (SFUNC = int8pl, STYPE = bigint);
 
 -- The points of one compacted row: (microseconds from the hour, value, position), in time order.
-CREATE FUNCTION gf_compact_points(t text, v text, scale smallint)
+-- A row with `tstep` (its points `tstep` µs apart) has no `t`: point o is at last_us - (points - o)
+-- * tstep, and only the values take a running sum. One branch runs per row (a one-time filter).
+CREATE FUNCTION gf_compact_points(t text, v text, scale smallint, points integer,
+                                  last_us bigint, tstep bigint)
 RETURNS TABLE (us bigint, value double precision, ord bigint)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT last_us - (points - u.o) * tstep,
+           CASE WHEN scale IS NULL THEN u.vt::float8
+                ELSE (gf_running_sum(CASE WHEN scale IS NULL THEN 0 ELSE u.vt::bigint END) OVER w)::float8
+                     / ('{1,10,100,1000,10000,100000,1000000}'::float8[])[scale + 1]
+           END,
+           u.o
+    FROM unnest(string_to_array(v, ',')) WITH ORDINALITY AS u(vt, o)
+    WHERE t IS NULL
+    WINDOW w AS (ORDER BY u.o ROWS UNBOUNDED PRECEDING)
+    UNION ALL
     SELECT gf_running_sum(u.td::bigint) OVER w,
            CASE WHEN scale IS NULL THEN u.vt::float8
                 ELSE (gf_running_sum(CASE WHEN scale IS NULL THEN 0 ELSE u.vt::bigint END) OVER w)::float8
@@ -75,6 +89,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
            END,
            u.o
     FROM unnest(string_to_array(t, ','), string_to_array(v, ',')) WITH ORDINALITY AS u(td, vt, o)
+    WHERE t IS NOT NULL
     WINDOW w AS (ORDER BY u.o ROWS UNBOUNDED PRECEDING)
 $$;
 
@@ -91,7 +106,8 @@ LANGUAGE sql STABLE AS $$
     UNION ALL
     SELECT c.metric_id, c.series_id, d.ord, d.value,
            c.hour + d.us * interval '1 microsecond', c.hour
-    FROM metric_points_compact c CROSS JOIN LATERAL gf_compact_points(c.t, c.v, c.scale) d
+    FROM metric_points_compact c
+         CROSS JOIN LATERAL gf_compact_points(c.t, c.v, c.scale, c.points, c.last_us, c.tstep) d
     WHERE c.metric_id = ANY(metrics)
       AND c.hour >= date_trunc('hour', lo AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND c.hour <= hi
       AND c.hour + d.us * interval '1 microsecond' BETWEEN lo AND hi
@@ -138,7 +154,7 @@ END
 $$;
 DROP FUNCTION gf_rollup_minute(bigint[], timestamptz, timestamptz);
 DROP FUNCTION gf_points(bigint[], timestamptz, timestamptz);
-DROP FUNCTION gf_compact_points(text, text, smallint);
+DROP FUNCTION gf_compact_points(text, text, smallint, integer, bigint, bigint);
 DROP AGGREGATE gf_running_sum(bigint);
 DROP TABLE metric_compacted_days;
 DROP TABLE metric_points_compact;

@@ -189,12 +189,14 @@ def test_every_answer_is_the_same_after_its_day_is_compacted(reader):
         cursor.execute("SELECT to_regclass(%s), to_regclass(%s)", [raw, minute])
         assert cursor.fetchone() == (None, None)
         cursor.execute(
-            f"SELECT count(*), count(scale), count(*) FILTER (WHERE mminutes IS NULL) FROM {compact}"
+            "SELECT count(*), count(scale), count(*) FILTER (WHERE mminutes IS NULL),"
+            f" count(tstep) FROM {compact}"
         )
-        rows, scaled, regular = cursor.fetchone()
+        rows, scaled, regular, stepped = cursor.fetchone()
     assert rows == 6 * 6 * 2  # 6 hours x 6 series x 2 metrics
     assert 0 < scaled < rows  # the counters scale; the gauge's random floats keep their text
     assert regular >= 2  # the regular series-hour of each metric (the others skip minutes)
+    assert 0 < stepped < rows  # its times as one step where no point repeats an instant
     assert day_totals(COMPACTED) == totals
     after = aggregation_answers(reader)
     assert len(after) == len(before) == (9 + 2) * 3 * 3 * 3
