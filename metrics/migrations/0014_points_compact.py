@@ -116,7 +116,8 @@ $$;
 -- The minute rollups of `series` with buckets in [lo, hi), raw or compacted: a compacted
 -- hour's minutes are its arrays, unnested (no point is decoded). A NULL `mminutes` stands for
 -- the minutes 0, 1, 2, ... (every minute from the hour's first on). Hours wholly in the range
--- skip the per-minute test.
+-- skip the per-minute test. The arrays are unnested in the select list, in step (a ProjectSet):
+-- unnest(a, b, ...) in FROM would copy every minute into a tuplestore first, 2.5x slower.
 CREATE FUNCTION gf_rollup_minute(series bigint[], lo timestamptz, hi timestamptz)
 RETURNS TABLE (series_id bigint, bucket timestamptz, count bigint, sum double precision,
                min double precision, max double precision)
@@ -125,20 +126,23 @@ LANGUAGE sql STABLE AS $$
     FROM metric_rollup_minute r
     WHERE r.series_id = ANY(series) AND r.bucket >= lo AND r.bucket < hi
     UNION ALL
-    SELECT c.series_id, c.hour + m.minute * interval '1 minute', m.count, m.sum, m.min, m.max
-    FROM metric_points_compact c
-         CROSS JOIN LATERAL unnest(
-             coalesce(c.mminutes, ('{0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,
-                                    24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,
-                                    45,46,47,48,49,50,51,52,53,54,55,56,57,58,59}'::smallint[])
-                                   [1:cardinality(c.mcounts)]),
-             c.mcounts::bigint[], c.msums, c.mmins, c.mmaxes
-         ) AS m(minute, count, sum, min, max)
-    WHERE c.series_id = ANY(series)
-      AND c.hour >= date_trunc('hour', lo AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND c.hour < hi
-      AND ((c.hour >= lo AND c.hour + interval '1 hour' <= hi)
-           OR (c.hour + m.minute * interval '1 minute' >= lo
-               AND c.hour + m.minute * interval '1 minute' < hi))
+    SELECT m.series_id, m.hour + m.minute * interval '1 minute', m.count, m.sum, m.min, m.max
+    FROM (
+        SELECT c.series_id, c.hour,
+               unnest(coalesce(c.mminutes,
+                               ('{0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,
+                                  24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,
+                                  45,46,47,48,49,50,51,52,53,54,55,56,57,58,59}'::smallint[])
+                               [1:cardinality(c.mcounts)])) AS minute,
+               unnest(c.mcounts)::bigint AS count, unnest(c.msums) AS sum,
+               unnest(c.mmins) AS min, unnest(c.mmaxes) AS max
+        FROM metric_points_compact c
+        WHERE c.series_id = ANY(series)
+          AND c.hour >= date_trunc('hour', lo AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND c.hour < hi
+    ) m
+    WHERE (m.hour >= lo AND m.hour + interval '1 hour' <= hi)
+       OR (m.hour + m.minute * interval '1 minute' >= lo
+           AND m.hour + m.minute * interval '1 minute' < hi)
 $$;
 """
 
