@@ -2,8 +2,10 @@
 # holding the hour's points as two comma-separated texts and its minute rollups as arrays, every
 # column lz4-compressed inside the row (STORAGE MAIN).
 #
-# - `t`: microseconds, the first from the hour, each next one from the one before (regular
-#   scrapes repeat one delta, which lz4 stores in a few bytes);
+# - `t`: microseconds, the first from the hour, each next one from the one before; or, when
+#   every delta after the first is one step (a regular scrape, a single point), NULL and the
+#   step in `tstep`: point o is at last_us - (points - o) * tstep, with no text to parse nor
+#   running sum to take (decoding a day took about a quarter less);
 # - `v`: with `scale` k, the values times 10^k as integers, each from the one before (gauges and
 #   counters written with a few decimals: a delta of 1-4 digits); value = int / 10^k, which the
 #   compaction checked gives back the stored float bit for bit. Without `scale`, each value's
@@ -14,14 +16,17 @@
 #   order, which a sum over the points cannot reproduce to the bit, so the rollups are kept, not
 #   recomputed; the compaction checks their counts, minima and maxima against the points before
 #   it drops the minute rollups of the day. Minute buckets (gf_rollup_minute) unnest them and
-#   decode no point: bench-storage measured a day's minute max at 1.4x its raw latency (15x when
-#   they were recomputed from the points), for 0.8 more bytes a point (all-in 4.7 at 4 hours).
+#   decode no point: bench-storage measured a day's minute max at 1.1-1.2x its raw latency (15x
+#   when they were recomputed from the points); all-in 4.34 bytes a point (3.90 before, with
+#   the sums alone in TOAST). Figures of docs/PERFORMANCE.md, on a loaded 2-core host.
 #
 # Texts rather than arrays for the points: an int8[] keeps 8 bytes per delta that lz4 barely
 # shrinks; a delta's digits are what carries information. Both decode in SQL
 # (gf_compact_points), so percentiles and raw reads stay in the database. In the row rather
 # than in TOAST: each column compresses to tens or hundreds of bytes, less than a TOAST row and
-# its index entry, and a read costs no TOAST lookup per column (point reads 2.5x raw, from 3.9x).
+# its index entry, and a read costs no TOAST lookup per column. Point reads of a compacted day
+# still take about 2x the raw time at the median (3x before): the texts' parse and the values'
+# running sum (a WindowAgg) are most of it.
 # gf_points and gf_rollup_minute give every reader one source for a range: the raw tables and the
 # compacted rows, which never hold the same day (the compaction swaps them in one transaction).
 from django.db import migrations
