@@ -123,12 +123,15 @@ def rows(conn) -> Iterator[tuple[list[int], list[float], str, str]]:
     """Each compacted row's (times in µs from the hour, values, t text, v text)."""
     cursor = conn.execute(
         """
-        SELECT c.t, c.v, array_agg(d.us ORDER BY d.ord), array_agg(d.value ORDER BY d.ord)
-        FROM metric_points_compact c CROSS JOIN LATERAL gf_compact_points(c.t, c.v, c.scale) d
-        GROUP BY c.series_id, c.hour, c.t, c.v
+        SELECT c.v, array_agg(d.us ORDER BY d.ord), array_agg(d.value ORDER BY d.ord)
+        FROM metric_points_compact c
+             CROSS JOIN LATERAL gf_compact_points(c.t, c.v, c.scale, c.points, c.last_us, c.tstep) d
+        GROUP BY c.series_id, c.hour, c.v
         """
     )
-    for t, v, times, values in cursor:
+    for v, times, values in cursor:
+        # The delta text of every row, also of those stored as a step without `t`.
+        t = ",".join(str(b - a) for a, b in zip([0, *times], times, strict=False))
         yield times, values, t, v
 
 
@@ -203,13 +206,14 @@ def codec_bytes(conn) -> dict[str, int]:
         conn.execute(
             f"""
             INSERT INTO codec_{method}
-            SELECT a.us, a.ds, a.vals, c.t, c.v
+            SELECT a.us, a.ds, a.vals, a.t, c.v
             FROM metric_points_compact c CROSS JOIN LATERAL (
-                SELECT array_agg(d.us ORDER BY d.ord) AS us,
-                       array_agg(d.value ORDER BY d.ord) AS vals,
-                       array_agg(td::bigint ORDER BY o) AS ds
-                FROM gf_compact_points(c.t, c.v, c.scale) d
-                JOIN unnest(string_to_array(c.t, ',')) WITH ORDINALITY AS x(td, o) ON x.o = d.ord
+                SELECT array_agg(us ORDER BY ord) AS us, array_agg(value ORDER BY ord) AS vals,
+                       array_agg(td ORDER BY ord) AS ds, string_agg(td::text, ',' ORDER BY ord) AS t
+                FROM (
+                    SELECT d.*, d.us - lag(d.us, 1, 0::bigint) OVER (ORDER BY d.ord) AS td
+                    FROM gf_compact_points(c.t, c.v, c.scale, c.points, c.last_us, c.tstep) d
+                ) x
             ) a
             """
         )

@@ -262,6 +262,7 @@ def _rollup_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, list
     value = _ROLLUP_VALUE[query.aggregation]
     source = table
     source_params: list = []
+    bucket_filter = "AND r.bucket >= %s AND r.bucket < %s"
     if table == "metric_rollup_minute":
         # Raw days' minute rollups and compacted days' (gf_rollup_minute, migration 0014). The
         # sums of several series are added in series order: the two sources return rows in other
@@ -274,17 +275,20 @@ def _rollup_rows(query: SeriesQuery, bounds: list[int]) -> dict[str | None, list
         source = "gf_rollup_minute(%s::bigint[], %s, %s)"
         source_params = [series_ids, _utc(bounds[0]), _utc(bounds[-1])]
         value = value.replace("sum(r.sum)", "sum(r.sum ORDER BY r.series_id, r.bucket)")
+        # The function keeps to the range itself: the same test outside would be evaluated
+        # again on each compacted minute's computed bucket.
+        bucket_filter = ""
     sql = f"""
         SELECT {group} AS grp, width_bucket(r.bucket, {_BOUNDS}) AS i, {value}
         FROM series s
         JOIN {source} r ON r.series_id = s.id
-        WHERE s.metric_id = %s {where}
-          AND r.bucket >= %s AND r.bucket < %s
+        WHERE s.metric_id = %s {where} {bucket_filter}
         GROUP BY 1, 2
     """  # noqa: S608 - table and fragments are constants of this module
     params: list = [query.group_by] if query.group_by else []
     params += [_bounds_literal(bounds), *source_params, query.metric.pk, *where_params]
-    params += [_utc(bounds[0]), _utc(bounds[-1])]
+    if bucket_filter:
+        params += [_utc(bounds[0]), _utc(bounds[-1])]
     rows = _execute(sql, params, shape=f"rollup:{table}", query=query, buckets=len(bounds) - 1)
     out = _place(rows, len(bounds) - 1)
     if query.aggregation == "rate":

@@ -517,13 +517,17 @@ def _pt_scale(k: int) -> str:
 
 
 _POW10 = "'{1,10,100,1000,10000,100000,1000000}'::float8[]"
+# The minutes of an hour, 0 to 59: a row's minute indexes are left NULL when they are its first n.
+_MINUTES = "'{" + ",".join(str(minute) for minute in range(60)) + "}'::smallint[]"
 
 # One sort of the day's points by (series, hour, time, id) serves every step: the row's scale
 # (the largest of its points', unless a point has none or the largest value times 10^k would
 # reach 10^15), the deltas, and the texts, aggregated in that order (no ORDER BY inside
-# string_agg: PostgreSQL 15 would sort each group again).
+# string_agg: PostgreSQL 15 would sort each group again). A row whose deltas after the first
+# are all one (a regular scrape, or a single point) keeps that step in `tstep` and no `t`.
 _COMPACT_INSERT = """
-INSERT INTO {stage} (series_id, hour, metric_id, points, last_us, scale, t, v, msums)
+INSERT INTO {stage} (series_id, hour, metric_id, points, last_us, scale, tstep, t, v,
+                     mminutes, mcounts, msums, mmins, mmaxes)
 WITH p AS (
     SELECT metric_id, series_id, bucket_hour AS hour, id, value, recorded_at,
            round(date_part('epoch', recorded_at - bucket_hour) * 1000000)::bigint AS us,
@@ -535,13 +539,14 @@ s AS (
            CASE WHEN bool_and(k IS NOT NULL) OVER g
                  AND max(abs(value)) OVER g * ({pow10})[max(k) OVER g + 1] < 1e15
                 THEN max(k) OVER g END::smallint AS scale,
-           us - coalesce(lag(us) OVER o, 0) AS td
+           us - coalesce(lag(us) OVER o, 0) AS td,
+           lag(us) OVER o IS NULL AS first
     FROM p
     WINDOW g AS (PARTITION BY series_id, hour),
            o AS (PARTITION BY series_id, hour ORDER BY recorded_at, id)
 ),
 d AS (
-    SELECT series_id, hour, metric_id, recorded_at, id, value, us, scale, td,
+    SELECT series_id, hour, metric_id, recorded_at, id, value, us, scale, td, first,
            vi - coalesce(lag(vi) OVER (PARTITION BY series_id, hour ORDER BY recorded_at, id), 0)
                AS vd
     FROM (SELECT s.*, CASE WHEN scale IS NOT NULL
@@ -551,18 +556,30 @@ d AS (
 ),
 c AS (
     SELECT series_id, hour, min(metric_id) AS metric_id, count(*)::int AS points,
-           max(us) AS last_us, min(scale) AS scale, string_agg(td::text, ',') AS t,
+           max(us) AS last_us, min(scale) AS scale,
+           min(td) FILTER (WHERE NOT first) AS step_min,
+           max(td) FILTER (WHERE NOT first) AS step_max, string_agg(td::text, ',') AS t,
            CASE WHEN min(scale) IS NOT NULL THEN string_agg(vd::text, ',')
                 ELSE string_agg(value::text, ',') END AS v
     FROM d GROUP BY series_id, hour
 ),
 m AS (
     SELECT series_id, date_trunc('hour', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
-           array_agg(sum ORDER BY bucket) AS msums
+           array_agg(date_part('minute', bucket AT TIME ZONE 'UTC')::smallint ORDER BY bucket)
+               AS mminutes,
+           array_agg(count::integer ORDER BY bucket) AS mcounts,
+           array_agg(sum ORDER BY bucket) AS msums,
+           array_agg(min ORDER BY bucket) AS mmins,
+           array_agg(max ORDER BY bucket) AS mmaxes
     FROM {minute} GROUP BY 1, 2
 )
-SELECT c.series_id, c.hour, c.metric_id, c.points, c.last_us, c.scale, c.t, c.v,
-       coalesce(m.msums, '{{}}')
+SELECT c.series_id, c.hour, c.metric_id, c.points, c.last_us, c.scale,
+       CASE WHEN c.step_min IS NOT DISTINCT FROM c.step_max THEN coalesce(c.step_min, 0) END,
+       CASE WHEN c.step_min IS DISTINCT FROM c.step_max THEN c.t END, c.v,
+       CASE WHEN m.mminutes IS DISTINCT FROM ({minutes})[1:cardinality(m.mminutes)]
+            THEN m.mminutes END,
+       coalesce(m.mcounts, '{{}}'), coalesce(m.msums, '{{}}'), coalesce(m.mmins, '{{}}'),
+       coalesce(m.mmaxes, '{{}}')
 FROM c LEFT JOIN m USING (series_id, hour)
 """
 
@@ -583,7 +600,7 @@ SELECT
              sum(hashfloat8extended(d.value, (extract(epoch FROM c.hour) * 1000000)::bigint + d.us))
                  AS h,
              count(*) FILTER (WHERE d.value = 0 AND d.value::text = '-0') AS z
-      FROM {stage} c CROSS JOIN LATERAL gf_compact_points(c.t, c.v, c.scale) d
+      FROM {stage} c CROSS JOIN LATERAL gf_compact_points(c.t, c.v, c.scale, c.points, c.last_us, c.tstep) d
       GROUP BY 1, 2
   ) b USING (series_id, hour)
   WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h OR a.z IS DISTINCT FROM b.z),
@@ -594,9 +611,7 @@ SELECT
   ) x USING (series_id, bucket)
   WHERE r.count IS DISTINCT FROM x.count
      OR float8send(r.min) IS DISTINCT FROM float8send(x.min)
-     OR float8send(r.max) IS DISTINCT FROM float8send(x.max)),
-  (SELECT count(*) FROM {stage} WHERE cardinality(msums)
-      <> (SELECT count(DISTINCT d.us / 60000000) FROM gf_compact_points(t, v, scale) d))
+     OR float8send(r.max) IS DISTINCT FROM float8send(x.max))
 """
 
 
@@ -700,15 +715,16 @@ def day_compact(day, *, seconds_so_far) -> DayCompacted | None:
                 minute=minute_source,
                 scale=_pt_scale(COMPACT_MAX_SCALE),
                 pow10=_POW10,
+                minutes=_MINUTES,
             )
         )
         rows = cursor.rowcount
         cursor.execute(_COMPACT_CHECK.format(stage=stage, raw=raw, minute=minute_source))
-        bad_points, bad_minutes, bad_msums = cursor.fetchone()
-        if bad_points or bad_minutes or bad_msums:
+        bad_points, bad_minutes = cursor.fetchone()
+        if bad_points or bad_minutes:
             raise CompactionMismatch(
                 f"{day}: {bad_points} series-hours decode differently, {bad_minutes} minute"
-                f" rollups differ from the points, {bad_msums} rows have other minutes"
+                " rollups differ from the points"
             )
         cursor.execute(f"SELECT coalesce(sum(points), 0) FROM {stage}")  # noqa: S608 - a day's name
         points = cursor.fetchone()[0]

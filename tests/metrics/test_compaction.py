@@ -39,6 +39,12 @@ ZONES = ("UTC", "Asia/Kathmandu", "America/New_York")
 AGGREGATIONS = ("sum", "avg", "min", "max", "count", "rate", "p50", "p90", "p95", "p99")
 
 
+# One series-hour written at a regular interval, within the minute buckets' span: its minute
+# indexes are the ones a compacted row leaves out (NULL for 0, 1, 2, ...).
+REGULAR_TAGS = {"host": "a", "region": "eu"}
+REGULAR_HOUR = COMPACTED + timedelta(hours=22)
+
+
 def dataset(seed: int = 7) -> None:
     """Two series-rich metrics from 18:00 of the compacted day to 06:00 of the raw one: points
     at irregular seconds (several in a minute, some at equal times), values with two decimals,
@@ -66,10 +72,15 @@ def dataset(seed: int = 7) -> None:
                 if rng.random() < 0.1:  # another point at the same instant
                     points.append(PointInput("value", "cpu.load", value + 1.5, at, tags))
                 points.append(PointInput("counter", "jobs.done", float(rng.randrange(5)), at, tags))
-                at += timedelta(
+                regular = tags == REGULAR_TAGS
+                if regular and REGULAR_HOUR <= at < REGULAR_HOUR + timedelta(hours=1):
+                    at += timedelta(seconds=20)  # a scrape: every minute of the hour holds points
+                    continue
+                step = timedelta(
                     seconds=rng.choice((7, 13, 20, 41, 95)),
                     microseconds=rng.choice((0, 250_000, 17)),
                 )
+                at = REGULAR_HOUR if regular and at < REGULAR_HOUR < at + step else at + step
     rng.shuffle(points)
     for k in range(0, len(points), 700):
         points_ingest(points=points[k : k + 700])
@@ -177,10 +188,15 @@ def test_every_answer_is_the_same_after_its_day_is_compacted(reader):
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s), to_regclass(%s)", [raw, minute])
         assert cursor.fetchone() == (None, None)
-        cursor.execute(f"SELECT count(*), count(scale) FROM {compact}")
-        rows, scaled = cursor.fetchone()
+        cursor.execute(
+            "SELECT count(*), count(scale), count(*) FILTER (WHERE mminutes IS NULL),"
+            f" count(tstep) FROM {compact}"
+        )
+        rows, scaled, regular, stepped = cursor.fetchone()
     assert rows == 6 * 6 * 2  # 6 hours x 6 series x 2 metrics
     assert 0 < scaled < rows  # the counters scale; the gauge's random floats keep their text
+    assert regular >= 2  # the regular series-hour of each metric (the others skip minutes)
+    assert 0 < stepped < rows  # its times as one step where no point repeats an instant
     assert day_totals(COMPACTED) == totals
     after = aggregation_answers(reader)
     assert len(after) == len(before) == (9 + 2) * 3 * 3 * 3
