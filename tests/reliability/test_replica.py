@@ -38,8 +38,9 @@ pytestmark = pytest.mark.fault(timeout=240)
 
 BOUND = 8  # REPLICA_MAX_LAG_SECONDS of these stacks
 REPLICA_APP = "glowing-fiesta-web-replica"
-# What every read of the API reads, and the PromQL reads: the rollups, points and series.
-READ_TABLES = ("metric_rollup", "metric_points", "series", "metrics")
+# What every read of the API reads, and the PromQL reads: the rollups, points and series, and
+# the functions that read raw and compacted days alike.
+READ_TABLES = ("metric_rollup", "metric_points", "series", "metrics", "gf_points", "gf_rollup_minute")
 
 
 class Client:

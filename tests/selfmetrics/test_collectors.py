@@ -194,11 +194,11 @@ def test_storage_bytes_by_kind_and_the_compacted_days():
         points=[PointInput("value", "sized", 2.5, day + timedelta(hours=h)) for h in range(3)]
     )
     before = _families(collectors.storage_size)
-    assert before[("glowing_fiesta_compacted_days", ())] == 0
+    assert before[("glowing_fiesta_compacted_partitions", ())] == 0
     assert before[("glowing_fiesta_storage_bytes", (("kind", "raw"),))] > 0
     points_compact(now=now)
     after = _families(collectors.storage_size)
-    assert after[("glowing_fiesta_compacted_days", ())] == 1
+    assert after[("glowing_fiesta_compacted_partitions", ())] == 1
     assert after[("glowing_fiesta_compacted_points", ())] == 3
     compact = ("glowing_fiesta_storage_bytes", (("kind", "compact"),))
     assert after[compact] > before[compact]
