@@ -72,7 +72,9 @@ def storage_size() -> Iterator[Metric]:
         family.add_metric([kind], size)
     yield family
     yield GaugeMetricFamily(
-        "glowing_fiesta_compacted_partitions", "Day partitions held in the compacted form.", value=days
+        "glowing_fiesta_compacted_partitions",
+        "Day partitions held in the compacted form.",
+        value=days,
     )
     yield GaugeMetricFamily(
         "glowing_fiesta_compacted_points", "Points held in the compacted form.", value=points

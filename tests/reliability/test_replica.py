@@ -40,7 +40,14 @@ BOUND = 8  # REPLICA_MAX_LAG_SECONDS of these stacks
 REPLICA_APP = "glowing-fiesta-web-replica"
 # What every read of the API reads, and the PromQL reads: the rollups, points and series, and
 # the functions that read raw and compacted days alike.
-READ_TABLES = ("metric_rollup", "metric_points", "series", "metrics", "gf_points", "gf_rollup_minute")
+READ_TABLES = (
+    "metric_rollup",
+    "metric_points",
+    "series",
+    "metrics",
+    "gf_points",
+    "gf_rollup_minute",
+)
 
 
 class Client:
