@@ -9,6 +9,7 @@ service as increments and to Prometheus as their running totals.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,3 +157,93 @@ def copies_iter(prefixes: list[str]) -> Iterator[tuple[str, Series]]:
     for prefix in prefixes:
         for series in series_all():
             yield prefix, series
+
+
+# --- the service's copy, bulk-loaded in SQL -----------------------------------------------------
+
+
+def _date(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+
+
+def points_insert(conn, *, prefix: str, start_ms: int, count: int, interval_ms: int) -> None:
+    """The 20 metrics (named with `prefix`), their 500 series and `count` points per series
+    from `start_ms`, one every `interval_ms`, by generate_series (SQL_* above): the samples
+    openmetrics_write gives Prometheus, counters as increments."""
+    from metrics.storage import canonical_tags, tags_hash
+
+    first = _date(start_ms // 86_400_000)
+    last = _date((start_ms + count * interval_ms) // 86_400_000)  # inclusive: the last point's day
+    for table in ("metric_points", "metric_rollup_minute"):
+        conn.execute(
+            "SELECT gf_ensure_day_partitions(%s, %s::date, %s::date)", [table, first, last]
+        )
+    metric_ids: dict[str, int] = {}
+    for name, kind, _ in METRICS:
+        metric_ids[name] = conn.execute(
+            "INSERT INTO metrics (name, type, created_at) VALUES (%s, %s, now()) RETURNING id",
+            [prefix + name, "counter" if kind == "counter" else "value"],
+        ).fetchone()[0]
+    for series in series_all():
+        series_id = conn.execute(
+            "INSERT INTO series (metric_id, tags, tags_hash, created_at) "
+            "VALUES (%s, %s::jsonb, %s, now()) RETURNING id",
+            [metric_ids[series.name], canonical_tags(series.labels), tags_hash(series.labels)],
+        ).fetchone()[0]
+        if series.kind == "gauge":
+            value = SQL_GAUGE
+        elif series.name == "request_duration_seconds_bucket":
+            value = SQL_BUCKET_INCREMENT
+        else:
+            value = SQL_INCREMENT
+        conn.execute(
+            f"""
+            INSERT INTO metric_points (metric_id, series_id, value, recorded_at)
+            SELECT %(metric)s, %(series)s, {value},
+                   to_timestamp((%(start)s + {SQL_PHASE} + i * %(interval)s) / 1000.0)
+            FROM generate_series(0::bigint, %(count)s::bigint - 1) AS i
+            """,
+            {
+                "metric": metric_ids[series.name],
+                "series": series_id,
+                "k": series.number,
+                "le": LE.index(series.labels["le"]) + 1 if "le" in series.labels else 0,
+                "start": start_ms,
+                "interval": interval_ms,
+                "count": count,
+            },
+        )
+
+
+ROLLUP_SQL = """
+INSERT INTO {table} (series_id, bucket, count, sum, min, max{latest_columns})
+SELECT series_id, date_bin('{width}', recorded_at, timestamptz 'epoch'), count(*),
+       sum(value{sum_order}), min(value), max(value){latest_values}
+FROM metric_points GROUP BY 1, 2
+"""
+
+
+def rollups_build(conn, *, sums_in_time_order: bool = False) -> None:
+    """The four rollup levels as the write path keeps them: the coarser three with each
+    bucket's latest point (metrics migration 0013), the minute one without. With
+    `sums_in_time_order`, each sum adds its points in time order, as a write path that receives
+    them in order does (what the compaction's check compares, to the bit); else in any order."""
+    for table, width, latest in (
+        ("metric_rollup_minute", "1 minute", False),
+        ("metric_rollup_15m", "15 minutes", True),
+        ("metric_rollup_hour", "1 hour", True),
+        ("metric_rollup_day", "1 day", True),
+    ):
+        conn.execute(
+            ROLLUP_SQL.format(
+                table=table,
+                width=width,
+                sum_order=" ORDER BY recorded_at" if sums_in_time_order else "",
+                latest_columns=", last, last_at" if latest else "",
+                latest_values=(
+                    ", (array_agg(value ORDER BY recorded_at DESC))[1], max(recorded_at)"
+                    if latest
+                    else ""
+                ),
+            )
+        )

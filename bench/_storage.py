@@ -20,81 +20,15 @@ KINDS = {
     "rollups": ("metric_rollup_15m", "metric_rollup_hour", "metric_rollup_day"),
 }
 
-ROLLUP_SQL = """
-INSERT INTO {table} (series_id, bucket, count, sum, min, max{latest_columns})
-SELECT series_id, date_bin('{width}', recorded_at, timestamptz 'epoch'), count(*),
-       sum(value ORDER BY recorded_at), min(value), max(value){latest_values}
-FROM metric_points GROUP BY 1, 2
-"""
-
 
 def load(conn, *, start_ms: int, count: int, interval_ms: int) -> int:
     """Metrics, series and points (one copy of the dashboard's shapes, no prefix), then the
     rollups from them as the write path keeps them; returns the points."""
-    from metrics.storage import canonical_tags, tags_hash
-
-    day = _date(start_ms // 86_400_000)
-    last = _date((start_ms + count * interval_ms) // 86_400_000)
-    for table in ("metric_points", "metric_rollup_minute"):
-        conn.execute("SELECT gf_ensure_day_partitions(%s, %s::date, %s::date)", [table, day, last])
-    metric_ids: dict[str, int] = {}
-    for name, kind, _ in _dashboard.METRICS:
-        metric_ids[name] = conn.execute(
-            "INSERT INTO metrics (name, type, created_at) VALUES (%s, %s, now()) RETURNING id",
-            [name, "counter" if kind == "counter" else "value"],
-        ).fetchone()[0]
-    for series in _dashboard.series_all():
-        series_id = conn.execute(
-            "INSERT INTO series (metric_id, tags, tags_hash, created_at) "
-            "VALUES (%s, %s::jsonb, %s, now()) RETURNING id",
-            [metric_ids[series.name], canonical_tags(series.labels), tags_hash(series.labels)],
-        ).fetchone()[0]
-        if series.kind == "gauge":
-            value = _dashboard.SQL_GAUGE
-        elif series.name == "request_duration_seconds_bucket":
-            value = _dashboard.SQL_BUCKET_INCREMENT
-        else:
-            value = _dashboard.SQL_INCREMENT
-        conn.execute(
-            f"""
-            INSERT INTO metric_points (metric_id, series_id, value, recorded_at)
-            SELECT %(metric)s, %(series)s, {value},
-                   to_timestamp((%(start)s + {_dashboard.SQL_PHASE} + i * %(interval)s) / 1000.0)
-            FROM generate_series(0::bigint, %(count)s::bigint - 1) AS i
-            """,
-            {
-                "metric": metric_ids[series.name],
-                "series": series_id,
-                "k": series.number,
-                "le": _dashboard.LE.index(series.labels["le"]) + 1 if "le" in series.labels else 0,
-                "start": start_ms,
-                "interval": interval_ms,
-                "count": count,
-            },
-        )
-    for table, width, latest in (
-        ("metric_rollup_minute", "1 minute", False),
-        ("metric_rollup_15m", "15 minutes", True),
-        ("metric_rollup_hour", "1 hour", True),
-        ("metric_rollup_day", "1 day", True),
-    ):
-        conn.execute(
-            ROLLUP_SQL.format(
-                table=table,
-                width=width,
-                latest_columns=", last, last_at" if latest else "",
-                latest_values=", (array_agg(value ORDER BY recorded_at DESC))[1], max(recorded_at)"
-                if latest
-                else "",
-            )
-        )
+    _dashboard.points_insert(
+        conn, prefix="", start_ms=start_ms, count=count, interval_ms=interval_ms
+    )
+    _dashboard.rollups_build(conn, sums_in_time_order=True)
     return conn.execute("SELECT count(*) FROM metric_points").fetchone()[0]
-
-
-def _date(day: int) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
 
 def sizes(conn) -> dict[str, int]:

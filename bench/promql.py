@@ -114,95 +114,15 @@ def service_load(run: _runners.Scratch, copies: list[tuple[str, int, int, int]])
     import django
 
     django.setup()
-    from metrics.storage import canonical_tags, tags_hash
 
     with psycopg.connect(run.database_url, autocommit=True) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
         for prefix, start_ms, count, interval_ms in copies:
-            first = _date(start_ms // 86_400_000)
-            last = _date((start_ms + count * interval_ms) // 86_400_000 + 1)
-            for table in ("metric_points", "metric_rollup_minute"):
-                conn.execute(
-                    "SELECT gf_ensure_day_partitions(%s, %s::date, %s::date)", [table, first, last]
-                )
-            metric_ids: dict[str, int] = {}
-            for name, kind, _ in _dashboard.METRICS:
-                metric_ids[name] = conn.execute(
-                    "INSERT INTO metrics (name, type, created_at) VALUES (%s, %s, now()) RETURNING id",
-                    [prefix + name, "counter" if kind == "counter" else "value"],
-                ).fetchone()[0]
-            for series in _dashboard.series_all():
-                series_id = conn.execute(
-                    "INSERT INTO series (metric_id, tags, tags_hash, created_at) "
-                    "VALUES (%s, %s::jsonb, %s, now()) RETURNING id",
-                    [
-                        metric_ids[series.name],
-                        canonical_tags(series.labels),
-                        tags_hash(series.labels),
-                    ],
-                ).fetchone()[0]
-                if series.kind == "gauge":
-                    value = _dashboard.SQL_GAUGE
-                elif series.name == "request_duration_seconds_bucket":
-                    value = _dashboard.SQL_BUCKET_INCREMENT
-                else:
-                    value = _dashboard.SQL_INCREMENT
-                conn.execute(
-                    f"""
-                    INSERT INTO metric_points (metric_id, series_id, value, recorded_at)
-                    SELECT %(metric)s, %(series)s, {value},
-                           to_timestamp((%(start)s + {_dashboard.SQL_PHASE} + i * %(interval)s) / 1000.0)
-                    FROM generate_series(0::bigint, %(count)s::bigint - 1) AS i
-                    """,
-                    {
-                        "metric": metric_ids[series.name],
-                        "series": series_id,
-                        "k": series.number,
-                        "le": _dashboard.LE.index(series.labels["le"]) + 1
-                        if "le" in series.labels
-                        else 0,
-                        "start": start_ms,
-                        "interval": interval_ms,
-                        "count": count,
-                    },
-                )
-        rollups_build(conn)
-        conn.execute("VACUUM ANALYZE")
-
-
-def _date(day: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
-
-
-ROLLUP_SQL = """
-INSERT INTO {table} (series_id, bucket, count, sum, min, max{latest_columns})
-SELECT series_id, date_bin('{width}', recorded_at, timestamptz 'epoch'), count(*), sum(value),
-       min(value), max(value){latest_values}
-FROM metric_points GROUP BY 1, 2
-"""
-
-
-def rollups_build(conn) -> None:
-    """The four rollup levels as the write path keeps them: the coarser three with each
-    bucket's latest point (metrics migration 0013), the minute one without."""
-    for table, width, latest in (
-        ("metric_rollup_minute", "1 minute", False),
-        ("metric_rollup_15m", "15 minutes", True),
-        ("metric_rollup_hour", "1 hour", True),
-        ("metric_rollup_day", "1 day", True),
-    ):
-        conn.execute(
-            ROLLUP_SQL.format(
-                table=table,
-                width=width,
-                latest_columns=", last, last_at" if latest else "",
-                latest_values=(
-                    ", (array_agg(value ORDER BY recorded_at DESC))[1], max(recorded_at)"
-                    if latest
-                    else ""
-                ),
+            _dashboard.points_insert(
+                conn, prefix=prefix, start_ms=start_ms, count=count, interval_ms=interval_ms
             )
-        )
+        _dashboard.rollups_build(conn)
+        conn.execute("VACUUM ANALYZE")
 
 
 # Prometheus's own block width: promtool reads its whole input once per block, so the samples
