@@ -1,3 +1,5 @@
+import time
+import types
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 
@@ -45,6 +47,21 @@ def _fresh_rate_counters(settings):
     """Counters live in Redis, outside the test transaction: each test counts from zero, so
     failed authentications of one test never push the next one's address over the limit."""
     settings.RATELIMIT_CACHE_PREFIX = f"rl:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture
+def rate_window_held(monkeypatch):
+    """The per-key rate windows held still: apikeys.ratelimit's clock stops at its first reading.
+    A window is fixed and ends at some second of every minute, so a test that counts requests
+    up to a limit would, now and then, see its window end between two of them."""
+    first: list[float] = []
+
+    def now() -> float:
+        if not first:
+            first.append(time.time())
+        return first[0]
+
+    monkeypatch.setattr("apikeys.ratelimit.time", types.SimpleNamespace(time=now))
 
 
 @pytest.fixture

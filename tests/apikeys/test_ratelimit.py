@@ -11,7 +11,8 @@ from apikeys import ratelimit
 from glowing_fiesta import failopen
 from tests.apikeys.test_authentication import ME
 
-pytestmark = pytest.mark.django_db
+# Every test here counts requests against a window: held still, it cannot end between two.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("rate_window_held")]
 
 DEAD_REDIS = {
     "default": {
