@@ -24,9 +24,9 @@
 # shrinks; a delta's digits are what carries information. Both decode in SQL
 # (gf_compact_points), so percentiles and raw reads stay in the database. In the row rather
 # than in TOAST: each column compresses to tens or hundreds of bytes, less than a TOAST row and
-# its index entry, and a read costs no TOAST lookup per column. Point reads of a compacted day
-# still take about 2x the raw time at the median (3x before): the texts' parse and the values'
-# running sum (a WindowAgg) are most of it.
+# its index entry, and a read costs no TOAST lookup per column. Decoded here, a compacted day's
+# points take about 2x their raw time (the texts' parse and the values' running sum, a
+# WindowAgg): percentiles decode them in numpy instead (metrics/percentiles.py).
 # gf_points and gf_rollup_minute give every reader one source for a range: the raw tables and the
 # compacted rows, which never hold the same day (the compaction swaps them in one transaction).
 from django.db import migrations
