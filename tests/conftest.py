@@ -50,10 +50,11 @@ def _fresh_rate_counters(settings):
 
 
 @pytest.fixture
-def rate_window_held(monkeypatch):
-    """The per-key rate windows held still: apikeys.ratelimit's clock stops at its first reading.
-    A window is fixed and ends at some second of every minute, so a test that counts requests
-    up to a limit would, now and then, see its window end between two of them."""
+def rate_windows_held(monkeypatch):
+    """The rate windows held still: the clocks of the per-key limit (apikeys.ratelimit) and of
+    the failed-authentication limit (glowing_fiesta.bruteforce, django-ratelimit) stop at their
+    first reading. A window is fixed and ends at some second of every minute, so a test that
+    counts requests up to a limit would, now and then, see its window end between two of them."""
     first: list[float] = []
 
     def now() -> float:
@@ -61,7 +62,8 @@ def rate_window_held(monkeypatch):
             first.append(time.time())
         return first[0]
 
-    monkeypatch.setattr("apikeys.ratelimit.time", types.SimpleNamespace(time=now))
+    for module in ("apikeys.ratelimit", "glowing_fiesta.bruteforce", "django_ratelimit.core"):
+        monkeypatch.setattr(f"{module}.time", types.SimpleNamespace(time=now))
 
 
 @pytest.fixture

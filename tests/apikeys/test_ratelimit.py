@@ -12,7 +12,7 @@ from glowing_fiesta import failopen
 from tests.apikeys.test_authentication import ME
 
 # Every test here counts requests against a window: held still, it cannot end between two.
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("rate_window_held")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("rate_windows_held")]
 
 DEAD_REDIS = {
     "default": {

@@ -49,7 +49,7 @@ def json_log():
     root.setLevel(old_level)
 
 
-@pytest.mark.usefixtures("rate_window_held")
+@pytest.mark.usefixtures("rate_windows_held")
 def test_logs_never_contain_a_key(make_api_client, client_anon, json_log, capfd):
     client = make_api_client(rate_limit=2)
     raw = client.raw_key

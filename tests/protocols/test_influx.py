@@ -382,7 +382,7 @@ def test_keys_are_also_accepted_as_x_api_key_and_bearer(live_server, raw_key):
     assert MetricPoint.objects.count() == 2
 
 
-@pytest.mark.usefixtures("rate_window_held")
+@pytest.mark.usefixtures("rate_windows_held")
 def test_rate_limited_key_is_429_with_retry_after_in_influx_format(live_server):
     _, key = apikey_create(name="slow", scopes=["write"], rate_limit=1)
     assert write(live_server, key, "cpu value=1")[0] == 204

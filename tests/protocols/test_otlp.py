@@ -355,7 +355,7 @@ def test_missing_key_is_401_and_read_only_key_403_as_status(live_server):
     assert not MetricPoint.objects.exists()
 
 
-@pytest.mark.usefixtures("rate_window_held")
+@pytest.mark.usefixtures("rate_windows_held")
 def test_rate_limited_export_is_429_with_retry_after(live_server):
     key = apikey_create(name="slow", scopes=["write"], rate_limit=1)[1]
     body = json.dumps({"resourceMetrics": []}).encode()

@@ -8,7 +8,8 @@ from rest_framework.test import APIClient
 from glowing_fiesta.bruteforce import client_address
 from tests.apikeys.test_ratelimit import DEAD_REDIS, travel
 
-pytestmark = pytest.mark.django_db
+# Every test here counts failures against a window: held still, it cannot end between two.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("rate_windows_held")]
 
 ME = "/api/keys/me"
 WRONG = "gf_live_notarealkeyatall"

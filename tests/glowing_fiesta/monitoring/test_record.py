@@ -78,7 +78,7 @@ def test_series_limit_counts_as_its_own_reason(api_client, scrape):
     )
 
 
-@pytest.mark.usefixtures("rate_window_held")
+@pytest.mark.usefixtures("rate_windows_held")
 def test_rate_limited_write_counts_as_failure_and_rate_limited_request(make_api_client, scrape):
     client = make_api_client(rate_limit=1)
     assert _post(client, "/api/metrics/counter", {"name": "limited"}).status_code == 201
