@@ -369,6 +369,11 @@ PROMQL_MAX_SERIES = env_int("PROMQL_MAX_SERIES", 10_000, minimum=1, maximum=1_00
 PROMQL_LOOKBACK_DELTA_SECONDS = env_int(
     "PROMQL_LOOKBACK_DELTA_SECONDS", 300, minimum=1, maximum=86400
 )
+# Raw points of recent whole hours each web process keeps for the queries that read them
+# (promql/hours.py), checked against the hour rollups' counts at every use; 0 keeps none.
+PROMQL_HOURS_CACHE_POINTS = env_int(
+    "PROMQL_HOURS_CACHE_POINTS", 2_000_000, minimum=0, maximum=100_000_000
+)
 
 # Retention: raw points and minute rollups; hour and day rollups are kept longer.
 RETENTION_DAYS = env_int("RETENTION_DAYS", 90, minimum=1, maximum=3650)

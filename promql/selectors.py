@@ -19,7 +19,7 @@ from django.conf import settings
 
 from glowing_fiesta.db import replica
 
-from . import storage
+from . import hours, storage
 from .errors import BadData, TooManySeries
 from .evaluator import LabelMatcher, selector_matchers
 from .names import label_name, promql_name, series_labels
@@ -111,9 +111,9 @@ class DatabaseSource:
             return []
         by_id = {ref.id: ref for ref in refs}
         metric_ids = sorted({ref.metric_id for ref in refs})
-        after, until = _ms_time(start_ms), _ms_time(end_ms)
-        rows = storage.points_between(
-            metric_ids=metric_ids, series_ids=list(by_id), after=after, until=until
+        after = _ms_time(start_ms)
+        rows = hours.points_between(
+            metric_ids=metric_ids, series_ids=list(by_id), after_ms=start_ms, until_ms=end_ms
         )
         counters = [ref.id for ref in refs if ref.counter]
         bases = (
@@ -151,12 +151,14 @@ class DatabaseSource:
         ids = [ref.id for ref in refs]
         metric_ids = sorted({ref.metric_id for ref in refs})
         first, last = int(ends.min()) - range_ms, int(ends.max())
-        rows = {
-            row[0]: row[1:]
-            for row in storage.rollups_between(
+        read = (
+            hours.minute_rollups_between(series_ids=ids, after_ms=first, before_ms=last)
+            if bucket == 60_000
+            else storage.rollups_between(
                 bucket_ms=bucket, series_ids=ids, after=_ms_time(first), before=_ms_time(last)
             )
-        }
+        )
+        rows = {row[0]: row[1:] for row in read}
         edge_times = sorted({int(t) for t in ends} | {int(t) - range_ms for t in ends})
         edges = {
             row[0]: row[1:]

@@ -152,6 +152,68 @@ def points_between(
     return out
 
 
+def hour_counts(
+    *, series_ids: Sequence[int], first: datetime, end: datetime
+) -> dict[tuple[int, int], int]:
+    """{(series_id, hour start in ms): points} of the UTC hours in `[first, end)` that hold
+    points, from the hour rollups: written in the transaction that writes the points, so the
+    count is the hour's points as this transaction sees them."""
+    if not series_ids:
+        return {}
+    with _binary_cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT series_id::int8, array_send(array_agg(bucket)),
+                   array_send(array_agg(count::int8))
+            FROM metric_rollup_hour
+            WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
+            GROUP BY series_id
+            """,
+            [list(series_ids), first, end],
+            binary=True,
+        )
+        rows = cursor.fetchall()
+    out = {}
+    for sid, hours, counts in rows:
+        for hour, count in zip(
+            _ms_array(hours).tolist(), _array(counts, "int8").tolist(), strict=True
+        ):
+            out[sid, hour] = count
+    return out
+
+
+def points_by_hour(
+    *, metric_ids: Sequence[int], series_ids: Sequence[int], first: datetime, end: datetime
+) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Each series' points in the UTC hours of `[first, end)`, a row per series and hour:
+    (series_id, hour start in ms, times in ms, values), by time (then the order they were
+    written in), as points_between gives them."""
+    if not series_ids:
+        return []
+    with _binary_cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT series_id::int8, array_send(array_agg(id::int8)),
+                   array_send(array_agg(recorded_at)), array_send(array_agg(value::float8)),
+                   (date_part('epoch', bucket_hour) * 1000)::int8
+            FROM gf_points(%s::bigint[], %s, %s)
+            WHERE series_id = ANY(%s) AND recorded_at >= %s AND recorded_at < %s
+            GROUP BY series_id, bucket_hour
+            """,
+            [list(metric_ids), first, end, list(series_ids), first, end],
+            binary=True,
+        )
+        rows = cursor.fetchall()
+    out = []
+    for series_id, ids, times, values, hour in rows:
+        us = _array(times, "int8")
+        order = np.lexsort((_array(ids, "int8"), us))
+        out.append(
+            (series_id, hour, ms_from_us(us[order] + _PG_EPOCH_US), _array(values, "float8")[order])
+        )
+    return out
+
+
 def counter_totals_until(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], until: datetime, inclusive: bool = True
 ) -> dict[int, float]:

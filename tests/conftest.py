@@ -14,6 +14,7 @@ from apikeys.services import apikey_create
 from glowing_fiesta import failopen
 from metrics import caches, partitions
 from metrics.batches import dispatch
+from promql import hours
 from tests.helpers import truncate_point_tables
 
 pytest_plugins = ["tests.browser", "tests.processes"]
@@ -24,9 +25,11 @@ def _fresh_storage_caches():
     """In-process caches must not carry ids across tests whose transactions were rolled back."""
     caches.caches_clear()
     partitions.partitions_forget()
+    hours.hours_clear()
     yield
     caches.caches_clear()
     partitions.partitions_forget()
+    hours.hours_clear()
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,192 @@
+"""Raw points of recent whole hours, kept in the web process for the queries that read them.
+
+A dashboard asks for the same hours again and again (Grafana refreshes a panel every 30 s to a
+minute): a 6-hour panel at a 15-second step reads 36,000 raw points, about 20 ms of PostgreSQL
+each time (docs/PERFORMANCE.md). Points are only ever added, never changed, and a point and its
+hour rollup's count are written in one transaction. So a series' hour kept here is still whole
+exactly while the hour rollup's count equals the points kept: one read of the (series, hour)
+counts, a row per series, checks every hour of a panel. An hour whose count moved (the current
+one, a late write, a delete) is read again; the answer never differs from one read afresh.
+
+What is kept: whole UTC hours inside a query's range, no older than RETENTION_DAYS - 1 days
+(retention drops whole days past RETENTION_DAYS, so a kept hour is never one retention may have
+removed), up to PROMQL_HOURS_CACHE_POINTS points per process, the least recently used let go
+first. The partial hours at the range's ends are read every time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+
+from . import storage
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+# (kind, series_id, hour start in ms) -> (the hour's count it was read at, its size, its arrays);
+# kind "points" (times in ms, values) or "minutes" (the minute rollups' columns). The size, in
+# elements of 16 bytes, is what PROMQL_HOURS_CACHE_POINTS bounds.
+_kept: OrderedDict[tuple[str, int, int], tuple[int, int, tuple]] = OrderedDict()
+_held = 0
+_lock = threading.Lock()
+
+
+def hours_clear() -> None:
+    """Forget every kept hour (a test's database is rolled back under it)."""
+    global _held
+    with _lock:
+        _kept.clear()
+        _held = 0
+
+
+def _ms_time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _keep(key: tuple[str, int, int], count: int, size: int, arrays: tuple) -> None:
+    global _held
+    with _lock:
+        old = _kept.pop(key, None)
+        if old is not None:
+            _held -= old[1]
+        if size > settings.PROMQL_HOURS_CACHE_POINTS:
+            return
+        _kept[key] = (count, size, arrays)
+        _held += size
+        while _held > settings.PROMQL_HOURS_CACHE_POINTS:
+            _, (_, dropped, _) = _kept.popitem(last=False)
+            _held -= dropped
+
+
+def _get(key: tuple[str, int, int], count: int) -> tuple | None:
+    with _lock:
+        found = _kept.get(key)
+        if found is None or found[0] != count:
+            return None
+        _kept.move_to_end(key)
+        return found[2]
+
+
+def _oldest_ms() -> int:
+    """The oldest hour start that may be kept: retention drops whole days past RETENTION_DAYS,
+    never a day younger than RETENTION_DAYS - 1 days."""
+    oldest = int(time.time() * 1000) - max(settings.RETENTION_DAYS - 1, 0) * DAY_MS
+    return -(-oldest // HOUR_MS) * HOUR_MS
+
+
+def points_between(
+    *, metric_ids: Sequence[int], series_ids: Sequence[int], after_ms: int, until_ms: int
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """storage.points_between over `(after_ms, until_ms]`, its whole recent hours from the
+    process where their counts say they are unchanged."""
+    # Whole hours [first, end): every point of them is in (after, until].
+    first = max((after_ms // HOUR_MS + 1) * HOUR_MS, _oldest_ms())
+    end = until_ms // HOUR_MS * HOUR_MS
+    if not settings.PROMQL_HOURS_CACHE_POINTS or end <= first or not series_ids:
+        return storage.points_between(
+            metric_ids=metric_ids,
+            series_ids=series_ids,
+            after=_ms_time(after_ms),
+            until=_ms_time(until_ms),
+        )
+    counts = storage.hour_counts(series_ids=series_ids, first=_ms_time(first), end=_ms_time(end))
+    pieces: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    missing = []
+    for (sid, hour), count in counts.items():
+        found = _get(("points", sid, hour), count)
+        if found is None:
+            missing.append((sid, hour))
+        else:
+            pieces.setdefault(sid, []).append((hour, *found))
+    if missing:
+        hours = [hour for _, hour in missing]
+        wanted = set(missing)
+        for sid, hour, times, values in storage.points_by_hour(
+            metric_ids=metric_ids,
+            series_ids=sorted({sid for sid, _ in missing}),
+            first=_ms_time(min(hours)),
+            end=_ms_time(max(hours) + HOUR_MS),
+        ):
+            if (sid, hour) in wanted:
+                _keep(("points", sid, hour), len(times), len(times), (times, values))
+                pieces.setdefault(sid, []).append((hour, times, values))
+    # The partial hours at both ends, read as before: (after, first) and [end, until].
+    tick = timedelta(microseconds=1)
+    for order, edge_after, edge_until in (
+        (after_ms, _ms_time(after_ms), _ms_time(first) - tick),
+        (end, _ms_time(end) - tick, _ms_time(until_ms)),
+    ):
+        if edge_until <= edge_after:
+            continue
+        for sid, times, values in storage.points_between(
+            metric_ids=metric_ids, series_ids=series_ids, after=edge_after, until=edge_until
+        ):
+            pieces.setdefault(sid, []).append((order, times, values))
+    out = []
+    for sid, parts in pieces.items():
+        parts.sort(key=lambda part: part[0])
+        times = np.concatenate([p[1] for p in parts])
+        if len(times):
+            out.append((sid, times, np.concatenate([p[2] for p in parts])))
+    return out
+
+
+def minute_rollups_between(
+    *, series_ids: Sequence[int], after_ms: int, before_ms: int
+) -> list[tuple]:
+    """storage.rollups_between of the minute rollups over `[after_ms, before_ms)` (no latest
+    points), the whole recent hours from the process where their counts say they are unchanged:
+    an hour's minute counts add up to its hour rollup's count while no point came since."""
+    first = max(-(-after_ms // HOUR_MS) * HOUR_MS, _oldest_ms())
+    end = before_ms // HOUR_MS * HOUR_MS
+
+    def read(after: int, before: int, ids: Sequence[int]) -> list[tuple]:
+        return list(
+            storage.rollups_between(
+                bucket_ms=60_000, series_ids=ids, after=_ms_time(after), before=_ms_time(before)
+            )
+        )
+
+    if not settings.PROMQL_HOURS_CACHE_POINTS or end <= first or not series_ids:
+        return read(after_ms, before_ms, series_ids)
+    counts = storage.hour_counts(series_ids=series_ids, first=_ms_time(first), end=_ms_time(end))
+    pieces: dict[int, list[tuple[int, tuple]]] = {}
+    missing = []
+    for (sid, hour), count in counts.items():
+        found = _get(("minutes", sid, hour), count)
+        if found is None:
+            missing.append((sid, hour))
+        else:
+            pieces.setdefault(sid, []).append((hour, found))
+    if missing:
+        wanted = set(missing)
+        hours = [hour for _, hour in missing]
+        for sid, *columns in read(
+            min(hours), max(hours) + HOUR_MS, sorted({sid for sid, _ in missing})
+        ):
+            starts = columns[0]
+            cuts = np.flatnonzero(np.diff(starts // HOUR_MS)) + 1
+            for part in zip(*(np.split(c, cuts) for c in columns[:5]), strict=True):
+                hour = int(part[0][0]) // HOUR_MS * HOUR_MS
+                if (sid, hour) in wanted:
+                    _keep(("minutes", sid, hour), int(part[1].sum()), len(part[0]) * 3, part)
+                    pieces.setdefault(sid, []).append((hour, part))
+    for order, edge_after, edge_before in ((after_ms, after_ms, first), (end, end, before_ms)):
+        if edge_before > edge_after:
+            for sid, *columns in read(edge_after, edge_before, series_ids):
+                pieces.setdefault(sid, []).append((order, tuple(columns[:5])))
+    out = []
+    empty = np.empty(0)
+    for sid, parts in pieces.items():
+        parts.sort(key=lambda part: part[0])
+        columns = [np.concatenate([p[1][k] for p in parts]) for k in range(5)]
+        if len(columns[0]):
+            out.append((sid, *columns, empty, np.empty(0, dtype=np.int64)))
+    return out
