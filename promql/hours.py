@@ -138,12 +138,19 @@ def points_between(
     return out
 
 
-def minute_rollups_between(
-    *, series_ids: Sequence[int], after_ms: int, before_ms: int
-) -> list[tuple]:
-    """storage.rollups_between of the minute rollups over `[after_ms, before_ms)` (no latest
-    points), the whole recent hours from the process where their counts say they are unchanged:
-    an hour's minute counts add up to its hour rollup's count while no point came since."""
+def minute_windows(
+    *,
+    metric_ids: Sequence[int],
+    series_ids: Sequence[int],
+    after_ms: int,
+    before_ms: int,
+    edge_times: Sequence[int],
+) -> tuple[list[tuple], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """What a range function pushed down to the minute rollups reads: storage.rollups_between of
+    the minute rollups over `[after_ms, before_ms)` (no latest points), and storage.points_at
+    of `edge_times` (whole minutes) as {series_id: (times, values)}. A kept hour holds its
+    minute rollups and its points that lie exactly on a minute, and is used while its count is
+    unchanged: an hour's minutes and points only change with a new point of that hour."""
     first = max(-(-after_ms // HOUR_MS) * HOUR_MS, _oldest_ms())
     end = before_ms // HOUR_MS * HOUR_MS
 
@@ -154,8 +161,12 @@ def minute_rollups_between(
             )
         )
 
+    def probe(ids: Sequence[int], times: Sequence[int]) -> list[tuple]:
+        return list(storage.points_at(metric_ids=metric_ids, series_ids=ids, times_ms=times))
+
     if not settings.PROMQL_HOURS_CACHE_POINTS or end <= first or not series_ids:
-        return read(after_ms, before_ms, series_ids)
+        rows = read(after_ms, before_ms, series_ids)
+        return rows, {sid: (t, v) for sid, t, v in probe(series_ids, edge_times)}
     counts = storage.hour_counts(series_ids=series_ids, first=_ms_time(first), end=_ms_time(end))
     pieces: dict[int, list[tuple[int, tuple]]] = {}
     missing = []
@@ -168,25 +179,49 @@ def minute_rollups_between(
     if missing:
         wanted = set(missing)
         hours = [hour for _, hour in missing]
-        for sid, *columns in read(
-            min(hours), max(hours) + HOUR_MS, sorted({sid for sid, _ in missing})
-        ):
+        ids = sorted({sid for sid, _ in missing})
+        low, high = min(hours), max(hours) + HOUR_MS
+        on_minutes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        for sid, times, values in probe(ids, range(low, high, 60_000)):
+            cuts = np.flatnonzero(np.diff(times // HOUR_MS)) + 1
+            for t, v in zip(np.split(times, cuts), np.split(values, cuts), strict=True):
+                on_minutes[sid, int(t[0]) // HOUR_MS * HOUR_MS] = (t, v)
+        nothing = (np.empty(0, dtype=np.int64), np.empty(0))
+        for sid, *columns in read(low, high, ids):
             starts = columns[0]
             cuts = np.flatnonzero(np.diff(starts // HOUR_MS)) + 1
             for part in zip(*(np.split(c, cuts) for c in columns[:5]), strict=True):
                 hour = int(part[0][0]) // HOUR_MS * HOUR_MS
                 if (sid, hour) in wanted:
-                    _keep(("minutes", sid, hour), int(part[1].sum()), len(part[0]) * 3, part)
-                    pieces.setdefault(sid, []).append((hour, part))
+                    kept = (*part, *on_minutes.get((sid, hour), nothing))
+                    _keep(("minutes", sid, hour), int(part[1].sum()), len(part[0]) * 3, kept)
+                    pieces.setdefault(sid, []).append((hour, kept))
     for order, edge_after, edge_before in ((after_ms, after_ms, first), (end, end, before_ms)):
         if edge_before > edge_after:
             for sid, *columns in read(edge_after, edge_before, series_ids):
                 pieces.setdefault(sid, []).append((order, tuple(columns[:5])))
-    out = []
+    rows = []
     empty = np.empty(0)
+    wanted_times = np.asarray(sorted(edge_times), dtype=np.int64)
+    edges: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     for sid, parts in pieces.items():
         parts.sort(key=lambda part: part[0])
         columns = [np.concatenate([p[1][k] for p in parts]) for k in range(5)]
         if len(columns[0]):
-            out.append((sid, *columns, empty, np.empty(0, dtype=np.int64)))
-    return out
+            rows.append((sid, *columns, empty, np.empty(0, dtype=np.int64)))
+        kept = [p[1] for p in parts if len(p[1]) == 7]
+        if kept:
+            at = np.concatenate([k[5] for k in kept])
+            on = np.isin(at, wanted_times)
+            if on.any():
+                edges.setdefault(sid, []).append((at[on], np.concatenate([k[6] for k in kept])[on]))
+    outside = [int(t) for t in wanted_times if not first <= t < end]
+    if outside:
+        for sid, times, values in probe(series_ids, outside):
+            edges.setdefault(sid, []).append((times, values))
+    merged = {}
+    for sid, found in edges.items():
+        times = np.concatenate([f[0] for f in found])
+        order = np.argsort(times, kind="stable")
+        merged[sid] = (times[order], np.concatenate([f[1] for f in found])[order])
+    return rows, merged

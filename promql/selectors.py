@@ -151,19 +151,26 @@ class DatabaseSource:
         ids = [ref.id for ref in refs]
         metric_ids = sorted({ref.metric_id for ref in refs})
         first, last = int(ends.min()) - range_ms, int(ends.max())
-        read = (
-            hours.minute_rollups_between(series_ids=ids, after_ms=first, before_ms=last)
-            if bucket == 60_000
-            else storage.rollups_between(
+        edge_times = sorted({int(t) for t in ends} | {int(t) - range_ms for t in ends})
+        if bucket == 60_000:
+            read, edges = hours.minute_windows(
+                metric_ids=metric_ids,
+                series_ids=ids,
+                after_ms=first,
+                before_ms=last,
+                edge_times=edge_times,
+            )
+        else:
+            read = storage.rollups_between(
                 bucket_ms=bucket, series_ids=ids, after=_ms_time(first), before=_ms_time(last)
             )
-        )
+            edges = {
+                row[0]: row[1:]
+                for row in storage.points_at(
+                    metric_ids=metric_ids, series_ids=ids, times_ms=edge_times
+                )
+            }
         rows = {row[0]: row[1:] for row in read}
-        edge_times = sorted({int(t) for t in ends} | {int(t) - range_ms for t in ends})
-        edges = {
-            row[0]: row[1:]
-            for row in storage.points_at(metric_ids=metric_ids, series_ids=ids, times_ms=edge_times)
-        }
         out = []
         for ref in refs:
             buckets, counts, sums, mins, maxes, _, _ = rows.get(ref.id, ([],) * 7)

@@ -15,12 +15,15 @@ from tests.metrics.test_delete_api import purge_all
 
 pytestmark = pytest.mark.django_db
 
+# (query, step): raw points at steps of 15 and 30 s; at 60 s the range functions read the minute
+# rollups and the points exactly on the windows' edges.
 QUERIES = (
-    ("temp", 15),  # raw points: the points' hours
-    ("max_over_time(temp[1m])", 60),  # minute rollups: the minutes' hours
-    ("sum(rate(hits[5m]))", 60),
+    ("temp", 15),
     ("increase(hits[1m])", 15),
     ("avg_over_time(temp[30s])", 30),
+    ("max_over_time(temp[1m])", 60),
+    ("sum(rate(hits[5m]))", 60),
+    ("count_over_time(temp[2m])", 60),
 )
 
 
@@ -48,11 +51,14 @@ def _load(base: datetime) -> None:
 
 
 def _answers(client, base: datetime) -> dict:
-    # Off the hours and the steps at both ends: partial hours on each side of the kept ones.
-    start = base.timestamp() + 7.5
-    end = base.timestamp() + 3 * 3600 - 0.25
+    """Each query over a range with partial hours on both sides of the kept ones: off the hours
+    and off the steps at 15 and 30 s, on whole minutes at 60 s (as Grafana aligns a range to its
+    step), where the windows tile the minute rollups."""
     out = {}
     for query, step in QUERIES:
+        start, end = base.timestamp() + 7.5, base.timestamp() + 3 * 3600 - 0.25
+        if step == 60:
+            start, end = base.timestamp() + 300, base.timestamp() + 3 * 3600 - 120
         response = client.post(
             "/api/v1/query_range", {"query": query, "start": start, "end": end, "step": step}
         )
@@ -78,6 +84,10 @@ def test_kept_hours_answer_as_a_fresh_read_through_a_late_write_and_a_delete(mak
     late = base + timedelta(hours=1, minutes=30, seconds=3)
     ingest("value", "temp", (1000.0, late, {"host": "a"}))
     ingest("counter", "hits", (7.0, late, {"host": "a"}))
+    # And one exactly on a minute, where a window of a step-60 query begins or ends.
+    on_minute = base + timedelta(hours=1, minutes=40)
+    ingest("counter", "hits", (9.0, on_minute, {"host": "a"}))
+    ingest("value", "temp", (-5.0, on_minute, {"host": "a"}))
     after = _answers(reader, base)
     assert after != fresh
     assert after == _fresh(reader, base)
