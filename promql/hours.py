@@ -81,6 +81,23 @@ def _oldest_ms() -> int:
     return -(-oldest // HOUR_MS) * HOUR_MS
 
 
+def _lookup(
+    kind: str, series_ids: Sequence[int], first: int, end: int
+) -> tuple[dict[int, list[tuple[int, tuple]]], list[tuple[int, int]]]:
+    """The kept hours of `kind` in `[first, end)` whose counts are unchanged, as {series_id:
+    [(hour, arrays)]}, and the (series_id, hour) pairs with points to read again."""
+    counts = storage.hour_counts(series_ids=series_ids, first=_ms_time(first), end=_ms_time(end))
+    pieces: dict[int, list[tuple[int, tuple]]] = {}
+    missing = []
+    for (sid, hour), count in counts.items():
+        found = _get((kind, sid, hour), count)
+        if found is None:
+            missing.append((sid, hour))
+        else:
+            pieces.setdefault(sid, []).append((hour, found))
+    return pieces, missing
+
+
 def points_between(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], after_ms: int, until_ms: int
 ) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -96,15 +113,7 @@ def points_between(
             after=_ms_time(after_ms),
             until=_ms_time(until_ms),
         )
-    counts = storage.hour_counts(series_ids=series_ids, first=_ms_time(first), end=_ms_time(end))
-    pieces: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
-    missing = []
-    for (sid, hour), count in counts.items():
-        found = _get(("points", sid, hour), count)
-        if found is None:
-            missing.append((sid, hour))
-        else:
-            pieces.setdefault(sid, []).append((hour, *found))
+    pieces, missing = _lookup("points", series_ids, first, end)
     if missing:
         hours = [hour for _, hour in missing]
         wanted = set(missing)
@@ -116,7 +125,7 @@ def points_between(
         ):
             if (sid, hour) in wanted:
                 _keep(("points", sid, hour), len(times), len(times), (times, values))
-                pieces.setdefault(sid, []).append((hour, times, values))
+                pieces.setdefault(sid, []).append((hour, (times, values)))
     # The partial hours at both ends, read as before: (after, first) and [end, until].
     tick = timedelta(microseconds=1)
     for order, edge_after, edge_until in (
@@ -128,13 +137,13 @@ def points_between(
         for sid, times, values in storage.points_between(
             metric_ids=metric_ids, series_ids=series_ids, after=edge_after, until=edge_until
         ):
-            pieces.setdefault(sid, []).append((order, times, values))
+            pieces.setdefault(sid, []).append((order, (times, values)))
     out = []
     for sid, parts in pieces.items():
         parts.sort(key=lambda part: part[0])
-        times = np.concatenate([p[1] for p in parts])
+        times = np.concatenate([p[1][0] for p in parts])
         if len(times):
-            out.append((sid, times, np.concatenate([p[2] for p in parts])))
+            out.append((sid, times, np.concatenate([p[1][1] for p in parts])))
     return out
 
 
@@ -167,15 +176,7 @@ def minute_windows(
     if not settings.PROMQL_HOURS_CACHE_POINTS or end <= first or not series_ids:
         rows = read(after_ms, before_ms, series_ids)
         return rows, {sid: (t, v) for sid, t, v in probe(series_ids, edge_times)}
-    counts = storage.hour_counts(series_ids=series_ids, first=_ms_time(first), end=_ms_time(end))
-    pieces: dict[int, list[tuple[int, tuple]]] = {}
-    missing = []
-    for (sid, hour), count in counts.items():
-        found = _get(("minutes", sid, hour), count)
-        if found is None:
-            missing.append((sid, hour))
-        else:
-            pieces.setdefault(sid, []).append((hour, found))
+    pieces, missing = _lookup("minutes", series_ids, first, end)
     if missing:
         wanted = set(missing)
         hours = [hour for _, hour in missing]
