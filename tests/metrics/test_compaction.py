@@ -207,6 +207,39 @@ def test_every_answer_is_the_same_after_its_day_is_compacted(reader):
     assert points_compact(now=NOW).days == []
 
 
+def test_a_percentile_that_sees_its_day_compacted_midway_runs_again_and_answers_the_same(
+    reader, monkeypatch
+):
+    """A compaction that commits between the percentile's read of the compacted days and its
+    read of the points (here: run right after that read) makes the query run again."""
+    from metrics import selectors
+
+    dataset()
+    params = {
+        "interval": "hour", "aggregation": "p90", "tz": "Asia/Kathmandu", "group_by": "region",
+        "from": (COMPACTED + timedelta(hours=18)).isoformat(),
+        "to": (RAW + timedelta(hours=6)).isoformat(),
+    }  # fmt: skip
+    before = reader.get("/api/metrics/cpu.load", params)
+    assert before.status_code == 200
+    reads = []
+    days_read = selectors._compacted_days
+
+    def compacted_midway(cursor, bounds):
+        days = days_read(cursor, bounds)
+        reads.append(days)
+        if len(reads) == 1:
+            assert points_compact(now=NOW).days == [COMPACTED.date()]
+        return days
+
+    monkeypatch.setattr(selectors, "_compacted_days", compacted_midway)
+    after = reader.get("/api/metrics/cpu.load", params)
+    assert after.status_code == 200
+    assert after.content == before.content
+    # Read before, after (changed), and after the second run (unchanged).
+    assert reads == [[], [COMPACTED.date()], [COMPACTED.date()]]
+
+
 def test_delete_of_a_metric_with_compacted_days_leaves_the_others_and_nothing_of_it(
     reader, make_api_client
 ):
