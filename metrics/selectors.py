@@ -213,16 +213,12 @@ def _timed(*, shape: str, query: SeriesQuery, buckets: int) -> Iterator[None]:
             exc.__cause__, psycopg.errors.QueryCanceled
         ):
             _log_query(shape, query, buckets, started, timed_out=True)
-            raise _query_timeout() from None
+            raise QueryTimeout(
+                "The query ran out of time; try a shorter range or a coarser interval.",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from None
         raise
     _log_query(shape, query, buckets, started, timed_out=False)
-
-
-def _query_timeout() -> QueryTimeout:
-    return QueryTimeout(
-        "The query ran out of time; try a shorter range or a coarser interval.",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
 
 
 def _execute(sql: str, params: list, *, shape: str, query: SeriesQuery, buckets: int) -> list:
@@ -381,6 +377,15 @@ def _compacted_days(cursor, bounds: list[int]) -> list:
     return [row[0] for row in cursor.fetchall()]
 
 
+def _points_group(query: SeriesQuery, alias: str) -> tuple[str, str, str, list]:
+    """For a read of points (`alias`, raw or compacted rows): the group column, the join to
+    their series when the group or the tag filter needs it, and the filter with its parameters."""
+    where, where_params = _series_filter(query)
+    group = "s.tags ->> %s" if query.group_by else "NULL::text"
+    join = f"JOIN series s ON s.id = {alias}.series_id" if where or query.group_by else ""
+    return group, join, where, where_params
+
+
 def _percentiles_read(connection, cursor, query, bounds, days, deadline) -> dict:
     fraction = PERCENTILES[query.aggregation]
     lo, hi = _utc(bounds[0]), _utc(bounds[-1])
@@ -406,9 +411,7 @@ def _percentiles_read(connection, cursor, query, bounds, days, deadline) -> dict
         key = "date_trunc('minute', p.recorded_at)"
     else:
         key = "p.recorded_at"
-    where, where_params = _series_filter(query)
-    group = "s.tags ->> %s" if query.group_by else "NULL::text"
-    join = "JOIN series s ON s.id = p.series_id" if where or query.group_by else ""
+    group, join, where, where_params = _points_group(query, "p")
     # recorded_at bounds the scan to the range's daily partitions (the partition key).
     sql = f"""
         SELECT x.grp, x.i,
@@ -446,9 +449,7 @@ def _compact_percentiles(connection, query, bounds, days, codes, pending, out, d
     """Ranks the compacted days' points (with the raw ones of their buckets, in `pending`) into
     `out`, fetched in hour order and ranked bucket by bucket as each one closes."""
     fraction = PERCENTILES[query.aggregation]
-    where, where_params = _series_filter(query)
-    group = "s.tags ->> %s" if query.group_by else "NULL::text"
-    join = "JOIN series s ON s.id = c.series_id" if where or query.group_by else ""
+    group, join, where, where_params = _points_group(query, "c")
     sql = f"""
         SELECT {group}, (extract(epoch FROM c.hour) * 1000000)::bigint, c.points, c.last_us,
                c.tstep, c.scale, c.t, c.v
@@ -469,10 +470,9 @@ def _compact_percentiles(connection, query, bounds, days, codes, pending, out, d
                 raise psycopg.errors.QueryCanceled("percentile deadline")
             batch = rows.fetchmany(_COMPACT_FETCH_ROWS)
             if batch:
-                decoded = percentiles.compact_decode(
+                code, at, value = percentiles.compact_decode(
                     [(codes.setdefault(r[0], len(codes)), *r[1:]) for r in batch]
                 )
-                code, at, value = decoded
                 keep = (at >= edges[0]) & (at < edges[-1])
                 at = at[keep]
                 pending.append((code[keep], np.searchsorted(edges, at, side="right"), value[keep]))

@@ -81,6 +81,11 @@ def _oldest_ms() -> int:
     return -(-oldest // HOUR_MS) * HOUR_MS
 
 
+def _hour_cuts(times_ms: np.ndarray) -> np.ndarray:
+    """Where ordered times pass into the next UTC hour: np.split's indexes, one array an hour."""
+    return np.flatnonzero(np.diff(times_ms // HOUR_MS)) + 1
+
+
 def _lookup(
     kind: str, series_ids: Sequence[int], first: int, end: int
 ) -> tuple[dict[int, list[tuple[int, tuple]]], list[tuple[int, int]]]:
@@ -184,13 +189,12 @@ def minute_windows(
         low, high = min(hours), max(hours) + HOUR_MS
         on_minutes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         for sid, times, values in probe(ids, range(low, high, 60_000)):
-            cuts = np.flatnonzero(np.diff(times // HOUR_MS)) + 1
+            cuts = _hour_cuts(times)
             for t, v in zip(np.split(times, cuts), np.split(values, cuts), strict=True):
                 on_minutes[sid, int(t[0]) // HOUR_MS * HOUR_MS] = (t, v)
         nothing = (np.empty(0, dtype=np.int64), np.empty(0))
         for sid, *columns in read(low, high, ids):
-            starts = columns[0]
-            cuts = np.flatnonzero(np.diff(starts // HOUR_MS)) + 1
+            cuts = _hour_cuts(columns[0])
             for part in zip(*(np.split(c, cuts) for c in columns[:5]), strict=True):
                 hour = int(part[0][0]) // HOUR_MS * HOUR_MS
                 if (sid, hour) in wanted:

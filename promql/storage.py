@@ -142,14 +142,15 @@ def points_between(
             binary=True,
         )
         rows = cursor.fetchall()
-    out = []
-    for series_id, ids, times, values in rows:
-        us = _array(times, "int8")
-        order = np.lexsort((_array(ids, "int8"), us))
-        out.append(
-            (series_id, ms_from_us(us[order] + _PG_EPOCH_US), _array(values, "float8")[order])
-        )
-    return out
+    return [(sid, *_points_in_order(ids, times, values)) for sid, ids, times, values in rows]
+
+
+def _points_in_order(ids: bytes, times: bytes, values: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """A group's points as array_send gave them, unordered: (times in ms, values) by time, then
+    the order they were written in (their ids)."""
+    us = _array(times, "int8")
+    order = np.lexsort((_array(ids, "int8"), us))
+    return ms_from_us(us[order] + _PG_EPOCH_US), _array(values, "float8")[order]
 
 
 def hour_counts(
@@ -204,14 +205,9 @@ def points_by_hour(
             binary=True,
         )
         rows = cursor.fetchall()
-    out = []
-    for series_id, ids, times, values, hour in rows:
-        us = _array(times, "int8")
-        order = np.lexsort((_array(ids, "int8"), us))
-        out.append(
-            (series_id, hour, ms_from_us(us[order] + _PG_EPOCH_US), _array(values, "float8")[order])
-        )
-    return out
+    return [
+        (sid, hour, *_points_in_order(ids, times, values)) for sid, ids, times, values, hour in rows
+    ]
 
 
 def counter_totals_until(
