@@ -15,7 +15,7 @@ from glowing_fiesta import failopen
 from metrics import caches, partitions
 from metrics.batches import dispatch
 from promql import hours
-from tests.helpers import truncate_point_tables
+from tests.helpers import RATE_CLOCKS, truncate_point_tables
 
 pytest_plugins = ["tests.browser", "tests.processes"]
 
@@ -65,7 +65,7 @@ def rate_windows_held(monkeypatch):
             first.append(time.time())
         return first[0]
 
-    for module in ("apikeys.ratelimit", "glowing_fiesta.bruteforce", "django_ratelimit.core"):
+    for module in RATE_CLOCKS:
         monkeypatch.setattr(f"{module}.time", types.SimpleNamespace(time=now))
 
 

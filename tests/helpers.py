@@ -21,6 +21,9 @@ from metrics.services import PointInput, points_ingest
 PROBLEM = PROBLEM_CONTENT_TYPE
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
+# The modules whose `time` clocks the rate windows: the per-key limit's, and the failed
+# authentications' (glowing_fiesta.bruteforce and django-ratelimit's own).
+RATE_CLOCKS = ("apikeys.ratelimit", "glowing_fiesta.bruteforce", "django_ratelimit.core")
 
 # Unmanaged (hand-made) tables: Django's flush after a transactional test leaves them alone.
 # Operations the OpenAPI schema and the docs pages built from it must always show.

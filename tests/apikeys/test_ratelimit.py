@@ -10,6 +10,7 @@ from django_redis import get_redis_connection
 from apikeys import ratelimit
 from glowing_fiesta import failopen
 from tests.apikeys.test_authentication import ME
+from tests.helpers import RATE_CLOCKS
 
 # Every test here counts requests against a window: held still, it cannot end between two.
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("rate_windows_held")]
@@ -33,7 +34,7 @@ def travel(monkeypatch, seconds: int) -> None:
     django-ratelimit's, which counts failed authentications."""
     real = time.time
     later = types.SimpleNamespace(time=lambda: real() + seconds)
-    for module in ("apikeys.ratelimit", "glowing_fiesta.bruteforce", "django_ratelimit.core"):
+    for module in RATE_CLOCKS:
         monkeypatch.setattr(f"{module}.time", later)
 
 
