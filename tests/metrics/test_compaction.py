@@ -198,6 +198,13 @@ def test_every_answer_is_the_same_after_its_day_is_compacted(reader):
     assert regular >= 2  # the regular series-hour of each metric (the others skip minutes)
     assert 0 < stepped < rows  # its times as one step where no point repeats an instant
     assert day_totals(COMPACTED) == totals
+    with connection.cursor() as cursor:  # lz4, as the parent table has it on this server
+        cursor.execute(
+            "SELECT array_agg(DISTINCT attcompression) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attname IN ('t', 'v', 'msums')",
+            [compact],
+        )
+        assert cursor.fetchone()[0] == ["l"]
     after = aggregation_answers(reader)
     assert len(after) == len(before) == (9 + 2) * 3 * 3 * 3
     assert [k for k in before if before[k] != after[k]] == []
