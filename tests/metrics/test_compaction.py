@@ -198,13 +198,18 @@ def test_every_answer_is_the_same_after_its_day_is_compacted(reader):
     assert regular >= 2  # the regular series-hour of each metric (the others skip minutes)
     assert 0 < stepped < rows  # its times as one step where no point repeats an instant
     assert day_totals(COMPACTED) == totals
-    with connection.cursor() as cursor:  # lz4, as the parent table has it on this server
+    with connection.cursor() as cursor:  # lz4 wherever the server has it, as the parent has
+        cursor.execute(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        )
+        lz4 = cursor.fetchone()[0]
         cursor.execute(
             "SELECT array_agg(DISTINCT attcompression) FROM pg_attribute"
-            " WHERE attrelid = %s::regclass AND attname IN ('t', 'v', 'msums')",
+            " WHERE attrelid = ANY(ARRAY[%s::regclass, 'metric_points_compact'::regclass])"
+            " AND attname IN ('t', 'v', 'msums')",
             [compact],
         )
-        assert cursor.fetchone()[0] == ["l"]
+        assert cursor.fetchone()[0] == (["l"] if lz4 else [""])
     after = aggregation_answers(reader)
     assert len(after) == len(before) == (9 + 2) * 3 * 3 * 3
     assert [k for k in before if before[k] != after[k]] == []
