@@ -86,12 +86,15 @@ def _hour_cuts(times_ms: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.diff(times_ms // HOUR_MS)) + 1
 
 
+def _counts(series_ids: Sequence[int], first: int, end: int) -> storage.Read:
+    return storage.hour_counts(series_ids=series_ids, first=_ms_time(first), end=_ms_time(end))
+
+
 def _lookup(
-    kind: str, series_ids: Sequence[int], first: int, end: int
+    kind: str, counts: dict[tuple[int, int], int]
 ) -> tuple[dict[int, list[tuple[int, tuple]]], list[tuple[int, int]]]:
-    """The kept hours of `kind` in `[first, end)` whose counts are unchanged, as {series_id:
-    [(hour, arrays)]}, and the (series_id, hour) pairs with points to read again."""
-    counts = storage.hour_counts(series_ids=series_ids, first=_ms_time(first), end=_ms_time(end))
+    """The kept hours of `kind` whose `counts` (the hours' counts as read now) are unchanged, as
+    {series_id: [(hour, arrays)]}, and the (series_id, hour) pairs with points to read again."""
     pieces: dict[int, list[tuple[int, tuple]]] = {}
     missing = []
     for (sid, hour), count in counts.items():
@@ -104,44 +107,66 @@ def _lookup(
 
 
 def points_between(
-    *, metric_ids: Sequence[int], series_ids: Sequence[int], after_ms: int, until_ms: int
-) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    *,
+    metric_ids: Sequence[int],
+    series_ids: Sequence[int],
+    after_ms: int,
+    until_ms: int,
+    also: Sequence[storage.Read] = (),
+) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], list]:
     """storage.points_between over `(after_ms, until_ms]`, its whole recent hours from the
-    process where their counts say they are unchanged."""
+    process where their counts say they are unchanged; and the answers of the reads `also`,
+    sent in the same round trip as the counts and the partial hours."""
     # Whole hours [first, end): every point of them is in (after, until].
     first = max((after_ms // HOUR_MS + 1) * HOUR_MS, _oldest_ms())
     end = until_ms // HOUR_MS * HOUR_MS
     if not settings.PROMQL_HOURS_CACHE_POINTS or end <= first or not series_ids:
-        return storage.points_between(
+        whole = storage.points_between(
             metric_ids=metric_ids,
             series_ids=series_ids,
             after=_ms_time(after_ms),
             until=_ms_time(until_ms),
         )
-    pieces, missing = _lookup("points", series_ids, first, end)
+        rows, *answers = storage.run(whole, *also)
+        return rows, answers
+    # The partial hours at both ends, read every time: (after, first) and [end, until].
+    tick = timedelta(microseconds=1)
+    edges = [
+        (order, edge_after, edge_until)
+        for order, edge_after, edge_until in (
+            (after_ms, _ms_time(after_ms), _ms_time(first) - tick),
+            (end, _ms_time(end) - tick, _ms_time(until_ms)),
+        )
+        if edge_until > edge_after
+    ]
+    counts, *answers = storage.run(
+        _counts(series_ids, first, end),
+        *also,
+        *(
+            storage.points_between(
+                metric_ids=metric_ids, series_ids=series_ids, after=edge_after, until=edge_until
+            )
+            for _, edge_after, edge_until in edges
+        ),
+    )
+    answers, edge_rows = answers[: len(also)], answers[len(also) :]
+    pieces, missing = _lookup("points", counts)
     if missing:
         hours = [hour for _, hour in missing]
         wanted = set(missing)
-        for sid, hour, times, values in storage.points_by_hour(
-            metric_ids=metric_ids,
-            series_ids=sorted({sid for sid, _ in missing}),
-            first=_ms_time(min(hours)),
-            end=_ms_time(max(hours) + HOUR_MS),
+        for sid, hour, times, values in storage.one(
+            storage.points_by_hour(
+                metric_ids=metric_ids,
+                series_ids=sorted({sid for sid, _ in missing}),
+                first=_ms_time(min(hours)),
+                end=_ms_time(max(hours) + HOUR_MS),
+            )
         ):
             if (sid, hour) in wanted:
                 _keep(("points", sid, hour), len(times), len(times), (times, values))
                 pieces.setdefault(sid, []).append((hour, (times, values)))
-    # The partial hours at both ends, read as before: (after, first) and [end, until].
-    tick = timedelta(microseconds=1)
-    for order, edge_after, edge_until in (
-        (after_ms, _ms_time(after_ms), _ms_time(first) - tick),
-        (end, _ms_time(end) - tick, _ms_time(until_ms)),
-    ):
-        if edge_until <= edge_after:
-            continue
-        for sid, times, values in storage.points_between(
-            metric_ids=metric_ids, series_ids=series_ids, after=edge_after, until=edge_until
-        ):
+    for (order, _, _), rows in zip(edges, edge_rows, strict=True):
+        for sid, times, values in rows:
             pieces.setdefault(sid, []).append((order, (times, values)))
     out = []
     for sid, parts in pieces.items():
@@ -149,7 +174,7 @@ def points_between(
         times = np.concatenate([p[1][0] for p in parts])
         if len(times):
             out.append((sid, times, np.concatenate([p[1][1] for p in parts])))
-    return out
+    return out, answers
 
 
 def minute_windows(
@@ -168,32 +193,48 @@ def minute_windows(
     first = max(-(-after_ms // HOUR_MS) * HOUR_MS, _oldest_ms())
     end = before_ms // HOUR_MS * HOUR_MS
 
-    def read(after: int, before: int, ids: Sequence[int]) -> list[tuple]:
-        return list(
-            storage.rollups_between(
-                bucket_ms=60_000, series_ids=ids, after=_ms_time(after), before=_ms_time(before)
-            )
+    def read(after: int, before: int, ids: Sequence[int]) -> storage.Read:
+        return storage.rollups_between(
+            bucket_ms=60_000, series_ids=ids, after=_ms_time(after), before=_ms_time(before)
         )
 
-    def probe(ids: Sequence[int], times: Sequence[int]) -> list[tuple]:
-        return list(storage.points_at(metric_ids=metric_ids, series_ids=ids, times_ms=times))
+    def probe(ids: Sequence[int], times: Sequence[int]) -> storage.Read:
+        return storage.points_at(metric_ids=metric_ids, series_ids=ids, times_ms=times)
 
     if not settings.PROMQL_HOURS_CACHE_POINTS or end <= first or not series_ids:
-        rows = read(after_ms, before_ms, series_ids)
-        return rows, {sid: (t, v) for sid, t, v in probe(series_ids, edge_times)}
-    pieces, missing = _lookup("minutes", series_ids, first, end)
+        rows, probed = storage.run(
+            read(after_ms, before_ms, series_ids), probe(series_ids, edge_times)
+        )
+        return rows, {sid: (t, v) for sid, t, v in probed}
+    wanted_times = np.asarray(sorted(edge_times), dtype=np.int64)
+    outside = [int(t) for t in wanted_times if not first <= t < end]
+    # The partial hours at both ends, read every time: [after, first) and [end, before).
+    edges = [
+        (order, edge_after, edge_before)
+        for order, edge_after, edge_before in ((after_ms, after_ms, first), (end, end, before_ms))
+        if edge_before > edge_after
+    ]
+    counts, probed, *edge_rows = storage.run(
+        _counts(series_ids, first, end),
+        probe(series_ids, outside),
+        *(read(edge_after, edge_before, series_ids) for _, edge_after, edge_before in edges),
+    )
+    pieces, missing = _lookup("minutes", counts)
     if missing:
         wanted = set(missing)
         hours = [hour for _, hour in missing]
         ids = sorted({sid for sid, _ in missing})
         low, high = min(hours), max(hours) + HOUR_MS
         on_minutes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        for sid, times, values in probe(ids, range(low, high, 60_000)):
+        found_on, found_rows = storage.run(
+            probe(ids, range(low, high, 60_000)), read(low, high, ids)
+        )
+        for sid, times, values in found_on:
             cuts = _hour_cuts(times)
             for t, v in zip(np.split(times, cuts), np.split(values, cuts), strict=True):
                 on_minutes[sid, int(t[0]) // HOUR_MS * HOUR_MS] = (t, v)
         nothing = (np.empty(0, dtype=np.int64), np.empty(0))
-        for sid, *columns in read(low, high, ids):
+        for sid, *columns in found_rows:
             cuts = _hour_cuts(columns[0])
             for part in zip(*(np.split(c, cuts) for c in columns[:5]), strict=True):
                 hour = int(part[0][0]) // HOUR_MS * HOUR_MS
@@ -201,31 +242,32 @@ def minute_windows(
                     kept = (*part, *on_minutes.get((sid, hour), nothing))
                     _keep(("minutes", sid, hour), int(part[1].sum()), len(part[0]) * 3, kept)
                     pieces.setdefault(sid, []).append((hour, kept))
-    for order, edge_after, edge_before in ((after_ms, after_ms, first), (end, end, before_ms)):
-        if edge_before > edge_after:
-            for sid, *columns in read(edge_after, edge_before, series_ids):
-                pieces.setdefault(sid, []).append((order, tuple(columns[:5])))
+    for (order, _, _), rows in zip(edges, edge_rows, strict=True):
+        for sid, *columns in rows:
+            pieces.setdefault(sid, []).append((order, tuple(columns[:5])))
     rows = []
     empty = np.empty(0)
-    wanted_times = np.asarray(sorted(edge_times), dtype=np.int64)
-    edges: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    edge_points: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     for sid, parts in pieces.items():
         parts.sort(key=lambda part: part[0])
         columns = [np.concatenate([p[1][k] for p in parts]) for k in range(5)]
         if len(columns[0]):
             rows.append((sid, *columns, empty, np.empty(0, dtype=np.int64)))
-        kept = [p[1] for p in parts if len(p[1]) == 7]
-        if kept:
-            at = np.concatenate([k[5] for k in kept])
-            on = np.isin(at, wanted_times)
+        at = [p[1][5] for p in parts if len(p[1]) == 7 and len(p[1][5])]
+        if at and len(wanted_times):
+            kept_at = np.concatenate(at)
+            # Which of the kept points on minutes are window edges (wanted_times is sorted).
+            index = np.minimum(np.searchsorted(wanted_times, kept_at), len(wanted_times) - 1)
+            on = wanted_times[index] == kept_at
             if on.any():
-                edges.setdefault(sid, []).append((at[on], np.concatenate([k[6] for k in kept])[on]))
-    outside = [int(t) for t in wanted_times if not first <= t < end]
-    if outside:
-        for sid, times, values in probe(series_ids, outside):
-            edges.setdefault(sid, []).append((times, values))
+                kept_values = np.concatenate(
+                    [p[1][6] for p in parts if len(p[1]) == 7 and len(p[1][5])]
+                )
+                edge_points.setdefault(sid, []).append((kept_at[on], kept_values[on]))
+    for sid, times, values in probed:
+        edge_points.setdefault(sid, []).append((times, values))
     merged = {}
-    for sid, found in edges.items():
+    for sid, found in edge_points.items():
         times = np.concatenate([f[0] for f in found])
         order = np.argsort(times, kind="stable")
         merged[sid] = (times[order], np.concatenate([f[1] for f in found])[order])

@@ -112,14 +112,17 @@ class DatabaseSource:
         by_id = {ref.id: ref for ref in refs}
         metric_ids = sorted({ref.metric_id for ref in refs})
         after = _ms_time(start_ms)
-        rows = hours.points_between(
-            metric_ids=metric_ids, series_ids=list(by_id), after_ms=start_ms, until_ms=end_ms
-        )
         counters = [ref.id for ref in refs if ref.counter]
-        bases = (
-            storage.counter_totals_until(metric_ids=metric_ids, series_ids=counters, until=after)
-            if counters
-            else {}
+        rows, (bases,) = hours.points_between(
+            metric_ids=metric_ids,
+            series_ids=list(by_id),
+            after_ms=start_ms,
+            until_ms=end_ms,
+            also=[
+                storage.counter_totals_until(
+                    metric_ids=metric_ids, series_ids=counters, until=after
+                )
+            ],
         )
         out = []
         for series_id, times, values in rows:
@@ -161,15 +164,13 @@ class DatabaseSource:
                 edge_times=edge_times,
             )
         else:
-            read = storage.rollups_between(
-                bucket_ms=bucket, series_ids=ids, after=_ms_time(first), before=_ms_time(last)
+            read, probed = storage.run(
+                storage.rollups_between(
+                    bucket_ms=bucket, series_ids=ids, after=_ms_time(first), before=_ms_time(last)
+                ),
+                storage.points_at(metric_ids=metric_ids, series_ids=ids, times_ms=edge_times),
             )
-            edges = {
-                row[0]: row[1:]
-                for row in storage.points_at(
-                    metric_ids=metric_ids, series_ids=ids, times_ms=edge_times
-                )
-            }
+            edges = {row[0]: row[1:] for row in probed}
         rows = {row[0]: row[1:] for row in read}
         out = []
         for ref in refs:
@@ -213,34 +214,26 @@ class DatabaseSource:
         metric_ids = sorted({ref.metric_id for ref in refs})
         first = (int(refs_ms.min()) - lookback_ms) // bucket * bucket
         last = int(refs_ms.max())
-        rows = {
-            row[0]: row[1:]
-            for row in storage.rollups_between(
+        counters = [ref.id for ref in refs if ref.counter]
+        read, probed, bases = storage.run(
+            storage.rollups_between(
                 bucket_ms=bucket,
                 series_ids=ids,
                 after=_ms_time(first),
                 before=_ms_time(last),
                 latest=True,
-            )
-        }
-        if any((row[6] == storage.UNKNOWN_MS).any() for row in rows.values()):
-            return None  # buckets written before their latest points were kept
-        edges = {
-            row[0]: row[1:]
-            for row in storage.points_at(
-                metric_ids=metric_ids,
-                series_ids=ids,
-                times_ms=sorted({int(t) for t in refs_ms}),
-            )
-        }
-        counters = [ref.id for ref in refs if ref.counter]
-        bases = (
+            ),
+            storage.points_at(
+                metric_ids=metric_ids, series_ids=ids, times_ms=sorted({int(t) for t in refs_ms})
+            ),
             storage.counter_totals_until(
                 metric_ids=metric_ids, series_ids=counters, until=_ms_time(first), inclusive=False
-            )
-            if counters
-            else {}
+            ),
         )
+        rows = {row[0]: row[1:] for row in read}
+        if any((row[6] == storage.UNKNOWN_MS).any() for row in rows.values()):
+            return None  # buckets written before their latest points were kept
+        edges = {row[0]: row[1:] for row in probed}
         out = []
         for ref in refs:
             buckets, _, sums, _, _, lasts, last_ats = rows.get(ref.id, ([],) * 7)

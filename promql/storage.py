@@ -9,7 +9,8 @@ candidates are cheap to list: metrics by name (one table of names), series by me
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,18 +110,57 @@ _NEG_INFINITY = np.iinfo(np.int64).min
 UNKNOWN_MS = np.iinfo(np.int64).min // 2  # a bucket's latest time where it was never kept
 
 
-def _binary_cursor() -> psycopg.Cursor:
-    """A cursor on the request's connection (its transaction) answering in binary: arrays of
-    int8 and float8 arrive as machine numbers, not text to parse."""
-    connection = replica.read_connection()
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
+@dataclass(frozen=True)
+class Read:
+    """A read not sent yet: its SQL and parameters (no SQL: nothing to read), and how its rows
+    become its answer. `run` sends several together."""
+
+    sql: str | None
+    params: Any
+    decode: Callable[[list[tuple]], Any]
+
+
+def _nothing(answer: Any) -> Read:
+    return Read(None, None, lambda rows: answer)
+
+
+def run(*reads: Read) -> list[Any]:
+    """The answers of `reads`, in their order, from one round trip to PostgreSQL: in psycopg's
+    pipeline mode the statements leave together and the server answers them in order, where
+    each alone would wait for the one before (a panel's reads are a few small ones, each about
+    as long as its round trip). On the request's connection (its transaction), answering in
+    binary: arrays of int8 and float8 arrive as machine numbers, not text to parse."""
+    sent = [read for read in reads if read.sql is not None]
+    rows: dict[int, list[tuple]] = {}
+    if sent:
+        connection = replica.read_connection()
+        connection.ensure_connection()
+        raw = connection.connection
+        cursors = [psycopg.Cursor(raw) for _ in sent]
+        try:
+            if len(sent) == 1:
+                cursors[0].execute(sent[0].sql, sent[0].params, binary=True)
+            else:
+                with raw.pipeline():
+                    for cursor, read in zip(cursors, sent, strict=True):
+                        cursor.execute(read.sql, read.params, binary=True)
+            for cursor, read in zip(cursors, sent, strict=True):
+                rows[id(read)] = cursor.fetchall()
+        finally:
+            for cursor in cursors:
+                cursor.close()
+    return [read.decode(rows.get(id(read), [])) for read in reads]
+
+
+def one(read: Read) -> Any:
+    """The answer of one read."""
+    return run(read)[0]
 
 
 def points_between(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], after: datetime, until: datetime
-) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Each series' points in `(after, until]`: (series_id, times in ms, values), by time (then
+) -> Read:
+    """The read of each series' points in `(after, until]`: (series_id, times in ms, values), by time (then
     the order they were written in).
 
     Read by `(metric_id, recorded_at)`, the index the points table has, with the day partitions
@@ -128,21 +168,20 @@ def points_between(
     ordered in SQL (an ordered aggregate sorts each group again): numpy sorts them.
     """
     if not series_ids:
-        return []
-    with _binary_cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT series_id::int8, array_send(array_agg(id::int8)),
-                   array_send(array_agg(recorded_at)), array_send(array_agg(value::float8))
-            FROM gf_points(%s::bigint[], %s, %s)
-            WHERE series_id = ANY(%s) AND recorded_at > %s AND recorded_at <= %s
-            GROUP BY series_id
-            """,
-            [list(metric_ids), after, until, list(series_ids), after, until],
-            binary=True,
-        )
-        rows = cursor.fetchall()
-    return [(sid, *_points_in_order(ids, times, values)) for sid, ids, times, values in rows]
+        return _nothing([])
+    return Read(
+        """
+        SELECT series_id::int8, array_send(array_agg(id::int8)),
+               array_send(array_agg(recorded_at)), array_send(array_agg(value::float8))
+        FROM gf_points(%s::bigint[], %s, %s)
+        WHERE series_id = ANY(%s) AND recorded_at > %s AND recorded_at <= %s
+        GROUP BY series_id
+        """,
+        [list(metric_ids), after, until, list(series_ids), after, until],
+        lambda rows: [
+            (sid, *_points_in_order(ids, times, values)) for sid, ids, times, values in rows
+        ],
+    )
 
 
 def _points_in_order(ids: bytes, times: bytes, values: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -153,67 +192,63 @@ def _points_in_order(ids: bytes, times: bytes, values: bytes) -> tuple[np.ndarra
     return ms_from_us(us[order] + _PG_EPOCH_US), _array(values, "float8")[order]
 
 
-def hour_counts(
-    *, series_ids: Sequence[int], first: datetime, end: datetime
-) -> dict[tuple[int, int], int]:
-    """{(series_id, hour start in ms): points} of the UTC hours in `[first, end)` that hold
+def hour_counts(*, series_ids: Sequence[int], first: datetime, end: datetime) -> Read:
+    """The read of {(series_id, hour start in ms): points} of the UTC hours in `[first, end)` that hold
     points, from the hour rollups: written in the transaction that writes the points, so the
     count is the hour's points as this transaction sees them."""
     if not series_ids:
-        return {}
-    with _binary_cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT series_id::int8, array_send(array_agg(bucket)),
-                   array_send(array_agg(count::int8))
-            FROM metric_rollup_hour
-            WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
-            GROUP BY series_id
-            """,
-            [list(series_ids), first, end],
-            binary=True,
-        )
-        rows = cursor.fetchall()
-    out = {}
-    for sid, hours, counts in rows:
-        for hour, count in zip(
-            _ms_array(hours).tolist(), _array(counts, "int8").tolist(), strict=True
-        ):
-            out[sid, hour] = count
-    return out
+        return _nothing({})
+
+    def decode(rows: list[tuple]) -> dict[tuple[int, int], int]:
+        out = {}
+        for sid, hours, counts in rows:
+            for hour, count in zip(
+                _ms_array(hours).tolist(), _array(counts, "int8").tolist(), strict=True
+            ):
+                out[sid, hour] = count
+        return out
+
+    return Read(
+        """
+        SELECT series_id::int8, array_send(array_agg(bucket)), array_send(array_agg(count::int8))
+        FROM metric_rollup_hour
+        WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
+        GROUP BY series_id
+        """,
+        [list(series_ids), first, end],
+        decode,
+    )
 
 
 def points_by_hour(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], first: datetime, end: datetime
-) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """Each series' points in the UTC hours of `[first, end)`, a row per series and hour:
+) -> Read:
+    """The read of each series' points in the UTC hours of `[first, end)`, a row per series and hour:
     (series_id, hour start in ms, times in ms, values), by time (then the order they were
     written in), as points_between gives them."""
     if not series_ids:
-        return []
-    with _binary_cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT series_id::int8, array_send(array_agg(id::int8)),
-                   array_send(array_agg(recorded_at)), array_send(array_agg(value::float8)),
-                   (date_part('epoch', bucket_hour) * 1000)::int8
-            FROM gf_points(%s::bigint[], %s, %s)
-            WHERE series_id = ANY(%s) AND recorded_at >= %s AND recorded_at < %s
-            GROUP BY series_id, bucket_hour
-            """,
-            [list(metric_ids), first, end, list(series_ids), first, end],
-            binary=True,
-        )
-        rows = cursor.fetchall()
-    return [
-        (sid, hour, *_points_in_order(ids, times, values)) for sid, ids, times, values, hour in rows
-    ]
+        return _nothing([])
+    return Read(
+        """
+        SELECT series_id::int8, array_send(array_agg(id::int8)),
+               array_send(array_agg(recorded_at)), array_send(array_agg(value::float8)),
+               (date_part('epoch', bucket_hour) * 1000)::int8
+        FROM gf_points(%s::bigint[], %s, %s)
+        WHERE series_id = ANY(%s) AND recorded_at >= %s AND recorded_at < %s
+        GROUP BY series_id, bucket_hour
+        """,
+        [list(metric_ids), first, end, list(series_ids), first, end],
+        lambda rows: [
+            (sid, hour, *_points_in_order(ids, times, values))
+            for sid, ids, times, values, hour in rows
+        ],
+    )
 
 
 def counter_totals_until(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], until: datetime, inclusive: bool = True
-) -> dict[int, float]:
-    """Each counter series' sum of increments at or before `until` (before it, if not
+) -> Read:
+    """The read of each counter series' sum of increments at or before `until` (before it, if not
     `inclusive`), from the coarsest rollups that tile the time before it: whole days, then whole
     hours of its day, whole minutes of its hour, and the raw points of its minute. Rollups are
     kept longer than raw points, so this counts from the oldest data still held.
@@ -222,46 +257,45 @@ def counter_totals_until(
     the minute rollups and the points to the one day that holds them.
     """
     if not series_ids:
-        return {}
+        return _nothing({})
     until = until.astimezone(UTC)
     day = until.replace(hour=0, minute=0, second=0, microsecond=0)
     hour = until.replace(minute=0, second=0, microsecond=0)
     minute = until.replace(second=0, microsecond=0)
     upto = "<=" if inclusive else "<"
-    with replica.read_connection().cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT series_id, sum(total) FROM (
-                SELECT series_id, sum(sum) AS total FROM metric_rollup_day
-                WHERE series_id = ANY(%(ids)s) AND bucket < %(day)s GROUP BY series_id
-                UNION ALL
-                SELECT series_id, sum(sum) FROM metric_rollup_hour
-                WHERE series_id = ANY(%(ids)s) AND bucket >= %(day)s AND bucket < %(hour)s
-                GROUP BY series_id
-                UNION ALL
-                SELECT series_id, sum(sum ORDER BY bucket)
-                FROM gf_rollup_minute(%(ids)s::bigint[], %(hour)s, %(minute)s)
-                WHERE bucket >= %(hour)s AND bucket < %(minute)s
-                GROUP BY series_id
-                UNION ALL
-                SELECT series_id, sum(value ORDER BY recorded_at, id)
-                FROM gf_points(%(metrics)s::bigint[], %(minute)s, %(until)s)
-                WHERE series_id = ANY(%(ids)s)
-                  AND recorded_at >= %(minute)s AND recorded_at {upto} %(until)s
-                GROUP BY series_id
-            ) parts
+    return Read(
+        f"""
+        SELECT series_id, sum(total) FROM (
+            SELECT series_id, sum(sum) AS total FROM metric_rollup_day
+            WHERE series_id = ANY(%(ids)s) AND bucket < %(day)s GROUP BY series_id
+            UNION ALL
+            SELECT series_id, sum(sum) FROM metric_rollup_hour
+            WHERE series_id = ANY(%(ids)s) AND bucket >= %(day)s AND bucket < %(hour)s
             GROUP BY series_id
-            """,  # noqa: S608 - {upto} is one of two operators of this function
-            {
-                "until": until,
-                "day": day,
-                "hour": hour,
-                "minute": minute,
-                "ids": list(series_ids),
-                "metrics": list(metric_ids),
-            },
-        )
-        return {series_id: float(total) for series_id, total in cursor.fetchall()}
+            UNION ALL
+            SELECT series_id, sum(sum ORDER BY bucket)
+            FROM gf_rollup_minute(%(ids)s::bigint[], %(hour)s, %(minute)s)
+            WHERE bucket >= %(hour)s AND bucket < %(minute)s
+            GROUP BY series_id
+            UNION ALL
+            SELECT series_id, sum(value ORDER BY recorded_at, id)
+            FROM gf_points(%(metrics)s::bigint[], %(minute)s, %(until)s)
+            WHERE series_id = ANY(%(ids)s)
+              AND recorded_at >= %(minute)s AND recorded_at {upto} %(until)s
+            GROUP BY series_id
+        ) parts
+        GROUP BY series_id
+        """,  # noqa: S608 - {upto} is one of two operators of this function
+        {
+            "until": until,
+            "day": day,
+            "hour": hour,
+            "minute": minute,
+            "ids": list(series_ids),
+            "metrics": list(metric_ids),
+        },
+        lambda rows: {series_id: float(total) for series_id, total in rows},
+    )
 
 
 def series_with_data(*, series_ids: Sequence[int], after: datetime, until: datetime) -> set[int]:
@@ -324,8 +358,8 @@ def rollups_between(
     after: datetime,
     before: datetime,
     latest: bool = False,
-) -> Iterable[tuple]:
-    """Each series' rollups with buckets in `[after, before)`: (series_id, bucket starts in ms,
+) -> Read:
+    """The read of each series' rollups with buckets in `[after, before)`: (series_id, bucket starts in ms,
     counts, sums, mins, maxes, latest values, latest times in ms), numpy arrays in bucket order,
     read by the rollups' (series_id, bucket) keys. The latest points (their time UNKNOWN_MS where
     not kept) only with `latest`, from the tables that keep them (LATEST_TABLES); else empty.
@@ -333,7 +367,7 @@ def rollups_between(
     The arrays are aggregated unordered (every aggregate of a group sees its rows in one order,
     and an ordered aggregate would sort each group once per column) and sorted here."""
     if not series_ids:
-        return []
+        return _nothing([])
     table = ROLLUP_TABLES[bucket_ms]
     source, source_params = table, []
     if bucket_ms == 60_000:
@@ -346,71 +380,69 @@ def rollups_between(
         if latest
         else "NULL::bytea, NULL::bytea"
     )
-    with _binary_cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT series_id::int8, array_send(array_agg(bucket)),
-                   array_send(array_agg(count::int8)), array_send(array_agg(sum::float8)),
-                   array_send(array_agg(min::float8)), array_send(array_agg(max::float8)),
-                   {latest_columns}
-            FROM {source}
-            WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
-            GROUP BY series_id
-            """,  # noqa: S608 - the table name is one of ROLLUP_TABLES' constants
-            [*source_params, list(series_ids), after, before],
-            binary=True,
-        )
-        rows = cursor.fetchall()
-    out = []
-    for sid, buckets, counts, sums, mins, maxes, lasts, last_ats in rows:
-        starts = _ms_array(buckets)
-        order = np.argsort(starts, kind="stable")
-        out.append(
-            (
-                sid,
-                starts[order],
-                _array(counts, "int8")[order],
-                _array(sums, "float8")[order],
-                _array(mins, "float8")[order],
-                _array(maxes, "float8")[order],
-                _array(lasts, "float8")[order] if latest else np.empty(0),
-                _ms_array(last_ats)[order] if latest else np.empty(0, dtype=np.int64),
+
+    def decode(rows: list[tuple]) -> list[tuple]:
+        out = []
+        for sid, buckets, counts, sums, mins, maxes, lasts, last_ats in rows:
+            starts = _ms_array(buckets)
+            order = np.argsort(starts, kind="stable")
+            out.append(
+                (
+                    sid,
+                    starts[order],
+                    _array(counts, "int8")[order],
+                    _array(sums, "float8")[order],
+                    _array(mins, "float8")[order],
+                    _array(maxes, "float8")[order],
+                    _array(lasts, "float8")[order] if latest else np.empty(0),
+                    _ms_array(last_ats)[order] if latest else np.empty(0, dtype=np.int64),
+                )
             )
-        )
-    return out
+        return out
+
+    return Read(
+        f"""
+        SELECT series_id::int8, array_send(array_agg(bucket)),
+               array_send(array_agg(count::int8)), array_send(array_agg(sum::float8)),
+               array_send(array_agg(min::float8)), array_send(array_agg(max::float8)),
+               {latest_columns}
+        FROM {source}
+        WHERE series_id = ANY(%s) AND bucket >= %s AND bucket < %s
+        GROUP BY series_id
+        """,  # noqa: S608 - the table name is one of ROLLUP_TABLES' constants
+        [*source_params, list(series_ids), after, before],
+        decode,
+    )
 
 
 def points_at(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], times_ms: Sequence[int]
-) -> Iterable[tuple[int, np.ndarray, np.ndarray]]:
-    """Each series' points recorded exactly at one of `times_ms` (window edges that fall on
+) -> Read:
+    """The read of each series' points recorded exactly at one of `times_ms` (window edges that fall on
     bucket boundaries), in time and then write order: one index probe of (metric_id,
     recorded_at) per time. The times travel as one int8 array (hundreds of datetimes cost
     milliseconds to send) and become timestamps once, in an init plan."""
     if not series_ids or not len(times_ms):
-        return []
-    with _binary_cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT series_id::int8,
-                   array_send(array_agg(recorded_at ORDER BY recorded_at, id)),
-                   array_send(array_agg(value::float8 ORDER BY recorded_at, id))
-            FROM gf_points(%s::bigint[], timestamptz 'epoch' + %s::int8 * interval '1 millisecond',
-                           timestamptz 'epoch' + %s::int8 * interval '1 millisecond')
-            WHERE series_id = ANY(%s)
-              AND recorded_at = ANY(ARRAY(
-                  SELECT timestamptz 'epoch' + ms * interval '1 millisecond'
-                  FROM unnest(%s::int8[]) AS ms))
-            GROUP BY series_id
-            """,
-            [
-                list(metric_ids),
-                min(times_ms),
-                max(times_ms),
-                list(series_ids),
-                [int(t) for t in times_ms],
-            ],
-            binary=True,
-        )
-        rows = cursor.fetchall()
-    return [(sid, _ms_array(at), _array(values, "float8")) for sid, at, values in rows]
+        return _nothing([])
+    return Read(
+        """
+        SELECT series_id::int8,
+               array_send(array_agg(recorded_at ORDER BY recorded_at, id)),
+               array_send(array_agg(value::float8 ORDER BY recorded_at, id))
+        FROM gf_points(%s::bigint[], timestamptz 'epoch' + %s::int8 * interval '1 millisecond',
+                       timestamptz 'epoch' + %s::int8 * interval '1 millisecond')
+        WHERE series_id = ANY(%s)
+          AND recorded_at = ANY(ARRAY(
+              SELECT timestamptz 'epoch' + ms * interval '1 millisecond'
+              FROM unnest(%s::int8[]) AS ms))
+        GROUP BY series_id
+        """,
+        [
+            list(metric_ids),
+            min(times_ms),
+            max(times_ms),
+            list(series_ids),
+            [int(t) for t in times_ms],
+        ],
+        lambda rows: [(sid, _ms_array(at), _array(values, "float8")) for sid, at, values in rows],
+    )

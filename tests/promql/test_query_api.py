@@ -6,6 +6,7 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import psycopg
 import pytest
 
 from tests.helpers import ingest
@@ -210,6 +211,36 @@ def test_too_many_series_is_422_with_the_limit(reader, base, settings):
         )
         == 3
     )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "table",
+    [
+        "metrics",  # the series lookup, through Django's cursors
+        "metric_rollup_hour",  # the kept hours' counts, through the binary reads
+    ],
+)
+def test_a_query_past_its_timeout_is_503_timeout_and_frees_its_connection(
+    reader, base, settings, table
+):
+    """A read that waits past PROMQL_TIMEOUT_SECONDS (here on a lock another session holds) is
+    cancelled by the server: a 503 `timeout`, and the next query on the connection answers."""
+    from django.db import connection
+
+    settings.PROMQL_TIMEOUT_SECONDS = 1
+    ingest("value", "cpu.load", (1.0, base + timedelta(seconds=30), {"host": "a"}))
+    params = {
+        "query": "cpu_load",
+        "start": (base - timedelta(hours=1)).timestamp(),
+        "end": (base + timedelta(hours=2)).timestamp(),
+        "step": "60",
+    }
+    with psycopg.connect(**connection.get_connection_params()) as holder:
+        holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")  # until the block's end
+        error(reader.post("/api/v1/query_range", params), 503, "timeout", "timed out")
+    data = ok(reader.post("/api/v1/query_range", params))
+    assert [s["metric"] for s in data["result"]] == [{"__name__": "cpu_load", "host": "a"}]
 
 
 def test_keys_are_taken_as_bearer_and_as_basic_password_and_refused_without_read(
