@@ -12,7 +12,7 @@ The service's copy is bulk-loaded in SQL (points and rollups, as the write path 
 see bench/_dashboard.py), Prometheus's backfilled with promtool. Each panel is asked
 round-robin, by POST /api/v1/query_range from one client, of both; the figures are p50 and p95
 per panel and their ratio (service / Prometheus). Usage:
-    make bench-promql [ARGS="--days 30 --requests 15"]
+    make bench-promql [ARGS="--days 30 --requests 40 --warmups 3"]
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=30, help="the long view's span (30)")
     parser.add_argument("--short-interval", type=int, default=15, help="s between samples (15)")
     parser.add_argument("--long-interval", type=int, default=60, help="s between samples (60)")
-    parser.add_argument("--requests", type=int, default=15, help="timed requests per panel (15)")
+    parser.add_argument("--requests", type=int, default=40, help="timed requests per panel (40)")
+    parser.add_argument(
+        "--warmups", type=int, default=3, help="untimed rounds of every panel first (3)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
     args = parser.parse_args()
     if binaries() is None:
@@ -93,7 +96,15 @@ def main() -> None:
                 print(f"samples: {samples:,} (500 series); requests per panel: {args.requests}")
                 for title, panels, start, end, step in views:
                     view_run(
-                        title, panels, start / 1000, end / 1000, step, ours, theirs, args.requests
+                        title,
+                        panels,
+                        start / 1000,
+                        end / 1000,
+                        step,
+                        ours,
+                        theirs,
+                        args.requests,
+                        args.warmups,
                     )
         finally:
             reference.stop()
@@ -177,13 +188,16 @@ def query_range(
     return elapsed, len(data["data"]["result"])
 
 
-def view_run(title, panels, start, end, step, ours, theirs, requests: int) -> None:
-    """Each panel `requests` times on both, round-robin after one warm-up each; prints p50/p95."""
+def view_run(title, panels, start, end, step, ours, theirs, requests: int, warmups: int) -> None:
+    """Each panel `requests` times on both, round-robin after `warmups` untimed rounds; prints
+    p50/p95. A round of warm-ups reaches one gunicorn worker: several reach every worker, as a
+    dashboard refreshed all day does (each keeps its own recent hours, promql/hours.py)."""
     timings: dict[tuple[str, str], list[float]] = {}
     sizes: dict[tuple[str, str], int] = {}
-    for side, endpoint in (("service", ours), ("prometheus", theirs)):
-        for label, query in panels.items():
-            _, sizes[side, label] = query_range(endpoint, query, start, end, step)
+    for _ in range(max(warmups, 1)):
+        for side, endpoint in (("service", ours), ("prometheus", theirs)):
+            for label, query in panels.items():
+                _, sizes[side, label] = query_range(endpoint, query, start, end, step)
     for _ in range(requests):
         for label, query in panels.items():
             for side, endpoint in (("service", ours), ("prometheus", theirs)):
