@@ -8,7 +8,7 @@ memory for tests.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,6 +81,20 @@ def selector_matchers(node: Any) -> list[LabelMatcher]:
     if node.name and not any(m.name == NAME for m in out):
         out.insert(0, LabelMatcher(NAME, "=", node.name))
     return out
+
+
+def vector_selectors(node: Any) -> Iterator[Any]:
+    """Every vector selector of an expression, those of range selectors and subqueries included
+    (what it will read, known before it is evaluated)."""
+    if type(node).__name__ == "VectorSelector":
+        yield node
+        return
+    for attribute in ("expr", "lhs", "rhs", "param", "vector_selector"):
+        child = getattr(node, attribute, None)
+        if child is not None:
+            yield from vector_selectors(child)
+    for child in getattr(node, "args", None) or ():
+        yield from vector_selectors(child)
 
 
 def running_totals(series: list[Samples]) -> list[Samples]:

@@ -18,8 +18,9 @@ from django.db import OperationalError, transaction
 
 from glowing_fiesta.db import replica
 
-from .errors import BadData, QueryTimeout
-from .evaluator import Evaluator
+from . import storage
+from .errors import BadData, PromQLError, QueryTimeout
+from .evaluator import Evaluator, selector_matchers, vector_selectors
 from .selectors import DatabaseSource
 from .values import Value
 
@@ -50,13 +51,17 @@ def _evaluate(
     connection = replica.read_connection()
     try:
         with transaction.atomic(using=connection.alias):
-            raw = connection.connection
-            # BEGIN, read-only and the timeout leave together: one round trip, not three.
-            with raw.pipeline(), raw.cursor() as cursor:
-                cursor.execute("SET TRANSACTION READ ONLY")
-                cursor.execute(
-                    "SELECT set_config('statement_timeout', %s, true)", [f"{int(timeout * 1000)}ms"]
-                )
+            # BEGIN, the transaction's settings and the series lookups of the selectors that
+            # name their metric leave together: one round trip where they took one each.
+            selectors = []
+            for selector in vector_selectors(node):
+                try:
+                    selectors.append(selector_matchers(selector))
+                except PromQLError:
+                    continue  # raised again where the evaluator meets it
+            storage.run(
+                storage.read_only(timeout_ms=timeout * 1000), *source.series_reads(selectors)
+            )
             return evaluator.evaluate(node)
     except (OperationalError, psycopg.errors.QueryCanceled) as exc:
         # Raised by Django's cursors wrapped, by the binary reads (promql/storage.py) as is.

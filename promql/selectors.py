@@ -9,7 +9,7 @@ outside them does not exist here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -65,6 +65,20 @@ class DatabaseSource:
         self.namespaces = tuple(namespaces)
         self.max_series = max_series
         self._refs: dict[tuple[LabelMatcher, ...], list[SeriesRef]] = {}
+        # named_series answers by name: read ahead (series_reads) or on first use.
+        self._named: dict[str, list[tuple]] = {}
+
+    def series_reads(self, selectors: Sequence[Sequence[LabelMatcher]]) -> list[storage.Read]:
+        """The series lookups of `selectors` that name their metric, as reads to send before
+        evaluating (with the transaction's first round trip); series() then uses their answers."""
+        names = {
+            m.value for matchers in selectors for m in matchers if m.name == NAME and m.op == "="
+        }
+        return [self._named_read(name) for name in sorted(names)]
+
+    def _named_read(self, name: str) -> storage.Read:
+        read = storage.named_series(name=name, namespaces=self.namespaces)
+        return replace(read, decode=lambda rows: self._named.setdefault(name, read.decode(rows)))
 
     def series(self, matchers: Sequence[LabelMatcher]) -> list[SeriesRef]:
         """The series every matcher accepts (a missing label counts as the empty value)."""
@@ -76,10 +90,17 @@ class DatabaseSource:
         names = [(m, r) for m, r in compiled if m.name == NAME]
         labels = [(m, r) for m, r in compiled if m.name != NAME]
         equal = next((m.value for m, _ in names if m.op == "="), None)
+        if equal is not None:
+            rows = self._named.get(equal)
+            if rows is None:
+                rows = storage.one(self._named_read(equal))
+            candidates = [(mid, name, kind) for mid, name, kind, _, _ in rows]
+            listed = [(sid, mid, tags) for mid, _, _, sid, tags in rows]
+        else:
+            candidates = storage.metrics_candidates(name=None, namespaces=self.namespaces)
+            listed = None
         metrics = {}
-        for metric_id, name, kind in storage.metrics_candidates(
-            name=equal, namespaces=self.namespaces
-        ):
+        for metric_id, name, kind in candidates:
             mapped = promql_name(name)
             if all(
                 (_accepts(m, r, mapped) or _accepts(m, r, name))
@@ -88,8 +109,12 @@ class DatabaseSource:
                 for m, r in names
             ):
                 metrics[metric_id] = (name, kind == "counter")
+        if listed is None:
+            listed = storage.series_of(list(metrics))
         refs = []
-        for series_id, metric_id, tags in storage.series_of(list(metrics)):
+        for series_id, metric_id, tags in listed:
+            if metric_id not in metrics:
+                continue
             name, counter = metrics[metric_id]
             series_labels_ = series_labels(name, tags)
             if all(_accepts(m, r, label_get(series_labels_, m.name)) for m, r in labels):

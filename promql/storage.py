@@ -53,6 +53,37 @@ def metrics_candidates(
         return cursor.fetchall()
 
 
+def named_series(*, name: str, namespaces: Sequence[str]) -> Read:
+    """The read of (metric id, name, type, series id, tags) of every series of the metrics
+    stored under `name` or mapping to it, inside `namespaces`, by series id: metrics_candidates
+    and series_of in one statement, for the selectors that name their metric (nearly all)."""
+    where = ["(m.name = %s OR translate(m.name, %s, %s) = %s)"]
+    params: list[Any] = [name, _MAPPED, "_" * len(_MAPPED), name]
+    if namespaces:
+        where.append("m.name LIKE ANY(%s)")
+        params.append([_like_prefix(prefix) for prefix in namespaces])
+    sql = (
+        "SELECT m.id::int8, m.name, m.type, s.id::int8, s.tags"
+        " FROM metrics m JOIN series s ON s.metric_id = m.id WHERE "
+    )
+    return Read(
+        sql + " AND ".join(where) + " ORDER BY s.id",
+        params,
+        lambda rows: rows,
+    )
+
+
+def read_only(*, timeout_ms: int) -> Read:
+    """The settings of a query's transaction, as one statement: read-only, and cancelled by the
+    server past `timeout_ms` (both SET LOCAL: they end with the transaction)."""
+    return Read(
+        "SELECT set_config('transaction_read_only', 'on', true),"
+        " set_config('statement_timeout', %s, true)",
+        [f"{int(timeout_ms)}ms"],
+        lambda rows: None,
+    )
+
+
 def series_of(metric_ids: Sequence[int]) -> list[tuple[int, int, dict[str, str]]]:
     """(id, metric_id, tags) of every series of the metrics (the unique (metric, hash) index)."""
     if not metric_ids:
