@@ -58,6 +58,43 @@ def _ms_time(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+_WINDOWS_AT_ONCE = 1_000_000
+
+
+def _joined(found: list, column: int, dtype: type) -> np.ndarray:
+    parts = [np.asarray(f[column], dtype=dtype) for f in found if f is not None]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+
+def _rollups_apply(
+    name: str,
+    read: list[tuple | None],
+    edges: list[tuple | None],
+    shifts: np.ndarray,
+    ends: np.ndarray,
+    range_ms: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """rollup_apply over several series at once: their rollups (`read`) and points on window
+    edges (`edges`), each series' times moved by its `shifts` entry; (values, present), a row
+    per series, or None where the raw points must be read."""
+    lengths = [len(r[0]) if r is not None else 0 for r in read]
+    edge_lengths = [len(e[0]) if e is not None else 0 for e in edges]
+    rollups = Rollups(
+        _joined(read, 0, np.int64) + np.repeat(shifts, lengths),
+        _joined(read, 1, np.int64),
+        _joined(read, 2, float),
+        _joined(read, 3, float),
+        _joined(read, 4, float),
+        _joined(edges, 0, np.int64) + np.repeat(shifts, edge_lengths),
+        _joined(edges, 1, float),
+    )
+    result = rollup_apply(name, rollups, (shifts[:, None] + ends[None, :]).ravel(), range_ms)
+    if result is None:
+        return None
+    values, present = result
+    return values.reshape(len(shifts), len(ends)), present.reshape(len(shifts), len(ends))
+
+
 class DatabaseSource:
     """The store as the evaluator sees it, for one query and one key's namespaces."""
 
@@ -198,22 +235,26 @@ class DatabaseSource:
             edges = {row[0]: row[1:] for row in probed}
         rows = {row[0]: row[1:] for row in read}
         out = []
-        for ref in refs:
-            buckets, counts, sums, mins, maxes, _, _ = rows.get(ref.id, ([],) * 7)
-            at, values = edges.get(ref.id, ([], []))
-            rollups = Rollups(
-                np.asarray(buckets, dtype=np.int64),
-                np.asarray(counts, dtype=np.int64),
-                np.asarray(sums, dtype=float),
-                np.asarray(mins, dtype=float),
-                np.asarray(maxes, dtype=float),
-                np.asarray(at, dtype=np.int64),
-                np.asarray(values, dtype=float),
+        # Many series at once: series k's times become k * span + (t - base), so that one sorted
+        # array holds them all and no window reaches into another series' buckets. In chunks
+        # of about a million windows, which bounds the arrays of the reductions.
+        base = first - 1
+        span = last - base + 1
+        chunk = max(1, _WINDOWS_AT_ONCE // len(ends))
+        for at in range(0, len(refs), chunk):
+            part = refs[at : at + chunk]
+            result = _rollups_apply(
+                name,
+                [rows.get(ref.id) for ref in part],
+                [edges.get(ref.id) for ref in part],
+                np.arange(len(part), dtype=np.int64) * span - base,
+                ends,
+                range_ms,
             )
-            result = rollup_apply(name, rollups, ends, range_ms)
             if result is None:
                 return None
-            out.append((ref.labels, *result))
+            values, present = result
+            out.extend((ref.labels, values[k], present[k]) for k, ref in enumerate(part))
         return out
 
     def instants(

@@ -263,15 +263,21 @@ def test_keys_are_taken_as_bearer_and_as_basic_password_and_refused_without_read
 )
 def test_rollup_windows_equal_the_raw_points_with_points_on_window_edges(base, name):
     """A range function read from rollups answers exactly what the raw points answer, also for
-    points exactly on a window's edges (in the window at its end, out of it at its start)."""
+    points exactly on a window's edges (in the window at its end, out of it at its start), for
+    every series of a selector at once (series with points in different windows, and one
+    whose points all lie after the first windows)."""
     from promql.evaluator import LabelMatcher
     from promql.selectors import DatabaseSource
     from promql.windows import range_apply
 
     offsets = [0, 30, 60, 61.5, 120, 179.9, 180, 240, 299, 300, 360]
-    for k, seconds in enumerate(offsets):
-        ingest("value", "edge.gauge", (float(k * 7 % 5 - 2), base + timedelta(seconds=seconds)))
-        ingest("counter", "edge.count", (float(k + 1), base + timedelta(seconds=seconds)))
+    shifts = {"a": 0, "b": 60, "c": 250}
+    for host, shift in shifts.items():
+        for k, seconds in enumerate(offsets):
+            at = base + timedelta(seconds=seconds + shift)
+            tags = {"host": host}
+            ingest("value", "edge.gauge", (float((k + shift) * 7 % 5 - 2), at, tags))
+            ingest("counter", "edge.count", (float(k + 1 + shift), at, tags))
     s = int(base.timestamp() * 1000)
     ends = np.arange(s, s + 7 * 60_000, 60_000, dtype=np.int64)
     for metric, function in (
@@ -290,17 +296,19 @@ def test_rollup_windows_equal_the_raw_points_with_points_on_window_edges(base, n
             assert pushed is None
             continue
         assert pushed is not None, function
-        (raw,) = source.select(matchers, int(ends.min()) - 120_000, int(ends.max()))
-        if raw.counter:
-            raw.values = raw.base + np.cumsum(raw.values)
-        values, present = range_apply(function, raw, ends, 120_000, steps=ends)
-        ((_, pushed_values, pushed_present),) = pushed
-        assert (pushed_present == present).all(), function
-        assert np.allclose(pushed_values[present], values[present]), (
-            function,
-            pushed_values,
-            values,
-        )
+        raws = source.select(matchers, int(ends.min()) - 120_000, int(ends.max()))
+        assert [labels for labels, _, _ in pushed] == [raw.labels for raw in raws]
+        for raw, (_, pushed_values, pushed_present) in zip(raws, pushed, strict=True):
+            if raw.counter:
+                raw.values = raw.base + np.cumsum(raw.values)
+            values, present = range_apply(function, raw, ends, 120_000, steps=ends)
+            assert (pushed_present == present).all(), (function, raw.labels)
+            assert np.allclose(pushed_values[present], values[present]), (
+                function,
+                raw.labels,
+                pushed_values,
+                values,
+            )
 
 
 class _RawOnly:
