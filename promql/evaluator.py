@@ -289,11 +289,15 @@ class Evaluator:
         if name == "absent_over_time":
             return self._absent(matrix_arg, series, ends, range_ms, times)
         keep_name = name in _KEEP_NAME
+        many = windows.range_apply_many(name, series, ends, range_ms) if scalar is None else None
         labels, rows, presence = [], [], []
-        for samples in series:
-            values, present = windows.range_apply(
-                name, samples, ends, range_ms, steps=times, scalar=scalar
-            )
+        for k, samples in enumerate(series):
+            if many is not None:
+                values, present = many[0][k], many[1][k]
+            else:
+                values, present = windows.range_apply(
+                    name, samples, ends, range_ms, steps=times, scalar=scalar
+                )
             if not present.any():
                 continue
             labels.append(samples.labels if keep_name else without_name(samples.labels))

@@ -297,6 +297,69 @@ def range_apply(
     raise Unsupported(f"function {name}() is not supported")
 
 
+# Windows reduced at once when many series share one array (range_apply_many): a bound on its
+# arrays, which are a few times the windows.
+WINDOWS_AT_ONCE = 1_000_000
+
+
+def range_apply_many(
+    name: str, series: list[Samples], ends: np.ndarray, range_ms: int
+) -> Result | None:
+    """range_apply over many series at once, as (values, present) with a row per series, for
+    the functions that only reduce inside each window (the `*_over_time` of _SIMPLE, and the
+    exact increase and rate of counters); None for the others.
+
+    Series k's times move by k spans into one sorted array (k * span + t - base), so that one
+    window_bounds and one reduction serve every series and no window reaches another series."""
+    exact = name in ("increase", "rate")
+    if not (name in _SIMPLE or (exact and all(s.counter for s in series))):
+        return None
+    n = len(ends)
+    if not series:
+        return np.empty((0, n)), np.empty((0, n), dtype=bool)
+    low = [int(s.times[0]) for s in series if len(s.times)]
+    high = [int(s.times[-1]) for s in series if len(s.times)]
+    base = min([int(ends.min()) - range_ms, *low]) - 1
+    span = max([int(ends.max()), *high]) - base + 1
+    values_out, present_out = [], []
+    chunk = max(1, WINDOWS_AT_ONCE // max(n, 1))
+    for at in range(0, len(series), chunk):
+        part = series[at : at + chunk]
+        lengths = np.array([len(s.times) for s in part])
+        shifts = np.arange(len(part), dtype=np.int64) * span - base
+        times = np.concatenate([s.times for s in part]) + np.repeat(shifts, lengths)
+        values = np.concatenate([s.values for s in part]).astype(float, copy=False)
+        flat_ends = (shifts[:, None] + ends[None, :]).ravel()
+        lo, hi = window_bounds(times, flat_ends, range_ms)
+        present = hi > lo
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            if exact:
+                # A counter's running total at a time: its last sample at or before it, else
+                # its base (its total before the samples read).
+                starts = np.repeat(np.cumsum(lengths) - lengths, n)
+                bases = np.repeat([s.base for s in part], n)
+                padded = np.append(values, 0.0)
+
+                def running_at(
+                    at_times: np.ndarray,
+                    times: np.ndarray = times,
+                    padded: np.ndarray = padded,
+                    starts: np.ndarray = starts,
+                    bases: np.ndarray = bases,
+                ) -> np.ndarray:
+                    index = np.searchsorted(times, at_times, side="right") - 1
+                    return np.where(index >= starts, padded[index], bases)
+
+                result = running_at(flat_ends) - running_at(flat_ends - range_ms)
+                if name == "rate":
+                    result = result / (range_ms / 1000.0)
+            else:
+                result = _SIMPLE[name](times, values, lo, hi)
+        values_out.append(result.reshape(len(part), n))
+        present_out.append(present.reshape(len(part), n))
+    return np.concatenate(values_out), np.concatenate(present_out)
+
+
 def _instant_rate(
     times: np.ndarray, values: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, is_rate: bool
 ) -> Result:
