@@ -227,6 +227,40 @@ def bucket_quantile(phi: float, bounds: np.ndarray, counts: np.ndarray) -> float
     return float(start + (end - start) * (rank / count))
 
 
+def bucket_quantiles(phis: np.ndarray, bounds: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """bucket_quantile at many steps at once: `counts` has a column per step (every bucket
+    present at each), `phis` a φ per step; the same operations, column by column."""
+    steps = counts.shape[1]
+    out = np.full(steps, np.nan)
+    if len(bounds) and np.isposinf(bounds[-1]):
+        unique, starts = np.unique(bounds, return_index=True)
+        if len(unique) != len(bounds):
+            counts = np.add.reduceat(counts, starts, axis=0)
+            bounds = unique
+        if len(bounds) >= 2:
+            counts = np.maximum.accumulate(np.where(np.isnan(counts), -np.inf, counts), axis=0)
+            observations = counts[-1]
+            usable = ~((observations == 0) | np.isnan(observations))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rank = phis * observations
+                # searchsorted(counts[:-1], rank, "left") of each column (counts ascend in it).
+                b = (counts[:-1] < rank[None, :]).sum(axis=0)
+                below = np.maximum(b - 1, 0)
+                columns = np.arange(steps)
+                start = np.where(b > 0, bounds[below], 0.0)
+                end = bounds[np.minimum(b, len(bounds) - 1)]
+                count = counts[np.minimum(b, len(bounds) - 1), columns]
+                count = np.where(b > 0, count - counts[below, columns], count)
+                rank = np.where(b > 0, rank - counts[below, columns], rank)
+                value = start + (end - start) * (rank / count)
+            value = np.where(b == len(bounds) - 1, bounds[-2], value)
+            value = np.where((b == 0) & (bounds[0] <= 0), bounds[0], value)
+            out = np.where(usable, value, np.nan)
+    # φ outside [0, 1] (or NaN) decides before anything else, as in bucket_quantile.
+    out = np.where(phis < 0, -np.inf, np.where(phis > 1, np.inf, out))
+    return np.where(np.isnan(phis), np.nan, out)
+
+
 def histogram_quantile(phi: np.ndarray, vector: Vector) -> Vector:
     """histogram_quantile(φ, buckets) over series with an `le` label, grouped by the rest."""
     groups: dict[Labels, list[tuple[float, int]]] = {}
@@ -252,7 +286,11 @@ def histogram_quantile(phi: np.ndarray, vector: Vector) -> Vector:
         present = vector.present[index]
         values = np.full(n, np.nan)
         any_present = present.any(axis=0)
-        for step in np.flatnonzero(any_present):
+        # Steps with every bucket present (nearly all) at once, the others one by one.
+        whole = present.all(axis=0)
+        if whole.any():
+            values[whole] = bucket_quantiles(phi[whole], bounds, counts[:, whole])
+        for step in np.flatnonzero(any_present & ~whole):
             mask = present[:, step]
             values[step] = bucket_quantile(float(phi[step]), bounds[mask], counts[mask, step])
         out_labels.append(key)
