@@ -191,8 +191,8 @@ def one(read: Read) -> Any:
 def points_between(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], after: datetime, until: datetime
 ) -> Read:
-    """The read of each series' points in `(after, until]`: (series_id, times in ms, values), by time (then
-    the order they were written in).
+    """The read of each series' points in `(after, until]`: (series_id, times in ms, values), by
+    time (then the order they were written in).
 
     Read by `(metric_id, recorded_at)`, the index the points table has, with the day partitions
     outside the range pruned; one row of arrays per series, in binary. The arrays are not
@@ -224,8 +224,8 @@ def _points_in_order(ids: bytes, times: bytes, values: bytes) -> tuple[np.ndarra
 
 
 def hour_counts(*, series_ids: Sequence[int], first: datetime, end: datetime) -> Read:
-    """The read of {(series_id, hour start in ms): points} of the UTC hours in `[first, end)` that hold
-    points, from the hour rollups: written in the transaction that writes the points, so the
+    """The read of {(series_id, hour start in ms): points} of the UTC hours in `[first, end)` that
+    hold points, from the hour rollups: written in the transaction that writes the points, so the
     count is the hour's points as this transaction sees them."""
     if not series_ids:
         return _nothing({})
@@ -254,8 +254,8 @@ def hour_counts(*, series_ids: Sequence[int], first: datetime, end: datetime) ->
 def points_by_hour(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], first: datetime, end: datetime
 ) -> Read:
-    """The read of each series' points in the UTC hours of `[first, end)`, a row per series and hour:
-    (series_id, hour start in ms, times in ms, values), by time (then the order they were
+    """The read of each series' points in the UTC hours of `[first, end)`, a row per series and
+    hour: (series_id, hour start in ms, times in ms, values), by time (then the order they were
     written in), as points_between gives them."""
     if not series_ids:
         return _nothing([])
@@ -390,10 +390,10 @@ def rollups_between(
     before: datetime,
     latest: bool = False,
 ) -> Read:
-    """The read of each series' rollups with buckets in `[after, before)`: (series_id, bucket starts in ms,
-    counts, sums, mins, maxes, latest values, latest times in ms), numpy arrays in bucket order,
-    read by the rollups' (series_id, bucket) keys. The latest points (their time UNKNOWN_MS where
-    not kept) only with `latest`, from the tables that keep them (LATEST_TABLES); else empty.
+    """The read of each series' rollups with buckets in `[after, before)`: (series_id, bucket starts
+    in ms, counts, sums, mins, maxes, latest values, latest times in ms), numpy arrays in bucket
+    order, read by the rollups' (series_id, bucket) keys. The latest points (their time UNKNOWN_MS
+    where not kept) only with `latest`, from the tables that keep them (LATEST_TABLES); else empty.
 
     The arrays are aggregated unordered (every aggregate of a group sees its rows in one order,
     and an ordered aggregate would sort each group once per column) and sorted here."""
@@ -449,10 +449,10 @@ def rollups_between(
 def points_at(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], times_ms: Sequence[int]
 ) -> Read:
-    """The read of each series' points recorded exactly at one of `times_ms` (window edges that fall on
-    bucket boundaries), in time and then write order: one index probe of (metric_id,
-    recorded_at) per time. The times travel as one int8 array (hundreds of datetimes cost
-    milliseconds to send) and become timestamps once, in an init plan."""
+    """The read of each series' points recorded exactly at one of `times_ms` (window edges that fall
+    on bucket boundaries), in time and then write order: one index probe of (metric_id, recorded_at)
+    per time. The times travel as one int8 array (hundreds of datetimes cost milliseconds to send)
+    and become timestamps once, in an init plan."""
     if not series_ids or not len(times_ms):
         return _nothing([])
     return Read(
