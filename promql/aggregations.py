@@ -73,16 +73,25 @@ def aggregate(
     n = vector.values.shape[1]
     if op in SIMPLE:
         groups = _groups(vector, names, without)
-        labels, rows, present = [], [], []
-        for key, members in groups.items():
-            values = vector.values[members]
-            mask = vector.present[members]
-            labels.append(key)
-            rows.append(_reduce(op, values, mask))
-            present.append(mask.any(axis=0))
-        if not labels:
+        if not groups:
             return Vector.empty(n)
-        return Vector(labels, np.array(rows), np.array(present))
+        members = list(groups.values())
+        depth = max(len(m) for m in members)
+        if depth * len(members) > 2 * len(vector.labels):
+            # Groups of very different sizes: each reduced alone (padding would cost more).
+            rows = [_reduce(op, vector.values[m], vector.present[m]) for m in members]
+            present = [vector.present[m].any(axis=0) for m in members]
+            return Vector(list(groups), np.array(rows), np.array(present))
+        # Every group at once: row k of group g is column block g of row k (absent where the
+        # group has fewer rows), so each row is one addition for every group and step.
+        index = np.full((depth, len(members)), -1)
+        for g, rows_of in enumerate(members):
+            index[: len(rows_of), g] = rows_of
+        padded = np.maximum(index, 0)
+        mask = vector.present[padded] & (index >= 0)[:, :, None]
+        wide = (depth, len(members) * n)
+        reduced = _reduce(op, vector.values[padded].reshape(wide), mask.reshape(wide))
+        return Vector(list(groups), reduced.reshape(len(members), n), mask.any(axis=0))
     if op in ("topk", "bottomk"):
         assert isinstance(param, np.ndarray)
         return _top(vector, names, without, param, largest=op == "topk")

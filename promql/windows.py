@@ -334,23 +334,15 @@ def range_apply_many(
         present = hi > lo
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             if exact:
-                # A counter's running total at a time: its last sample at or before it, else
-                # its base (its total before the samples read).
+                # A counter's running total at a window's end is its last sample at or before
+                # it (index hi - 1), at its start its last sample at or before that (lo - 1):
+                # window_bounds' own searches. Before the series' first sample, its base.
                 starts = np.repeat(np.cumsum(lengths) - lengths, n)
                 bases = np.repeat([s.base for s in part], n)
                 padded = np.append(values, 0.0)
-
-                def running_at(
-                    at_times: np.ndarray,
-                    times: np.ndarray = times,
-                    padded: np.ndarray = padded,
-                    starts: np.ndarray = starts,
-                    bases: np.ndarray = bases,
-                ) -> np.ndarray:
-                    index = np.searchsorted(times, at_times, side="right") - 1
-                    return np.where(index >= starts, padded[index], bases)
-
-                result = running_at(flat_ends) - running_at(flat_ends - range_ms)
+                after = np.where(hi > starts, padded[hi - 1], bases)
+                before = np.where(lo > starts, padded[lo - 1], bases)
+                result = after - before
                 if name == "rate":
                     result = result / (range_ms / 1000.0)
             else:
