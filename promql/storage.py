@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
 
 import numpy as np
 import psycopg
 
 from glowing_fiesta.db import replica
+from metrics.compaction import compactable_before
 
 # Characters a stored metric name may hold that PromQL names may not (metrics.points.NAME_RE).
 _MAPPED = ".-/"
@@ -188,6 +190,35 @@ def one(read: Read) -> Any:
     return run(read)[0]
 
 
+def _raw_from() -> datetime:
+    """The first time no compaction can have reached: the day after the first one still raw at
+    this moment (metrics.compaction.compactable_before), a day's margin for other hosts' clocks."""
+    day = compactable_before(datetime.now(UTC)) + timedelta(days=1)
+    return datetime.combine(day, dt_time.min, UTC)
+
+
+def _points(since: datetime, metrics: str, lo: str, hi: str) -> str:
+    """The SQL source of the raw points of `metrics` in `[lo, hi]` (SQL expressions), reading
+    nothing before `since`: the points table alone where no day can have been compacted (half
+    the planning and execution of gf_points, which also unions the compacted rows), else
+    gf_points. Both take the same parameters in the same order."""
+    if since >= _raw_from():
+        where = f"metric_id = ANY({metrics}) AND recorded_at BETWEEN {lo} AND {hi}"
+        columns = "metric_id, series_id, id, value, recorded_at, bucket_hour"
+        return f"(SELECT {columns} FROM metric_points WHERE {where}) p"  # noqa: S608
+    return f"gf_points({metrics}, {lo}, {hi})"
+
+
+def _minutes(since: datetime, series: str, lo: str, hi: str) -> str:
+    """The SQL source of the minute rollups of `series` with buckets in `[lo, hi)`, as _points:
+    the minute rollups table alone where no day can have been compacted, else gf_rollup_minute."""
+    if since >= _raw_from():
+        where = f"series_id = ANY({series}) AND bucket >= {lo} AND bucket < {hi}"
+        columns = "series_id, bucket, count, sum, min, max"
+        return f"(SELECT {columns} FROM metric_rollup_minute WHERE {where}) r"  # noqa: S608
+    return f"gf_rollup_minute({series}, {lo}, {hi})"
+
+
 def points_between(
     *, metric_ids: Sequence[int], series_ids: Sequence[int], after: datetime, until: datetime
 ) -> Read:
@@ -201,13 +232,13 @@ def points_between(
     if not series_ids:
         return _nothing([])
     return Read(
-        """
+        f"""
         SELECT series_id::int8, array_send(array_agg(id::int8)),
                array_send(array_agg(recorded_at)), array_send(array_agg(value::float8))
-        FROM gf_points(%s::bigint[], %s, %s)
+        FROM {_points(after, "%s::bigint[]", "%s", "%s")}
         WHERE series_id = ANY(%s) AND recorded_at > %s AND recorded_at <= %s
         GROUP BY series_id
-        """,
+        """,  # noqa: S608 - fixed fragments
         [list(metric_ids), after, until, list(series_ids), after, until],
         lambda rows: [
             (sid, *_points_in_order(ids, times, values)) for sid, ids, times, values in rows
@@ -260,14 +291,14 @@ def points_by_hour(
     if not series_ids:
         return _nothing([])
     return Read(
-        """
+        f"""
         SELECT series_id::int8, array_send(array_agg(id::int8)),
                array_send(array_agg(recorded_at)), array_send(array_agg(value::float8)),
                (date_part('epoch', bucket_hour) * 1000)::int8
-        FROM gf_points(%s::bigint[], %s, %s)
+        FROM {_points(first, "%s::bigint[]", "%s", "%s")}
         WHERE series_id = ANY(%s) AND recorded_at >= %s AND recorded_at < %s
         GROUP BY series_id, bucket_hour
-        """,
+        """,  # noqa: S608 - fixed fragments
         [list(metric_ids), first, end, list(series_ids), first, end],
         lambda rows: [
             (sid, hour, *_points_in_order(ids, times, values))
@@ -305,12 +336,12 @@ def counter_totals_until(
             GROUP BY series_id
             UNION ALL
             SELECT series_id, sum(sum ORDER BY bucket)
-            FROM gf_rollup_minute(%(ids)s::bigint[], %(hour)s, %(minute)s)
+            FROM {_minutes(hour, "%(ids)s::bigint[]", "%(hour)s", "%(minute)s")}
             WHERE bucket >= %(hour)s AND bucket < %(minute)s
             GROUP BY series_id
             UNION ALL
             SELECT series_id, sum(value ORDER BY recorded_at, id)
-            FROM gf_points(%(metrics)s::bigint[], %(minute)s, %(until)s)
+            FROM {_points(minute, "%(metrics)s::bigint[]", "%(minute)s", "%(until)s")}
             WHERE series_id = ANY(%(ids)s)
               AND recorded_at >= %(minute)s AND recorded_at {upto} %(until)s
             GROUP BY series_id
@@ -403,7 +434,7 @@ def rollups_between(
     source, source_params = table, []
     if bucket_ms == 60_000:
         # Compacted days keep their minute rollups in metric_points_compact (metrics 0014).
-        source = "gf_rollup_minute(%s::bigint[], %s, %s)"
+        source = _minutes(after, "%s::bigint[]", "%s", "%s")
         source_params = [list(series_ids), after, before]
     latest_columns = (
         "array_send(array_agg(coalesce(last, 'NaN')::float8)),"
@@ -455,19 +486,20 @@ def points_at(
     and become timestamps once, in an init plan."""
     if not series_ids or not len(times_ms):
         return _nothing([])
+    at_ms = "timestamptz 'epoch' + %s::int8 * interval '1 millisecond'"
+    since = datetime.fromtimestamp(min(times_ms) / 1000, UTC)
     return Read(
-        """
+        f"""
         SELECT series_id::int8,
                array_send(array_agg(recorded_at ORDER BY recorded_at, id)),
                array_send(array_agg(value::float8 ORDER BY recorded_at, id))
-        FROM gf_points(%s::bigint[], timestamptz 'epoch' + %s::int8 * interval '1 millisecond',
-                       timestamptz 'epoch' + %s::int8 * interval '1 millisecond')
+        FROM {_points(since, "%s::bigint[]", at_ms, at_ms)}
         WHERE series_id = ANY(%s)
           AND recorded_at = ANY(ARRAY(
               SELECT timestamptz 'epoch' + ms * interval '1 millisecond'
               FROM unnest(%s::int8[]) AS ms))
         GROUP BY series_id
-        """,
+        """,  # noqa: S608 - fixed fragments
         [
             list(metric_ids),
             min(times_ms),
