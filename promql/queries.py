@@ -1,11 +1,14 @@
 """An instant or range query, from its text to its value: parse, evaluate over the store.
 
-A query runs in one read-only transaction whose statement timeout is PROMQL_TIMEOUT, and the
-evaluator stops at the same deadline: a query never holds a connection past its timeout.
+Every statement of a query runs read-only under the statement timeout PROMQL_TIMEOUT (its round
+trips each an implicit transaction that carries those settings: promql/storage.py,
+query_settings), and the evaluator stops at the same deadline: a query never holds a connection
+past its timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -46,22 +49,24 @@ def _evaluate(
         lookback_ms=settings.PROMQL_LOOKBACK_DELTA_SECONDS * 1000,
         deadline=time.monotonic() + timeout,
     )
-    # The transaction is on the connection the query reads from: the replica's when it may
-    # answer (glowing_fiesta/db/replica.py), else the primary's.
+    # Every read is on the connection the query reads from: the replica's when it may answer
+    # (glowing_fiesta/db/replica.py), else the primary's.
     connection = replica.read_connection()
     try:
-        with transaction.atomic(using=connection.alias):
-            # BEGIN, the transaction's settings and the series lookups of the selectors that
-            # name their metric leave together: one round trip where they took one each.
+        with contextlib.ExitStack() as stack:
+            if connection.in_atomic_block:
+                # Inside a caller's transaction (a test's): the settings end with a savepoint.
+                stack.enter_context(transaction.atomic(using=connection.alias))
+            # Each round trip carries the query's settings (storage.query_settings); the first
+            # also the series lookups of every selector that names its metric.
+            stack.enter_context(storage.query_settings(timeout_ms=timeout * 1000))
             selectors = []
             for selector in vector_selectors(node):
                 try:
                     selectors.append(selector_matchers(selector))
                 except PromQLError:
                     continue  # raised again where the evaluator meets it
-            storage.run(
-                storage.read_only(timeout_ms=timeout * 1000), *source.series_reads(selectors)
-            )
+            storage.run(*source.series_reads(selectors))
             return evaluator.evaluate(node)
     except (OperationalError, psycopg.errors.QueryCanceled) as exc:
         # Raised by Django's cursors wrapped, by the binary reads (promql/storage.py) as is.

@@ -134,7 +134,9 @@ class DatabaseSource:
             candidates = [(mid, name, kind) for mid, name, kind, _, _ in rows]
             listed = [(sid, mid, tags) for mid, _, _, sid, tags in rows]
         else:
-            candidates = storage.metrics_candidates(name=None, namespaces=self.namespaces)
+            candidates = storage.one(
+                storage.metrics_candidates(name=None, namespaces=self.namespaces)
+            )
             listed = None
         metrics = {}
         for metric_id, name, kind in candidates:
@@ -147,7 +149,7 @@ class DatabaseSource:
             ):
                 metrics[metric_id] = (name, kind == "counter")
         if listed is None:
-            listed = storage.series_of(list(metrics))
+            listed = storage.one(storage.series_of(list(metrics)))
         refs = []
         for series_id, metric_id, tags in listed:
             if metric_id not in metrics:
@@ -392,7 +394,7 @@ def label_names(
         series = series_find(matches=matches, start_s=start_s, end_s=end_s, namespaces=namespaces)
         return sorted({name for labels in series for name, _ in labels})
     names = {label_name(key) for key in storage.tag_keys(namespaces=namespaces)}
-    if storage.metrics_candidates(name=None, namespaces=namespaces):
+    if storage.one(storage.metrics_candidates(name=None, namespaces=namespaces)):
         names.add(NAME)
     return sorted(names)
 
@@ -415,7 +417,9 @@ def label_values(
         return sorted(
             {
                 promql_name(metric)
-                for _, metric, _ in storage.metrics_candidates(name=None, namespaces=namespaces)
+                for _, metric, _ in storage.one(
+                    storage.metrics_candidates(name=None, namespaces=namespaces)
+                )
             }
         )
     return sorted(set(storage.tag_values(label=name, namespaces=namespaces)))
@@ -425,7 +429,9 @@ def label_values(
 def metadata(*, metric: str | None, namespaces: Sequence[str]) -> dict[str, list[dict[str, str]]]:
     """Each metric's type as Prometheus names it (counter or gauge), for Grafana's builder."""
     out: dict[str, list[dict[str, str]]] = {}
-    for _, name, kind in storage.metrics_candidates(name=metric, namespaces=namespaces):
+    for _, name, kind in storage.one(
+        storage.metrics_candidates(name=metric, namespaces=namespaces)
+    ):
         mapped = promql_name(name)
         if metric is not None and metric not in (mapped, name):
             continue

@@ -8,8 +8,9 @@ candidates are cheap to list: metrics by name (one table of names), series by me
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
@@ -29,10 +30,8 @@ def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def metrics_candidates(
-    *, name: str | None, namespaces: Sequence[str]
-) -> list[tuple[int, str, str]]:
-    """(id, name, type) of the metrics a selector may match.
+def metrics_candidates(*, name: str | None, namespaces: Sequence[str]) -> Read:
+    """The read of (id, name, type) of the metrics a selector may match.
 
     With an equality on `__name__` only the metrics stored under that name or mapping to it
     (`translate` is the SQL form of names.promql_name for the characters names may hold); else
@@ -47,12 +46,22 @@ def metrics_candidates(
     if namespaces:
         where.append("name LIKE ANY(%s)")
         params.append([_like_prefix(prefix) for prefix in namespaces])
-    sql = "SELECT id, name, type FROM metrics"
+    sql = "SELECT id::int8, name, type FROM metrics"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    with replica.read_connection().cursor() as cursor:
-        cursor.execute(sql + " ORDER BY name", params)
-        return cursor.fetchall()
+    return Read(sql + " ORDER BY name", params, lambda rows: rows)
+
+
+def series_of(metric_ids: Sequence[int]) -> Read:
+    """The read of (id, metric_id, tags) of every series of the metrics (the unique (metric,
+    hash) index)."""
+    if not metric_ids:
+        return _nothing([])
+    return Read(
+        "SELECT id::int8, metric_id::int8, tags FROM series WHERE metric_id = ANY(%s) ORDER BY id",
+        [list(metric_ids)],
+        lambda rows: rows,
+    )
 
 
 def named_series(*, name: str, namespaces: Sequence[str]) -> Read:
@@ -84,22 +93,6 @@ def read_only(*, timeout_ms: int) -> Read:
         [f"{int(timeout_ms)}ms"],
         lambda rows: None,
     )
-
-
-def series_of(metric_ids: Sequence[int]) -> list[tuple[int, int, dict[str, str]]]:
-    """(id, metric_id, tags) of every series of the metrics (the unique (metric, hash) index)."""
-    if not metric_ids:
-        return []
-    with replica.read_connection().cursor() as cursor:
-        cursor.execute(
-            "SELECT id, metric_id, tags FROM series WHERE metric_id = ANY(%s) ORDER BY id",
-            [list(metric_ids)],
-        )
-        # Django reads jsonb as text (its JSONField decodes it): decoded here.
-        return [
-            (sid, mid, json.loads(tags) if isinstance(tags, str) else tags)
-            for sid, mid, tags in cursor.fetchall()
-        ]
 
 
 # A time as whole microseconds since the epoch: date_part is a float8 (numeric extract is twice as
@@ -157,13 +150,35 @@ def _nothing(answer: Any) -> Read:
     return Read(None, None, lambda rows: answer)
 
 
+# The settings of the query being evaluated (read_only), sent ahead of each of its round trips.
+_settings: ContextVar[Read | None] = ContextVar("promql_settings", default=None)
+
+
+@contextmanager
+def query_settings(*, timeout_ms: int) -> Iterator[None]:
+    """Within it, every `run` sends the query's settings (read_only: read-only, cancelled past
+    `timeout_ms`) ahead of its reads, in the same round trip. Outside a transaction the
+    statements of one pipeline are one implicit transaction, which SET LOCAL lasts exactly as
+    long as: no BEGIN and no COMMIT to wait for. Inside one (a caller's savepoint), the settings
+    hold to its end."""
+    token = _settings.set(read_only(timeout_ms=timeout_ms))
+    try:
+        yield
+    finally:
+        _settings.reset(token)
+
+
 def run(*reads: Read) -> list[Any]:
     """The answers of `reads`, in their order, from one round trip to PostgreSQL: in psycopg's
     pipeline mode the statements leave together and the server answers them in order, where
     each alone would wait for the one before (a panel's reads are a few small ones, each about
-    as long as its round trip). On the request's connection (its transaction), answering in
-    binary: arrays of int8 and float8 arrive as machine numbers, not text to parse."""
+    as long as its round trip). On the request's connection, answering in binary: arrays of
+    int8 and float8 arrive as machine numbers, not text to parse. Under query_settings, the
+    query's settings lead."""
     sent = [read for read in reads if read.sql is not None]
+    settings = _settings.get()
+    if sent and settings is not None:
+        sent.insert(0, settings)
     rows: dict[int, list[tuple]] = {}
     if sent:
         connection = replica.read_connection()

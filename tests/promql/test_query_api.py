@@ -236,11 +236,25 @@ def test_a_query_past_its_timeout_is_503_timeout_and_frees_its_connection(
         "end": (base + timedelta(hours=2)).timestamp(),
         "step": "60",
     }
+
+    def session_settings() -> tuple:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'),"
+                " current_setting('transaction_read_only')"
+            )
+            return cursor.fetchone()
+
+    before = session_settings()
     with psycopg.connect(**connection.get_connection_params()) as holder:
         holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")  # until the block's end
         error(reader.post("/api/v1/query_range", params), 503, "timeout", "timed out")
     data = ok(reader.post("/api/v1/query_range", params))
     assert [s["metric"] for s in data["result"]] == [{"__name__": "cpu_load", "host": "a"}]
+    # The query's settings ended with its round trips: the connection is as it was, out of any
+    # transaction, writable, without the query's timeout.
+    assert session_settings() == before and before[1] == "off"
+    assert connection.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 def test_keys_are_taken_as_bearer_and_as_basic_password_and_refused_without_read(
