@@ -65,15 +65,6 @@ def _keep(key: tuple[str, int, int], count: int, size: int, arrays: tuple) -> No
             _held -= dropped
 
 
-def _get(key: tuple[str, int, int], count: int) -> tuple | None:
-    with _lock:
-        found = _kept.get(key)
-        if found is None or found[0] != count:
-            return None
-        _kept.move_to_end(key)
-        return found[2]
-
-
 def _oldest_ms() -> int:
     """The oldest hour start that may be kept: retention drops whole days past RETENTION_DAYS,
     never a day younger than RETENTION_DAYS - 1 days."""
@@ -97,12 +88,15 @@ def _lookup(
     {series_id: [(hour, arrays)]}, and the (series_id, hour) pairs with points to read again."""
     pieces: dict[int, list[tuple[int, tuple]]] = {}
     missing = []
-    for (sid, hour), count in counts.items():
-        found = _get((kind, sid, hour), count)
-        if found is None:
-            missing.append((sid, hour))
-        else:
-            pieces.setdefault(sid, []).append((hour, found))
+    with _lock:
+        for (sid, hour), count in counts.items():
+            key = (kind, sid, hour)
+            found = _kept.get(key)
+            if found is None or found[0] != count:
+                missing.append((sid, hour))
+            else:
+                _kept.move_to_end(key)
+                pieces.setdefault(sid, []).append((hour, found[2]))
     return pieces, missing
 
 
@@ -186,10 +180,12 @@ def minute_windows(
     edge_times: Sequence[int],
 ) -> tuple[list[tuple], dict[int, tuple[np.ndarray, np.ndarray]]]:
     """What a range function pushed down to the minute rollups reads: storage.rollups_between of
-    the minute rollups over `[after_ms, before_ms)` (no latest points), and storage.points_at
-    of `edge_times` (whole minutes) as {series_id: (times, values)}. A kept hour holds its
-    minute rollups and its points that lie exactly on a minute, and is used while its count is
-    unchanged: an hour's minutes and points only change with a new point of that hour."""
+    the minute rollups over `[after_ms, before_ms)` (no latest points), each of its five columns
+    as a list of pieces in order (hours kept and read, left for the caller to join once), and
+    storage.points_at of `edge_times` (whole minutes) as {series_id: (times, values)}. A kept
+    hour holds its minute rollups and its points that lie exactly on a minute, and is used while
+    its count is unchanged: an hour's minutes and points only change with a new point of that
+    hour."""
     first = max(-(-after_ms // HOUR_MS) * HOUR_MS, _oldest_ms())
     end = before_ms // HOUR_MS * HOUR_MS
 
@@ -205,9 +201,10 @@ def minute_windows(
         rows, probed = storage.run(
             read(after_ms, before_ms, series_ids), probe(series_ids, edge_times)
         )
-        return rows, {sid: (t, v) for sid, t, v in probed}
+        pieces_of = [(row[0], *([column] for column in row[1:6]), *row[6:]) for row in rows]
+        return pieces_of, {sid: (t, v) for sid, t, v in probed}
     wanted_times = np.asarray(sorted(edge_times), dtype=np.int64)
-    outside = [int(t) for t in wanted_times if not first <= t < end]
+    outside = wanted_times[(wanted_times < first) | (wanted_times >= end)].tolist()
     # The partial hours at both ends, read every time: [after, first) and [end, before).
     edges = [
         (order, edge_after, edge_before)
@@ -250,8 +247,8 @@ def minute_windows(
     edge_points: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     for sid, parts in pieces.items():
         parts.sort(key=lambda part: part[0])
-        columns = [np.concatenate([p[1][k] for p in parts]) for k in range(5)]
-        if len(columns[0]):
+        columns = [[p[1][k] for p in parts] for k in range(5)]
+        if any(len(piece) for piece in columns[0]):
             rows.append((sid, *columns, empty, np.empty(0, dtype=np.int64)))
         at = [p[1][5] for p in parts if len(p[1]) == 7 and len(p[1][5])]
         if at and len(wanted_times):

@@ -62,8 +62,10 @@ _WINDOWS_AT_ONCE = 1_000_000
 
 
 def _joined(found: list, column: int, dtype: type) -> np.ndarray:
-    parts = [np.asarray(f[column], dtype=dtype) for f in found if f is not None]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+    """Column `column` of every series found, in order, as one array (each series' column a
+    list of pieces)."""
+    parts = [piece for f in found if f is not None for piece in f[column]]
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype=dtype)
 
 
 def _rollups_apply(
@@ -74,11 +76,12 @@ def _rollups_apply(
     ends: np.ndarray,
     range_ms: int,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """rollup_apply over several series at once: their rollups (`read`) and points on window
-    edges (`edges`), each series' times moved by its `shifts` entry; (values, present), a row
-    per series, or None where the raw points must be read."""
-    lengths = [len(r[0]) if r is not None else 0 for r in read]
-    edge_lengths = [len(e[0]) if e is not None else 0 for e in edges]
+    """rollup_apply over several series at once: their rollups (`read`: bucket starts, counts,
+    sums, mins, maxes, each a list of pieces in order) and points on window edges (`edges`:
+    times, values, likewise), each series' times moved by its `shifts` entry; (values,
+    present), a row per series, or None where the raw points must be read."""
+    lengths = [sum(map(len, r[0])) if r is not None else 0 for r in read]
+    edge_lengths = [sum(map(len, e[0])) if e is not None else 0 for e in edges]
     rollups = Rollups(
         _joined(read, 0, np.int64) + np.repeat(shifts, lengths),
         _joined(read, 1, np.int64),
@@ -218,7 +221,7 @@ class DatabaseSource:
         ids = [ref.id for ref in refs]
         metric_ids = sorted({ref.metric_id for ref in refs})
         first, last = int(ends.min()) - range_ms, int(ends.max())
-        edge_times = sorted({int(t) for t in ends} | {int(t) - range_ms for t in ends})
+        edge_times = np.union1d(ends, ends - range_ms).tolist()
         if bucket == 60_000:
             read, edges = hours.minute_windows(
                 metric_ids=metric_ids,
@@ -235,7 +238,9 @@ class DatabaseSource:
                 storage.points_at(metric_ids=metric_ids, series_ids=ids, times_ms=edge_times),
             )
             edges = {row[0]: row[1:] for row in probed}
+            read = [(row[0], *([column] for column in row[1:6])) for row in read]
         rows = {row[0]: row[1:] for row in read}
+        edges = {sid: ([times], [values]) for sid, (times, values) in edges.items()}
         out = []
         # Many series at once: series k's times become k * span + (t - base), so that one sorted
         # array holds them all and no window reaches into another series' buckets. In chunks
