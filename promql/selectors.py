@@ -24,7 +24,7 @@ from .errors import BadData, TooManySeries
 from .evaluator import LabelMatcher, selector_matchers
 from .names import label_name, promql_name, series_labels
 from .values import NAME, Labels, Samples, label_get
-from .windows import Rollups, rollup_apply, rollup_pushable, segment_reduce
+from .windows import Rollups, rollup_apply, rollup_pushable, segment_reduce, shifted_series
 
 POSITIVE = frozenset(["=", "=~"])
 
@@ -58,9 +58,6 @@ def _ms_time(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-_WINDOWS_AT_ONCE = 1_000_000
-
-
 def _joined(found: list, column: int, dtype: type) -> np.ndarray:
     """Column `column` of every series found, in order, as one array (each series' column a
     list of pieces)."""
@@ -73,13 +70,14 @@ def _rollups_apply(
     read: list[tuple | None],
     edges: list[tuple | None],
     shifts: np.ndarray,
-    ends: np.ndarray,
+    flat_ends: np.ndarray,
     range_ms: int,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """rollup_apply over several series at once: their rollups (`read`: bucket starts, counts,
     sums, mins, maxes, each a list of pieces in order) and points on window edges (`edges`:
-    times, values, likewise), each series' times moved by its `shifts` entry; (values,
-    present), a row per series, or None where the raw points must be read."""
+    times, values, likewise), each series' times moved by its `shifts` entry and its window ends
+    among `flat_ends` (windows.shifted_series); (values, present), a row per series, or None
+    where the raw points must be read."""
     lengths = [sum(map(len, r[0])) if r is not None else 0 for r in read]
     edge_lengths = [sum(map(len, e[0])) if e is not None else 0 for e in edges]
     rollups = Rollups(
@@ -91,11 +89,11 @@ def _rollups_apply(
         _joined(edges, 0, np.int64) + np.repeat(shifts, edge_lengths),
         _joined(edges, 1, float),
     )
-    result = rollup_apply(name, rollups, (shifts[:, None] + ends[None, :]).ravel(), range_ms)
+    result = rollup_apply(name, rollups, flat_ends, range_ms)
     if result is None:
         return None
     values, present = result
-    return values.reshape(len(shifts), len(ends)), present.reshape(len(shifts), len(ends))
+    return values.reshape(len(shifts), -1), present.reshape(len(shifts), -1)
 
 
 class DatabaseSource:
@@ -242,20 +240,15 @@ class DatabaseSource:
         rows = {row[0]: row[1:] for row in read}
         edges = {sid: ([times], [values]) for sid, (times, values) in edges.items()}
         out = []
-        # Many series at once: series k's times become k * span + (t - base), so that one sorted
-        # array holds them all and no window reaches into another series' buckets. In chunks
-        # of about a million windows, which bounds the arrays of the reductions.
-        base = first - 1
-        span = last - base + 1
-        chunk = max(1, _WINDOWS_AT_ONCE // len(ends))
-        for at in range(0, len(refs), chunk):
-            part = refs[at : at + chunk]
+        # Many series at once, in one sorted array (windows.shifted_series).
+        for start, stop, shifts, flat_ends in shifted_series(len(refs), ends, first, last):
+            part = refs[start:stop]
             result = _rollups_apply(
                 name,
                 [rows.get(ref.id) for ref in part],
                 [edges.get(ref.id) for ref in part],
-                np.arange(len(part), dtype=np.int64) * span - base,
-                ends,
+                shifts,
+                flat_ends,
                 range_ms,
             )
             if result is None:

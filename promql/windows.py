@@ -11,7 +11,7 @@ needs has no result at that step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -297,9 +297,26 @@ def range_apply(
     raise Unsupported(f"function {name}() is not supported")
 
 
-# Windows reduced at once when many series share one array (range_apply_many): a bound on its
-# arrays, which are a few times the windows.
+# Windows reduced at once when many series share one array (shifted_series): a bound on the
+# reductions' arrays, which are a few times the windows.
 WINDOWS_AT_ONCE = 1_000_000
+
+
+def shifted_series(
+    count: int, ends: np.ndarray, low: int, high: int
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """`count` series to reduce together, in chunks of about WINDOWS_AT_ONCE windows, as
+    (first, stop, shifts, flat ends). Series k of a chunk moves its times (all in [low, high])
+    by shifts[k] = k * span - base, so that one sorted array holds them all and no window
+    (none starts before `low` or ends after `high`) reaches another series; the flat ends are
+    every series' window ends, moved the same way."""
+    base = low - 1
+    span = high - base + 1
+    chunk = max(1, WINDOWS_AT_ONCE // max(len(ends), 1))
+    for first in range(0, count, chunk):
+        stop = min(first + chunk, count)
+        shifts = np.arange(stop - first, dtype=np.int64) * span - base
+        yield first, stop, shifts, (shifts[:, None] + ends[None, :]).ravel()
 
 
 def range_apply_many(
@@ -307,29 +324,22 @@ def range_apply_many(
 ) -> Result | None:
     """range_apply over many series at once, as (values, present) with a row per series, for
     the functions that only reduce inside each window (the `*_over_time` of _SIMPLE, and the
-    exact increase and rate of counters); None for the others.
-
-    Series k's times move by k spans into one sorted array (k * span + t - base), so that one
-    window_bounds and one reduction serve every series and no window reaches another series."""
+    exact increase and rate of counters); None for the others. The series share one sorted
+    array (shifted_series), so that one window_bounds and one reduction serve them all."""
     exact = name in ("increase", "rate")
     if not (name in _SIMPLE or (exact and all(s.counter for s in series))):
         return None
     n = len(ends)
     if not series:
         return np.empty((0, n)), np.empty((0, n), dtype=bool)
-    low = [int(s.times[0]) for s in series if len(s.times)]
-    high = [int(s.times[-1]) for s in series if len(s.times)]
-    base = min([int(ends.min()) - range_ms, *low]) - 1
-    span = max([int(ends.max()), *high]) - base + 1
+    low = min([int(ends.min()) - range_ms, *(int(s.times[0]) for s in series if len(s.times))])
+    high = max([int(ends.max()), *(int(s.times[-1]) for s in series if len(s.times))])
     values_out, present_out = [], []
-    chunk = max(1, WINDOWS_AT_ONCE // max(n, 1))
-    for at in range(0, len(series), chunk):
-        part = series[at : at + chunk]
+    for first, stop, shifts, flat_ends in shifted_series(len(series), ends, low, high):
+        part = series[first:stop]
         lengths = np.array([len(s.times) for s in part])
-        shifts = np.arange(len(part), dtype=np.int64) * span - base
         times = np.concatenate([s.times for s in part]) + np.repeat(shifts, lengths)
         values = np.concatenate([s.values for s in part]).astype(float, copy=False)
-        flat_ends = (shifts[:, None] + ends[None, :]).ravel()
         lo, hi = window_bounds(times, flat_ends, range_ms)
         present = hi > lo
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
