@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
@@ -44,10 +44,6 @@ def hours_clear() -> None:
     with _lock:
         _kept.clear()
         _held = 0
-
-
-def _ms_time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _keep(key: tuple[str, int, int], count: int, size: int, arrays: tuple) -> None:
@@ -78,7 +74,9 @@ def _hour_cuts(times_ms: np.ndarray) -> np.ndarray:
 
 
 def _counts(series_ids: Sequence[int], first: int, end: int) -> storage.Read:
-    return storage.hour_counts(series_ids=series_ids, first=_ms_time(first), end=_ms_time(end))
+    return storage.hour_counts(
+        series_ids=series_ids, first=storage.ms_time(first), end=storage.ms_time(end)
+    )
 
 
 def _lookup(
@@ -118,8 +116,8 @@ def points_between(
         whole = storage.points_between(
             metric_ids=metric_ids,
             series_ids=series_ids,
-            after=_ms_time(after_ms),
-            until=_ms_time(until_ms),
+            after=storage.ms_time(after_ms),
+            until=storage.ms_time(until_ms),
         )
         rows, *answers = storage.run(whole, *also)
         return rows, answers
@@ -128,8 +126,8 @@ def points_between(
     edges = [
         (order, edge_after, edge_until)
         for order, edge_after, edge_until in (
-            (after_ms, _ms_time(after_ms), _ms_time(first) - tick),
-            (end, _ms_time(end) - tick, _ms_time(until_ms)),
+            (after_ms, storage.ms_time(after_ms), storage.ms_time(first) - tick),
+            (end, storage.ms_time(end) - tick, storage.ms_time(until_ms)),
         )
         if edge_until > edge_after
     ]
@@ -152,8 +150,8 @@ def points_between(
             storage.points_by_hour(
                 metric_ids=metric_ids,
                 series_ids=sorted({sid for sid, _ in missing}),
-                first=_ms_time(min(hours)),
-                end=_ms_time(max(hours) + HOUR_MS),
+                first=storage.ms_time(min(hours)),
+                end=storage.ms_time(max(hours) + HOUR_MS),
             )
         ):
             if (sid, hour) in wanted:
@@ -191,7 +189,10 @@ def minute_windows(
 
     def read(after: int, before: int, ids: Sequence[int]) -> storage.Read:
         return storage.rollups_between(
-            bucket_ms=60_000, series_ids=ids, after=_ms_time(after), before=_ms_time(before)
+            bucket_ms=60_000,
+            series_ids=ids,
+            after=storage.ms_time(after),
+            before=storage.ms_time(before),
         )
 
     def probe(ids: Sequence[int], times: Sequence[int]) -> storage.Read:

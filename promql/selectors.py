@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 import numpy as np
 import promql_parser as pp
@@ -52,10 +51,6 @@ class SeriesRef:
     metric_id: int
     labels: Labels
     counter: bool
-
-
-def _ms_time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _joined(found: list, column: int, dtype: type) -> np.ndarray:
@@ -176,7 +171,7 @@ class DatabaseSource:
             return []
         by_id = {ref.id: ref for ref in refs}
         metric_ids = sorted({ref.metric_id for ref in refs})
-        after = _ms_time(start_ms)
+        after = storage.ms_time(start_ms)
         counters = [ref.id for ref in refs if ref.counter]
         rows, (bases,) = hours.points_between(
             metric_ids=metric_ids,
@@ -231,7 +226,10 @@ class DatabaseSource:
         else:
             read, probed = storage.run(
                 storage.rollups_between(
-                    bucket_ms=bucket, series_ids=ids, after=_ms_time(first), before=_ms_time(last)
+                    bucket_ms=bucket,
+                    series_ids=ids,
+                    after=storage.ms_time(first),
+                    before=storage.ms_time(last),
                 ),
                 storage.points_at(metric_ids=metric_ids, series_ids=ids, times_ms=edge_times),
             )
@@ -285,15 +283,18 @@ class DatabaseSource:
             storage.rollups_between(
                 bucket_ms=bucket,
                 series_ids=ids,
-                after=_ms_time(first),
-                before=_ms_time(last),
+                after=storage.ms_time(first),
+                before=storage.ms_time(last),
                 latest=True,
             ),
             storage.points_at(
                 metric_ids=metric_ids, series_ids=ids, times_ms=sorted({int(t) for t in refs_ms})
             ),
             storage.counter_totals_until(
-                metric_ids=metric_ids, series_ids=counters, until=_ms_time(first), inclusive=False
+                metric_ids=metric_ids,
+                series_ids=counters,
+                until=storage.ms_time(first),
+                inclusive=False,
             ),
         )
         rows = {row[0]: row[1:] for row in read}
@@ -345,7 +346,9 @@ class DatabaseSource:
     ) -> list[Labels]:
         refs = self.series(matchers)
         alive = storage.series_with_data(
-            series_ids=[ref.id for ref in refs], after=_ms_time(start_ms), until=_ms_time(end_ms)
+            series_ids=[ref.id for ref in refs],
+            after=storage.ms_time(start_ms),
+            until=storage.ms_time(end_ms),
         )
         return [ref.labels for ref in refs if ref.id in alive]
 

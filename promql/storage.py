@@ -106,6 +106,11 @@ def ms_from_us(us: np.ndarray) -> np.ndarray:
     return (np.asarray(us, dtype=np.int64) + 500) // 1000
 
 
+def ms_time(ms: int) -> datetime:
+    """Milliseconds since the epoch (PromQL's times) as the timestamptz the SQL takes."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
 # Arrays read as `array_send(array_agg(...))`: PostgreSQL's binary array format, decoded by numpy
 # in one call instead of one Python object per element (a 6-hour panel reads 36,000 points).
 # A one-dimensional array without NULLs is a 20-byte header, then per element its length (int4)
@@ -502,7 +507,7 @@ def points_at(
     if not series_ids or not len(times_ms):
         return _nothing([])
     at_ms = "timestamptz 'epoch' + %s::int8 * interval '1 millisecond'"
-    since = datetime.fromtimestamp(min(times_ms) / 1000, UTC)
+    since = ms_time(min(times_ms))
     return Read(
         f"""
         SELECT series_id::int8,
