@@ -292,7 +292,8 @@ def test_basic_authorization_takes_the_key_as_its_password():
     response = APIClient().get(ME, HTTP_AUTHORIZATION=f"Basic {basic}")
     assert response.status_code == 200
     assert response.json()["prefix"] == key.prefix
-    wrong = base64.b64encode(f"grafana:{raw[:-1]}x".encode()).decode()
+    # Never the key itself (one ending in "x" made `raw[:-1] + "x"` the right key).
+    wrong = base64.b64encode(f"grafana:{wrong_secret(raw)}".encode()).decode()
     response = APIClient().get(ME, HTTP_AUTHORIZATION=f"basic {wrong}")
     assert response.status_code == 401
 
